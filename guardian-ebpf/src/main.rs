@@ -1,0 +1,187 @@
+//! The eBPF programs: three classic tracepoints that watch bound session leaders
+//! and the processes holding their secrets, and report through a ring buffer.
+//!
+//! Classic tracepoints were chosen because they load on every kernel the guardian
+//! targets (BPF LSM and fentry need trampolines that are often unavailable) and
+//! because their fields are plain integers at offsets tracefs publishes, so no
+//! kernel struct layout is compiled in. The guardian passes those offsets as
+//! globals before loading.
+
+#![no_std]
+#![no_main]
+#![expect(
+    missing_docs,
+    reason = "the tracepoint macro wraps each program in an undocumented function"
+)]
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_send_signal},
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use guardian_ebpf::{Event, EventKind, HolderState, MAX_TRACKED, NO_FIELD, RING_BYTES};
+
+const SIGHUP: i32 = 1;
+const SIGKILL: u32 = 9;
+const CLONE_THREAD: u64 = 0x0001_0000;
+
+// Globals set by the guardian at load time (see `guardian_ebpf::globals`). The
+// defaults are the offsets of Linux 6.18 and are always overwritten.
+#[unsafe(no_mangle)]
+static EXIT_GROUP_DEAD_OFFSET: u32 = 32;
+#[unsafe(no_mangle)]
+static NEWTASK_PID_OFFSET: u32 = 8;
+#[unsafe(no_mangle)]
+static NEWTASK_CLONE_FLAGS_OFFSET: u32 = 32;
+#[unsafe(no_mangle)]
+static SIGNAL_SIG_OFFSET: u32 = 8;
+#[unsafe(no_mangle)]
+static SIGNAL_PID_OFFSET: u32 = 36;
+
+// Map statics carry the names in `guardian_ebpf::maps`.
+#[map]
+static LEADERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
+#[map]
+static HOLDERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+#[map]
+static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// `sched:sched_process_exit`, once per exiting thread.
+#[tracepoint]
+pub fn process_exit(ctx: TracePointContext) -> u32 {
+    try_process_exit(&ctx).unwrap_or(0)
+}
+
+/// `task:task_newtask`, in the parent's context, after the point where the new
+/// task can no longer fail to be created.
+#[tracepoint]
+pub fn new_task(ctx: TracePointContext) -> u32 {
+    try_new_task(&ctx).unwrap_or(0)
+}
+
+/// `signal:signal_generate`, for every signal sent to every task.
+#[tracepoint]
+pub fn signal_generate(ctx: TracePointContext) -> u32 {
+    try_signal_generate(&ctx).unwrap_or(0)
+}
+
+fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
+    let (tgid, tid) = current_ids();
+    if !is_group_dead(ctx, tgid, tid)? {
+        return Ok(0);
+    }
+    if LEADERS.get_ptr(tgid).is_some() {
+        emit(EventKind::LeaderExit, tgid, 0, 0);
+    }
+    if HOLDERS.get_ptr(tgid).is_some() {
+        let _ = HOLDERS.remove(tgid);
+        emit(EventKind::HolderExit, tgid, 0, 0);
+    }
+    Ok(0)
+}
+
+/// True when the exiting thread is the last of its process. Kernels without the
+/// `group_dead` field fall back to "the main thread exits", which errs early.
+fn is_group_dead(ctx: &TracePointContext, tgid: u32, tid: u32) -> Result<bool, i64> {
+    let offset = read_global(&EXIT_GROUP_DEAD_OFFSET);
+    if offset == NO_FIELD {
+        return Ok(tgid == tid);
+    }
+    // SAFETY: the offset comes from this kernel's tracefs format for this tracepoint.
+    let group_dead: u8 = unsafe { ctx.read_at(offset as usize)? };
+    Ok(group_dead != 0)
+}
+
+fn try_new_task(ctx: &TracePointContext) -> Result<u32, i64> {
+    let (parent, _) = current_ids();
+    let Some(state) = HOLDERS.get_ptr(parent) else {
+        return Ok(0);
+    };
+    // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
+    let flags: u64 = unsafe { ctx.read_at(read_global(&NEWTASK_CLONE_FLAGS_OFFSET) as usize)? };
+    if flags & CLONE_THREAD != 0 {
+        return Ok(0); // a thread of a holder is part of the holder
+    }
+    // SAFETY: as above.
+    let child: i32 = unsafe { ctx.read_at(read_global(&NEWTASK_PID_OFFSET) as usize)? };
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
+    let state = unsafe { *state };
+    let child = child as u32;
+    if HOLDERS.insert(child, state, 0).is_err() {
+        // Map full: the child would be untracked, so doom its parent instead.
+        kill_current();
+    }
+    if state == HolderState::Doomed as u32 {
+        kill_current();
+    }
+    emit(EventKind::HolderFork, child, parent, state);
+    Ok(0)
+}
+
+fn try_signal_generate(ctx: &TracePointContext) -> Result<u32, i64> {
+    // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
+    let sig: i32 = unsafe { ctx.read_at(read_global(&SIGNAL_SIG_OFFSET) as usize)? };
+    if sig != SIGHUP {
+        return Ok(0);
+    }
+    // SAFETY: as above.
+    let target: i32 = unsafe { ctx.read_at(read_global(&SIGNAL_PID_OFFSET) as usize)? };
+    let target = target as u32;
+    if LEADERS.get_ptr(target).is_some() {
+        emit(EventKind::LeaderHangup, target, ctx.tgid(), 0);
+    }
+    Ok(0)
+}
+
+/// Writes an event, or counts it in `DROPPED` when the ring buffer is full.
+fn emit(kind: EventKind, pid: u32, other: u32, state: u32) {
+    let event = Event {
+        kind: kind as u32,
+        pid,
+        other,
+        state,
+        ktime_ns: now(),
+    };
+    if EVENTS.output::<Event>(&event, 0).is_err()
+        && let Some(count) = DROPPED.get_ptr_mut(0)
+    {
+        // SAFETY: per-CPU slot 0 exists (max_entries 1) and no one else writes it on this CPU now.
+        unsafe { *count += 1 };
+    }
+}
+
+fn kill_current() {
+    // SAFETY: bpf_send_signal only signals the current task; any error is ignored
+    // because the guardian also kills every holder it learns of.
+    let _ = unsafe { bpf_send_signal(SIGKILL) };
+}
+
+fn current_ids() -> (u32, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ((pid_tgid >> 32) as u32, pid_tgid as u32)
+}
+
+fn now() -> u64 {
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+fn read_global(global: &'static u32) -> u32 {
+    // SAFETY: the reference is valid; a volatile read stops the compiler folding
+    // in the default value, since the loader rewrites it in the object.
+    unsafe { core::ptr::read_volatile(global) }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,788 @@
+//! The guardian's core: one task owns every secret, session and kernel map, and
+//! handles, in order, requests from connections, events from the kernel, and
+//! reports from the pidfd watchers and TTL timers. Owning the state in one place
+//! means a trigger and a request can never interleave halfway.
+//!
+//! Enforcement is always "wipe, then kill": secrets are zeroized before any
+//! holder is signalled, so nothing a dying holder does can delay the wipe.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use guardian_ebpf::{Event, EventKind, HolderState};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::{mpsc, oneshot},
+    task::AbortHandle,
+};
+
+use crate::{
+    audit::{AuditLog, Entry, Latency, Outcome},
+    clock,
+    kernel::KernelLink,
+    peer::Peer,
+    process::{self, Pid, Pidfd, Status, Uid},
+    protocol::{Request, Response, SecretInfo, SecretName, StatusInfo},
+    secret_mem::{self, SecretBuf},
+    sessions::{Grant, GrantId, Holder, Leader, Sessions},
+    vault::{Secret, SecretKey, Vault},
+};
+
+/// How long a trigger waits for holders to die before recording that some survived.
+const HOLDER_DEATH_WAIT: Duration = Duration::from_secs(5);
+
+/// What the core is told.
+pub enum Msg {
+    /// A parsed request from a connection.
+    Request {
+        /// Who sent it.
+        peer: Peer,
+        /// What it asks.
+        request: Request,
+        /// The secret bytes of a `put`.
+        payload: Option<SecretBuf>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A connection sent something that is not a request (audited, then closed).
+    Malformed {
+        /// Who sent it, if known.
+        peer: Option<Peer>,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A leader's pidfd reported its exit.
+    LeaderGone {
+        /// The leader.
+        pid: Pid,
+        /// Which binding of that pid.
+        id: u64,
+    },
+    /// A holder's pidfd reported its exit.
+    HolderGone {
+        /// The holder.
+        pid: Pid,
+    },
+    /// A secret's TTL ran out.
+    Expired {
+        /// The secret.
+        key: SecretKey,
+        /// Which secret under that key.
+        id: u64,
+    },
+    /// Periodic check of triggers still waiting for holders to die.
+    Tick,
+    /// Wipe everything and stop.
+    Shutdown,
+}
+
+/// The answer to a request: a response header and the secrets that follow it.
+pub struct Reply {
+    /// The header.
+    pub response: Response,
+    /// Copies of secrets in locked memory, written after the header and wiped.
+    pub secrets: Vec<SecretBuf>,
+}
+
+impl Reply {
+    fn error(message: impl Into<String>) -> Self {
+        Self {
+            response: Response::Error {
+                message: message.into(),
+            },
+            secrets: Vec::new(),
+        }
+    }
+
+    fn plain(response: Response) -> Self {
+        Self {
+            response,
+            secrets: Vec::new(),
+        }
+    }
+}
+
+/// Why secrets were wiped.
+#[derive(Clone, Copy, Debug)]
+enum Cause {
+    LeaderExit,
+    LeaderHangup,
+    Revoke,
+    TtlExpired,
+    Shutdown,
+    KernelEventsLost,
+}
+
+impl Cause {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cause::LeaderExit => "leader_exit",
+            Cause::LeaderHangup => "leader_hangup",
+            Cause::Revoke => "revoke",
+            Cause::TtlExpired => "ttl_expired",
+            Cause::Shutdown => "shutdown",
+            Cause::KernelEventsLost => "kernel_events_lost",
+        }
+    }
+}
+
+/// A trigger whose secrets are wiped and whose holders are being killed.
+struct PendingTrigger {
+    cause: Cause,
+    names: Vec<String>,
+    leader: Option<Pid>,
+    start_ns: u64,
+    wiped_ns: u64,
+    grants: HashSet<GrantId>,
+    killed: usize,
+    last_dead_ns: u64,
+    deadline: Instant,
+}
+
+/// The guardian's whole state.
+pub struct Core {
+    vault: Vault,
+    sessions: Sessions,
+    triggers: Vec<PendingTrigger>,
+    kernel: Option<KernelLink>,
+    kernel_error: Option<String>,
+    dropped_seen: u64,
+    audit: AuditLog,
+    next_id: u64,
+    to_self: mpsc::UnboundedSender<Msg>,
+}
+
+impl Core {
+    /// A core with no secrets.
+    pub fn new(
+        kernel: Result<KernelLink, String>,
+        audit: AuditLog,
+        to_self: mpsc::UnboundedSender<Msg>,
+    ) -> Self {
+        let (kernel, kernel_error) = match kernel {
+            Ok(link) => (Some(link), None),
+            Err(err) => (None, Some(err)),
+        };
+        Self {
+            vault: Vault::default(),
+            sessions: Sessions::default(),
+            triggers: Vec::new(),
+            kernel,
+            kernel_error,
+            dropped_seen: 0,
+            audit,
+            next_id: 1,
+            to_self,
+        }
+    }
+
+    /// Handles one message; returns false once the guardian should stop.
+    pub fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Request {
+                peer,
+                request,
+                payload,
+                reply,
+            } => {
+                let answer = self.request(&peer, request, payload);
+                // The client may have gone; the audit record is written either way.
+                let _ = reply.send(answer);
+            }
+            Msg::Malformed { peer, reason } => self.record(Entry {
+                action: "malformed".to_owned(),
+                names: Vec::new(),
+                peer,
+                leader: None,
+                outcome: Outcome::Deny,
+                reason: Some(reason),
+                latency: None,
+            }),
+            Msg::LeaderGone { pid, id } => {
+                if self
+                    .sessions
+                    .leaders
+                    .get(&pid)
+                    .is_some_and(|leader| leader.id == id)
+                {
+                    self.leader_gone(pid, Cause::LeaderExit, clock::now_ns());
+                }
+            }
+            Msg::HolderGone { pid } => self.holder_exited(pid, clock::now_ns()),
+            Msg::Expired { key, id } => {
+                if self.vault.get(&key).is_some_and(|secret| secret.id == id) {
+                    self.trigger(Cause::TtlExpired, clock::now_ns(), vec![key], None);
+                }
+            }
+            Msg::Tick => self.check_triggers(),
+            Msg::Shutdown => {
+                self.trigger(Cause::Shutdown, clock::now_ns(), self.vault.keys(), None);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Handles one batch of kernel events, then fails closed if any were lost.
+    pub fn kernel_events(&mut self, events: Vec<Event>) {
+        for event in events {
+            let Some(pid) = Pid::new(event.pid as i32) else {
+                continue;
+            };
+            match event.kind() {
+                Some(EventKind::LeaderExit) => {
+                    self.leader_gone(pid, Cause::LeaderExit, event.ktime_ns)
+                }
+                Some(EventKind::LeaderHangup) => {
+                    self.leader_gone(pid, Cause::LeaderHangup, event.ktime_ns)
+                }
+                Some(EventKind::HolderFork) => self.holder_forked(pid, event.other as i32),
+                Some(EventKind::HolderExit) => self.holder_exited(pid, event.ktime_ns),
+                None => tracing::warn!(kind = event.kind, "unknown kernel event"),
+            }
+        }
+        let dropped = self.kernel.as_ref().map_or(0, KernelLink::dropped_events);
+        if dropped > self.dropped_seen {
+            tracing::error!(dropped, "kernel events were lost; wiping every secret");
+            self.dropped_seen = dropped;
+            self.trigger(
+                Cause::KernelEventsLost,
+                clock::now_ns(),
+                self.vault.keys(),
+                None,
+            );
+        }
+    }
+
+    /// True while triggers are still waiting for holders to die.
+    pub fn is_settling(&self) -> bool {
+        !self.triggers.is_empty()
+    }
+
+    fn request(&mut self, peer: &Peer, request: Request, payload: Option<SecretBuf>) -> Reply {
+        let action = request.action();
+        let names = request_names(&request);
+        let result = match request {
+            Request::Put {
+                name,
+                bind,
+                ttl_secs,
+                ..
+            } => match payload {
+                Some(bytes) => self.put(peer, name, bind, ttl_secs, bytes),
+                None => Err("put without secret bytes".to_owned()),
+            },
+            Request::Get { name } => self.get(peer, &name),
+            Request::Exec { names } => self.exec(peer, &names),
+            Request::List {} => Ok(self.list(peer)),
+            Request::Revoke { name } => self.revoke(peer, name),
+            Request::Status {} => Ok(Reply::plain(Response::Status(self.status()))),
+        };
+        let (outcome, reason, leader) = match &result {
+            Ok(reply) => match reply.response {
+                Response::Stored { leader } => (Outcome::Allow, None, Some(leader)),
+                _ => (Outcome::Allow, None, None),
+            },
+            Err(message) => (Outcome::Deny, Some(message.clone()), None),
+        };
+        let entry = Entry {
+            action: action.to_owned(),
+            names,
+            peer: Some(peer.clone()),
+            leader,
+            outcome,
+            reason,
+            latency: None,
+        };
+        if let Err(err) = self.audit.append(&entry) {
+            tracing::error!(%err, "cannot write the audit log");
+            // Nothing leaves the vault that the log does not show.
+            if action == "put"
+                && let Some(name) = entry.names.first().and_then(|n| n.parse().ok())
+            {
+                self.vault.wipe(&SecretKey {
+                    owner: peer.uid,
+                    name,
+                });
+            }
+            return Reply::error(format!("audit log unavailable ({err}); request refused"));
+        }
+        result.unwrap_or_else(Reply::error)
+    }
+
+    fn put(
+        &mut self,
+        peer: &Peer,
+        name: SecretName,
+        bind: Option<i32>,
+        ttl_secs: Option<u64>,
+        bytes: SecretBuf,
+    ) -> Result<Reply, String> {
+        let key = SecretKey {
+            owner: peer.uid,
+            name,
+        };
+        if self.vault.get(&key).is_some() {
+            return Err(format!(
+                "secret {} already exists (revoke it first)",
+                key.name
+            ));
+        }
+        let leader = match bind {
+            Some(raw) => Pid::new(raw).ok_or_else(|| format!("invalid PID {raw}"))?,
+            None => process::session_of(peer.pid)
+                .map_err(|err| format!("cannot find the caller's session: {err}"))?,
+        };
+        self.check_bindable(peer, leader)?;
+        self.watch_leader(leader)?;
+        let id = self.fresh_id();
+        let expiry = ttl_secs.map(|secs| {
+            let ttl = Duration::from_secs(secs);
+            (
+                Instant::now() + ttl,
+                self.expire_after(ttl, key.clone(), id),
+            )
+        });
+        let secret = Secret {
+            id,
+            bytes,
+            leader,
+            created: Instant::now(),
+            expiry,
+        };
+        self.vault.insert(key, secret);
+        Ok(Reply::plain(Response::Stored {
+            leader: leader.raw(),
+        }))
+    }
+
+    fn check_bindable(&self, peer: &Peer, leader: Pid) -> Result<(), String> {
+        if leader.raw() == 1 {
+            return Err("refusing to bind to PID 1: it never exits".to_owned());
+        }
+        if leader == Pid::current() {
+            return Err("refusing to bind to the guardian itself".to_owned());
+        }
+        // Open the pidfd first: checks made after it are about this very process.
+        let pidfd = Pidfd::open(leader).map_err(|_| format!("no such process: {leader}"))?;
+        let status = Status::read(leader).map_err(|_| format!("no such process: {leader}"))?;
+        if status.tgid != leader.raw() {
+            return Err(format!("PID {leader} is a thread, not a process"));
+        }
+        if peer.uid != Uid::ROOT && status.uid != peer.uid {
+            return Err(format!("PID {leader} belongs to another user"));
+        }
+        if !pidfd.is_alive() {
+            return Err(format!("process {leader} has exited"));
+        }
+        Ok(())
+    }
+
+    fn watch_leader(&mut self, leader: Pid) -> Result<(), String> {
+        if self.sessions.leaders.contains_key(&leader) {
+            return Ok(());
+        }
+        let sid = process::session_of(leader).map_err(|_| format!("no such process: {leader}"))?;
+        let pidfd = Pidfd::open(leader).map_err(|_| format!("no such process: {leader}"))?;
+        if let Some(kernel) = &mut self.kernel {
+            kernel
+                .watch_leader(leader)
+                .map_err(|err| format!("cannot watch {leader}: {err}"))?;
+        }
+        let id = self.fresh_id();
+        let watcher = self.on_exit(Arc::new(pidfd), Msg::LeaderGone { pid: leader, id });
+        self.sessions
+            .leaders
+            .insert(leader, Leader { id, sid, watcher });
+        Ok(())
+    }
+
+    /// Finds a secret the peer may use: its own, from inside the bound session,
+    /// and not while being traced.
+    fn usable(&self, peer: &Peer, name: &SecretName) -> Result<SecretKey, String> {
+        let key = SecretKey {
+            owner: peer.uid,
+            name: name.clone(),
+        };
+        let secret = self
+            .vault
+            .get(&key)
+            .ok_or_else(|| format!("no such secret: {name}"))?;
+        let leader = secret.leader;
+        let inside = self.sessions.leaders.get(&leader).is_some_and(|l| {
+            process::session_of(peer.pid).is_ok_and(|sid| sid == l.sid)
+                || process::descends_from(peer.pid, leader)
+        });
+        if !inside {
+            return Err(format!(
+                "{name} is bound to the session of PID {leader}; this process is outside it"
+            ));
+        }
+        let status = Status::read(peer.pid).map_err(|_| "the caller has exited".to_owned())?;
+        if status.tracer != 0 {
+            return Err(format!(
+                "refusing to hand {name} to a process traced by PID {}",
+                status.tracer
+            ));
+        }
+        Ok(key)
+    }
+
+    fn copies(&self, keys: &[SecretKey]) -> Result<Vec<SecretBuf>, String> {
+        keys.iter()
+            .map(|key| {
+                let secret = self.vault.get(key).ok_or("secret vanished")?;
+                secret.bytes.try_clone().map_err(|err| err.to_string())
+            })
+            .collect()
+    }
+
+    fn get(&mut self, peer: &Peer, name: &SecretName) -> Result<Reply, String> {
+        let key = self.usable(peer, name)?;
+        let secrets = self.copies(std::slice::from_ref(&key))?;
+        let lens = secrets.iter().map(SecretBuf::len).collect();
+        Ok(Reply {
+            response: Response::Secrets { lens },
+            secrets,
+        })
+    }
+
+    fn exec(&mut self, peer: &Peer, names: &[SecretName]) -> Result<Reply, String> {
+        let keys = names
+            .iter()
+            .map(|name| self.usable(peer, name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let secrets = self.copies(&keys)?;
+        self.add_holder(peer.pid, keys)?;
+        let lens = secrets.iter().map(SecretBuf::len).collect();
+        Ok(Reply {
+            response: Response::Secrets { lens },
+            secrets,
+        })
+    }
+
+    /// Makes `pid` a holder of `keys`: tracked by pidfd and, with eBPF, in the
+    /// kernel map so that its children become holders as they are born.
+    fn add_holder(&mut self, pid: Pid, keys: Vec<SecretKey>) -> Result<(), String> {
+        if let Some(holder) = self.sessions.holders.get(&pid) {
+            let grant = self.sessions.grants.entry(holder.grant).or_default();
+            grant.secrets.extend(keys);
+            return Ok(());
+        }
+        let pidfd = Pidfd::open(pid).map_err(|_| "the caller has exited".to_owned())?;
+        if let Some(kernel) = &mut self.kernel {
+            kernel
+                .set_holder(pid, HolderState::Holding)
+                .map_err(|err| err.to_string())?;
+        }
+        let grant = self.fresh_id();
+        self.sessions.grants.insert(
+            grant,
+            Grant {
+                secrets: keys.into_iter().collect(),
+                doomed: false,
+            },
+        );
+        self.track_holder(pid, grant, pidfd);
+        Ok(())
+    }
+
+    fn track_holder(&mut self, pid: Pid, grant: GrantId, pidfd: Pidfd) {
+        let pidfd = Arc::new(pidfd);
+        let watcher = self.on_exit(Arc::clone(&pidfd), Msg::HolderGone { pid });
+        self.sessions.holders.insert(
+            pid,
+            Holder {
+                grant,
+                pidfd,
+                watcher,
+            },
+        );
+    }
+
+    fn list(&self, peer: &Peer) -> Reply {
+        let mut secrets: Vec<SecretInfo> = self
+            .vault
+            .owned_by(peer.uid)
+            .map(|(key, secret)| SecretInfo {
+                name: key.name.to_string(),
+                leader: secret.leader.raw(),
+                holders: self.sessions.holders_of(key),
+                age_secs: secret.created.elapsed().as_secs(),
+                ttl_left_secs: secret.ttl_left().map(|left| left.as_secs()),
+            })
+            .collect();
+        secrets.sort_by(|a, b| a.name.cmp(&b.name));
+        Reply::plain(Response::List { secrets })
+    }
+
+    fn revoke(&mut self, peer: &Peer, name: SecretName) -> Result<Reply, String> {
+        let key = SecretKey {
+            owner: peer.uid,
+            name,
+        };
+        if self.vault.get(&key).is_none() {
+            return Err(format!("no such secret: {}", key.name));
+        }
+        let killed = self.trigger(Cause::Revoke, clock::now_ns(), vec![key], None);
+        Ok(Reply::plain(Response::Revoked {
+            holders_killed: killed,
+        }))
+    }
+
+    fn status(&self) -> StatusInfo {
+        let ebpf = self.kernel.is_some();
+        StatusInfo {
+            pid: Pid::current().raw(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            watch_mode: if ebpf {
+                "ebpf-tracepoints"
+            } else {
+                "pidfd-fallback"
+            }
+            .to_owned(),
+            ebpf_error: self.kernel_error.clone(),
+            fork_tracking: if ebpf { "ebpf" } else { "proc-scan" }.to_owned(),
+            memory_backend: match secret_mem::backing() {
+                secret_mem::Backing::MemfdSecret => "memfd_secret",
+                secret_mem::Backing::Mlock => "mlock",
+            }
+            .to_owned(),
+            locked_bytes: secret_mem::locked_bytes(),
+            secrets: self.vault.len(),
+            leaders: self.sessions.leaders.len(),
+            holders: self.sessions.holders.len(),
+            dropped_events: self.dropped_seen,
+        }
+    }
+
+    fn leader_gone(&mut self, leader: Pid, cause: Cause, start_ns: u64) {
+        if !self.sessions.leaders.contains_key(&leader) {
+            return;
+        }
+        let keys = self.vault.bound_to(leader);
+        self.trigger(cause, start_ns, keys, Some(leader));
+        // A hangup leaves the leader alive; it is no longer watched either way.
+        self.unwatch_leader(leader);
+    }
+
+    fn unwatch_leader(&mut self, leader: Pid) {
+        if let Some(entry) = self.sessions.leaders.remove(&leader) {
+            entry.watcher.abort();
+        }
+        if let Some(kernel) = &mut self.kernel {
+            kernel.unwatch_leader(leader);
+        }
+    }
+
+    /// Wipes `keys`, then kills every holder of any of them. Returns the number
+    /// of holders signalled.
+    fn trigger(
+        &mut self,
+        cause: Cause,
+        start_ns: u64,
+        keys: Vec<SecretKey>,
+        leader: Option<Pid>,
+    ) -> usize {
+        let mut names = Vec::new();
+        let mut leaders = HashSet::new();
+        for key in &keys {
+            if let Some(secret) = self.vault.get(key) {
+                leaders.insert(secret.leader);
+            }
+            if self.vault.wipe(key) {
+                names.push(key.name.to_string());
+            }
+        }
+        let wiped_ns = clock::now_ns();
+        let keys: HashSet<SecretKey> = keys.into_iter().collect();
+        let grants = self.sessions.doom_grants_of(&keys);
+        let killed = self.kill_grants(&grants);
+        for leader in leaders {
+            if !self.vault.has_leader(leader) {
+                self.unwatch_leader(leader);
+            }
+        }
+        tracing::info!(cause = cause.as_str(), ?names, killed, "secrets wiped");
+        self.triggers.push(PendingTrigger {
+            cause,
+            names,
+            leader,
+            start_ns,
+            wiped_ns,
+            grants,
+            killed,
+            last_dead_ns: 0,
+            deadline: Instant::now() + HOLDER_DEATH_WAIT,
+        });
+        self.check_triggers();
+        killed
+    }
+
+    /// SIGKILLs every holder in `grants`. Without eBPF fork tracking, holders'
+    /// descendants are found by a scan of /proc and killed too.
+    fn kill_grants(&mut self, grants: &HashSet<GrantId>) -> usize {
+        if grants.is_empty() {
+            return 0;
+        }
+        let holders = self.sessions.holders_in(grants);
+        for (pid, pidfd) in &holders {
+            if let Some(kernel) = &mut self.kernel {
+                // Best effort: a full map only loses the in-kernel fork kill.
+                let _ = kernel.set_holder(*pid, HolderState::Doomed);
+            }
+            if let Err(err) = pidfd.kill() {
+                tracing::warn!(%pid, %err, "cannot kill holder");
+            }
+        }
+        let mut killed = holders.len();
+        if self.kernel.is_none() {
+            let roots: HashSet<Pid> = holders.iter().map(|(pid, _)| *pid).collect();
+            let grant = grants.iter().next().copied().unwrap_or_default();
+            for pid in process::descendants_of(&roots) {
+                if let Ok(pidfd) = Pidfd::open(pid) {
+                    let _ = pidfd.kill();
+                    self.track_holder(pid, grant, pidfd);
+                    killed += 1;
+                }
+            }
+        }
+        killed
+    }
+
+    fn holder_forked(&mut self, child: Pid, parent: i32) {
+        let Some(parent) = Pid::new(parent) else {
+            return;
+        };
+        let Some(grant) = self
+            .sessions
+            .holders
+            .get(&parent)
+            .map(|holder| holder.grant)
+        else {
+            return;
+        };
+        // A child that already exited cannot be opened; its exit needs no kill.
+        let Ok(pidfd) = Pidfd::open(child) else {
+            return;
+        };
+        let doomed = self.sessions.grants.get(&grant).is_some_and(|g| g.doomed);
+        if doomed {
+            let _ = pidfd.kill();
+            for trigger in self
+                .triggers
+                .iter_mut()
+                .filter(|t| t.grants.contains(&grant))
+            {
+                trigger.killed += 1;
+            }
+        }
+        self.track_holder(child, grant, pidfd);
+    }
+
+    fn holder_exited(&mut self, pid: Pid, ktime_ns: u64) {
+        let Some(holder) = self.sessions.remove_holder(pid) else {
+            return;
+        };
+        if let Some(kernel) = &mut self.kernel {
+            kernel.remove_holder(pid);
+        }
+        for trigger in self
+            .triggers
+            .iter_mut()
+            .filter(|t| t.grants.contains(&holder.grant))
+        {
+            trigger.last_dead_ns = trigger.last_dead_ns.max(ktime_ns);
+        }
+        self.check_triggers();
+    }
+
+    /// Records every trigger whose holders are all dead, or that waited too long.
+    fn check_triggers(&mut self) {
+        let now = Instant::now();
+        let mut index = 0;
+        while index < self.triggers.len() {
+            let trigger = &self.triggers[index];
+            let survivors = self.sessions.holders_in(&trigger.grants);
+            if survivors.is_empty() || now >= trigger.deadline {
+                let trigger = self.triggers.swap_remove(index);
+                self.record_trigger(&trigger, survivors.len());
+            } else {
+                // Holders still alive: signal again (a no-op for the dying).
+                survivors.iter().for_each(|(_, pidfd)| drop(pidfd.kill()));
+                index += 1;
+            }
+        }
+    }
+
+    fn record_trigger(&mut self, trigger: &PendingTrigger, survivors: usize) {
+        let holders_dead_ns = (trigger.killed > 0 && survivors == 0)
+            .then(|| trigger.last_dead_ns.saturating_sub(trigger.start_ns));
+        self.record(Entry {
+            action: "trigger".to_owned(),
+            names: trigger.names.clone(),
+            peer: None,
+            leader: trigger.leader.map(Pid::raw),
+            outcome: if survivors == 0 {
+                Outcome::Wiped
+            } else {
+                Outcome::HoldersSurvived
+            },
+            reason: Some(trigger.cause.as_str().to_owned()),
+            latency: Some(Latency {
+                wiped_ns: trigger.wiped_ns.saturating_sub(trigger.start_ns),
+                holders_dead_ns,
+                holders: trigger.killed,
+            }),
+        });
+    }
+
+    fn record(&mut self, entry: Entry) {
+        if let Err(err) = self.audit.append(&entry) {
+            tracing::error!(%err, action = entry.action, "cannot write the audit log");
+        }
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Spawns a task that sends `msg` once the process behind `pidfd` exits.
+    fn on_exit(&self, pidfd: Arc<Pidfd>, msg: Msg) -> AbortHandle {
+        let to_core = self.to_self.clone();
+        tokio::spawn(async move {
+            // SAFETY: the Pidfd owns its fd, which stays open and the same until
+            // the last Arc (one of them inside this AsyncFd) is dropped.
+            if let Ok(fd) = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) } {
+                // Readable means exited; an error means the same for our purpose.
+                let _ = fd.readable().await;
+            }
+            let _ = to_core.send(msg);
+        })
+        .abort_handle()
+    }
+
+    /// Spawns a timer that reports the TTL expiry of secret `id` under `key`.
+    fn expire_after(&self, ttl: Duration, key: SecretKey, id: u64) -> AbortHandle {
+        let to_core = self.to_self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ttl).await;
+            let _ = to_core.send(Msg::Expired { key, id });
+        })
+        .abort_handle()
+    }
+}
+
+fn request_names(request: &Request) -> Vec<String> {
+    match request {
+        Request::Put { name, .. } | Request::Get { name } | Request::Revoke { name } => {
+            vec![name.to_string()]
+        }
+        Request::Exec { names } => names.iter().map(ToString::to_string).collect(),
+        Request::List {} | Request::Status {} => Vec::new(),
+    }
+}

@@ -1,0 +1,287 @@
+//! `ningen-shikkaku guard`: sets the guardian up (hardening, audit log, eBPF,
+//! socket) and runs it: an accept loop with a connection limit, one task per
+//! connection, and the core loop that owns the state.
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{UnixListener, UnixStream},
+    signal::unix::{SignalKind, signal},
+    sync::{Semaphore, mpsc, oneshot},
+};
+
+use crate::{
+    audit::AuditLog,
+    core::{Core, Msg, Reply},
+    hardening,
+    kernel::{self, KernelLink},
+    peer::Peer,
+    protocol::{self, FrameError, Request, Response},
+    secret_mem::SecretBuf,
+};
+
+/// Most connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to send one whole request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often pending triggers are re-checked.
+const TICK: Duration = Duration::from_millis(100);
+/// How long shutdown waits for holders to die before exiting anyway.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// Where the guardian listens and logs.
+pub struct Options {
+    /// The Unix socket path.
+    pub socket: PathBuf,
+    /// The audit log path.
+    pub audit: PathBuf,
+}
+
+/// Runs the guardian until SIGTERM or SIGINT.
+pub fn run(options: Options) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "the guardian must run as root (it loads eBPF programs and kills other users' processes)"
+        );
+    }
+    hardening::forbid_core_dumps().context("cannot disable core dumps")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(options))
+}
+
+async fn serve(options: Options) -> anyhow::Result<()> {
+    let audit = AuditLog::open(&options.audit)
+        .with_context(|| format!("cannot open the audit log {}", options.audit.display()))?;
+    let (link, mut events) = match KernelLink::load() {
+        Ok((link, events)) => (Ok(link), Some(events)),
+        Err(err) => {
+            tracing::warn!(%err, "eBPF unavailable: watching leaders by pidfd only, forks by /proc scan");
+            (Err(err.to_string()), None)
+        }
+    };
+    let listener = bind(&options.socket)?;
+    let (to_core, mut inbox) = mpsc::unbounded_channel();
+    let mut core = Core::new(link, audit, to_core.clone());
+    tokio::spawn(accept(listener, to_core.clone()));
+    tokio::spawn(forward_signals(to_core.clone())?);
+    tokio::spawn(tick(to_core));
+    tracing::info!(socket = %options.socket.display(), "guardian ready");
+
+    while step(&mut core, &mut events, &mut inbox).await? {}
+    // Shutting down: secrets are wiped; give holders a moment to be reaped so the
+    // audit log records their deaths.
+    let _ = fs::remove_file(&options.socket);
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+    while core.is_settling() && tokio::time::Instant::now() < deadline {
+        step(&mut core, &mut events, &mut inbox).await?;
+    }
+    tracing::info!("guardian stopped; every secret wiped");
+    Ok(())
+}
+
+/// Handles the next batch of kernel events (first, if any wait) or the next
+/// message. Returns false once the core asks to stop.
+async fn step(
+    core: &mut Core,
+    events: &mut Option<kernel::EventStream>,
+    inbox: &mut mpsc::UnboundedReceiver<Msg>,
+) -> anyhow::Result<bool> {
+    tokio::select! {
+        biased;
+        ready = readable(events) => {
+            let mut guard = ready.context("kernel ring buffer failed")?;
+            let batch = kernel::drain(guard.get_inner_mut());
+            guard.clear_ready();
+            core.kernel_events(batch);
+            Ok(true)
+        }
+        msg = inbox.recv() => Ok(msg.is_some_and(|msg| core.handle(msg))),
+    }
+}
+
+/// Waits until the ring buffer has events; never completes without eBPF.
+async fn readable(
+    events: &mut Option<kernel::EventStream>,
+) -> std::io::Result<
+    tokio::io::unix::AsyncFdReadyMutGuard<'_, aya::maps::RingBuf<aya::maps::MapData>>,
+> {
+    match events {
+        Some(events) => events.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Binds the socket, refusing to take over from a live guardian.
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("a guardian is already listening on {}", path.display());
+        }
+        fs::remove_file(path).with_context(|| format!("cannot remove stale {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    // Any local user may connect; SO_PEERCRED decides what each may do.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+async fn accept(listener: UnixListener, to_core: mpsc::UnboundedSender<Msg>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let to_core = to_core.clone();
+                tokio::spawn(async move {
+                    connection(stream, to_core).await;
+                    drop(permit);
+                });
+            }
+            Err(err) => tracing::warn!(%err, "accept failed"),
+        }
+    }
+}
+
+/// Serves one client: requests one after another until it closes the stream
+/// or sends something malformed.
+async fn connection(mut stream: UnixStream, to_core: mpsc::UnboundedSender<Msg>) {
+    let peer = stream.peer_cred().ok().as_ref().and_then(Peer::from_cred);
+    let Some(peer) = peer else {
+        let _ = to_core.send(Msg::Malformed {
+            peer: None,
+            reason: "peer has no visible pid".into(),
+        });
+        return;
+    };
+    loop {
+        let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
+            Ok(Ok(Some(request))) => request,
+            Ok(Ok(None)) => return,
+            Ok(Err(err)) => return refuse(&mut stream, &to_core, peer, err.to_string()).await,
+            Err(_) => return refuse(&mut stream, &to_core, peer, "request timed out".into()).await,
+        };
+        let (request, payload) = request;
+        let (reply_to, reply) = oneshot::channel();
+        let msg = Msg::Request {
+            peer: peer.clone(),
+            request,
+            payload,
+            reply: reply_to,
+        };
+        if to_core.send(msg).is_err() {
+            return;
+        }
+        let Ok(reply) = reply.await else { return };
+        if write_reply(&mut stream, reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Errors reading a request.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Memory(#[from] crate::secret_mem::MemoryError),
+}
+
+/// Reads one request; `None` at a clean end of stream.
+async fn read_request(
+    stream: &mut UnixStream,
+) -> Result<Option<(Request, Option<SecretBuf>)>, ReadError> {
+    let mut prefix = [0u8; 4];
+    match stream.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(err.into()),
+    }
+    let mut header = vec![0u8; protocol::header_len(prefix)?];
+    stream.read_exact(&mut header).await?;
+    let request: Request = protocol::decode(&header)?;
+    let payload = match &request {
+        Request::Put { len, .. } => {
+            let mut bytes = SecretBuf::new(protocol::check_secret_len(*len)?)?;
+            // Straight from the socket into locked pages.
+            stream.read_exact(bytes.as_mut_slice()).await?;
+            Some(bytes)
+        }
+        _ => None,
+    };
+    Ok(Some((request, payload)))
+}
+
+async fn write_reply(stream: &mut UnixStream, reply: Reply) -> std::io::Result<()> {
+    stream.write_all(&protocol::encode(&reply.response)).await?;
+    for secret in &reply.secrets {
+        stream.write_all(secret.as_slice()).await?;
+    }
+    stream.flush().await
+    // `reply.secrets` drops here and wipes the copies.
+}
+
+/// Audits a malformed request, tells the client why, and closes.
+async fn refuse(
+    stream: &mut UnixStream,
+    to_core: &mpsc::UnboundedSender<Msg>,
+    peer: Peer,
+    reason: String,
+) {
+    let response = Response::Error {
+        message: reason.clone(),
+    };
+    let _ = stream.write_all(&protocol::encode(&response)).await;
+    let _ = to_core.send(Msg::Malformed {
+        peer: Some(peer),
+        reason,
+    });
+}
+
+fn forward_signals(
+    to_core: mpsc::UnboundedSender<Msg>,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stop requested: wiping every secret");
+        let _ = to_core.send(Msg::Shutdown);
+    })
+}
+
+async fn tick(to_core: mpsc::UnboundedSender<Msg>) {
+    let mut interval = tokio::time::interval(TICK);
+    loop {
+        interval.tick().await;
+        if to_core.send(Msg::Tick).is_err() {
+            return;
+        }
+    }
+}

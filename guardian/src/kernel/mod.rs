@@ -1,0 +1,215 @@
+//! The kernel link: loads the eBPF programs, keeps the maps of watched leaders
+//! and holders in step with the guardian, and reads their events.
+//!
+//! Needs CAP_BPF and CAP_PERFMON (or root), tracefs, and a kernel with BPF ring
+//! buffers (5.8+). When any of that is missing, [`KernelLink::load`] fails with a
+//! [`KernelError`] and the guardian runs on pidfds alone (see `status`).
+
+pub mod tracefs;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use guardian_ebpf::{Event, HolderState, LEADER_WATCHED, NO_FIELD, globals, maps, programs};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::process::Pid;
+
+/// The compiled programs, embedded by build.rs (empty when not built).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardian-ebpf.o"));
+
+/// Why the eBPF link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// This binary was built without the eBPF object.
+    #[error("eBPF programs were not built into this binary (build with `cargo xtask build`)")]
+    NotBuilt,
+    /// tracefs is missing or a tracepoint format could not be read.
+    #[error("cannot read tracepoint formats: {0}")]
+    Tracefs(#[from] std::io::Error),
+    /// The object could not be loaded (no CAP_BPF, verifier refusal, ...).
+    #[error("cannot load eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program could not be loaded or attached; the verifier log is kept.
+    #[error("cannot load or attach program {name}: {source}")]
+    Program {
+        /// Program name.
+        name: &'static str,
+        /// The error from aya, with the verifier log where there is one.
+        source: aya::programs::ProgramError,
+    },
+    /// A map is missing or has the wrong type.
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// The error from aya.
+        source: aya::maps::MapError,
+    },
+    /// The object lacks a program or map the guardian expects.
+    #[error("eBPF object has no {0}")]
+    Missing(&'static str),
+}
+
+/// The loaded programs and the maps the guardian writes.
+pub struct KernelLink {
+    // Dropping the Ebpf detaches the programs, so it lives as long as the link.
+    _ebpf: Ebpf,
+    leaders: HashMap<MapData, u32, u32>,
+    holders: HashMap<MapData, u32, u32>,
+    dropped: PerCpuArray<MapData, u64>,
+}
+
+/// The ring buffer the programs write events to, ready for async reads.
+pub type EventStream = AsyncFd<RingBuf<MapData>>;
+
+impl KernelLink {
+    /// Loads and attaches every program.
+    pub fn load() -> Result<(Self, EventStream), KernelError> {
+        if OBJECT.is_empty() {
+            return Err(KernelError::NotBuilt);
+        }
+        tracefs::ensure_mounted()?;
+        let offsets = Offsets::read()?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global(
+                globals::EXIT_GROUP_DEAD_OFFSET,
+                &offsets.exit_group_dead,
+                true,
+            )
+            .override_global(globals::NEWTASK_PID_OFFSET, &offsets.newtask_pid, true)
+            .override_global(
+                globals::NEWTASK_CLONE_FLAGS_OFFSET,
+                &offsets.newtask_clone_flags,
+                true,
+            )
+            .override_global(globals::SIGNAL_SIG_OFFSET, &offsets.signal_sig, true)
+            .override_global(globals::SIGNAL_PID_OFFSET, &offsets.signal_pid, true)
+            .load(OBJECT)?;
+        for (name, category, tracepoint) in programs::ALL {
+            attach(&mut ebpf, name, category, tracepoint)?;
+        }
+        let leaders = take_map(&mut ebpf, maps::LEADERS)?;
+        let holders = take_map(&mut ebpf, maps::HOLDERS)?;
+        let dropped = take_map(&mut ebpf, maps::DROPPED)?;
+        let ring: RingBuf<MapData> = take_map(&mut ebpf, maps::EVENTS)?;
+        // SAFETY: the ring buffer owns its map fd, which stays open and the same
+        // for as long as the RingBuf (now owned by the AsyncFd) lives.
+        let events = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|err| KernelError::Tracefs(err.into()))?;
+        Ok((
+            Self {
+                _ebpf: ebpf,
+                leaders,
+                holders,
+                dropped,
+            },
+            events,
+        ))
+    }
+
+    /// Starts reporting the exit and hangup of `leader`.
+    pub fn watch_leader(&mut self, leader: Pid) -> Result<(), KernelError> {
+        self.leaders
+            .insert(leader.raw() as u32, LEADER_WATCHED, 0)
+            .map_err(|source| KernelError::Map {
+                name: maps::LEADERS,
+                source,
+            })
+    }
+
+    /// Stops watching `leader`.
+    pub fn unwatch_leader(&mut self, leader: Pid) {
+        // Not-found is fine: the entry may never have been added.
+        let _ = self.leaders.remove(&(leader.raw() as u32));
+    }
+
+    /// Marks `pid` as a holder in `state`; its future children inherit it.
+    pub fn set_holder(&mut self, pid: Pid, state: HolderState) -> Result<(), KernelError> {
+        self.holders
+            .insert(pid.raw() as u32, state as u32, 0)
+            .map_err(|source| KernelError::Map {
+                name: maps::HOLDERS,
+                source,
+            })
+    }
+
+    /// Forgets `pid` as a holder.
+    pub fn remove_holder(&mut self, pid: Pid) {
+        // Not-found is fine: the program removes holders when they exit.
+        let _ = self.holders.remove(&(pid.raw() as u32));
+    }
+
+    /// Events the programs dropped because the ring buffer was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.dropped
+            .get(&0, 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Reads every event waiting in the ring buffer.
+pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<Event> {
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        if let Some(event) = Event::from_bytes(&item) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    category: &str,
+    event: &str,
+) -> Result<(), KernelError> {
+    let program: &mut TracePoint = ebpf
+        .program_mut(name)
+        .ok_or(KernelError::Missing(name))?
+        .try_into()
+        .map_err(|source| KernelError::Program { name, source })?;
+    program
+        .load()
+        .map_err(|source| KernelError::Program { name, source })?;
+    program
+        .attach(category, event)
+        .map_err(|source| KernelError::Program { name, source })?;
+    Ok(())
+}
+
+fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, KernelError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(KernelError::Missing(name))?;
+    M::try_from(map).map_err(|source| KernelError::Map { name, source })
+}
+
+/// Tracepoint field offsets of the running kernel.
+struct Offsets {
+    exit_group_dead: u32,
+    newtask_pid: u32,
+    newtask_clone_flags: u32,
+    signal_sig: u32,
+    signal_pid: u32,
+}
+
+impl Offsets {
+    fn read() -> std::io::Result<Self> {
+        let exit = tracefs::Format::read("sched", "sched_process_exit")?;
+        let newtask = tracefs::Format::read("task", "task_newtask")?;
+        let signal = tracefs::Format::read("signal", "signal_generate")?;
+        Ok(Self {
+            exit_group_dead: exit.offset("group_dead").unwrap_or(NO_FIELD),
+            newtask_pid: newtask.require("pid")?,
+            newtask_clone_flags: newtask.require("clone_flags")?,
+            signal_sig: signal.require("sig")?,
+            signal_pid: signal.require("pid")?,
+        })
+    }
+}

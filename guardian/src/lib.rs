@@ -1,0 +1,28 @@
+//! ningen-shikkaku: a dead-man's switch for secrets.
+//!
+//! # Layout
+//! - [`cli`]: the command line.
+//! - [`client`]: the client subcommands (`put`, `get`, `exec`, `list`, `revoke`, `status`).
+//! - [`daemon`]: `guard`: set-up, the socket server and the core loop.
+//! - [`core`]: the state and every rule: who may do what, triggers, wipe-then-kill.
+//! - [`vault`]: the secrets; [`sessions`]: leaders, holders and grants.
+//! - [`kernel`]: the eBPF link (load, maps, ring buffer).
+//! - [`protocol`]: frames and messages on the socket.
+//! - [`secret_mem`]: locked memory for secret bytes; [`audit`]: the audit log.
+//! - [`process`]: pids, pidfds and /proc; [`peer`]: who is connected.
+//! - [`hardening`]: the guardian's self-protection; [`clock`]: the kernel clock.
+
+pub mod audit;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod core;
+pub mod daemon;
+pub mod hardening;
+pub mod kernel;
+pub mod peer;
+pub mod process;
+pub mod protocol;
+pub mod secret_mem;
+pub mod sessions;
+pub mod vault;

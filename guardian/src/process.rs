@@ -1,0 +1,287 @@
+//! Processes as the guardian sees them: pid and uid newtypes, pidfds (so a
+//! reused pid never gets signalled or trusted), and the facts read from /proc.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt, fs, io,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+};
+
+use serde::Serialize;
+
+/// A process id (a thread-group id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Pid(i32);
+
+impl Pid {
+    /// Wraps a raw pid; `None` for zero or negative values, which name no single process.
+    pub fn new(raw: i32) -> Option<Self> {
+        (raw > 0).then_some(Self(raw))
+    }
+
+    /// The raw value.
+    pub fn raw(self) -> i32 {
+        self.0
+    }
+
+    /// The calling process.
+    pub fn current() -> Self {
+        Self(std::process::id() as i32)
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A user id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Uid(pub u32);
+
+impl Uid {
+    /// The superuser.
+    pub const ROOT: Uid = Uid(0);
+}
+
+impl fmt::Display for Uid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A pidfd: a handle on one process that stays bound to it after it exits, so
+/// signals through it can never reach a process that later reuses the pid.
+#[derive(Debug)]
+pub struct Pidfd {
+    fd: OwnedFd,
+    pid: Pid,
+}
+
+impl Pidfd {
+    /// Opens a pidfd for `pid`. Fails with ESRCH if there is no such process.
+    pub fn open(pid: Pid) -> io::Result<Self> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.raw(), 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Ok(Self { fd, pid })
+    }
+
+    /// The pid this handle was opened for.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// Sends `signal`; a process that already exited is not an error.
+    pub fn kill(&self) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal with a valid pidfd, a null siginfo and no flags.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.fd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        match rc {
+            0 => Ok(()),
+            _ => match io::Error::last_os_error() {
+                err if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                err => Err(err),
+            },
+        }
+    }
+
+    /// True while the process has not exited (a pidfd polls readable on exit).
+    pub fn is_alive(&self) -> bool {
+        let mut poll = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let rc = unsafe { libc::poll(&mut poll, 1, 0) };
+        rc == 0
+    }
+}
+
+impl AsFd for Pidfd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Pidfd {
+    fn as_raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// What /proc/PID/status says about a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Real uid.
+    pub uid: Uid,
+    /// Real gid.
+    pub gid: u32,
+    /// Parent pid (0 for the init process).
+    pub ppid: i32,
+    /// Pid of the tracer, or 0.
+    pub tracer: i32,
+    /// The thread-group id; differs from the pid asked for when that was a thread.
+    pub tgid: i32,
+    /// Command name (`comm`).
+    pub name: String,
+}
+
+impl Status {
+    /// Reads /proc/PID/status.
+    pub fn read(pid: Pid) -> io::Result<Self> {
+        Self::parse(&fs::read_to_string(format!("/proc/{pid}/status"))?)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc status"))
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        Some(Self {
+            uid: Uid(first_number(field("Uid")?)?),
+            gid: first_number(field("Gid")?)?,
+            ppid: first_number(field("PPid")?)?,
+            tracer: first_number(field("TracerPid")?)?,
+            tgid: first_number(field("Tgid")?)?,
+            name: field("Name")?.to_owned(),
+        })
+    }
+}
+
+fn first_number<T: std::str::FromStr>(value: &str) -> Option<T> {
+    value.split_whitespace().next()?.parse().ok()
+}
+
+/// The session id of `pid`.
+pub fn session_of(pid: Pid) -> io::Result<Pid> {
+    let sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid.raw())))?;
+    Pid::new(sid.as_raw()).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
+}
+
+/// The executable of `pid`, or a placeholder when it cannot be read.
+pub fn exe_of(pid: Pid) -> String {
+    fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// True if `ancestor` is `pid` itself or one of its ancestors.
+pub fn descends_from(pid: Pid, ancestor: Pid) -> bool {
+    let mut current = pid;
+    // A bound on the walk guards against a parent chain that changes under us.
+    for _ in 0..4096 {
+        if current == ancestor {
+            return true;
+        }
+        match Status::read(current)
+            .ok()
+            .and_then(|status| Pid::new(status.ppid))
+        {
+            Some(parent) => current = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Every live process descending from one of `roots` (not the roots themselves),
+/// from one scan of /proc. Used to find holders' children when the kernel is not
+/// reporting forks.
+pub fn descendants_of(roots: &HashSet<Pid>) -> Vec<Pid> {
+    let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
+    for pid in all_pids() {
+        if let Some(parent) = Status::read(pid)
+            .ok()
+            .and_then(|status| Pid::new(status.ppid))
+        {
+            children.entry(parent).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut queue: Vec<Pid> = roots.iter().copied().collect();
+    while let Some(pid) = queue.pop() {
+        for &child in children.get(&pid).into_iter().flatten() {
+            if !roots.contains(&child) && !found.contains(&child) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
+fn all_pids() -> impl Iterator<Item = Pid> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter_map(Pid::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_of_self_is_parsed() {
+        let status = Status::read(Pid::current()).unwrap();
+        assert_eq!(status.tgid, Pid::current().raw());
+        assert_eq!(status.uid, Uid(nix::unistd::getuid().as_raw()));
+    }
+
+    #[test]
+    fn status_with_missing_fields_is_refused() {
+        assert_eq!(Status::parse("Name:\tx\nUid:\t0 0 0 0\n"), None);
+    }
+
+    #[test]
+    fn pid_refuses_zero_and_negative() {
+        assert_eq!(Pid::new(0), None);
+        assert_eq!(Pid::new(-5), None);
+        assert_eq!(Pid::new(7).map(Pid::raw), Some(7));
+    }
+
+    #[test]
+    fn a_process_descends_from_its_parent_and_itself() {
+        let me = Pid::current();
+        let parent = Pid::new(Status::read(me).unwrap().ppid).unwrap();
+        assert!(descends_from(me, me));
+        assert!(descends_from(me, parent));
+        assert!(!descends_from(parent, me));
+    }
+
+    #[test]
+    fn children_are_found_as_descendants_and_pidfd_kills_them() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let child_pid = Pid::new(child.id() as i32).unwrap();
+        let found = descendants_of(&HashSet::from([Pid::current()]));
+        assert!(found.contains(&child_pid));
+        let pidfd = Pidfd::open(child_pid).unwrap();
+        assert!(pidfd.is_alive());
+        pidfd.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!pidfd.is_alive());
+        pidfd.kill().unwrap(); // already dead: not an error
+    }
+}

@@ -1,0 +1,287 @@
+//! The socket protocol between the client commands and the guardian.
+//!
+//! A message is a frame: a 4-byte little-endian length, then that many bytes of
+//! JSON header. Secret bytes never travel inside JSON: a `put` header announces
+//! the secret's length and the raw bytes follow the frame; a reply that carries
+//! secrets lists their lengths and the raw bytes follow it. Each side can then
+//! read secret bytes straight into locked memory. Frames larger than
+//! [`MAX_HEADER`] and secrets larger than [`MAX_SECRET`] are refused before any
+//! allocation.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Largest JSON header accepted, in bytes.
+pub const MAX_HEADER: usize = 64 * 1024;
+/// Largest secret accepted, in bytes.
+pub const MAX_SECRET: usize = 1 << 20;
+
+/// A secret's name: 1 to 128 characters from `[A-Za-z0-9._-]`, parsed once at
+/// the boundary.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SecretName(String);
+
+impl TryFrom<String> for SecretName {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if name.is_empty() || name.len() > 128 || !name.chars().all(valid_char) {
+            return Err(format!(
+                "invalid secret name {name:?}: use 1 to 128 characters from A-Z a-z 0-9 . _ -"
+            ));
+        }
+        Ok(Self(name))
+    }
+}
+
+impl From<SecretName> for String {
+    fn from(name: SecretName) -> String {
+        name.0
+    }
+}
+
+impl std::str::FromStr for SecretName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Self::try_from(name.to_owned())
+    }
+}
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A request from a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Store a secret; `len` raw bytes follow the frame.
+    Put {
+        /// The secret's name.
+        name: SecretName,
+        /// Leader to bind to; `None` binds to the caller's session leader.
+        bind: Option<i32>,
+        /// Seconds until the secret is wiped regardless of its leader.
+        ttl_secs: Option<u64>,
+        /// Length of the secret bytes after the frame.
+        len: usize,
+    },
+    /// Read a secret.
+    Get {
+        /// The secret's name.
+        name: SecretName,
+    },
+    /// Read secrets and become their holder (with every descendant).
+    Exec {
+        /// The secrets' names.
+        names: Vec<SecretName>,
+    },
+    /// Describe the caller's secrets, never their values.
+    List {},
+    /// Wipe a secret now and kill its holders.
+    Revoke {
+        /// The secret's name.
+        name: SecretName,
+    },
+    /// Describe the guardian. (Empty struct variants, unlike unit variants,
+    /// let `deny_unknown_fields` refuse extra keys.)
+    Status {},
+}
+
+impl Request {
+    /// The verb, as the audit log records it.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Request::Put { .. } => "put",
+            Request::Get { .. } => "get",
+            Request::Exec { .. } => "exec",
+            Request::List {} => "list",
+            Request::Revoke { .. } => "revoke",
+            Request::Status {} => "status",
+        }
+    }
+}
+
+/// The guardian's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Response {
+    /// The request was refused or failed.
+    Error {
+        /// One line for the user.
+        message: String,
+    },
+    /// The secret is stored and bound.
+    Stored {
+        /// The leader it is bound to.
+        leader: i32,
+    },
+    /// Secrets follow the frame as raw bytes, in request order, with these lengths.
+    Secrets {
+        /// Length of each secret.
+        lens: Vec<usize>,
+    },
+    /// The caller's secrets.
+    List {
+        /// One entry per secret.
+        secrets: Vec<SecretInfo>,
+    },
+    /// The secret was wiped and its holders signalled.
+    Revoked {
+        /// Holders that were sent SIGKILL.
+        holders_killed: usize,
+    },
+    /// The guardian's state.
+    Status(StatusInfo),
+}
+
+/// One line of `list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// The secret's name.
+    pub name: String,
+    /// The leader it is bound to.
+    pub leader: i32,
+    /// Live processes holding it.
+    pub holders: usize,
+    /// Seconds since it was stored.
+    pub age_secs: u64,
+    /// Seconds until its TTL expires, if it has one.
+    pub ttl_left_secs: Option<u64>,
+}
+
+/// What `status` reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// The guardian's pid.
+    pub pid: i32,
+    /// The guardian's version.
+    pub version: String,
+    /// How the kernel is watched: `"ebpf-tracepoints"`, or `"pidfd-fallback"`.
+    pub watch_mode: String,
+    /// Why eBPF is not in use, when it is not.
+    pub ebpf_error: Option<String>,
+    /// How holders' children are found: `"ebpf"` or `"proc-scan"`.
+    pub fork_tracking: String,
+    /// Where secret bytes live: `"memfd_secret"` or `"mlock"`.
+    pub memory_backend: String,
+    /// Bytes of secrets in pages known to be locked.
+    pub locked_bytes: usize,
+    /// Secrets held.
+    pub secrets: usize,
+    /// Session leaders watched.
+    pub leaders: usize,
+    /// Processes holding secrets.
+    pub holders: usize,
+    /// Kernel events lost to a full ring buffer (each one wipes everything).
+    pub dropped_events: u64,
+}
+
+/// Why a frame was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The frame announces more bytes than allowed.
+    #[error("message of {len} bytes is larger than the limit of {max}")]
+    TooLarge {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The header is not valid JSON for this message type.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+/// A message as bytes on the wire: length prefix and JSON header.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    // Serialising these plain types cannot fail: no maps with non-string keys,
+    // no custom Serialize impls that error.
+    let json = serde_json::to_vec(message).unwrap_or_default();
+    let mut frame = Vec::with_capacity(4 + json.len());
+    frame.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&json);
+    frame
+}
+
+/// The header length a prefix announces, if it is within [`MAX_HEADER`].
+pub fn header_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_le_bytes(prefix) as usize;
+    if len > MAX_HEADER {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_HEADER,
+        });
+    }
+    Ok(len)
+}
+
+/// Parses a header.
+pub fn decode<T: DeserializeOwned>(header: &[u8]) -> Result<T, FrameError> {
+    Ok(serde_json::from_slice(header)?)
+}
+
+/// Checks a `put`'s announced secret length.
+pub fn check_secret_len(len: usize) -> Result<usize, FrameError> {
+    if len > MAX_SECRET {
+        return Err(FrameError::TooLarge {
+            len,
+            max: MAX_SECRET,
+        });
+    }
+    Ok(len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(raw: &str) -> SecretName {
+        raw.parse().unwrap()
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let request = Request::Put {
+            name: name("gh-token"),
+            bind: Some(42),
+            ttl_secs: None,
+            len: 3,
+        };
+        let frame = encode(&request);
+        let len = header_len(frame[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len, frame.len() - 4);
+        assert_eq!(decode::<Request>(&frame[4..]).unwrap(), request);
+    }
+
+    #[test]
+    fn bad_names_are_refused_at_parse() {
+        for bad in ["", "a b", "../etc", "x\0", &"n".repeat(129)] {
+            assert!(bad.parse::<SecretName>().is_err(), "{bad:?}");
+        }
+        let json = br#"{"op":"get","name":"../x"}"#;
+        assert!(decode::<Request>(json).is_err());
+    }
+
+    #[test]
+    fn unknown_ops_and_fields_are_malformed() {
+        assert!(decode::<Request>(br#"{"op":"shutdown"}"#).is_err());
+        assert!(decode::<Request>(br#"{"op":"list","extra":1}"#).is_err());
+        assert!(decode::<Request>(b"\xff\xfe garbage").is_err());
+    }
+
+    #[test]
+    fn oversized_frames_and_secrets_are_refused() {
+        assert!(header_len((16u32 << 20).to_le_bytes()).is_err());
+        assert!(check_secret_len(MAX_SECRET + 1).is_err());
+        assert_eq!(check_secret_len(MAX_SECRET).unwrap(), MAX_SECRET);
+    }
+}

@@ -1,0 +1,269 @@
+//! Locked memory for secret bytes, and nothing else.
+//!
+//! A [`SecretBuf`] lives in memfd_secret(2) pages where the kernel offers them
+//! (removed from the kernel's direct map, never swapped, unreadable through
+//! /proc/PID/mem), otherwise in mlock'd pages marked MADV_DONTDUMP between guard
+//! pages (memsec). Either way the bytes are wiped with zeroize's volatile writes
+//! before the pages are released, so the wipe cannot be optimised away.
+
+use std::{
+    io::{self, Read},
+    ptr::NonNull,
+    sync::{
+        OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use serde::Serialize;
+use zeroize::Zeroize;
+
+/// Which kind of pages hold secrets in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backing {
+    /// memfd_secret(2): pages removed from the kernel's direct map.
+    MemfdSecret,
+    /// mmap + mlock + MADV_DONTDUMP with guard pages (memsec).
+    Mlock,
+}
+
+/// Errors from allocating locked memory.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// A secret must hold at least one byte.
+    #[error("a secret cannot be empty")]
+    Empty,
+    /// Neither backing could allocate the pages.
+    #[error("cannot allocate {0} bytes of locked memory")]
+    OutOfMemory(usize),
+}
+
+impl From<MemoryError> for io::Error {
+    fn from(err: MemoryError) -> Self {
+        io::Error::new(io::ErrorKind::OutOfMemory, err)
+    }
+}
+
+static BACKING: OnceLock<Backing> = OnceLock::new();
+static LOCKED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The backing in use, found by trying memfd_secret once.
+pub fn backing() -> Backing {
+    *BACKING.get_or_init(|| {
+        // SAFETY: memfd_secret takes flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, 0) };
+        if fd < 0 {
+            return Backing::Mlock;
+        }
+        // SAFETY: the fd was just returned to us and is closed exactly once.
+        unsafe { libc::close(fd as i32) };
+        Backing::MemfdSecret
+    })
+}
+
+/// Bytes currently held in pages that are known to be locked.
+pub fn locked_bytes() -> usize {
+    LOCKED_BYTES.load(Ordering::Relaxed)
+}
+
+/// A fixed-capacity buffer of secret bytes in locked pages, wiped on drop.
+pub struct SecretBuf {
+    ptr: NonNull<[u8]>,
+    len: usize,
+    backing: Backing,
+    locked: bool,
+}
+
+// SAFETY: the buffer exclusively owns its allocation; nothing else aliases it.
+unsafe impl Send for SecretBuf {}
+// SAFETY: shared references only read the bytes; all mutation needs `&mut self`.
+unsafe impl Sync for SecretBuf {}
+
+impl SecretBuf {
+    /// Allocates `capacity` bytes, all zero, with `len()` equal to `capacity`.
+    pub fn new(capacity: usize) -> Result<Self, MemoryError> {
+        if capacity == 0 {
+            return Err(MemoryError::Empty);
+        }
+        let backing = backing();
+        let ptr = match backing {
+            // SAFETY: memsec returns None or a fresh allocation of `capacity` bytes.
+            Backing::MemfdSecret => unsafe { memsec::memfd_secret_sized(capacity) },
+            // SAFETY: as above.
+            Backing::Mlock => unsafe { memsec::malloc_sized(capacity) },
+        }
+        .ok_or(MemoryError::OutOfMemory(capacity))?;
+        let mut buf = Self {
+            ptr,
+            len: capacity,
+            backing,
+            locked: false,
+        };
+        buf.as_mut_slice().zeroize();
+        buf.locked = buf.lock();
+        if buf.locked {
+            LOCKED_BYTES.fetch_add(capacity, Ordering::Relaxed);
+        }
+        Ok(buf)
+    }
+
+    /// A copy in a new locked buffer.
+    pub fn try_clone(&self) -> Result<Self, MemoryError> {
+        let mut copy = Self::new(self.len)?;
+        copy.as_mut_slice().copy_from_slice(self.as_slice());
+        Ok(copy)
+    }
+
+    /// Reads `reader` to its end into locked memory, refusing more than `max`
+    /// bytes. Growth copies into a bigger locked buffer and wipes the old one,
+    /// so no unwiped copy is left behind.
+    pub fn read_to_end(reader: &mut impl Read, max: usize) -> io::Result<Self> {
+        let mut buf = Self::new(4096.min(max.max(1)))?;
+        let mut filled = 0;
+        loop {
+            if filled == buf.capacity() {
+                if filled >= max {
+                    let mut probe = [0u8; 1];
+                    if reader.read(&mut probe)? == 0 {
+                        break;
+                    }
+                    probe.zeroize();
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("secret is larger than the limit of {max} bytes"),
+                    ));
+                }
+                let mut bigger = Self::new((filled * 2).min(max))?;
+                bigger.as_mut_slice()[..filled].copy_from_slice(&buf.as_slice()[..filled]);
+                buf = bigger;
+            }
+            match reader.read(&mut buf.as_mut_slice()[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(err),
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf)
+    }
+
+    /// Bytes allocated.
+    pub fn capacity(&self) -> usize {
+        self.ptr.len()
+    }
+
+    /// Bytes in use.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no bytes are in use.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Shortens the buffer, wiping the bytes cut off.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            let cut = self.len;
+            self.as_full_mut_slice()[len..cut].zeroize();
+            self.len = len;
+        }
+    }
+
+    /// The bytes in use.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is a live allocation of capacity() >= len bytes owned by self.
+        unsafe { &self.ptr.as_ref()[..self.len] }
+    }
+
+    /// The bytes in use, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut self.as_full_mut_slice()[..len]
+    }
+
+    fn as_full_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: ptr is a live allocation owned exclusively by self.
+        unsafe { self.ptr.as_mut() }
+    }
+
+    /// Confirms the pages are locked. memfd_secret pages are always locked;
+    /// memsec ignores an mlock failure, so mlock the pages again to learn it.
+    fn lock(&mut self) -> bool {
+        if self.backing == Backing::MemfdSecret {
+            return true;
+        }
+        let page = page_size();
+        let start = self.ptr.as_ptr() as *mut u8 as usize & !(page - 1);
+        let end = (self.ptr.as_ptr() as *mut u8 as usize + self.capacity()).next_multiple_of(page);
+        // SAFETY: the range covers only pages of this allocation; mlock has no other effect.
+        unsafe { libc::mlock(start as *const libc::c_void, end - start) == 0 }
+    }
+}
+
+impl Drop for SecretBuf {
+    fn drop(&mut self) {
+        self.as_full_mut_slice().zeroize();
+        if self.locked {
+            LOCKED_BYTES.fetch_sub(self.capacity(), Ordering::Relaxed);
+        }
+        match self.backing {
+            // SAFETY: allocated by memfd_secret_sized, freed once, after the wipe.
+            Backing::MemfdSecret => unsafe { memsec::free_memfd_secret(self.ptr) },
+            // SAFETY: allocated by malloc_sized, freed once, after the wipe.
+            Backing::Mlock => unsafe { memsec::free(self.ptr) },
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretBuf({} bytes, {:?})", self.len, self.backing)
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size).unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_to_end_keeps_bytes_exactly_across_growth() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let buf = SecretBuf::read_to_end(&mut &data[..], 1 << 20).unwrap();
+        assert_eq!(buf.as_slice(), &data[..]);
+    }
+
+    #[test]
+    fn read_to_end_refuses_more_than_the_limit() {
+        let data = vec![7u8; 5000];
+        let err = SecretBuf::read_to_end(&mut &data[..], 4999).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            SecretBuf::read_to_end(&mut &data[..], 5000).unwrap().len(),
+            5000
+        );
+    }
+
+    #[test]
+    fn empty_buffers_are_refused() {
+        assert!(matches!(SecretBuf::new(0), Err(MemoryError::Empty)));
+    }
+
+    #[test]
+    fn truncate_wipes_the_tail() {
+        let mut buf = SecretBuf::new(8).unwrap();
+        buf.as_mut_slice().copy_from_slice(b"abcdefgh");
+        buf.truncate(3);
+        assert_eq!(buf.as_slice(), b"abc");
+        assert!(buf.as_full_mut_slice()[3..].iter().all(|&b| b == 0));
+    }
+}

@@ -1,0 +1,110 @@
+//! Who holds what: watched session leaders, the processes holding secrets
+//! (holders) and the grants that tie a tree of holders to the secrets one
+//! `exec` handed out. Pure bookkeeping; signals and the kernel maps are the
+//! caller's business.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use tokio::task::AbortHandle;
+
+use crate::{
+    process::{Pid, Pidfd},
+    vault::SecretKey,
+};
+
+/// Identifies one grant (one `exec`).
+pub type GrantId = u64;
+
+/// A watched session leader.
+pub struct Leader {
+    /// Distinguishes this leader from a later process that reuses the pid.
+    pub id: u64,
+    /// The leader's session id, for the "same session" check.
+    pub sid: Pid,
+    /// The task waiting for the leader's pidfd to report its exit.
+    pub watcher: AbortHandle,
+}
+
+/// A process holding secrets.
+pub struct Holder {
+    /// The grant it belongs to.
+    pub grant: GrantId,
+    /// Its pidfd, so a kill never reaches a process that reused the pid.
+    pub pidfd: Arc<Pidfd>,
+    /// The task waiting for it to exit.
+    pub watcher: AbortHandle,
+}
+
+/// The secrets handed to one `exec`, and whether they have been wiped.
+#[derive(Default)]
+pub struct Grant {
+    /// Secrets the grant's holders received.
+    pub secrets: HashSet<SecretKey>,
+    /// True once any of those secrets was wiped: every holder must die.
+    pub doomed: bool,
+}
+
+/// The registry.
+#[derive(Default)]
+pub struct Sessions {
+    /// Watched leaders by pid.
+    pub leaders: HashMap<Pid, Leader>,
+    /// Holders by pid.
+    pub holders: HashMap<Pid, Holder>,
+    /// Grants by id.
+    pub grants: HashMap<GrantId, Grant>,
+}
+
+impl Sessions {
+    /// Live holders of `key`.
+    pub fn holders_of(&self, key: &SecretKey) -> usize {
+        self.holders
+            .values()
+            .filter(|holder| {
+                self.grants
+                    .get(&holder.grant)
+                    .is_some_and(|g| g.secrets.contains(key))
+            })
+            .count()
+    }
+
+    /// Marks every grant holding any of `keys` as doomed and returns their ids.
+    pub fn doom_grants_of(&mut self, keys: &HashSet<SecretKey>) -> HashSet<GrantId> {
+        let mut doomed = HashSet::new();
+        for (&id, grant) in &mut self.grants {
+            if !grant.secrets.is_disjoint(keys) {
+                grant.doomed = true;
+                doomed.insert(id);
+            }
+        }
+        doomed
+    }
+
+    /// Holders belonging to any of `grants`.
+    pub fn holders_in(&self, grants: &HashSet<GrantId>) -> Vec<(Pid, Arc<Pidfd>)> {
+        self.holders
+            .iter()
+            .filter(|(_, holder)| grants.contains(&holder.grant))
+            .map(|(&pid, holder)| (pid, Arc::clone(&holder.pidfd)))
+            .collect()
+    }
+
+    /// Forgets a holder that exited, and its grant once it has no holders left.
+    pub fn remove_holder(&mut self, pid: Pid) -> Option<Holder> {
+        let holder = self.holders.remove(&pid)?;
+        holder.watcher.abort();
+        if !self
+            .holders
+            .values()
+            .any(|other| other.grant == holder.grant)
+        {
+            self.grants.remove(&holder.grant);
+        }
+        Some(holder)
+    }
+}
