@@ -1,1 +1,294 @@
-//! End-to-end test helpers.
+//! Helpers for the end-to-end tests: start a real guardian (as root, with its
+//! eBPF programs), open shell sessions with their own session leader, and run
+//! the `ningen-shikkaku` CLI inside or outside them as a user would.
+
+use std::{
+    fs,
+    io::Write,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Child, ChildStdin, Command, Output, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// The binary under test: `NINGEN_SHIKKAKU_BIN` (set by `cargo xtask test`)
+/// or the release build.
+pub fn bin() -> PathBuf {
+    std::env::var_os("NINGEN_SHIKKAKU_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/ningen-shikkaku"),
+        PathBuf::from,
+    )
+}
+
+/// A fresh directory for one test.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ns-e2e-{}-{tag}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// True if `pid` exists and is not a zombie.
+pub fn is_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A guardian started for one test, stopped (SIGTERM) when dropped.
+pub struct Guardian {
+    child: Child,
+    /// The test's scratch directory.
+    pub dir: PathBuf,
+    /// The guardian's socket.
+    pub socket: PathBuf,
+    /// The guardian's audit log.
+    pub audit: PathBuf,
+}
+
+impl Guardian {
+    /// Starts a guardian and waits until it answers `status`.
+    pub fn start(tag: &str) -> Self {
+        let dir = scratch_dir(tag);
+        let socket = dir.join("guardian.sock");
+        let audit = dir.join("audit/audit.jsonl");
+        let log = fs::File::create(dir.join("guardian.log")).expect("guardian log");
+        let child = Command::new(bin())
+            .arg("guard")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--audit")
+            .arg(&audit)
+            .stderr(log)
+            .spawn()
+            .expect("start guardian");
+        let guardian = Self {
+            child,
+            dir,
+            socket,
+            audit,
+        };
+        let up = wait_until(Duration::from_secs(10), || {
+            guardian.cli(["status"]).status.success()
+        });
+        assert!(up, "guardian did not come up: {}", guardian.log());
+        guardian
+    }
+
+    /// The CLI, pointed at this guardian.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(bin());
+        command.env("NINGEN_SHIKKAKU_SOCKET", &self.socket);
+        command
+    }
+
+    /// Runs the CLI with `args` from the test process (outside any test session).
+    pub fn cli<const N: usize>(&self, args: [&str; N]) -> Output {
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cli")
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> Value {
+        let output = self.cli(["status", "--json"]);
+        assert!(
+            output.status.success(),
+            "status failed: {}",
+            stderr(&output)
+        );
+        serde_json::from_slice(&output.stdout).expect("status json")
+    }
+
+    /// Every audit record so far.
+    pub fn audit_records(&self) -> Vec<Value> {
+        fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// Audit records of `action`.
+    pub fn audit_of(&self, action: &str) -> Vec<Value> {
+        self.audit_records()
+            .into_iter()
+            .filter(|r| r["action"] == action)
+            .collect()
+    }
+
+    /// The guardian's stderr so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("guardian.log")).unwrap_or_default()
+    }
+
+    /// The guardian's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// True while the guardian process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Guardian {
+    fn drop(&mut self) {
+        // SAFETY: kill with a pid we spawned and still own (not yet reaped).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A shell that is its own session leader (started with setsid), fed commands
+/// on its standard input, so commands run inside the session as a user's would.
+pub struct Session {
+    shell: Child,
+    stdin: ChildStdin,
+    dir: PathBuf,
+    runs: usize,
+}
+
+impl Session {
+    /// Starts `bash -s` in a new session, with `$NS` naming the CLI and its
+    /// socket set to `guardian`'s.
+    pub fn start(guardian: &Guardian) -> Self {
+        let dir = scratch_dir("session");
+        let mut command = Command::new("bash");
+        command
+            .arg("-s")
+            .current_dir(&dir)
+            .env("NINGEN_SHIKKAKU_SOCKET", &guardian.socket)
+            .env("NS", bin())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: setsid is async-signal-safe and touches only the child.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut shell = command.spawn().expect("start session shell");
+        let stdin = shell.stdin.take().expect("piped stdin");
+        Self {
+            shell,
+            stdin,
+            dir,
+            runs: 0,
+        }
+    }
+
+    /// The session leader's pid.
+    pub fn leader(&self) -> i32 {
+        self.shell.id() as i32
+    }
+
+    /// The session's working directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs `script` in the session and waits for it: (exit code, stdout, stderr).
+    pub fn run(&mut self, script: &str) -> (i32, Vec<u8>, String) {
+        self.runs += 1;
+        let n = self.runs;
+        let line = format!(
+            "{{ {script}\n}} > out{n} 2> err{n}; echo $? > rc{n}.tmp; mv rc{n}.tmp rc{n}\n"
+        );
+        self.stdin
+            .write_all(line.as_bytes())
+            .expect("write to session");
+        self.stdin.flush().expect("flush session");
+        let rc_path = self.dir.join(format!("rc{n}"));
+        assert!(
+            wait_until(Duration::from_secs(20), || rc_path.exists()),
+            "session command hung: {script}"
+        );
+        let rc = fs::read_to_string(&rc_path)
+            .expect("rc")
+            .trim()
+            .parse()
+            .expect("rc number");
+        let out = fs::read(self.dir.join(format!("out{n}"))).unwrap_or_default();
+        let err = fs::read_to_string(self.dir.join(format!("err{n}"))).unwrap_or_default();
+        (rc, out, err)
+    }
+
+    /// Starts `script` in the background inside the session.
+    pub fn spawn(&mut self, script: &str) {
+        let line = format!("( {script}\n) > /dev/null 2>&1 &\n");
+        self.stdin
+            .write_all(line.as_bytes())
+            .expect("write to session");
+        self.stdin.flush().expect("flush session");
+    }
+
+    /// Sends `signal` to the session leader.
+    pub fn signal_leader(&self, signal: i32) {
+        // SAFETY: kill with the pid of a child we spawned and have not reaped.
+        unsafe { libc::kill(self.leader(), signal) };
+    }
+
+    /// Pids a holder script wrote to `file` (one per line).
+    pub fn pids_in(&self, file: &str) -> Vec<i32> {
+        fs::read_to_string(self.dir.join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.shell.kill();
+        let _ = self.shell.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A holder that escapes as hard as a shell can: it writes its pid to FILE,
+/// forks a child that writes its pid and double-forks a grandchild that calls
+/// setsid and writes its pid, and they all sleep. It also writes the secret it
+/// received in `$SECRET_VAR` to FILE.secret.
+pub fn escaping_holder(file: &str, secret_var: &str) -> String {
+    format!(
+        r#"bash -c 'printf %s "${secret_var}" > {file}.secret; echo $$ >> {file}; ( echo $BASHPID >> {file}; ( setsid bash -c "echo \$\$ >> {file}; exec sleep 1000" & ); exec sleep 1000 ) & exec sleep 1000'"#
+    )
+}
+
+/// Stderr of a finished command, for assertion messages.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -1,1 +1,131 @@
-fn main() {}
+//! `cargo xtask`: builds, runs, tests and benchmarks ningen-shikkaku, setting up
+//! the eBPF toolchain on the way when it is missing.
+//!
+//! - `build`: the eBPF object, then the guardian in release mode.
+//! - `build-ebpf`: only the eBPF object.
+//! - `run [ARGS]`: build, then run `ningen-shikkaku guard ARGS` as root in the foreground.
+//! - `test`: build, then every test (unit and end-to-end, which need root).
+
+mod toolchain;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the eBPF object and the guardian (release).
+    Build,
+    /// Build only the eBPF object.
+    BuildEbpf,
+    /// Build, then run the guardian as root in the foreground.
+    Run {
+        /// Extra arguments for `ningen-shikkaku guard`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build, then run every test (as root).
+    Test,
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = workspace_root();
+    match Cli::parse().task {
+        Task::Build => build(&root).map(drop),
+        Task::BuildEbpf => toolchain::build_ebpf(&root).map(drop),
+        Task::Run { args } => run(&root, &args),
+        Task::Test => test(&root),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// Builds everything; returns the guardian binary's path.
+fn build(root: &Path) -> anyhow::Result<PathBuf> {
+    let object = toolchain::build_ebpf(root)?;
+    eprintln!("xtask: building the guardian (release)");
+    let status = cargo()
+        .current_dir(root)
+        .args(["build", "--release", "--package", "guardian"])
+        .env("NINGEN_SHIKKAKU_EBPF_OBJECT", &object)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("building the guardian failed");
+    }
+    Ok(root.join("target/release/ningen-shikkaku"))
+}
+
+fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    require_root("the guardian")?;
+    let binary = build(root)?;
+    eprintln!(
+        "xtask: starting {} guard {}",
+        binary.display(),
+        args.join(" ")
+    );
+    let status = Command::new(&binary).arg("guard").args(args).status()?;
+    if !status.success() {
+        bail!("the guardian exited with {status}");
+    }
+    Ok(())
+}
+
+fn test(root: &Path) -> anyhow::Result<()> {
+    require_root("the end-to-end tests (they start a real guardian)")?;
+    let binary = build(root)?;
+    let object = toolchain::ebpf_object(root);
+    let runs: [&[&str]; 2] = [
+        &[
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "guardian-ebpf",
+        ],
+        &["test", "--release", "--package", "guardian-ebpf", "--lib"],
+    ];
+    for args in runs {
+        eprintln!("xtask: cargo {}", args.join(" "));
+        let status = cargo()
+            .current_dir(root)
+            .args(args)
+            .env("NINGEN_SHIKKAKU_EBPF_OBJECT", &object)
+            .env("NINGEN_SHIKKAKU_BIN", &binary)
+            .status()
+            .context("cannot run cargo")?;
+        if !status.success() {
+            bail!("tests failed");
+        }
+    }
+    Ok(())
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} must run as root (try: sudo -E cargo xtask ...)");
+    }
+    Ok(())
+}
+
+/// The cargo that is running this xtask.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
