@@ -12,7 +12,8 @@
 pub mod maps {
     /// `HashMap<u32, u32>`: tgid of a bound session leader -> [`super::LEADER_WATCHED`].
     pub const LEADERS: &str = "LEADERS";
-    /// `HashMap<u32, u32>`: tgid of a process holding a secret -> [`super::HolderState`].
+    /// `HashMap<u32, u64>`: tgid of a process holding a secret -> its grant and
+    /// state, packed by [`super::holder_value`].
     pub const HOLDERS: &str = "HOLDERS";
     /// `RingBuf` of [`super::Event`] records.
     pub const EVENTS: &str = "EVENTS";
@@ -63,7 +64,7 @@ pub const MAX_TRACKED: u32 = 65_536;
 /// Size of the ring buffer in bytes (a power of two, a multiple of the page size).
 pub const RING_BYTES: u32 = 1 << 20;
 
-/// What a holder is doing, stored as the `HOLDERS` value.
+/// What a holder is doing, stored in the low half of its `HOLDERS` value.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HolderState {
@@ -72,6 +73,24 @@ pub enum HolderState {
     /// Its secret was wiped; it is being killed. A doomed holder that forks is
     /// SIGKILLed by the program itself, and its child is doomed too.
     Doomed = 2,
+}
+
+/// Packs a `HOLDERS` value: the grant (which `exec` the holder descends from)
+/// in the high half, the [`HolderState`] in the low half. A child inherits the
+/// whole value, so the guardian learns its grant from the event alone, even
+/// when the parent has already exited.
+pub const fn holder_value(grant: u32, state: HolderState) -> u64 {
+    ((grant as u64) << 32) | state as u64
+}
+
+/// The grant half of a `HOLDERS` value.
+pub const fn holder_grant(value: u64) -> u32 {
+    (value >> 32) as u32
+}
+
+/// True if a `HOLDERS` value says the holder is doomed.
+pub const fn holder_is_doomed(value: u64) -> bool {
+    value as u32 == HolderState::Doomed as u32
 }
 
 /// Kinds of [`Event`].
@@ -83,7 +102,8 @@ pub enum EventKind {
     /// SIGHUP was generated for a watched leader. `pid` is the leader,
     /// `other` the sender.
     LeaderHangup = 2,
-    /// A holder created a process. `pid` is the child, `other` the parent.
+    /// A holder created a process. `pid` is the child, `other` the parent,
+    /// `grant` the grant it inherited.
     HolderFork = 3,
     /// The last thread of a holder exited. `pid` is the holder.
     HolderExit = 4,
@@ -112,8 +132,8 @@ pub struct Event {
     pub pid: u32,
     /// A second process, depending on the kind; 0 if none.
     pub other: u32,
-    /// For `HolderFork`, the [`HolderState`] the child inherited; otherwise 0.
-    pub state: u32,
+    /// For `HolderFork`, the grant the child inherited; otherwise 0.
+    pub grant: u32,
     /// `bpf_ktime_get_ns()` when the event happened (CLOCK_MONOTONIC).
     pub ktime_ns: u64,
 }
@@ -143,7 +163,7 @@ impl Event {
             kind: u32_at(0),
             pid: u32_at(4),
             other: u32_at(8),
-            state: u32_at(12),
+            grant: u32_at(12),
             ktime_ns: u64::from_ne_bytes(ktime),
         })
     }
@@ -158,7 +178,7 @@ mod tests {
         out[0..4].copy_from_slice(&event.kind.to_ne_bytes());
         out[4..8].copy_from_slice(&event.pid.to_ne_bytes());
         out[8..12].copy_from_slice(&event.other.to_ne_bytes());
-        out[12..16].copy_from_slice(&event.state.to_ne_bytes());
+        out[12..16].copy_from_slice(&event.grant.to_ne_bytes());
         out[16..24].copy_from_slice(&event.ktime_ns.to_ne_bytes());
         out
     }
@@ -169,11 +189,19 @@ mod tests {
             kind: EventKind::HolderFork as u32,
             pid: 42,
             other: 7,
-            state: HolderState::Doomed as u32,
+            grant: 5,
             ktime_ns: 123_456_789_012,
         };
         assert_eq!(Event::from_bytes(&to_bytes(&event)), Some(event));
         assert_eq!(event.kind(), Some(EventKind::HolderFork));
+    }
+
+    #[test]
+    fn holder_values_pack_grant_and_state() {
+        let value = holder_value(0xdead_beef, HolderState::Doomed);
+        assert_eq!(holder_grant(value), 0xdead_beef);
+        assert!(holder_is_doomed(value));
+        assert!(!holder_is_doomed(holder_value(7, HolderState::Holding)));
     }
 
     #[test]

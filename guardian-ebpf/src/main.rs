@@ -21,7 +21,9 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
-use guardian_ebpf::{Event, EventKind, HolderState, MAX_TRACKED, NO_FIELD, RING_BYTES};
+use guardian_ebpf::{
+    Event, EventKind, MAX_TRACKED, NO_FIELD, RING_BYTES, holder_grant, holder_is_doomed,
+};
 
 const SIGHUP: i32 = 1;
 const SIGKILL: u32 = 9;
@@ -44,7 +46,7 @@ static SIGNAL_PID_OFFSET: u32 = 36;
 #[map]
 static LEADERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
-static HOLDERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
+static HOLDERS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
@@ -98,7 +100,7 @@ fn is_group_dead(ctx: &TracePointContext, tgid: u32, tid: u32) -> Result<bool, i
 
 fn try_new_task(ctx: &TracePointContext) -> Result<u32, i64> {
     let (parent, _) = current_ids();
-    let Some(state) = HOLDERS.get_ptr(parent) else {
+    let Some(value) = HOLDERS.get_ptr(parent) else {
         return Ok(0);
     };
     // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
@@ -108,17 +110,17 @@ fn try_new_task(ctx: &TracePointContext) -> Result<u32, i64> {
     }
     // SAFETY: as above.
     let child: i32 = unsafe { ctx.read_at(read_global(&NEWTASK_PID_OFFSET) as usize)? };
-    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
-    let state = unsafe { *state };
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
+    let value = unsafe { *value };
     let child = child as u32;
-    if HOLDERS.insert(child, state, 0).is_err() {
+    if HOLDERS.insert(child, value, 0).is_err() {
         // Map full: the child would be untracked, so doom its parent instead.
         kill_current();
     }
-    if state == HolderState::Doomed as u32 {
+    if holder_is_doomed(value) {
         kill_current();
     }
-    emit(EventKind::HolderFork, child, parent, state);
+    emit(EventKind::HolderFork, child, parent, holder_grant(value));
     Ok(0)
 }
 
@@ -138,12 +140,12 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<u32, i64> {
 }
 
 /// Writes an event, or counts it in `DROPPED` when the ring buffer is full.
-fn emit(kind: EventKind, pid: u32, other: u32, state: u32) {
+fn emit(kind: EventKind, pid: u32, other: u32, grant: u32) {
     let event = Event {
         kind: kind as u32,
         pid,
         other,
-        state,
+        grant,
         ktime_ns: now(),
     };
     if EVENTS.output::<Event>(&event, 0).is_err()

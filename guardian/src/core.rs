@@ -152,6 +152,7 @@ pub struct Core {
     dropped_seen: u64,
     audit: AuditLog,
     next_id: u64,
+    next_grant: GrantId,
     to_self: mpsc::UnboundedSender<Msg>,
 }
 
@@ -175,6 +176,7 @@ impl Core {
             dropped_seen: 0,
             audit,
             next_id: 1,
+            next_grant: 0,
             to_self,
         }
     }
@@ -239,7 +241,7 @@ impl Core {
                 Some(EventKind::LeaderHangup) => {
                     self.leader_gone(pid, Cause::LeaderHangup, event.ktime_ns)
                 }
-                Some(EventKind::HolderFork) => self.holder_forked(pid, event.other as i32),
+                Some(EventKind::HolderFork) => self.holder_forked(pid, event.grant),
                 Some(EventKind::HolderExit) => self.holder_exited(pid, event.ktime_ns),
                 None => tracing::warn!(kind = event.kind, "unknown kernel event"),
             }
@@ -473,12 +475,12 @@ impl Core {
             return Ok(());
         }
         let pidfd = Pidfd::open(pid).map_err(|_| "the caller has exited".to_owned())?;
+        let grant = self.fresh_grant();
         if let Some(kernel) = &mut self.kernel {
             kernel
-                .set_holder(pid, HolderState::Holding)
+                .set_holder(pid, grant, HolderState::Holding)
                 .map_err(|err| err.to_string())?;
         }
-        let grant = self.fresh_id();
         self.sessions.grants.insert(
             grant,
             Grant {
@@ -629,10 +631,10 @@ impl Core {
             return 0;
         }
         let holders = self.sessions.holders_in(grants);
-        for (pid, pidfd) in &holders {
+        for (pid, grant, pidfd) in &holders {
             if let Some(kernel) = &mut self.kernel {
                 // Best effort: a full map only loses the in-kernel fork kill.
-                let _ = kernel.set_holder(*pid, HolderState::Doomed);
+                let _ = kernel.set_holder(*pid, *grant, HolderState::Doomed);
             }
             if let Err(err) = pidfd.kill() {
                 tracing::warn!(%pid, %err, "cannot kill holder");
@@ -640,7 +642,7 @@ impl Core {
         }
         let mut killed = holders.len();
         if self.kernel.is_none() {
-            let roots: HashSet<Pid> = holders.iter().map(|(pid, _)| *pid).collect();
+            let roots: HashSet<Pid> = holders.iter().map(|(pid, _, _)| *pid).collect();
             let grant = grants.iter().next().copied().unwrap_or_default();
             for pid in process::descendants_of(&roots) {
                 if let Ok(pidfd) = Pidfd::open(pid) {
@@ -653,23 +655,21 @@ impl Core {
         killed
     }
 
-    fn holder_forked(&mut self, child: Pid, parent: i32) {
-        let Some(parent) = Pid::new(parent) else {
-            return;
-        };
-        let Some(grant) = self
-            .sessions
-            .holders
-            .get(&parent)
-            .map(|holder| holder.grant)
-        else {
+    /// A holder's child, reported by the kernel with the grant it inherited;
+    /// the parent may already be gone, so the grant comes from the event.
+    fn holder_forked(&mut self, child: Pid, grant: GrantId) {
+        let Some(doomed) = self.sessions.grants.get(&grant).map(|g| g.doomed) else {
+            // A grant the guardian no longer knows: its holders were all reaped,
+            // so this child can only hold wiped secrets. Kill it.
+            if let Ok(pidfd) = Pidfd::open(child) {
+                let _ = pidfd.kill();
+            }
             return;
         };
         // A child that already exited cannot be opened; its exit needs no kill.
         let Ok(pidfd) = Pidfd::open(child) else {
             return;
         };
-        let doomed = self.sessions.grants.get(&grant).is_some_and(|g| g.doomed);
         if doomed {
             let _ = pidfd.kill();
             for trigger in self
@@ -712,7 +712,9 @@ impl Core {
                 self.record_trigger(&trigger, survivors.len());
             } else {
                 // Holders still alive: signal again (a no-op for the dying).
-                survivors.iter().for_each(|(_, pidfd)| drop(pidfd.kill()));
+                survivors
+                    .iter()
+                    .for_each(|(_, _, pidfd)| drop(pidfd.kill()));
                 index += 1;
             }
         }
@@ -744,6 +746,11 @@ impl Core {
         if let Err(err) = self.audit.append(&entry) {
             tracing::error!(%err, action = entry.action, "cannot write the audit log");
         }
+    }
+
+    fn fresh_grant(&mut self) -> GrantId {
+        self.next_grant = self.next_grant.wrapping_add(1).max(1);
+        self.next_grant
     }
 
     fn fresh_id(&mut self) -> u64 {

@@ -17,8 +17,9 @@ use crate::{
     vault::SecretKey,
 };
 
-/// Identifies one grant (one `exec`).
-pub type GrantId = u64;
+/// Identifies one grant (one `exec`); 32 bits because the kernel map packs it
+/// beside the holder's state.
+pub type GrantId = u32;
 
 /// A watched session leader.
 pub struct Leader {
@@ -86,11 +87,11 @@ impl Sessions {
     }
 
     /// Holders belonging to any of `grants`.
-    pub fn holders_in(&self, grants: &HashSet<GrantId>) -> Vec<(Pid, Arc<Pidfd>)> {
+    pub fn holders_in(&self, grants: &HashSet<GrantId>) -> Vec<(Pid, GrantId, Arc<Pidfd>)> {
         self.holders
             .iter()
             .filter(|(_, holder)| grants.contains(&holder.grant))
-            .map(|(&pid, holder)| (pid, Arc::clone(&holder.pidfd)))
+            .map(|(&pid, holder)| (pid, holder.grant, Arc::clone(&holder.pidfd)))
             .collect()
     }
 

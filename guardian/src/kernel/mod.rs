@@ -12,7 +12,9 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
 };
-use guardian_ebpf::{Event, HolderState, LEADER_WATCHED, NO_FIELD, globals, maps, programs};
+use guardian_ebpf::{
+    Event, HolderState, LEADER_WATCHED, NO_FIELD, globals, holder_value, maps, programs,
+};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::process::Pid;
@@ -58,7 +60,7 @@ pub struct KernelLink {
     // Dropping the Ebpf detaches the programs, so it lives as long as the link.
     _ebpf: Ebpf,
     leaders: HashMap<MapData, u32, u32>,
-    holders: HashMap<MapData, u32, u32>,
+    holders: HashMap<MapData, u32, u64>,
     dropped: PerCpuArray<MapData, u64>,
 }
 
@@ -126,10 +128,15 @@ impl KernelLink {
         let _ = self.leaders.remove(&(leader.raw() as u32));
     }
 
-    /// Marks `pid` as a holder in `state`; its future children inherit it.
-    pub fn set_holder(&mut self, pid: Pid, state: HolderState) -> Result<(), KernelError> {
+    /// Marks `pid` as a holder of `grant` in `state`; its future children inherit both.
+    pub fn set_holder(
+        &mut self,
+        pid: Pid,
+        grant: u32,
+        state: HolderState,
+    ) -> Result<(), KernelError> {
         self.holders
-            .insert(pid.raw() as u32, state as u32, 0)
+            .insert(pid.raw() as u32, holder_value(grant, state), 0)
             .map_err(|source| KernelError::Map {
                 name: maps::HOLDERS,
                 source,
