@@ -103,6 +103,7 @@ fn find_or_install_compiler() -> anyhow::Result<Compiler> {
 fn nightly_has_rust_src() -> bool {
     let Ok(output) = Command::new("rustup")
         .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .env("RUSTUP_AUTO_INSTALL", "0")
         .output()
     else {
         return false;
