@@ -211,7 +211,7 @@ mod tests {
             kind: 99,
             pid: 1,
             other: 0,
-            state: 0,
+            grant: 0,
             ktime_ns: 0,
         };
         assert_eq!(unknown.kind(), None);

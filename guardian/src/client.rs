@@ -5,8 +5,12 @@
 
 use std::{
     ffi::{CStr, CString, OsString},
+    fs::File,
     io::{self, IsTerminal, Read, Write},
-    os::unix::{ffi::OsStrExt, net::UnixStream},
+    os::{
+        fd::{AsFd, BorrowedFd},
+        unix::{ffi::OsStrExt, net::UnixStream},
+    },
     path::Path,
 };
 
@@ -50,11 +54,11 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
     let Response::Secrets { .. } = response else {
         return Err(unexpected(response));
     };
-    let mut stdout = io::stdout().lock();
+    // Write through the raw descriptor: std's stdout is line-buffered on the heap.
+    let mut stdout = unbuffered(io::stdout().as_fd())?;
     for secret in &secrets {
         stdout.write_all(secret.as_slice())?;
     }
-    stdout.flush()?;
     Ok(())
 }
 
@@ -207,27 +211,35 @@ fn call(
 }
 
 /// Reads the secret: from a terminal without echo, else all of standard input.
+/// Reads go through the raw descriptor, because std's stdin copies input into
+/// a heap buffer first.
 fn read_secret(name: &str) -> anyhow::Result<SecretBuf> {
     let stdin = io::stdin();
+    let mut raw = unbuffered(stdin.as_fd())?;
     if !stdin.is_terminal() {
-        return SecretBuf::read_to_end(&mut stdin.lock(), MAX_SECRET)
+        return SecretBuf::read_to_end(&mut raw, MAX_SECRET)
             .context("cannot read the secret from standard input");
     }
     eprint!("secret for {name}: ");
-    let secret = read_line_without_echo(&stdin);
+    let secret = read_line_without_echo(&mut raw);
     eprintln!();
     secret
 }
 
-fn read_line_without_echo(stdin: &io::Stdin) -> anyhow::Result<SecretBuf> {
+fn read_line_without_echo(tty: &mut File) -> anyhow::Result<SecretBuf> {
     use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    let saved = tcgetattr(stdin).context("cannot read terminal settings")?;
+    let saved = tcgetattr(&*tty).context("cannot read terminal settings")?;
     let mut silent = saved.clone();
     silent.local_flags.remove(LocalFlags::ECHO);
-    tcsetattr(stdin, SetArg::TCSANOW, &silent).context("cannot turn off echo")?;
-    let line = read_line(&mut stdin.lock());
-    tcsetattr(stdin, SetArg::TCSANOW, &saved).context("cannot restore terminal settings")?;
+    tcsetattr(&*tty, SetArg::TCSANOW, &silent).context("cannot turn off echo")?;
+    let line = read_line(tty);
+    tcsetattr(&*tty, SetArg::TCSANOW, &saved).context("cannot restore terminal settings")?;
     line
+}
+
+/// A duplicate of `fd` as a File, for reads and writes without std's buffers.
+fn unbuffered(fd: BorrowedFd<'_>) -> io::Result<File> {
+    Ok(File::from(fd.try_clone_to_owned()?))
 }
 
 /// Reads up to a newline, byte by byte, so nothing past it lands in a buffer
