@@ -22,6 +22,7 @@ use tokio::{
 use crate::{
     audit::{AuditLog, Entry, Latency, Outcome},
     clock,
+    hardening::{self, Protections},
     kernel::KernelLink,
     peer::Peer,
     process::{self, Pid, Pidfd, Status, Uid},
@@ -33,6 +34,8 @@ use crate::{
 
 /// How long a trigger waits for holders to die before recording that some survived.
 const HOLDER_DEATH_WAIT: Duration = Duration::from_secs(5);
+/// How often a pending trigger re-signals its surviving holders.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// What the core is told.
 pub enum Msg {
@@ -73,7 +76,8 @@ pub enum Msg {
         /// Which secret under that key.
         id: u64,
     },
-    /// Periodic check of triggers still waiting for holders to die.
+    /// Re-check of triggers still waiting for holders to die (scheduled only
+    /// while some are, so an idle guardian never wakes).
     Tick,
     /// Wipe everything and stop.
     Shutdown,
@@ -150,9 +154,11 @@ pub struct Core {
     kernel: Option<KernelLink>,
     kernel_error: Option<String>,
     dropped_seen: u64,
+    protections: Protections,
     audit: AuditLog,
     next_id: u64,
     next_grant: GrantId,
+    tick_scheduled: bool,
     to_self: mpsc::UnboundedSender<Msg>,
 }
 
@@ -160,6 +166,7 @@ impl Core {
     /// A core with no secrets.
     pub fn new(
         kernel: Result<KernelLink, String>,
+        protections: Protections,
         audit: AuditLog,
         to_self: mpsc::UnboundedSender<Msg>,
     ) -> Self {
@@ -174,9 +181,11 @@ impl Core {
             kernel,
             kernel_error,
             dropped_seen: 0,
+            protections,
             audit,
             next_id: 1,
             next_grant: 0,
+            tick_scheduled: false,
             to_self,
         }
     }
@@ -219,7 +228,10 @@ impl Core {
                     self.trigger(Cause::TtlExpired, clock::now_ns(), vec![key], None);
                 }
             }
-            Msg::Tick => self.check_triggers(),
+            Msg::Tick => {
+                self.tick_scheduled = false;
+                self.check_triggers();
+            }
             Msg::Shutdown => {
                 self.trigger(Cause::Shutdown, clock::now_ns(), self.vault.keys(), None);
                 return false;
@@ -558,6 +570,7 @@ impl Core {
             leaders: self.sessions.leaders.len(),
             holders: self.sessions.holders.len(),
             dropped_events: self.dropped_seen,
+            hardening: hardening::current(&self.protections),
         }
     }
 
@@ -717,6 +730,14 @@ impl Core {
                     .for_each(|(_, _, pidfd)| drop(pidfd.kill()));
                 index += 1;
             }
+        }
+        if !self.triggers.is_empty() && !self.tick_scheduled {
+            self.tick_scheduled = true;
+            let to_core = self.to_self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(RECHECK).await;
+                let _ = to_core.send(Msg::Tick);
+            });
         }
     }
 

@@ -32,8 +32,6 @@ use crate::{
 const MAX_CONNECTIONS: usize = 256;
 /// Time a client has to send one whole request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often pending triggers are re-checked.
-const TICK: Duration = Duration::from_millis(100);
 /// How long shutdown waits for holders to die before exiting anyway.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -52,15 +50,15 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             "the guardian must run as root (it loads eBPF programs and kills other users' processes)"
         );
     }
-    hardening::forbid_core_dumps().context("cannot disable core dumps")?;
+    let protections = hardening::harden_process().context("cannot harden the guardian")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(options))
+    runtime.block_on(serve(options, protections))
 }
 
-async fn serve(options: Options) -> anyhow::Result<()> {
+async fn serve(options: Options, mut protections: hardening::Protections) -> anyhow::Result<()> {
     let audit = AuditLog::open(&options.audit)
         .with_context(|| format!("cannot open the audit log {}", options.audit.display()))?;
     let (link, mut events) = match KernelLink::load() {
@@ -72,10 +70,12 @@ async fn serve(options: Options) -> anyhow::Result<()> {
     };
     let listener = bind(&options.socket)?;
     let (to_core, mut inbox) = mpsc::unbounded_channel();
-    let mut core = Core::new(link, audit, to_core.clone());
-    tokio::spawn(accept(listener, to_core.clone()));
-    tokio::spawn(forward_signals(to_core.clone())?);
-    tokio::spawn(tick(to_core));
+    let signals = forward_signals(to_core.clone())?;
+    // Everything that needs more than the allowlist is done by now.
+    hardening::install_seccomp(&mut protections);
+    let mut core = Core::new(link, protections, audit, to_core.clone());
+    tokio::spawn(accept(listener, to_core));
+    tokio::spawn(signals);
     tracing::info!(socket = %options.socket.display(), "guardian ready");
 
     while step(&mut core, &mut events, &mut inbox).await? {}
@@ -274,14 +274,4 @@ fn forward_signals(
         tracing::info!("stop requested: wiping every secret");
         let _ = to_core.send(Msg::Shutdown);
     })
-}
-
-async fn tick(to_core: mpsc::UnboundedSender<Msg>) {
-    let mut interval = tokio::time::interval(TICK);
-    loop {
-        interval.tick().await;
-        if to_core.send(Msg::Tick).is_err() {
-            return;
-        }
-    }
 }

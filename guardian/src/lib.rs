@@ -10,7 +10,8 @@
 //! - [`protocol`]: frames and messages on the socket.
 //! - [`secret_mem`]: locked memory for secret bytes; [`audit`]: the audit log.
 //! - [`process`]: pids, pidfds and /proc; [`peer`]: who is connected.
-//! - [`hardening`]: the guardian's self-protection; [`clock`]: the kernel clock.
+//! - [`hardening`]: the guardian's self-protection, with [`seccomp`]'s allowlist;
+//!   [`clock`]: the kernel clock.
 
 pub mod audit;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod kernel;
 pub mod peer;
 pub mod process;
 pub mod protocol;
+pub mod seccomp;
 pub mod secret_mem;
 pub mod sessions;
 pub mod vault;

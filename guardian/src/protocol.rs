@@ -183,6 +183,8 @@ pub struct StatusInfo {
     pub holders: usize,
     /// Kernel events lost to a full ring buffer (each one wipes everything).
     pub dropped_events: u64,
+    /// The guardian's self-protection.
+    pub hardening: crate::hardening::Protections,
 }
 
 /// Why a frame was refused.

@@ -292,3 +292,91 @@ pub fn escaping_holder(file: &str, secret_var: &str) -> String {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// `len` random bytes from the kernel.
+pub fn random_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; len];
+    let mut urandom = fs::File::open("/dev/urandom").expect("open /dev/urandom");
+    std::io::Read::read_exact(&mut urandom, &mut bytes).expect("read /dev/urandom");
+    bytes
+}
+
+/// A mapping of a process where a memory scan found the needle.
+#[derive(Debug)]
+pub struct Hit {
+    /// The mapping's line in /proc/PID/maps.
+    pub mapping: String,
+    /// Locked kB of the mapping, from /proc/PID/smaps.
+    pub locked_kb: u64,
+}
+
+/// Reads every readable mapping of `pid` through /proc/PID/mem (as root) and
+/// returns the mappings that contain `needle`. Pages that cannot be read
+/// (memfd_secret pages among them) are skipped, which is the point.
+pub fn find_in_memory(pid: i32, needle: &[u8]) -> Vec<Hit> {
+    use std::os::unix::fs::FileExt;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
+    let mut hits = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') || line.contains("[vvar") || line.contains("[vsyscall]") {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let start = u64::from_str_radix(start, 16).expect("hex start");
+        let end = u64::from_str_radix(end, 16).expect("hex end");
+        let mut found = false;
+        let mut carry: Vec<u8> = Vec::new();
+        let mut at = start;
+        while at < end && !found {
+            let mut page = vec![0u8; 4096.min((end - at) as usize)];
+            if mem.read_exact_at(&mut page, at).is_ok() {
+                carry.extend_from_slice(&page);
+                found = carry.windows(needle.len()).any(|window| window == needle);
+                let keep = carry.len().saturating_sub(needle.len());
+                carry.drain(..keep);
+            } else {
+                carry.clear();
+            }
+            at += page.len() as u64;
+        }
+        if found {
+            hits.push(Hit {
+                mapping: line.to_owned(),
+                locked_kb: locked_kb(&smaps, range),
+            });
+        }
+    }
+    hits
+}
+
+fn locked_kb(smaps: &str, range: &str) -> u64 {
+    smaps
+        .split('\n')
+        .skip_while(|line| !line.starts_with(range))
+        .skip(1)
+        .take_while(|line| !line.contains('-') || line.contains(':'))
+        .find_map(|line| line.strip_prefix("Locked:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Field `key` of /proc/PID/status, first number.
+pub fn proc_status_field(pid: i32, key: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| {
+        line.strip_prefix(key)?
+            .strip_prefix(':')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
