@@ -15,6 +15,12 @@ pub mod maps {
     /// `HashMap<u32, u64>`: tgid of a process holding a secret -> its grant and
     /// state, packed by [`super::holder_value`].
     pub const HOLDERS: &str = "HOLDERS";
+    /// `HashMap<u32, u32>`: tgid of a process no one may ptrace or
+    /// process_vm_read/write (the guardian and its supervisor) -> 1.
+    pub const PROTECTED: &str = "PROTECTED";
+    /// `HashMap<u32, u32>`: tid of a non-main thread of a holder or protected
+    /// process -> its tgid, so an attack aimed at a thread is caught too.
+    pub const THREADS: &str = "THREADS";
     /// `RingBuf` of [`super::Event`] records.
     pub const EVENTS: &str = "EVENTS";
     /// `PerCpuArray<u64>` with one slot: events the programs could not write
@@ -32,8 +38,23 @@ pub mod programs {
     /// Generation of every signal: SIGHUP aimed at a leader.
     pub const SIGNAL_GENERATE: (&str, &str, &str) =
         ("signal_generate", "signal", "signal_generate");
+    /// Entry of ptrace(2): any request aimed at a protected process or holder.
+    pub const PTRACE: (&str, &str, &str) = ("ptrace_enter", "syscalls", "sys_enter_ptrace");
+    /// Entry of process_vm_readv(2).
+    pub const VM_READV: (&str, &str, &str) =
+        ("vm_readv_enter", "syscalls", "sys_enter_process_vm_readv");
+    /// Entry of process_vm_writev(2).
+    pub const VM_WRITEV: (&str, &str, &str) =
+        ("vm_writev_enter", "syscalls", "sys_enter_process_vm_writev");
     /// Every program, in attach order.
-    pub const ALL: [(&str, &str, &str); 3] = [PROCESS_EXIT, NEW_TASK, SIGNAL_GENERATE];
+    pub const ALL: [(&str, &str, &str); 6] = [
+        PROCESS_EXIT,
+        NEW_TASK,
+        SIGNAL_GENERATE,
+        PTRACE,
+        VM_READV,
+        VM_WRITEV,
+    ];
 }
 
 /// Globals (read-only data) the guardian fills in before load. Tracepoint field
@@ -50,7 +71,16 @@ pub mod globals {
     pub const SIGNAL_SIG_OFFSET: &str = "SIGNAL_SIG_OFFSET";
     /// Offset of `pid` in `signal_generate`.
     pub const SIGNAL_PID_OFFSET: &str = "SIGNAL_PID_OFFSET";
+    /// Offset of `request` in `sys_enter_ptrace`.
+    pub const PTRACE_REQUEST_OFFSET: &str = "PTRACE_REQUEST_OFFSET";
+    /// Offset of `pid` in `sys_enter_ptrace`.
+    pub const PTRACE_PID_OFFSET: &str = "PTRACE_PID_OFFSET";
+    /// Offset of `pid` in `sys_enter_process_vm_readv` (and `_writev`).
+    pub const VM_PID_OFFSET: &str = "VM_PID_OFFSET";
 }
+
+/// PTRACE_TRACEME: its pid argument is ignored by the kernel, so it names no target.
+pub const PTRACE_TRACEME: u64 = 0;
 
 /// Marks a tracepoint field the running kernel does not have.
 pub const NO_FIELD: u32 = u32::MAX;
@@ -93,6 +123,30 @@ pub const fn holder_is_doomed(value: u64) -> bool {
     value as u32 == HolderState::Doomed as u32
 }
 
+/// The syscall of a `Tamper` event (architecture-independent codes).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TamperSyscall {
+    /// ptrace(2).
+    Ptrace = 1,
+    /// process_vm_readv(2).
+    ProcessVmReadv = 2,
+    /// process_vm_writev(2).
+    ProcessVmWritev = 3,
+}
+
+impl TamperSyscall {
+    /// The syscall's name for a code, or `"unknown"`.
+    pub fn name(code: u32) -> &'static str {
+        match code {
+            1 => "ptrace",
+            2 => "process_vm_readv",
+            3 => "process_vm_writev",
+            _ => "unknown",
+        }
+    }
+}
+
 /// Kinds of [`Event`].
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +161,11 @@ pub enum EventKind {
     HolderFork = 3,
     /// The last thread of a holder exited. `pid` is the holder.
     HolderExit = 4,
+    /// A process called ptrace or process_vm_readv/writev on a holder or a
+    /// protected process and was SIGKILLed at syscall entry. `pid` is the
+    /// attacker, `other` the target's tgid, `uid`/`comm` the attacker's,
+    /// `syscall` and `request` what it called.
+    Tamper = 5,
 }
 
 impl EventKind {
@@ -116,13 +175,14 @@ impl EventKind {
             2 => Self::LeaderHangup,
             3 => Self::HolderFork,
             4 => Self::HolderExit,
+            5 => Self::Tamper,
             _ => return None,
         })
     }
 }
 
-/// One ring-buffer record. Every field is 4 or 8 bytes and the struct is 24
-/// bytes, so the layout has no implicit padding.
+/// One ring-buffer record. Eight `u32`s (32 bytes), two `u64`s and a 16-byte
+/// array make 64 bytes at 8-byte alignment: the layout has no implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -134,13 +194,50 @@ pub struct Event {
     pub other: u32,
     /// For `HolderFork`, the grant the child inherited; otherwise 0.
     pub grant: u32,
+    /// For `Tamper` and `LeaderHangup`, the uid of the caller or sender.
+    pub uid: u32,
+    /// For `Tamper` and `LeaderHangup`, the gid of the caller or sender.
+    pub gid: u32,
+    /// Always 0; keeps `request` 8-byte aligned without implicit padding.
+    pub reserved: u32,
+    /// For `Tamper`, a [`TamperSyscall`] code.
+    pub syscall: u32,
+    /// For `Tamper` by ptrace, the request.
+    pub request: u64,
     /// `bpf_ktime_get_ns()` when the event happened (CLOCK_MONOTONIC).
     pub ktime_ns: u64,
+    /// For `Tamper` and `LeaderHangup`, the caller's command name (NUL-padded).
+    pub comm: [u8; 16],
 }
 
 impl Event {
     /// Size of the record in the ring buffer.
     pub const SIZE: usize = core::mem::size_of::<Self>();
+
+    /// An all-zero record, to fill in.
+    pub const EMPTY: Self = Self {
+        kind: 0,
+        pid: 0,
+        other: 0,
+        grant: 0,
+        uid: 0,
+        gid: 0,
+        reserved: 0,
+        syscall: 0,
+        request: 0,
+        ktime_ns: 0,
+        comm: [0; 16],
+    };
+
+    /// `comm` up to its first NUL, or `"?"` if it is not UTF-8.
+    pub fn comm_str(&self) -> &str {
+        let len = self
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.comm.len());
+        core::str::from_utf8(&self.comm[..len]).unwrap_or("?")
+    }
 
     /// The record's kind, if it is one this build knows.
     pub fn kind(&self) -> Option<EventKind> {
@@ -157,14 +254,25 @@ impl Event {
             raw.copy_from_slice(&bytes[at..at + 4]);
             u32::from_ne_bytes(raw)
         };
-        let mut ktime = [0u8; 8];
-        ktime.copy_from_slice(&bytes[16..24]);
+        let u64_at = |at: usize| {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_ne_bytes(raw)
+        };
+        let mut comm = [0u8; 16];
+        comm.copy_from_slice(&bytes[48..64]);
         Some(Self {
             kind: u32_at(0),
             pid: u32_at(4),
             other: u32_at(8),
             grant: u32_at(12),
-            ktime_ns: u64::from_ne_bytes(ktime),
+            uid: u32_at(16),
+            gid: u32_at(20),
+            reserved: u32_at(24),
+            syscall: u32_at(28),
+            request: u64_at(32),
+            ktime_ns: u64_at(40),
+            comm,
         })
     }
 }
@@ -179,21 +287,36 @@ mod tests {
         out[4..8].copy_from_slice(&event.pid.to_ne_bytes());
         out[8..12].copy_from_slice(&event.other.to_ne_bytes());
         out[12..16].copy_from_slice(&event.grant.to_ne_bytes());
-        out[16..24].copy_from_slice(&event.ktime_ns.to_ne_bytes());
+        out[16..20].copy_from_slice(&event.uid.to_ne_bytes());
+        out[20..24].copy_from_slice(&event.gid.to_ne_bytes());
+        out[24..28].copy_from_slice(&event.reserved.to_ne_bytes());
+        out[28..32].copy_from_slice(&event.syscall.to_ne_bytes());
+        out[32..40].copy_from_slice(&event.request.to_ne_bytes());
+        out[40..48].copy_from_slice(&event.ktime_ns.to_ne_bytes());
+        out[48..64].copy_from_slice(&event.comm);
         out
     }
 
     #[test]
     fn event_round_trips_through_bytes() {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"gdb\0");
         let event = Event {
-            kind: EventKind::HolderFork as u32,
+            kind: EventKind::Tamper as u32,
             pid: 42,
             other: 7,
             grant: 5,
+            uid: 1000,
+            gid: 100,
+            reserved: 0,
+            syscall: 101,
+            request: 0x4206,
             ktime_ns: 123_456_789_012,
+            comm,
         };
         assert_eq!(Event::from_bytes(&to_bytes(&event)), Some(event));
-        assert_eq!(event.kind(), Some(EventKind::HolderFork));
+        assert_eq!(event.kind(), Some(EventKind::Tamper));
+        assert_eq!(event.comm_str(), "gdb");
     }
 
     #[test]
@@ -206,13 +329,11 @@ mod tests {
 
     #[test]
     fn wrong_sized_records_and_unknown_kinds_are_refused() {
-        assert_eq!(Event::from_bytes(&[0u8; 23]), None);
+        assert_eq!(Event::SIZE, 64);
+        assert_eq!(Event::from_bytes(&[0u8; 63]), None);
         let unknown = Event {
             kind: 99,
-            pid: 1,
-            other: 0,
-            grant: 0,
-            ktime_ns: 0,
+            ..Event::EMPTY
         };
         assert_eq!(unknown.kind(), None);
     }

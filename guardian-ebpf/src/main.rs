@@ -1,5 +1,7 @@
-//! The eBPF programs: three classic tracepoints that watch bound session leaders
-//! and the processes holding their secrets, and report through a ring buffer.
+//! The eBPF programs: classic tracepoints that watch bound session leaders and
+//! the processes holding their secrets, stop anyone who ptraces or
+//! process_vm_reads/writes a holder or the guardian, and report through a ring
+//! buffer.
 //!
 //! Classic tracepoints were chosen because they load on every kernel the guardian
 //! targets (BPF LSM and fentry need trampolines that are often unavailable) and
@@ -16,13 +18,17 @@
 
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_send_signal},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        generated::bpf_send_signal,
+    },
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
 };
 use guardian_ebpf::{
-    Event, EventKind, MAX_TRACKED, NO_FIELD, RING_BYTES, holder_grant, holder_is_doomed,
+    Event, EventKind, MAX_TRACKED, NO_FIELD, PTRACE_TRACEME, RING_BYTES, TamperSyscall,
+    holder_grant, holder_is_doomed,
 };
 
 const SIGHUP: i32 = 1;
@@ -41,12 +47,22 @@ static NEWTASK_CLONE_FLAGS_OFFSET: u32 = 32;
 static SIGNAL_SIG_OFFSET: u32 = 8;
 #[unsafe(no_mangle)]
 static SIGNAL_PID_OFFSET: u32 = 36;
+#[unsafe(no_mangle)]
+static PTRACE_REQUEST_OFFSET: u32 = 16;
+#[unsafe(no_mangle)]
+static PTRACE_PID_OFFSET: u32 = 24;
+#[unsafe(no_mangle)]
+static VM_PID_OFFSET: u32 = 16;
 
 // Map statics carry the names in `guardian_ebpf::maps`.
 #[map]
 static LEADERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
 static HOLDERS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
+#[map]
+static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+#[map]
+static THREADS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
@@ -71,17 +87,48 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
     try_signal_generate(&ctx).unwrap_or(0)
 }
 
+/// `syscalls:sys_enter_ptrace`.
+#[tracepoint]
+pub fn ptrace_enter(ctx: TracePointContext) -> u32 {
+    try_ptrace_enter(&ctx).unwrap_or(0)
+}
+
+/// `syscalls:sys_enter_process_vm_readv`.
+#[tracepoint]
+pub fn vm_readv_enter(ctx: TracePointContext) -> u32 {
+    try_vm_enter(&ctx, TamperSyscall::ProcessVmReadv as u32).unwrap_or(0)
+}
+
+/// `syscalls:sys_enter_process_vm_writev`.
+#[tracepoint]
+pub fn vm_writev_enter(ctx: TracePointContext) -> u32 {
+    try_vm_enter(&ctx, TamperSyscall::ProcessVmWritev as u32).unwrap_or(0)
+}
+
 fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     let (tgid, tid) = current_ids();
+    if tid != tgid && THREADS.get_ptr(tid).is_some() {
+        let _ = THREADS.remove(tid);
+    }
     if !is_group_dead(ctx, tgid, tid)? {
         return Ok(0);
     }
     if LEADERS.get_ptr(tgid).is_some() {
-        emit(EventKind::LeaderExit, tgid, 0, 0);
+        emit(Event {
+            kind: EventKind::LeaderExit as u32,
+            pid: tgid,
+            ktime_ns: now(),
+            ..Event::EMPTY
+        });
     }
     if HOLDERS.get_ptr(tgid).is_some() {
         let _ = HOLDERS.remove(tgid);
-        emit(EventKind::HolderExit, tgid, 0, 0);
+        emit(Event {
+            kind: EventKind::HolderExit as u32,
+            pid: tgid,
+            ktime_ns: now(),
+            ..Event::EMPTY
+        });
     }
     Ok(0)
 }
@@ -100,16 +147,24 @@ fn is_group_dead(ctx: &TracePointContext, tgid: u32, tid: u32) -> Result<bool, i
 
 fn try_new_task(ctx: &TracePointContext) -> Result<u32, i64> {
     let (parent, _) = current_ids();
-    let Some(value) = HOLDERS.get_ptr(parent) else {
+    let holder = HOLDERS.get_ptr(parent);
+    if holder.is_none() && PROTECTED.get_ptr(parent).is_none() {
         return Ok(0);
-    };
+    }
     // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
     let flags: u64 = unsafe { ctx.read_at(read_global(&NEWTASK_CLONE_FLAGS_OFFSET) as usize)? };
-    if flags & CLONE_THREAD != 0 {
-        return Ok(0); // a thread of a holder is part of the holder
-    }
     // SAFETY: as above.
     let child: i32 = unsafe { ctx.read_at(read_global(&NEWTASK_PID_OFFSET) as usize)? };
+    if flags & CLONE_THREAD != 0 {
+        // A thread is part of its process; remember it so attacks on it count.
+        if THREADS.insert(child as u32, parent, 0).is_err() {
+            kill_current();
+        }
+        return Ok(0);
+    }
+    let Some(value) = holder else {
+        return Ok(0); // a protected process's children are not protected
+    };
     // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
     let value = unsafe { *value };
     let child = child as u32;
@@ -120,7 +175,14 @@ fn try_new_task(ctx: &TracePointContext) -> Result<u32, i64> {
     if holder_is_doomed(value) {
         kill_current();
     }
-    emit(EventKind::HolderFork, child, parent, holder_grant(value));
+    emit(Event {
+        kind: EventKind::HolderFork as u32,
+        pid: child,
+        other: parent,
+        grant: holder_grant(value),
+        ktime_ns: now(),
+        ..Event::EMPTY
+    });
     Ok(0)
 }
 
@@ -134,20 +196,78 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<u32, i64> {
     let target: i32 = unsafe { ctx.read_at(read_global(&SIGNAL_PID_OFFSET) as usize)? };
     let target = target as u32;
     if LEADERS.get_ptr(target).is_some() {
-        emit(EventKind::LeaderHangup, target, ctx.tgid(), 0);
+        emit(Event {
+            pid: target,
+            other: ctx.tgid(),
+            ..caller_event(EventKind::LeaderHangup)
+        });
     }
     Ok(0)
 }
 
-/// Writes an event, or counts it in `DROPPED` when the ring buffer is full.
-fn emit(kind: EventKind, pid: u32, other: u32, grant: u32) {
-    let event = Event {
+fn try_ptrace_enter(ctx: &TracePointContext) -> Result<u32, i64> {
+    // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
+    let request: u64 = unsafe { ctx.read_at(read_global(&PTRACE_REQUEST_OFFSET) as usize)? };
+    if request == PTRACE_TRACEME {
+        return Ok(0);
+    }
+    // SAFETY: as above.
+    let target: i64 = unsafe { ctx.read_at(read_global(&PTRACE_PID_OFFSET) as usize)? };
+    stop_if_protected(target, TamperSyscall::Ptrace as u32, request);
+    Ok(0)
+}
+
+fn try_vm_enter(ctx: &TracePointContext, syscall: u32) -> Result<u32, i64> {
+    // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
+    let target: i64 = unsafe { ctx.read_at(read_global(&VM_PID_OFFSET) as usize)? };
+    stop_if_protected(target, syscall, 0);
+    Ok(0)
+}
+
+/// SIGKILLs the caller if `target` (a pid or a thread id) is a holder or a
+/// protected process. The signal is pending before the syscall body runs, so
+/// ptrace attach fails and process_vm_readv copies nothing.
+fn stop_if_protected(target: i64, syscall: u32, request: u64) {
+    if target <= 0 || target > i64::from(i32::MAX) {
+        return;
+    }
+    let target = target as u32;
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
+    let tgid = THREADS
+        .get_ptr(target)
+        .map_or(target, |tgid| unsafe { *tgid });
+    if HOLDERS.get_ptr(tgid).is_none() && PROTECTED.get_ptr(tgid).is_none() {
+        return;
+    }
+    let (caller, _) = current_ids();
+    if caller == tgid {
+        return; // a process inspecting itself reads nothing it does not have
+    }
+    kill_current();
+    emit(Event {
+        pid: caller,
+        other: tgid,
+        syscall,
+        request,
+        ..caller_event(EventKind::Tamper)
+    });
+}
+
+/// An event of `kind` carrying the current task's uid, comm and the time.
+fn caller_event(kind: EventKind) -> Event {
+    let uid_gid = bpf_get_current_uid_gid();
+    Event {
         kind: kind as u32,
-        pid,
-        other,
-        grant,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
         ktime_ns: now(),
-    };
+        ..Event::EMPTY
+    }
+}
+
+/// Writes an event, or counts it in `DROPPED` when the ring buffer is full.
+fn emit(event: Event) {
     if EVENTS.output::<Event>(&event, 0).is_err()
         && let Some(count) = DROPPED.get_ptr_mut(0)
     {

@@ -13,6 +13,8 @@ use crate::protocol::SecretName;
 pub const DEFAULT_SOCKET: &str = "/run/ningen-shikkaku/guardian.sock";
 /// Default audit log path.
 pub const DEFAULT_AUDIT: &str = "/var/log/ningen-shikkaku/audit.jsonl";
+/// Default configuration file (optional when at this path).
+pub const DEFAULT_CONFIG: &str = "/etc/ningen-shikkaku/config.toml";
 
 /// A dead-man's switch for secrets: each secret lives in locked memory while
 /// its session leader lives, and is wiped (and its holders killed) when it dies.
@@ -40,8 +42,13 @@ pub enum Command {
     List(ListArgs),
     /// Wipe a secret now and kill its holders.
     Revoke(RevokeArgs),
+    /// The panic button: wipe every secret of yours now (root: everyone's).
+    Wipe(WipeArgs),
     /// Show the guardian's state and which protections are active.
     Status(StatusArgs),
+    /// Internal: the process the guardian starts to kill every holder if it dies.
+    #[command(hide = true)]
+    Supervise(SuperviseArgs),
 }
 
 /// The socket option every subcommand shares.
@@ -61,6 +68,28 @@ pub struct GuardArgs {
     /// Where to append the audit log.
     #[arg(long, default_value = DEFAULT_AUDIT)]
     pub audit: PathBuf,
+    /// Policy file (optional at the default path, required when given).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `wipe`.
+#[derive(Debug, Args)]
+pub struct WipeArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub socket: SocketArg,
+    /// Every secret (required: there is no partial wipe).
+    #[arg(long, required = true)]
+    pub all: bool,
+}
+
+/// `supervise`.
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// The guardian's cgroup directory.
+    #[arg(long)]
+    pub cgroup: PathBuf,
 }
 
 /// `put`.

@@ -18,7 +18,7 @@ use anyhow::{Context, anyhow, bail};
 use zeroize::Zeroize;
 
 use crate::{
-    cli::{ExecArgs, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs},
+    cli::{ExecArgs, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs, WipeArgs},
     hardening,
     protocol::{self, MAX_SECRET, Request, Response},
     secret_mem::SecretBuf,
@@ -144,6 +144,23 @@ pub fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `wipe --all`.
+pub fn wipe(args: WipeArgs) -> anyhow::Result<()> {
+    match call(&args.socket.socket, &Request::WipeAll {}, None)? {
+        (
+            Response::Wiped {
+                secrets,
+                holders_killed,
+            },
+            _,
+        ) => {
+            eprintln!("wiped {secrets} secret(s); killed {holders_killed} holder(s)");
+            Ok(())
+        }
+        (other, _) => Err(unexpected(other)),
+    }
+}
+
 /// `status`.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let (response, _) = call(&args.socket.socket, &Request::Status {}, None)?;
@@ -163,11 +180,26 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("eBPF unavailable  {err}");
     }
     println!("fork tracking     {}", status.fork_tracking);
+    println!("containment       {}", status.containment);
+    println!("fail closed       {}", status.fail_closed);
+    println!("tamper protection {}", status.tamper_protection);
     println!("memory backend    {}", status.memory_backend);
     println!("locked bytes      {}", status.locked_bytes);
     println!(
         "secrets {}  leaders {}  holders {}  dropped events {}",
         status.secrets, status.leaders, status.holders, status.dropped_events
+    );
+    let h = &status.hardening;
+    println!(
+        "hardening         dumpable {}  core limit {}  no_new_privs {}  mlockall {}  \
+         seccomp {} ({} syscalls)  VmLck {} kB",
+        h.dumpable,
+        h.core_limit,
+        h.no_new_privs,
+        h.mlockall,
+        h.seccomp,
+        h.seccomp_allowed,
+        h.locked_kib
     );
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use guardian_ebpf::{Event, EventKind, HolderState};
+use guardian_ebpf::{Event, EventKind, HolderState, TamperSyscall};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::{mpsc, oneshot},
@@ -21,7 +21,9 @@ use tokio::{
 
 use crate::{
     audit::{AuditLog, Entry, Latency, Outcome},
+    cgroup::Cgroups,
     clock,
+    config::{Config, TamperResponse},
     hardening::{self, Protections},
     kernel::KernelLink,
     peer::Peer,
@@ -69,6 +71,9 @@ pub enum Msg {
         /// The holder.
         pid: Pid,
     },
+    /// The supervisor died: nothing would kill the holders if the guardian
+    /// died now, so everything is wiped (fail closed).
+    SupervisorGone,
     /// A secret's TTL ran out.
     Expired {
         /// The secret.
@@ -118,6 +123,9 @@ enum Cause {
     TtlExpired,
     Shutdown,
     KernelEventsLost,
+    Tamper,
+    WipeAll,
+    SupervisorLost,
 }
 
 impl Cause {
@@ -129,6 +137,9 @@ impl Cause {
             Cause::TtlExpired => "ttl_expired",
             Cause::Shutdown => "shutdown",
             Cause::KernelEventsLost => "kernel_events_lost",
+            Cause::Tamper => "tamper",
+            Cause::WipeAll => "wipe_all",
+            Cause::SupervisorLost => "supervisor_lost",
         }
     }
 }
@@ -146,6 +157,22 @@ struct PendingTrigger {
     deadline: Instant,
 }
 
+/// What the daemon set up before the core starts.
+pub struct Setup {
+    /// The eBPF link, or why there is none.
+    pub kernel: Result<KernelLink, String>,
+    /// The self-protection in force.
+    pub protections: Protections,
+    /// Policy.
+    pub config: Config,
+    /// Per-exec cgroups, where cgroup v2 is available.
+    pub cgroups: Option<Cgroups>,
+    /// The supervisor that kills holders if the guardian dies.
+    pub supervisor: Option<Pidfd>,
+    /// The audit log.
+    pub audit: AuditLog,
+}
+
 /// The guardian's whole state.
 pub struct Core {
     vault: Vault,
@@ -155,6 +182,9 @@ pub struct Core {
     kernel_error: Option<String>,
     dropped_seen: u64,
     protections: Protections,
+    config: Config,
+    cgroups: Option<Cgroups>,
+    supervisor: Option<Arc<Pidfd>>,
     audit: AuditLog,
     next_id: u64,
     next_grant: GrantId,
@@ -164,30 +194,34 @@ pub struct Core {
 
 impl Core {
     /// A core with no secrets.
-    pub fn new(
-        kernel: Result<KernelLink, String>,
-        protections: Protections,
-        audit: AuditLog,
-        to_self: mpsc::UnboundedSender<Msg>,
-    ) -> Self {
-        let (kernel, kernel_error) = match kernel {
+    pub fn new(setup: Setup, to_self: mpsc::UnboundedSender<Msg>) -> Self {
+        let (kernel, kernel_error) = match setup.kernel {
             Ok(link) => (Some(link), None),
             Err(err) => (None, Some(err)),
         };
-        Self {
+        let mut core = Self {
             vault: Vault::default(),
             sessions: Sessions::default(),
             triggers: Vec::new(),
             kernel,
             kernel_error,
             dropped_seen: 0,
-            protections,
-            audit,
+            protections: setup.protections,
+            config: setup.config,
+            cgroups: setup.cgroups,
+            supervisor: None,
+            audit: setup.audit,
             next_id: 1,
             next_grant: 0,
             tick_scheduled: false,
             to_self,
+        };
+        if let Some(supervisor) = setup.supervisor {
+            let supervisor = Arc::new(supervisor);
+            core.on_exit(Arc::clone(&supervisor), Msg::SupervisorGone);
+            core.supervisor = Some(supervisor);
         }
+        core
     }
 
     /// Handles one message; returns false once the guardian should stop.
@@ -228,6 +262,16 @@ impl Core {
                     self.trigger(Cause::TtlExpired, clock::now_ns(), vec![key], None);
                 }
             }
+            Msg::SupervisorGone => {
+                tracing::error!("the supervisor died; wiping every secret");
+                self.supervisor = None;
+                self.trigger(
+                    Cause::SupervisorLost,
+                    clock::now_ns(),
+                    self.vault.keys(),
+                    None,
+                );
+            }
             Msg::Tick => {
                 self.tick_scheduled = false;
                 self.check_triggers();
@@ -255,6 +299,7 @@ impl Core {
                 }
                 Some(EventKind::HolderFork) => self.holder_forked(pid, event.grant),
                 Some(EventKind::HolderExit) => self.holder_exited(pid, event.ktime_ns),
+                Some(EventKind::Tamper) => self.tamper(&event),
                 None => tracing::warn!(kind = event.kind, "unknown kernel event"),
             }
         }
@@ -293,7 +338,8 @@ impl Core {
             Request::Exec { names } => self.exec(peer, &names),
             Request::List {} => Ok(self.list(peer)),
             Request::Revoke { name } => self.revoke(peer, name),
-            Request::Status {} => Ok(Reply::plain(Response::Status(self.status()))),
+            Request::WipeAll {} => Ok(self.wipe_all(peer)),
+            Request::Status {} => Ok(Reply::plain(Response::Status(Box::new(self.status())))),
         };
         let (outcome, reason, leader) = match &result {
             Ok(reply) => match reply.response {
@@ -345,6 +391,19 @@ impl Core {
                 key.name
             ));
         }
+        if bytes.len() > self.config.max_secret_bytes {
+            return Err(format!(
+                "secret is larger than the limit of {} bytes",
+                self.config.max_secret_bytes
+            ));
+        }
+        if self.vault.owned_by(peer.uid).count() >= self.config.max_secrets_per_uid {
+            return Err(format!(
+                "this user already holds the maximum of {} secrets",
+                self.config.max_secrets_per_uid
+            ));
+        }
+        let ttl = self.config.ttl_for(ttl_secs.map(Duration::from_secs))?;
         let leader = match bind {
             Some(raw) => Pid::new(raw).ok_or_else(|| format!("invalid PID {raw}"))?,
             None => process::session_of(peer.pid)
@@ -353,8 +412,7 @@ impl Core {
         self.check_bindable(peer, leader)?;
         self.watch_leader(leader)?;
         let id = self.fresh_id();
-        let expiry = ttl_secs.map(|secs| {
-            let ttl = Duration::from_secs(secs);
+        let expiry = ttl.map(|ttl| {
             (
                 Instant::now() + ttl,
                 self.expire_after(ttl, key.clone(), id),
@@ -488,6 +546,13 @@ impl Core {
         }
         let pidfd = Pidfd::open(pid).map_err(|_| "the caller has exited".to_owned())?;
         let grant = self.fresh_grant();
+        if let Some(cgroups) = &self.cgroups {
+            // The caller waits for this reply, so it has forked nothing yet:
+            // from here on every descendant is born inside the grant's cgroup.
+            cgroups
+                .add(grant, pid)
+                .map_err(|err| format!("cannot contain the command in a cgroup: {err}"))?;
+        }
         if let Some(kernel) = &mut self.kernel {
             kernel
                 .set_holder(pid, grant, HolderState::Holding)
@@ -547,6 +612,77 @@ impl Core {
         }))
     }
 
+    fn wipe_all(&mut self, peer: &Peer) -> Reply {
+        let keys: Vec<SecretKey> = match peer.uid {
+            Uid::ROOT => self.vault.keys(),
+            uid => self
+                .vault
+                .owned_by(uid)
+                .map(|(key, _)| key.clone())
+                .collect(),
+        };
+        let secrets = keys.len();
+        let holders_killed = self.trigger(Cause::WipeAll, clock::now_ns(), keys, None);
+        Reply::plain(Response::Wiped {
+            secrets,
+            holders_killed,
+        })
+    }
+
+    /// A process was SIGKILLed in the kernel for ptracing or reading a holder or
+    /// the guardian. Audit it; if the target is a holder, wipe what it holds
+    /// (unless the policy says audit only).
+    fn tamper(&mut self, event: &Event) {
+        let (Some(attacker), Some(target)) =
+            (Pid::new(event.pid as i32), Pid::new(event.other as i32))
+        else {
+            return;
+        };
+        let grant = self
+            .sessions
+            .holders
+            .get(&target)
+            .map(|holder| holder.grant);
+        let keys: Vec<SecretKey> = grant
+            .and_then(|grant| self.sessions.grants.get(&grant))
+            .map(|grant| grant.secrets.iter().cloned().collect())
+            .unwrap_or_default();
+        let syscall = TamperSyscall::name(event.syscall);
+        let role = match grant {
+            Some(_) => "holder",
+            None if self.supervisor.as_ref().is_some_and(|s| s.pid() == target) => "supervisor",
+            None if target == Pid::current() => "guardian",
+            None => "holder",
+        };
+        tracing::warn!(%attacker, %target, syscall, "tamper attempt stopped");
+        self.record(Entry {
+            action: "tamper".to_owned(),
+            names: keys.iter().map(|key| key.name.to_string()).collect(),
+            peer: Some(Peer {
+                pid: attacker,
+                uid: Uid(event.uid),
+                gid: event.gid,
+                exe: process::exe_of(attacker),
+                comm: event.comm_str().to_owned(),
+            }),
+            leader: None,
+            outcome: Outcome::Deny,
+            reason: Some(format!(
+                "{syscall} (request {}) on {role} {target}; caller SIGKILLed",
+                event.request
+            )),
+            latency: None,
+        });
+        if role == "supervisor"
+            && let Some(supervisor) = &self.supervisor
+        {
+            continue_if_stopped(Arc::clone(supervisor));
+        }
+        if !keys.is_empty() && self.config.tamper_response == TamperResponse::Wipe {
+            self.trigger(Cause::Tamper, event.ktime_ns, keys, None);
+        }
+    }
+
     fn status(&self) -> StatusInfo {
         let ebpf = self.kernel.is_some();
         StatusInfo {
@@ -560,6 +696,19 @@ impl Core {
             .to_owned(),
             ebpf_error: self.kernel_error.clone(),
             fork_tracking: if ebpf { "ebpf" } else { "proc-scan" }.to_owned(),
+            containment: if self.cgroups.is_some() {
+                "cgroup"
+            } else {
+                "pidfd"
+            }
+            .to_owned(),
+            fail_closed: if self.supervisor.is_some() {
+                "supervisor"
+            } else {
+                "none"
+            }
+            .to_owned(),
+            tamper_protection: if ebpf { "ebpf-tracepoints" } else { "none" }.to_owned(),
             memory_backend: match secret_mem::backing() {
                 secret_mem::Backing::MemfdSecret => "memfd_secret",
                 secret_mem::Backing::Mlock => "mlock",
@@ -615,6 +764,9 @@ impl Core {
         let wiped_ns = clock::now_ns();
         let keys: HashSet<SecretKey> = keys.into_iter().collect();
         let grants = self.sessions.doom_grants_of(&keys);
+        if names.is_empty() && grants.is_empty() {
+            return 0; // nothing was held: nothing to wipe, kill or record
+        }
         let killed = self.kill_grants(&grants);
         for leader in leaders {
             if !self.vault.has_leader(leader) {
@@ -644,17 +796,26 @@ impl Core {
             return 0;
         }
         let holders = self.sessions.holders_in(grants);
-        for (pid, grant, pidfd) in &holders {
-            if let Some(kernel) = &mut self.kernel {
+        if let Some(kernel) = &mut self.kernel {
+            for (pid, grant, _) in &holders {
                 // Best effort: a full map only loses the in-kernel fork kill.
                 let _ = kernel.set_holder(*pid, *grant, HolderState::Doomed);
             }
+        }
+        if let Some(cgroups) = &self.cgroups {
+            for &grant in grants {
+                if let Err(err) = cgroups.kill(grant) {
+                    tracing::warn!(grant, %err, "cgroup.kill failed; killing holders one by one");
+                }
+            }
+        }
+        for (pid, _, pidfd) in &holders {
             if let Err(err) = pidfd.kill() {
                 tracing::warn!(%pid, %err, "cannot kill holder");
             }
         }
         let mut killed = holders.len();
-        if self.kernel.is_none() {
+        if self.kernel.is_none() && self.cgroups.is_none() {
             let roots: HashSet<Pid> = holders.iter().map(|(pid, _, _)| *pid).collect();
             let grant = grants.iter().next().copied().unwrap_or_default();
             for pid in process::descendants_of(&roots) {
@@ -697,16 +858,19 @@ impl Core {
     }
 
     fn holder_exited(&mut self, pid: Pid, ktime_ns: u64) {
-        let Some(holder) = self.sessions.remove_holder(pid) else {
+        let Some((grant, emptied)) = self.sessions.remove_holder(pid) else {
             return;
         };
         if let Some(kernel) = &mut self.kernel {
             kernel.remove_holder(pid);
         }
+        if emptied && let Some(cgroups) = &self.cgroups {
+            cgroups.remove(grant);
+        }
         for trigger in self
             .triggers
             .iter_mut()
-            .filter(|t| t.grants.contains(&holder.grant))
+            .filter(|t| t.grants.contains(&grant))
         {
             trigger.last_dead_ns = trigger.last_dead_ns.max(ktime_ns);
         }
@@ -805,12 +969,27 @@ impl Core {
     }
 }
 
+/// A PTRACE_ATTACH queues a SIGSTOP for its target even though the attacker
+/// dies at syscall entry. The supervisor un-stops the guardian; this un-stops
+/// the supervisor, checking for a little while because the stop may land after
+/// the event that announced the attack.
+fn continue_if_stopped(process: Arc<Pidfd>) {
+    tokio::spawn(async move {
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if process::is_stopped(process.pid()) {
+                let _ = process.send(libc::SIGCONT);
+            }
+        }
+    });
+}
+
 fn request_names(request: &Request) -> Vec<String> {
     match request {
         Request::Put { name, .. } | Request::Get { name } | Request::Revoke { name } => {
             vec![name.to_string()]
         }
         Request::Exec { names } => names.iter().map(ToString::to_string).collect(),
-        Request::List {} | Request::Status {} => Vec::new(),
+        Request::List {} | Request::Status {} | Request::WipeAll {} => Vec::new(),
     }
 }

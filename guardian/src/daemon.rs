@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use nix::sys::signal::{self as nix_signal, SigHandler, Signal};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{UnixListener, UnixStream},
@@ -20,12 +21,17 @@ use tokio::{
 
 use crate::{
     audit::AuditLog,
-    core::{Core, Msg, Reply},
+    cgroup::Cgroups,
+    cli::DEFAULT_CONFIG,
+    config::Config,
+    core::{Core, Msg, Reply, Setup},
     hardening,
     kernel::{self, KernelLink},
     peer::Peer,
+    process::{Pid, Pidfd},
     protocol::{self, FrameError, Request, Response},
     secret_mem::SecretBuf,
+    supervisor,
 };
 
 /// Most connections served at once; more wait in the listen backlog.
@@ -35,12 +41,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for holders to die before exiting anyway.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
-/// Where the guardian listens and logs.
+/// Where the guardian listens and logs, and its policy file.
 pub struct Options {
     /// The Unix socket path.
     pub socket: PathBuf,
     /// The audit log path.
     pub audit: PathBuf,
+    /// The policy file, when given on the command line.
+    pub config: Option<PathBuf>,
 }
 
 /// Runs the guardian until SIGTERM or SIGINT.
@@ -59,21 +67,46 @@ pub fn run(options: Options) -> anyhow::Result<()> {
 }
 
 async fn serve(options: Options, mut protections: hardening::Protections) -> anyhow::Result<()> {
+    let config = match &options.config {
+        Some(path) => Config::load(path, true)?,
+        None => Config::load(Path::new(DEFAULT_CONFIG), false)?,
+    };
     let audit = AuditLog::open(&options.audit)
         .with_context(|| format!("cannot open the audit log {}", options.audit.display()))?;
-    let (link, mut events) = match KernelLink::load() {
+    let (mut link, mut events) = match KernelLink::load() {
         Ok((link, events)) => (Ok(link), Some(events)),
         Err(err) => {
             tracing::warn!(%err, "eBPF unavailable: watching leaders by pidfd only, forks by /proc scan");
             (Err(err.to_string()), None)
         }
     };
+    let cgroups = Cgroups::create()
+        .inspect_err(|err| tracing::warn!(%err, "no cgroup v2: holders are killed one by one"))
+        .ok();
+    let supervisor = cgroups
+        .as_ref()
+        .and_then(|cgroups| start_supervisor(cgroups.instance()));
+    if let Ok(link) = &mut link {
+        let protected = [Some(Pid::current()), supervisor.as_ref().map(Pidfd::pid)];
+        for pid in protected.into_iter().flatten() {
+            link.protect(pid)
+                .context("cannot protect the guardian from ptrace")?;
+        }
+    }
     let listener = bind(&options.socket)?;
     let (to_core, mut inbox) = mpsc::unbounded_channel();
     let signals = forward_signals(to_core.clone())?;
     // Everything that needs more than the allowlist is done by now.
     hardening::install_seccomp(&mut protections);
-    let mut core = Core::new(link, protections, audit, to_core.clone());
+    let setup = Setup {
+        kernel: link,
+        protections,
+        config,
+        cgroups,
+        supervisor,
+        audit,
+    };
+    let mut core = Core::new(setup, to_core.clone());
     tokio::spawn(accept(listener, to_core));
     tokio::spawn(signals);
     tracing::info!(socket = %options.socket.display(), "guardian ready");
@@ -88,6 +121,23 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     }
     tracing::info!("guardian stopped; every secret wiped");
     Ok(())
+}
+
+/// Starts the supervisor; without one the guardian still runs, and says so.
+fn start_supervisor(instance: &Path) -> Option<Pidfd> {
+    // With SIGCHLD ignored the kernel reaps the supervisor if it dies, so no
+    // zombie is left and no wait call is needed under seccomp; the pidfd
+    // (opened while the child certainly lives) still reports its exit.
+    // SAFETY: SIG_IGN installs no handler code.
+    let ignored = unsafe { nix_signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) };
+    let started = ignored.map_err(std::io::Error::from).and_then(|_| {
+        let child = supervisor::spawn(instance)?;
+        let pid = Pid::new(child.id() as i32).ok_or(std::io::ErrorKind::InvalidData)?;
+        Pidfd::open(pid)
+    });
+    started
+        .inspect_err(|err| tracing::warn!(%err, "no supervisor: holders outlive a killed guardian"))
+        .ok()
 }
 
 /// Handles the next batch of kernel events (first, if any wait) or the next

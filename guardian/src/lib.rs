@@ -4,8 +4,10 @@
 //! - [`cli`]: the command line.
 //! - [`client`]: the client subcommands (`put`, `get`, `exec`, `list`, `revoke`, `status`).
 //! - [`daemon`]: `guard`: set-up, the socket server and the core loop.
+//! - [`config`]: policy from config.toml.
 //! - [`core`]: the state and every rule: who may do what, triggers, wipe-then-kill.
 //! - [`vault`]: the secrets; [`sessions`]: leaders, holders and grants.
+//! - [`cgroup`]: one cgroup per exec; [`supervisor`]: kills holders if the guardian dies.
 //! - [`kernel`]: the eBPF link (load, maps, ring buffer).
 //! - [`protocol`]: frames and messages on the socket.
 //! - [`secret_mem`]: locked memory for secret bytes; [`audit`]: the audit log.
@@ -14,9 +16,11 @@
 //!   [`clock`]: the kernel clock.
 
 pub mod audit;
+pub mod cgroup;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod hardening;
@@ -27,4 +31,5 @@ pub mod protocol;
 pub mod seccomp;
 pub mod secret_mem;
 pub mod sessions;
+pub mod supervisor;
 pub mod vault;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use guardian::{
     cli::{Cli, Command},
-    client, daemon,
+    client, daemon, supervisor,
 };
 
 fn main() -> ExitCode {
@@ -17,6 +17,7 @@ fn main() -> ExitCode {
             daemon::run(daemon::Options {
                 socket: args.socket.socket,
                 audit: args.audit,
+                config: args.config,
             })
         }
         Command::Put(args) => client::put(args),
@@ -25,6 +26,8 @@ fn main() -> ExitCode {
         Command::List(args) => client::list(args),
         Command::Revoke(args) => client::revoke(args),
         Command::Status(args) => client::status(args),
+        Command::Wipe(args) => client::wipe(args),
+        Command::Supervise(args) => supervisor::run(&args.cgroup),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

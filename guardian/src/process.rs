@@ -74,19 +74,29 @@ impl Pidfd {
         Ok(Self { fd, pid })
     }
 
+    /// Wraps a pidfd received from elsewhere (an inherited descriptor).
+    pub fn from_owned(fd: OwnedFd, pid: Pid) -> Self {
+        Self { fd, pid }
+    }
+
     /// The pid this handle was opened for.
     pub fn pid(&self) -> Pid {
         self.pid
     }
 
-    /// Sends `signal`; a process that already exited is not an error.
+    /// Sends SIGKILL; a process that already exited is not an error.
     pub fn kill(&self) -> io::Result<()> {
+        self.send(libc::SIGKILL)
+    }
+
+    /// Sends `signal`; a process that already exited is not an error.
+    pub fn send(&self, signal: i32) -> io::Result<()> {
         // SAFETY: pidfd_send_signal with a valid pidfd, a null siginfo and no flags.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.fd.as_raw_fd(),
-                libc::SIGKILL,
+                signal,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
             )
@@ -168,6 +178,14 @@ impl Status {
 
 fn first_number<T: std::str::FromStr>(value: &str) -> Option<T> {
     value.split_whitespace().next()?.parse().ok()
+}
+
+/// True if `pid` is stopped or traced-stopped (state `T` or `t` in /proc/PID/stat).
+pub fn is_stopped(pid: Pid) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| matches!(rest.trim_start().chars().next(), Some('T' | 't')))
+    })
 }
 
 /// The session id of `pid`.
@@ -283,5 +301,24 @@ mod tests {
         child.wait().unwrap();
         assert!(!pidfd.is_alive());
         pidfd.kill().unwrap(); // already dead: not an error
+    }
+
+    #[test]
+    fn a_stopped_process_is_seen_stopped_until_continued() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::new(child.id() as i32).unwrap();
+        let pidfd = Pidfd::open(pid).unwrap();
+        assert!(!is_stopped(pid));
+        pidfd.send(libc::SIGSTOP).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(is_stopped(pid));
+        pidfd.send(libc::SIGCONT).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!is_stopped(pid));
+        pidfd.kill().unwrap();
+        child.wait().unwrap();
     }
 }

@@ -91,6 +91,8 @@ pub enum Request {
         /// The secret's name.
         name: SecretName,
     },
+    /// Wipe every secret of the caller (root: every secret) and kill their holders.
+    WipeAll {},
     /// Describe the guardian. (Empty struct variants, unlike unit variants,
     /// let `deny_unknown_fields` refuse extra keys.)
     Status {},
@@ -105,6 +107,7 @@ impl Request {
             Request::Exec { .. } => "exec",
             Request::List {} => "list",
             Request::Revoke { .. } => "revoke",
+            Request::WipeAll {} => "wipe_all",
             Request::Status {} => "status",
         }
     }
@@ -134,13 +137,20 @@ pub enum Response {
         /// One entry per secret.
         secrets: Vec<SecretInfo>,
     },
+    /// The secrets were wiped and their holders signalled.
+    Wiped {
+        /// Secrets wiped.
+        secrets: usize,
+        /// Holders that were sent SIGKILL.
+        holders_killed: usize,
+    },
     /// The secret was wiped and its holders signalled.
     Revoked {
         /// Holders that were sent SIGKILL.
         holders_killed: usize,
     },
-    /// The guardian's state.
-    Status(StatusInfo),
+    /// The guardian's state (boxed: it is much larger than the other answers).
+    Status(Box<StatusInfo>),
 }
 
 /// One line of `list`.
@@ -171,6 +181,13 @@ pub struct StatusInfo {
     pub ebpf_error: Option<String>,
     /// How holders' children are found: `"ebpf"` or `"proc-scan"`.
     pub fork_tracking: String,
+    /// How holder trees are killed: `"cgroup"` (cgroup.kill) or `"pidfd"`.
+    pub containment: String,
+    /// What kills holders if the guardian dies: `"supervisor"` or `"none"`.
+    pub fail_closed: String,
+    /// How ptrace/process_vm_readv on holders is stopped: `"ebpf-tracepoints"`
+    /// (caller SIGKILLed at syscall entry) or `"none"`.
+    pub tamper_protection: String,
     /// Where secret bytes live: `"memfd_secret"` or `"mlock"`.
     pub memory_backend: String,
     /// Bytes of secrets in pages known to be locked.

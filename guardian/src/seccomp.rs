@@ -36,6 +36,14 @@ pub const ALLOWLIST: &[Allowed] = &[
         "clock::now_ns and tokio timers when the vDSO is absent",
     ),
     allow(libc::SYS_getrandom, "std HashMap seeds"),
+    allow(
+        libc::SYS_clock_nanosleep,
+        "cgroup::remove_tree waits for a cgroup to empty",
+    ),
+    allow(
+        libc::SYS_nanosleep,
+        "std::thread::sleep on libcs that use nanosleep",
+    ),
     // Memory: allocator, memsec, memfd_secret.
     allow(libc::SYS_mmap, "allocator and secret_mem (memsec)"),
     allow(libc::SYS_munmap, "allocator and secret_mem free"),

@@ -96,16 +96,17 @@ impl Sessions {
     }
 
     /// Forgets a holder that exited, and its grant once it has no holders left.
-    pub fn remove_holder(&mut self, pid: Pid) -> Option<Holder> {
+    /// Returns the holder's grant and whether the grant is gone too.
+    pub fn remove_holder(&mut self, pid: Pid) -> Option<(GrantId, bool)> {
         let holder = self.holders.remove(&pid)?;
         holder.watcher.abort();
-        if !self
+        let emptied = !self
             .holders
             .values()
-            .any(|other| other.grant == holder.grant)
-        {
+            .any(|other| other.grant == holder.grant);
+        if emptied {
             self.grants.remove(&holder.grant);
         }
-        Some(holder)
+        Some((holder.grant, emptied))
     }
 }

@@ -49,14 +49,20 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The state letter of `pid` in /proc/PID/stat (`R`, `S`, `T`, `Z`, ...).
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 /// True if `pid` exists and is not a zombie.
 pub fn is_alive(pid: i32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    proc_state(pid).is_some_and(|state| state != 'Z')
+}
+
+/// True if `pid` is stopped (state `T` or `t`).
+pub fn is_stopped(pid: i32) -> bool {
+    proc_state(pid).is_some_and(|state| state == 'T' || state == 't')
 }
 
 /// A guardian started for one test, stopped (SIGTERM) when dropped.
@@ -73,9 +79,16 @@ pub struct Guardian {
 impl Guardian {
     /// Starts a guardian and waits until it answers `status`.
     pub fn start(tag: &str) -> Self {
+        Self::start_with_config(tag, "")
+    }
+
+    /// Starts a guardian with `config` as its policy file.
+    pub fn start_with_config(tag: &str, config: &str) -> Self {
         let dir = scratch_dir(tag);
         let socket = dir.join("guardian.sock");
         let audit = dir.join("audit/audit.jsonl");
+        let config_path = dir.join("config.toml");
+        fs::write(&config_path, config).expect("write config");
         let log = fs::File::create(dir.join("guardian.log")).expect("guardian log");
         let child = Command::new(bin())
             .arg("guard")
@@ -83,6 +96,8 @@ impl Guardian {
             .arg(&socket)
             .arg("--audit")
             .arg(&audit)
+            .arg("--config")
+            .arg(&config_path)
             .stderr(log)
             .spawn()
             .expect("start guardian");
@@ -163,6 +178,9 @@ impl Drop for Guardian {
     fn drop(&mut self) {
         // SAFETY: kill with a pid we spawned and still own (not yet reaped).
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        if !wait_until(Duration::from_secs(10), || !self.is_running()) {
+            let _ = self.child.kill(); // a hung guardian must not hang the suite
+        }
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -181,8 +199,20 @@ impl Session {
     /// Starts `bash -s` in a new session, with `$NS` naming the CLI and its
     /// socket set to `guardian`'s.
     pub fn start(guardian: &Guardian) -> Self {
+        Self::start_with(guardian, Command::new("bash"))
+    }
+
+    /// The same, as the unprivileged user `nobody` (uid 65534).
+    pub fn start_as_nobody(guardian: &Guardian) -> Self {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups", "bash"]);
+        Self::start_with(guardian, command)
+    }
+
+    fn start_with(guardian: &Guardian, mut command: Command) -> Self {
         let dir = scratch_dir("session");
-        let mut command = Command::new("bash");
+        let everyone = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+        fs::set_permissions(&dir, everyone).expect("open the session dir to its user");
         command
             .arg("-s")
             .current_dir(&dir)
@@ -286,6 +316,49 @@ pub fn escaping_holder(file: &str, secret_var: &str) -> String {
     format!(
         r#"bash -c 'printf %s "${secret_var}" > {file}.secret; echo $$ >> {file}; ( echo $BASHPID >> {file}; ( setsid bash -c "echo \$\$ >> {file}; exec sleep 1000" & ); exec sleep 1000 ) & exec sleep 1000'"#
     )
+}
+
+/// Runs the tamper helper (tests/helpers/attacker.py) as root or as `nobody`.
+pub fn attack(mode: &str, target: i32, out: &Path, as_nobody: bool) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/attacker.py");
+    let mut command = if as_nobody {
+        let mut command = Command::new("setpriv");
+        command.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+        ]);
+        command
+    } else {
+        Command::new("/usr/bin/python3")
+    };
+    command
+        .arg(script)
+        .arg(mode)
+        .arg(target.to_string())
+        .arg(out)
+        .output()
+        .expect("run attacker")
+}
+
+/// Starts `exec --env T=NAME -- sleep 1000` in the session and returns the
+/// holder's pid once it runs `sleep`.
+pub fn start_sleeping_holder(session: &mut Session, name: &str) -> i32 {
+    let (rc, out, err) = session.run(&format!(
+        "$NS exec --env T={name} -- sleep 1000 > /dev/null 2>&1 & echo $!"
+    ));
+    assert_eq!(rc, 0, "{err}");
+    let pid: i32 = String::from_utf8_lossy(&out)
+        .trim()
+        .parse()
+        .expect("holder pid");
+    let comm = || fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || comm().trim() == "sleep"),
+        "holder did not start"
+    );
+    pid
 }
 
 /// Stderr of a finished command, for assertion messages.

@@ -89,6 +89,7 @@ fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 
 fn test(root: &Path) -> anyhow::Result<()> {
     require_root("the end-to-end tests (they start a real guardian)")?;
+    toolchain::ensure_test_tools()?;
     let binary = build(root)?;
     let object = toolchain::ebpf_object(root);
     let runs: [&[&str]; 2] = [

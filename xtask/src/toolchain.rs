@@ -134,6 +134,10 @@ fn install_debian_packages() -> anyhow::Result<()> {
         "xtask: installing the eBPF toolchain from Debian: {}",
         DEBIAN_PACKAGES.join(" ")
     );
+    apt_install(DEBIAN_PACKAGES)
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     run(
         Command::new("apt-get").args(["update", "-q"]),
         "apt-get update",
@@ -141,10 +145,35 @@ fn install_debian_packages() -> anyhow::Result<()> {
     run(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(DEBIAN_PACKAGES)
+            .args(packages)
             .env("DEBIAN_FRONTEND", "noninteractive"),
         "apt-get install",
     )
+}
+
+/// Programs the end-to-end tests run (an attacker in Python, strace, setpriv),
+/// with the Debian package that provides each.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("/usr/bin/python3", "python3"),
+    ("/usr/bin/strace", "strace"),
+    ("/usr/bin/setpriv", "util-linux"),
+];
+
+/// Installs the tests' tools from Debian when any is missing.
+pub fn ensure_test_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(path, _)| !Path::new(path).exists())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing test tools from Debian: {}",
+        missing.join(" ")
+    );
+    apt_install(&missing)
 }
 
 fn ensure_bpf_linker() -> anyhow::Result<()> {

@@ -61,6 +61,7 @@ pub struct KernelLink {
     _ebpf: Ebpf,
     leaders: HashMap<MapData, u32, u32>,
     holders: HashMap<MapData, u32, u64>,
+    protected: HashMap<MapData, u32, u32>,
     dropped: PerCpuArray<MapData, u64>,
 }
 
@@ -89,12 +90,20 @@ impl KernelLink {
             )
             .override_global(globals::SIGNAL_SIG_OFFSET, &offsets.signal_sig, true)
             .override_global(globals::SIGNAL_PID_OFFSET, &offsets.signal_pid, true)
+            .override_global(
+                globals::PTRACE_REQUEST_OFFSET,
+                &offsets.ptrace_request,
+                true,
+            )
+            .override_global(globals::PTRACE_PID_OFFSET, &offsets.ptrace_pid, true)
+            .override_global(globals::VM_PID_OFFSET, &offsets.vm_pid, true)
             .load(OBJECT)?;
         for (name, category, tracepoint) in programs::ALL {
             attach(&mut ebpf, name, category, tracepoint)?;
         }
         let leaders = take_map(&mut ebpf, maps::LEADERS)?;
         let holders = take_map(&mut ebpf, maps::HOLDERS)?;
+        let protected = take_map(&mut ebpf, maps::PROTECTED)?;
         let dropped = take_map(&mut ebpf, maps::DROPPED)?;
         let ring: RingBuf<MapData> = take_map(&mut ebpf, maps::EVENTS)?;
         // SAFETY: the ring buffer owns its map fd, which stays open and the same
@@ -106,6 +115,7 @@ impl KernelLink {
                 _ebpf: ebpf,
                 leaders,
                 holders,
+                protected,
                 dropped,
             },
             events,
@@ -139,6 +149,17 @@ impl KernelLink {
             .insert(pid.raw() as u32, holder_value(grant, state), 0)
             .map_err(|source| KernelError::Map {
                 name: maps::HOLDERS,
+                source,
+            })
+    }
+
+    /// Protects `pid` (the guardian, its supervisor) from ptrace and
+    /// process_vm_readv/writev: callers are SIGKILLed and reported.
+    pub fn protect(&mut self, pid: Pid) -> Result<(), KernelError> {
+        self.protected
+            .insert(pid.raw() as u32, 1, 0)
+            .map_err(|source| KernelError::Map {
+                name: maps::PROTECTED,
                 source,
             })
     }
@@ -204,6 +225,9 @@ struct Offsets {
     newtask_clone_flags: u32,
     signal_sig: u32,
     signal_pid: u32,
+    ptrace_request: u32,
+    ptrace_pid: u32,
+    vm_pid: u32,
 }
 
 impl Offsets {
@@ -211,12 +235,24 @@ impl Offsets {
         let exit = tracefs::Format::read("sched", "sched_process_exit")?;
         let newtask = tracefs::Format::read("task", "task_newtask")?;
         let signal = tracefs::Format::read("signal", "signal_generate")?;
+        let ptrace = tracefs::Format::read("syscalls", "sys_enter_ptrace")?;
+        let readv = tracefs::Format::read("syscalls", "sys_enter_process_vm_readv")?;
+        let writev = tracefs::Format::read("syscalls", "sys_enter_process_vm_writev")?;
+        let vm_pid = readv.require("pid")?;
+        if writev.require("pid")? != vm_pid {
+            return Err(std::io::Error::other(
+                "process_vm_readv and _writev differ in layout",
+            ));
+        }
         Ok(Self {
             exit_group_dead: exit.offset("group_dead").unwrap_or(NO_FIELD),
             newtask_pid: newtask.require("pid")?,
             newtask_clone_flags: newtask.require("clone_flags")?,
             signal_sig: signal.require("sig")?,
             signal_pid: signal.require("pid")?,
+            ptrace_request: ptrace.require("request")?,
+            ptrace_pid: ptrace.require("pid")?,
+            vm_pid,
         })
     }
 }

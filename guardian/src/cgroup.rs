@@ -1,0 +1,157 @@
+//! Holder containment with cgroup v2: each `exec` gets a cgroup of its own
+//! under a root-owned directory per guardian. A holder cannot move itself out
+//! (it cannot write to root's cgroup.procs), every process it forks is born
+//! inside, and one write to `cgroup.kill` kills them all with no fork race.
+//!
+//! Layout: `<cgroup2 mount>/ningen-shikkaku/guardian-<pid>/grant-<id>`.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use crate::{process::Pid, sessions::GrantId};
+
+const TOP: &str = "ningen-shikkaku";
+
+/// This guardian's cgroup directory.
+pub struct Cgroups {
+    instance: PathBuf,
+}
+
+impl Cgroups {
+    /// Creates the instance directory, after killing and removing those left by
+    /// guardians that are no longer running.
+    pub fn create() -> io::Result<Self> {
+        let mount = cgroup2_mount()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup v2 mount"))?;
+        let top = mount.join(TOP);
+        fs::create_dir_all(&top)?;
+        remove_stale_instances(&top);
+        let instance = top.join(format!("guardian-{}", Pid::current()));
+        if instance.exists() {
+            kill_tree(&instance)?;
+            remove_tree(&instance);
+        }
+        fs::create_dir(&instance)?;
+        if !instance.join("cgroup.kill").exists() {
+            let _ = fs::remove_dir(&instance);
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "kernel lacks cgroup.kill (5.14+)",
+            ));
+        }
+        Ok(Self { instance })
+    }
+
+    /// The instance directory (the supervisor kills it whole).
+    pub fn instance(&self) -> &Path {
+        &self.instance
+    }
+
+    /// Moves `pid` into the cgroup of `grant`, creating it if needed.
+    pub fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()> {
+        let dir = self.grant_dir(grant);
+        if !dir.exists() {
+            fs::create_dir(&dir)?;
+        }
+        fs::write(dir.join("cgroup.procs"), pid.to_string())
+    }
+
+    /// Kills every process in the cgroup of `grant`.
+    pub fn kill(&self, grant: GrantId) -> io::Result<()> {
+        let dir = self.grant_dir(grant);
+        if !dir.exists() {
+            return Ok(());
+        }
+        fs::write(dir.join("cgroup.kill"), "1")
+    }
+
+    /// Removes the cgroup of `grant` once it is empty (best effort: a cgroup
+    /// whose last process is still exiting stays until shutdown).
+    pub fn remove(&self, grant: GrantId) {
+        let _ = fs::remove_dir(self.grant_dir(grant));
+    }
+
+    fn grant_dir(&self, grant: GrantId) -> PathBuf {
+        self.instance.join(format!("grant-{grant}"))
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        remove_tree(&self.instance);
+    }
+}
+
+/// Kills every process in `dir` and its descendants (one write).
+pub fn kill_tree(dir: &Path) -> io::Result<()> {
+    fs::write(dir.join("cgroup.kill"), "1")
+}
+
+/// Waits briefly for `dir` to empty, then removes its child cgroups and itself.
+pub fn remove_tree(dir: &Path) {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while is_populated(dir) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+fn is_populated(dir: &Path) -> bool {
+    fs::read_to_string(dir.join("cgroup.events"))
+        .map(|events| events.lines().any(|line| line == "populated 1"))
+        .unwrap_or(false)
+}
+
+/// Instances whose guardian pid is gone: a guardian that died with its
+/// supervisor. Their holders are killed now (fail closed).
+fn remove_stale_instances(top: &Path) {
+    let Ok(entries) = fs::read_dir(top) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("guardian-")) else {
+            continue;
+        };
+        if Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        tracing::warn!(instance = %entry.path().display(), "killing holders left by a dead guardian");
+        let _ = kill_tree(&entry.path());
+        remove_tree(&entry.path());
+    }
+}
+
+/// Where cgroup v2 is mounted (`/sys/fs/cgroup` or, in a hybrid layout,
+/// `/sys/fs/cgroup/unified`).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (mount, fs_part) = line.split_once(" - ")?;
+        let mount_point = mount.split_whitespace().nth(4)?;
+        (fs_part.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount_point))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cgroup2_mount_is_found_when_there_is_one() {
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert_eq!(cgroup2_mount().is_some(), mounts.contains(" - cgroup2 "));
+    }
+}

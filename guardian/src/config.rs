@@ -1,0 +1,244 @@
+//! Policy, from `/etc/ningen-shikkaku/config.toml` (or `guard --config PATH`).
+//!
+//! Two phases: [`RawConfig`] only parses (unknown keys are errors, with the
+//! line named by the TOML parser), then [`Config::resolve`] checks values and
+//! turns durations into `Duration`s, naming the line of a bad value.
+//!
+//! ```toml
+//! tamper_response = "wipe"     # or "audit": audit tamper attempts without wiping
+//! default_ttl = "8h"           # TTL of a `put` without --ttl (default: none)
+//! max_ttl = "24h"              # longest TTL a `put` may ask for (default: none)
+//! max_secret_bytes = 1048576   # at most 1 MiB, the protocol's limit
+//! max_secrets_per_uid = 256
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::{fs, io, path::Path, time::Duration};
+
+use serde::Deserialize;
+
+use crate::protocol::MAX_SECRET;
+
+/// What to do when someone ptraces or process_vm_reads a holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TamperResponse {
+    /// Wipe the holder's secrets and kill its grant (fail closed). The default.
+    Wipe,
+    /// Only audit (the attacker is killed either way).
+    Audit,
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    tamper_response: Option<TamperResponse>,
+    default_ttl: Option<String>,
+    max_ttl: Option<String>,
+    max_secret_bytes: Option<usize>,
+    max_secrets_per_uid: Option<usize>,
+}
+
+/// The policy in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Response to a tamper attempt on a holder.
+    pub tamper_response: TamperResponse,
+    /// TTL given to secrets stored without one.
+    pub default_ttl: Option<Duration>,
+    /// Longest TTL allowed.
+    pub max_ttl: Option<Duration>,
+    /// Largest secret accepted.
+    pub max_secret_bytes: usize,
+    /// Most secrets one uid may hold.
+    pub max_secrets_per_uid: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tamper_response: TamperResponse::Wipe,
+            default_ttl: None,
+            max_ttl: None,
+            max_secret_bytes: MAX_SECRET,
+            max_secrets_per_uid: 256,
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Not TOML, an unknown key, or a value of the wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, which names the line.
+        message: String,
+    },
+    /// A value of the right type but out of range.
+    #[error("{path} line {line}: {key}: {message}")]
+    Value {
+        /// The file.
+        path: String,
+        /// Line of the key.
+        line: usize,
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads `path`. A missing file is the defaults only when `required` is false
+    /// (the default path); a path the user named must exist.
+    pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == io::ErrorKind::NotFound && !required => {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: display,
+                    source,
+                });
+            }
+        };
+        Self::parse(&text, &display)
+    }
+
+    /// Parses and resolves the text of a config file named `path`.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|err| ConfigError::Parse {
+            path: path.to_owned(),
+            message: err.to_string().trim().replace('\n', " "),
+        })?;
+        Self::resolve(raw, text, path)
+    }
+
+    fn resolve(raw: RawConfig, text: &str, path: &str) -> Result<Self, ConfigError> {
+        let bad = |key: &'static str, message: String| ConfigError::Value {
+            path: path.to_owned(),
+            line: line_of(text, key),
+            key,
+            message,
+        };
+        let duration = |key: &'static str, value: Option<String>| {
+            value
+                .map(|value| {
+                    humantime::parse_duration(&value)
+                        .map_err(|err| bad(key, format!("{value:?} is not a duration ({err})")))
+                })
+                .transpose()
+        };
+        let defaults = Self::default();
+        let config = Self {
+            tamper_response: raw.tamper_response.unwrap_or(defaults.tamper_response),
+            default_ttl: duration("default_ttl", raw.default_ttl)?,
+            max_ttl: duration("max_ttl", raw.max_ttl)?,
+            max_secret_bytes: raw.max_secret_bytes.unwrap_or(defaults.max_secret_bytes),
+            max_secrets_per_uid: raw
+                .max_secrets_per_uid
+                .unwrap_or(defaults.max_secrets_per_uid),
+        };
+        if config.max_secret_bytes == 0 || config.max_secret_bytes > MAX_SECRET {
+            return Err(bad(
+                "max_secret_bytes",
+                format!("must be between 1 and {MAX_SECRET}"),
+            ));
+        }
+        if config.max_secrets_per_uid == 0 {
+            return Err(bad("max_secrets_per_uid", "must be at least 1".to_owned()));
+        }
+        if let (Some(default), Some(max)) = (config.default_ttl, config.max_ttl)
+            && default > max
+        {
+            return Err(bad("default_ttl", "is longer than max_ttl".to_owned()));
+        }
+        Ok(config)
+    }
+
+    /// The TTL a `put` gets: its own (checked against the maximum) or the default.
+    pub fn ttl_for(&self, asked: Option<Duration>) -> Result<Option<Duration>, String> {
+        match (asked, self.max_ttl) {
+            (Some(asked), Some(max)) if asked > max => Err(format!(
+                "TTL {} is longer than the maximum of {}",
+                humantime::format_duration(asked),
+                humantime::format_duration(max)
+            )),
+            (Some(asked), _) => Ok(Some(asked)),
+            (None, _) => Ok(self.default_ttl),
+        }
+    }
+}
+
+/// 1-based line where `key` is assigned, or 0 if it cannot be found.
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|line| line.trim_start().starts_with(key) && line.contains('='))
+        .map_or(0, |index| index + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_resolves() {
+        let text = "tamper_response = \"audit\"\ndefault_ttl = \"15m\"\nmax_ttl = \"8h\"\n\
+                    max_secret_bytes = 4096\nmax_secrets_per_uid = 3\n";
+        let config = Config::parse(text, "c.toml").unwrap();
+        assert_eq!(config.tamper_response, TamperResponse::Audit);
+        assert_eq!(config.default_ttl, Some(Duration::from_secs(900)));
+        assert_eq!(
+            config.ttl_for(None).unwrap(),
+            Some(Duration::from_secs(900))
+        );
+        assert!(config.ttl_for(Some(Duration::from_secs(9 * 3600))).is_err());
+        assert_eq!(config.max_secrets_per_uid, 3);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let err = Config::parse("max_ttl = \"1h\"\nshred_disk = true\n", "c.toml").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("line 2") && message.contains("shred_disk"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_line() {
+        let err = Config::parse("# policy\nmax_ttl = \"soon\"\n", "c.toml").unwrap_err();
+        assert!(err.to_string().contains("line 2: max_ttl"), "{err}");
+        let err = Config::parse("max_secret_bytes = 99999999\n", "c.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("line 1: max_secret_bytes"),
+            "{err}"
+        );
+        let err = Config::parse("tamper_response = \"explode\"\n", "c.toml").unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_default_file_means_defaults_but_a_named_one_must_exist() {
+        let missing = Path::new("/nonexistent/ningen-shikkaku.toml");
+        assert_eq!(Config::load(missing, false).unwrap(), Config::default());
+        assert!(Config::load(missing, true).is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! Attackers stopped in the kernel: ptrace (attach, seize) and
+//! process_vm_readv aimed at a holder or at the guardian kill the caller at
+//! syscall entry, copy nothing, are audited, and (by default) wipe what the
+//! targeted holder held. A traced process is never handed a secret.
+
+use std::{fs, os::unix::process::ExitStatusExt, process::Command, time::Duration};
+
+use e2e::{Guardian, Session, attack, is_alive, random_bytes, start_sleeping_holder, wait_until};
+
+fn put_marker(session: &mut Session, name: &str) -> Vec<u8> {
+    // A printable marker: it travels in an environment variable.
+    let marker: Vec<u8> = random_bytes(16)
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect();
+    fs::write(session.dir().join(name), &marker).unwrap();
+    let (rc, _, err) = session.run(&format!("$NS put {name} < {name}"));
+    assert_eq!(rc, 0, "{err}");
+    fs::remove_file(session.dir().join(name)).unwrap();
+    marker
+}
+
+fn assert_killed_before_reading(
+    output: &std::process::Output,
+    loot: &std::path::Path,
+    marker: &[u8],
+) {
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGKILL),
+        "attacker not killed: {output:?}"
+    );
+    assert!(
+        output.stdout.is_empty(),
+        "the syscall returned: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let copied = fs::read(loot).unwrap_or_default();
+    assert!(
+        !copied.windows(marker.len()).any(|w| w == marker),
+        "the secret was copied"
+    );
+    assert!(copied.iter().all(|&b| b == 0), "some bytes were copied");
+}
+
+/// The guardian's supervisor: its child running `ningen-shikkaku supervise`.
+fn supervisor_of(guardian: i32) -> i32 {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ppid = e2e::proc_status_field(*pid, "PPid");
+            ppid == Some(guardian as u64) && cmdline.windows(9).any(|w| w == b"supervise")
+        })
+        .expect("the guardian has a supervisor")
+}
+
+fn tamper_on_holder(mode: &str, as_nobody: bool) {
+    let guardian = Guardian::start(&format!("tamper-{mode}"));
+    let mut session = if as_nobody {
+        Session::start_as_nobody(&guardian)
+    } else {
+        Session::start(&guardian)
+    };
+    let marker = put_marker(&mut session, "tok");
+    let holder = start_sleeping_holder(&mut session, "tok");
+    // The holder really has the marker (root can see its environment).
+    let environ = fs::read(format!("/proc/{holder}/environ")).unwrap();
+    assert!(environ.windows(marker.len()).any(|w| w == marker));
+
+    let loot = session.dir().join("loot");
+    let output = attack(mode, holder, &loot, as_nobody);
+    assert_killed_before_reading(&output, &loot, &marker);
+
+    let audited = wait_until(Duration::from_secs(5), || {
+        !guardian.audit_of("tamper").is_empty()
+    });
+    assert!(audited, "no tamper record: {:?}", guardian.audit_records());
+    let record = &guardian.audit_of("tamper")[0];
+    assert_eq!(record["peer"]["uid"], if as_nobody { 65534 } else { 0 });
+    assert_eq!(record["peer"]["comm"], "python3");
+    let syscall = if mode == "readv" {
+        "process_vm_readv"
+    } else {
+        "ptrace"
+    };
+    assert!(
+        record["reason"].as_str().unwrap().contains(syscall),
+        "{record}"
+    );
+    assert_eq!(record["names"], serde_json::json!(["tok"]));
+    // Fail closed: the targeted holder's secret is wiped and the holder killed.
+    assert!(
+        wait_until(Duration::from_secs(2), || !is_alive(holder)),
+        "holder survived"
+    );
+    let tamper_trigger = || {
+        guardian
+            .audit_of("trigger")
+            .iter()
+            .any(|r| r["reason"] == "tamper")
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), tamper_trigger),
+        "no tamper trigger recorded"
+    );
+    let (rc, _, _) = session.run("$NS get tok");
+    assert_ne!(rc, 0);
+}
+
+#[test]
+fn process_vm_readv_on_a_holder_by_root_copies_nothing_and_dies() {
+    tamper_on_holder("readv", false);
+}
+
+#[test]
+fn process_vm_readv_on_a_holder_by_its_own_uid_copies_nothing_and_dies() {
+    tamper_on_holder("readv", true);
+}
+
+#[test]
+fn ptrace_attach_on_a_holder_by_root_and_by_its_uid_dies() {
+    tamper_on_holder("attach", false);
+    tamper_on_holder("attach", true);
+}
+
+#[test]
+fn ptrace_seize_on_a_holder_by_root_and_by_its_uid_dies() {
+    tamper_on_holder("seize", false);
+    tamper_on_holder("seize", true);
+}
+
+#[test]
+fn attacks_on_the_guardian_die_and_leave_its_secrets_alone() {
+    let guardian = Guardian::start("tamper-guardian");
+    let mut session = Session::start(&guardian);
+    let marker = put_marker(&mut session, "tok");
+    let supervisor = supervisor_of(guardian.pid());
+    for target in [guardian.pid(), supervisor] {
+        for mode in ["readv", "attach", "seize"] {
+            let loot = session.dir().join(format!("loot-{mode}-{target}"));
+            let output = attack(mode, target, &loot, false);
+            assert_killed_before_reading(&output, &loot, &marker);
+        }
+    }
+    assert_eq!(guardian.audit_of("tamper").len(), 6);
+    // The SIGSTOP a PTRACE_ATTACH queues is undone: both keep running.
+    let running = || !e2e::is_stopped(guardian.pid()) && !e2e::is_stopped(supervisor);
+    assert!(
+        wait_until(Duration::from_secs(2), running),
+        "guardian or supervisor left stopped"
+    );
+    let (rc, out, _) = session.run("$NS get tok");
+    assert_eq!((rc, out), (0, marker));
+    assert_eq!(guardian.status()["fail_closed"], "supervisor");
+}
+
+#[test]
+fn a_traced_client_gets_no_secret_and_a_tracer_of_a_holder_dies() {
+    let guardian = Guardian::start("strace");
+    let mut session = Session::start(&guardian);
+    let marker = put_marker(&mut session, "tok");
+    let marker = String::from_utf8(marker).unwrap();
+
+    let (rc, out, err) =
+        session.run("strace -f -o strace.out $NS exec --env T=tok -- sh -c 'echo $T'");
+    assert_ne!(rc, 0, "a traced exec succeeded");
+    assert!(err.contains("traced"), "{err}");
+    let trace = fs::read_to_string(session.dir().join("strace.out")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&out).contains(&marker) && !trace.contains(&marker));
+    let (rc, _, err) = session.run("strace -o /dev/null $NS get tok");
+    assert!(rc != 0 && err.contains("traced"), "{err}");
+
+    let holder = start_sleeping_holder(&mut session, "tok");
+    let strace = Command::new("strace")
+        .args(["-p", &holder.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        strace.status.signal(),
+        Some(libc::SIGKILL),
+        "strace -p was not killed: {strace:?}"
+    );
+}
