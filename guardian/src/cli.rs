@@ -46,6 +46,9 @@ pub enum Command {
     Wipe(WipeArgs),
     /// Show the guardian's state and which protections are active.
     Status(StatusArgs),
+    /// Read the audit log (root only).
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Internal: the process the guardian starts to kill every holder if it dies.
     #[command(hide = true)]
     Supervise(SuperviseArgs),
@@ -82,6 +85,36 @@ pub struct WipeArgs {
     /// Every secret (required: there is no partial wipe).
     #[arg(long, required = true)]
     pub all: bool,
+}
+
+/// `audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole hash chain (rotated files included) and name the first bad record.
+    Verify {
+        /// The log (its rotated `.N` files are read too).
+        #[arg(default_value = DEFAULT_AUDIT)]
+        path: PathBuf,
+    },
+    /// Show records, oldest first.
+    Tail {
+        /// Keep printing new records as they are written.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only records of this kind (put, get, exec, list, revoke, wipe_all,
+        /// status, trigger, tamper, malformed).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only records of requests by this uid.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Print the JSON records as written.
+        #[arg(long)]
+        json: bool,
+        /// The log.
+        #[arg(long, default_value = DEFAULT_AUDIT)]
+        log: PathBuf,
+    },
 }
 
 /// `supervise`.

@@ -18,7 +18,8 @@ use anyhow::{Context, anyhow, bail};
 use zeroize::Zeroize;
 
 use crate::{
-    cli::{ExecArgs, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs, WipeArgs},
+    audit,
+    cli::{AuditCommand, ExecArgs, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs, WipeArgs},
     hardening,
     protocol::{self, MAX_SECRET, Request, Response},
     secret_mem::SecretBuf,
@@ -158,6 +159,45 @@ pub fn wipe(args: WipeArgs) -> anyhow::Result<()> {
             Ok(())
         }
         (other, _) => Err(unexpected(other)),
+    }
+}
+
+/// `audit verify` and `audit tail`: read the log directly (root only).
+pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("only root may read the audit log");
+    }
+    match command {
+        AuditCommand::Verify { path } => {
+            let files = audit::all_files(&path);
+            let report = audit::verify::verify(&files).map_err(|broken| anyhow!("{broken}"))?;
+            println!(
+                "ok: {} records (seq {} to {}) in {} file(s); the chain holds",
+                report.records, report.first_seq, report.last_seq, report.files
+            );
+            if report.first_seq > 1 {
+                println!(
+                    "note: the log starts at seq {}; older files are gone",
+                    report.first_seq
+                );
+            }
+            Ok(())
+        }
+        AuditCommand::Tail {
+            follow,
+            kind,
+            uid,
+            json,
+            log,
+        } => {
+            let filter = audit::tail::Filter { kind, uid, json };
+            let mut stdout = io::stdout().lock();
+            audit::tail::print(&audit::all_files(&log), &filter, &mut stdout)?;
+            if follow {
+                audit::tail::follow(&log, &filter, &mut stdout)?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! max_ttl = "24h"              # longest TTL a `put` may ask for (default: none)
 //! max_secret_bytes = 1048576   # at most 1 MiB, the protocol's limit
 //! max_secrets_per_uid = 256
+//! audit_max_bytes = 67108864   # rotate the audit log past this size
 //! ```
 
 #![forbid(unsafe_code)]
@@ -39,6 +40,7 @@ pub struct RawConfig {
     max_ttl: Option<String>,
     max_secret_bytes: Option<usize>,
     max_secrets_per_uid: Option<usize>,
+    audit_max_bytes: Option<u64>,
 }
 
 /// The policy in force.
@@ -54,6 +56,8 @@ pub struct Config {
     pub max_secret_bytes: usize,
     /// Most secrets one uid may hold.
     pub max_secrets_per_uid: usize,
+    /// Size past which the audit log is rotated.
+    pub audit_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -64,6 +68,7 @@ impl Default for Config {
             max_ttl: None,
             max_secret_bytes: MAX_SECRET,
             max_secrets_per_uid: 256,
+            audit_max_bytes: 64 << 20,
         }
     }
 }
@@ -154,12 +159,16 @@ impl Config {
             max_secrets_per_uid: raw
                 .max_secrets_per_uid
                 .unwrap_or(defaults.max_secrets_per_uid),
+            audit_max_bytes: raw.audit_max_bytes.unwrap_or(defaults.audit_max_bytes),
         };
         if config.max_secret_bytes == 0 || config.max_secret_bytes > MAX_SECRET {
             return Err(bad(
                 "max_secret_bytes",
                 format!("must be between 1 and {MAX_SECRET}"),
             ));
+        }
+        if config.audit_max_bytes < 4096 {
+            return Err(bad("audit_max_bytes", "must be at least 4096".to_owned()));
         }
         if config.max_secrets_per_uid == 0 {
             return Err(bad("max_secrets_per_uid", "must be at least 1".to_owned()));

@@ -324,6 +324,7 @@ impl Core {
     fn request(&mut self, peer: &Peer, request: Request, payload: Option<SecretBuf>) -> Reply {
         let action = request.action();
         let names = request_names(&request);
+        let leader = names.first().and_then(|name| self.leader_of(peer, name));
         let result = match request {
             Request::Put {
                 name,
@@ -344,9 +345,9 @@ impl Core {
         let (outcome, reason, leader) = match &result {
             Ok(reply) => match reply.response {
                 Response::Stored { leader } => (Outcome::Allow, None, Some(leader)),
-                _ => (Outcome::Allow, None, None),
+                _ => (Outcome::Allow, None, leader),
             },
-            Err(message) => (Outcome::Deny, Some(message.clone()), None),
+            Err(message) => (Outcome::Deny, Some(message.clone()), leader),
         };
         let entry = Entry {
             action: action.to_owned(),
@@ -359,18 +360,33 @@ impl Core {
         };
         if let Err(err) = self.audit.append(&entry) {
             tracing::error!(%err, "cannot write the audit log");
-            // Nothing leaves the vault that the log does not show.
-            if action == "put"
-                && let Some(name) = entry.names.first().and_then(|n| n.parse().ok())
-            {
-                self.vault.wipe(&SecretKey {
-                    owner: peer.uid,
-                    name,
-                });
+            // Nothing enters or leaves the vault that the log does not show;
+            // revoke, wipe, list and status still answer (they only destroy
+            // or describe).
+            if matches!(action, "put" | "get" | "exec") {
+                if let (Ok(_), "put", Some(name)) = (
+                    &result,
+                    action,
+                    entry.names.first().and_then(|n| n.parse().ok()),
+                ) {
+                    self.vault.wipe(&SecretKey {
+                        owner: peer.uid,
+                        name,
+                    });
+                }
+                return Reply::error(format!("audit log unavailable ({err}); {action} refused"));
             }
-            return Reply::error(format!("audit log unavailable ({err}); request refused"));
         }
         result.unwrap_or_else(Reply::error)
+    }
+
+    /// The leader of the caller's secret `name`, for the audit record.
+    fn leader_of(&self, peer: &Peer, name: &str) -> Option<i32> {
+        let key = SecretKey {
+            owner: peer.uid,
+            name: name.parse().ok()?,
+        };
+        self.vault.get(&key).map(|secret| secret.leader.raw())
     }
 
     fn put(

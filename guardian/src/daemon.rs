@@ -71,7 +71,7 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
         Some(path) => Config::load(path, true)?,
         None => Config::load(Path::new(DEFAULT_CONFIG), false)?,
     };
-    let audit = AuditLog::open(&options.audit)
+    let audit = AuditLog::open(&options.audit, config.audit_max_bytes)
         .with_context(|| format!("cannot open the audit log {}", options.audit.display()))?;
     let (mut link, mut events) = match KernelLink::load() {
         Ok((link, events)) => (Ok(link), Some(events)),

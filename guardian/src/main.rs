@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Revoke(args) => client::revoke(args),
         Command::Status(args) => client::status(args),
         Command::Wipe(args) => client::wipe(args),
+        Command::Audit(command) => client::audit(command),
         Command::Supervise(args) => supervisor::run(&args.cgroup),
     };
     match result {

@@ -85,8 +85,17 @@ impl Guardian {
     /// Starts a guardian with `config` as its policy file.
     pub fn start_with_config(tag: &str, config: &str) -> Self {
         let dir = scratch_dir(tag);
-        let socket = dir.join("guardian.sock");
         let audit = dir.join("audit/audit.jsonl");
+        Self::start_in(dir, audit, config)
+    }
+
+    /// Starts a guardian that writes its audit log at `audit`.
+    pub fn start_with_audit(tag: &str, audit: &Path) -> Self {
+        Self::start_in(scratch_dir(tag), audit.to_owned(), "")
+    }
+
+    fn start_in(dir: PathBuf, audit: PathBuf, config: &str) -> Self {
+        let socket = dir.join("guardian.sock");
         let config_path = dir.join("config.toml");
         fs::write(&config_path, config).expect("write config");
         let log = fs::File::create(dir.join("guardian.log")).expect("guardian log");

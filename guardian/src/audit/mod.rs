@@ -1,0 +1,368 @@
+//! The audit log: one JSON object per line for every request, every malformed
+//! message, every tamper attempt and every trigger, on disk (fdatasync) before
+//! the request it describes is answered. Secret bytes never reach this module;
+//! it only sees names. The record schema is in docs/AUDIT.md.
+//!
+//! The log is a hash chain ([`chain`]): each line carries the hash of the one
+//! before and its own, so an edited, deleted, reordered or inserted line is
+//! found by [`verify`]. The chain continues across restarts (the last line is
+//! read back on open) and across rotation (`audit.jsonl` becomes
+//! `audit.jsonl.1`, older files shift up, and the new file continues the
+//! sequence and the chain). A line torn by a crash mid-write is cut off on open
+//! and reported in a record of its own, never silently dropped.
+
+pub mod chain;
+pub mod tail;
+pub mod verify;
+
+use std::{
+    fs::{self, File, OpenOptions},
+    io::{self, BufRead, BufReader, Write},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{clock, peer::Peer};
+
+/// How a request or trigger ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The request was carried out.
+    Allow,
+    /// The request was refused.
+    Deny,
+    /// A trigger wiped secrets and every holder is dead.
+    Wiped,
+    /// A trigger wiped secrets but some holder outlived the wait.
+    HoldersSurvived,
+}
+
+/// Measured latencies of a trigger, on the kernel's monotonic clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Latency {
+    /// Trigger to every secret wiped.
+    pub wiped_ns: u64,
+    /// Trigger to the last holder dead; `None` if there were no holders.
+    pub holders_dead_ns: Option<u64>,
+    /// Holders killed.
+    pub holders: usize,
+}
+
+/// What a caller tells the log; sequence, time and chain are added here.
+#[derive(Clone, Debug, Serialize)]
+pub struct Entry {
+    /// `put`, `get`, `exec`, `list`, `revoke`, `status`, `trigger`, `malformed`.
+    pub action: String,
+    /// Secret names involved (none for list and status).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Who asked; absent for kernel triggers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<Peer>,
+    /// The session leader involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leader: Option<i32>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why: the error for a denial, the cause for a trigger.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For triggers, what it took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+}
+
+#[derive(Serialize)]
+struct Record<'a> {
+    seq: u64,
+    time: String,
+    mono_ns: u64,
+    #[serde(flatten)]
+    entry: &'a Entry,
+    prev: &'a str,
+}
+
+/// An open audit log.
+pub struct AuditLog {
+    path: PathBuf,
+    file: File,
+    written: u64,
+    max_bytes: u64,
+    seq: u64,
+    prev: String,
+}
+
+impl AuditLog {
+    /// Opens (creating, mode 0600, in a 0700 directory) and resumes the chain;
+    /// rotates once the file passes `max_bytes`.
+    pub fn open(path: &Path, max_bytes: u64) -> io::Result<Self> {
+        if let Some(dir) = path.parent() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        let tail = Tail::read(&file)?;
+        let mut log = Self {
+            path: path.to_owned(),
+            file,
+            written: tail.whole_len,
+            max_bytes,
+            seq: tail.seq,
+            prev: tail.prev.clone(),
+        };
+        if let Some(torn) = tail.torn {
+            log.file.set_len(tail.whole_len)?;
+            tracing::error!(
+                bytes = torn.len(),
+                "audit log ended in a torn line; cut off and recorded"
+            );
+            log.append(&Entry::torn_tail(&torn))?;
+        }
+        Ok(log)
+    }
+
+    /// Appends one record and waits until it is on disk.
+    pub fn append(&mut self, entry: &Entry) -> io::Result<()> {
+        if self.written >= self.max_bytes {
+            self.rotate()?;
+        }
+        let time = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+        let record = Record {
+            seq: self.seq + 1,
+            time,
+            mono_ns: clock::now_ns(),
+            entry,
+            prev: &self.prev,
+        };
+        let (line, hash) = chain::seal(serde_json::to_vec(&record).map_err(io::Error::other)?);
+        self.file.write_all(&line)?;
+        self.file.sync_data()?;
+        self.written += line.len() as u64;
+        self.seq += 1;
+        self.prev = hash;
+        Ok(())
+    }
+
+    /// The last sequence number written.
+    pub fn head(&self) -> u64 {
+        self.seq
+    }
+
+    /// `audit.jsonl` -> `audit.jsonl.1`, each older `.N` -> `.N+1`, new file.
+    fn rotate(&mut self) -> io::Result<()> {
+        let rotated = rotated_files(&self.path);
+        for (index, older) in rotated.iter().enumerate().rev() {
+            fs::rename(older, numbered(&self.path, rotated.len() - index + 1))?;
+        }
+        fs::rename(&self.path, numbered(&self.path, 1))?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+impl Entry {
+    fn torn_tail(torn: &[u8]) -> Self {
+        Self {
+            action: "audit_torn_tail".to_owned(),
+            names: Vec::new(),
+            peer: None,
+            leader: None,
+            outcome: Outcome::Deny,
+            reason: Some(format!(
+                "{} bytes after the last whole record were torn by a crash and cut off \
+                 (sha256 {})",
+                torn.len(),
+                hex::encode(Sha256::digest(torn))
+            )),
+            latency: None,
+        }
+    }
+}
+
+/// What the end of an existing log says.
+struct Tail {
+    seq: u64,
+    prev: String,
+    whole_len: u64,
+    torn: Option<Vec<u8>>,
+}
+
+impl Tail {
+    /// The last whole line's sequence number and hash, and any torn fragment.
+    fn read(file: &File) -> io::Result<Self> {
+        let mut reader = BufReader::new(file);
+        let (mut seq, mut prev, mut whole_len) = (0, chain::GENESIS.to_owned(), 0u64);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                return Ok(Self {
+                    seq,
+                    prev,
+                    whole_len,
+                    torn: None,
+                });
+            }
+            if line.last() != Some(&b'\n') {
+                return Ok(Self {
+                    seq,
+                    prev,
+                    whole_len,
+                    torn: Some(line),
+                });
+            }
+            let link = chain::open(&line[..n - 1]).map_err(|err| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("audit record after seq {seq}: {err}"),
+                )
+            })?;
+            (seq, prev, whole_len) = (link.seq, link.hash, whole_len + n as u64);
+        }
+    }
+}
+
+/// `path.N` for rotation number `n`.
+fn numbered(path: &Path, n: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// The rotated files of `path`, oldest first (`.N` down to `.1`).
+pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    while numbered(path, files.len() + 1).exists() {
+        files.push(numbered(path, files.len() + 1));
+    }
+    files.reverse();
+    files
+}
+
+/// Every file of the log, oldest first, ending with `path` itself.
+pub fn all_files(path: &Path) -> Vec<PathBuf> {
+    let mut files = rotated_files(path);
+    files.push(path.to_owned());
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(action: &str) -> Entry {
+        Entry {
+            action: action.to_owned(),
+            names: vec!["n".to_owned()],
+            peer: None,
+            leader: None,
+            outcome: Outcome::Allow,
+            reason: None,
+            latency: None,
+        }
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("ns-audit-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir.join("audit.jsonl")
+    }
+
+    #[test]
+    fn records_chain_across_reopen_and_rotation() {
+        let path = scratch("rotate");
+        for action in ["put", "get", "list"] {
+            // A tiny limit rotates before every record after the first.
+            AuditLog::open(&path, 10)
+                .unwrap()
+                .append(&entry(action))
+                .unwrap();
+        }
+        let files = all_files(&path);
+        assert_eq!(files.len(), 3, "{files:?}");
+        let report = verify::verify(&files).unwrap();
+        assert_eq!(
+            (report.records, report.first_seq, report.last_seq),
+            (3, 1, 3)
+        );
+        let first: serde_json::Value = serde_json::from_slice(
+            fs::read(&files[0])
+                .unwrap()
+                .split(|&b| b == b'\n')
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(first["action"], "put");
+        assert_eq!(first["prev"], chain::GENESIS);
+        fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_recorded() {
+        let path = scratch("torn");
+        AuditLog::open(&path, u64::MAX)
+            .unwrap()
+            .append(&entry("put"))
+            .unwrap();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(br#"{"seq":2,"action":"ge"#).unwrap();
+        assert!(
+            verify::verify(&all_files(&path))
+                .unwrap_err()
+                .reason
+                .contains("torn")
+        );
+        let log = AuditLog::open(&path, u64::MAX).unwrap();
+        assert_eq!(log.head(), 2);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.lines().nth(1).unwrap().contains("audit_torn_tail"));
+        assert_eq!(verify::verify(&all_files(&path)).unwrap().records, 2);
+        fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn edits_deletions_and_swaps_are_found_at_the_first_bad_record() {
+        let path = scratch("tamper");
+        let mut log = AuditLog::open(&path, u64::MAX).unwrap();
+        for action in ["put", "get", "exec", "list"] {
+            log.append(&entry(action)).unwrap();
+        }
+        let good = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = good.lines().collect();
+        let check = |text: String| {
+            fs::write(&path, text).unwrap();
+            verify::verify(&all_files(&path)).unwrap_err()
+        };
+        let edited = check(good.replace("\"exec\"", "\"list\""));
+        assert_eq!((edited.line, edited.expected_seq), (3, 3));
+        let deleted = check(format!("{}\n{}\n{}\n", lines[0], lines[2], lines[3]));
+        assert_eq!(deleted.line, 2);
+        let swapped = check(format!(
+            "{}\n{}\n{}\n{}\n",
+            lines[0], lines[2], lines[1], lines[3]
+        ));
+        assert_eq!(swapped.line, 2);
+        let last_edited = check(good.replace("\"list\"", "\"status\""));
+        assert_eq!(last_edited.line, 4);
+        fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+}

@@ -1,0 +1,248 @@
+//! The audit log: one record per attempt (even under 1000 concurrent
+//! clients), a chain that `audit verify` checks and that catches edits,
+//! deletions and swaps, no secret bytes, root-only reading, and a guardian that
+//! refuses to hand out secrets it cannot log while still enforcing triggers.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    process::Command,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use e2e::{Guardian, Session, bin, is_alive, random_bytes, start_sleeping_holder, wait_until};
+
+fn verify(path: &std::path::Path) -> std::process::Output {
+    Command::new(bin())
+        .args(["audit", "verify"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+/// One `status` request on a fresh connection; true if answered.
+fn status_request(socket: &std::path::Path) -> bool {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let body = br#"{"op":"status"}"#;
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(body);
+    let mut prefix = [0u8; 4];
+    if stream.write_all(&frame).is_err() || stream.read_exact(&mut prefix).is_err() {
+        return false;
+    }
+    let mut reply = vec![0u8; u32::from_le_bytes(prefix) as usize];
+    stream.read_exact(&mut reply).is_ok() && reply.starts_with(br#"{"reply":"status""#)
+}
+
+#[test]
+fn every_attempt_is_recorded_once_and_the_chain_verifies() {
+    let guardian = Guardian::start("audit-kinds");
+    let mut session = Session::start(&guardian);
+    let marker: String = random_bytes(16)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let steps = [
+        format!("printf %s {marker} | $NS put tok"),
+        "$NS get tok".to_owned(),
+        "$NS exec --env T=tok -- true".to_owned(),
+        "$NS list".to_owned(),
+        "$NS status".to_owned(),
+        "$NS get missing".to_owned(),
+        "$NS revoke tok".to_owned(),
+        "$NS wipe --all".to_owned(),
+    ];
+    for step in &steps {
+        session.run(step);
+    }
+    let count = |action: &str| guardian.audit_of(action).len();
+    for (action, times) in [
+        ("put", 1),
+        ("get", 2),
+        ("exec", 1),
+        ("list", 1),
+        ("status", 2),
+        ("revoke", 1),
+        ("wipe_all", 1),
+    ] {
+        // status: the harness's own start-up check, then the session's.
+        assert_eq!(
+            count(action),
+            times,
+            "{action}: {:#?}",
+            guardian.audit_records()
+        );
+    }
+    assert_eq!(guardian.audit_of("get")[1]["outcome"], "deny");
+    assert_eq!(guardian.audit_of("get")[0]["leader"], session.leader());
+    let trigger = &guardian.audit_of("trigger")[0];
+    assert_eq!(trigger["reason"], "revoke");
+    for record in guardian.audit_records() {
+        for key in [
+            "seq", "time", "mono_ns", "action", "outcome", "prev", "hash",
+        ] {
+            assert!(!record[key].is_null(), "{key} missing from {record}");
+        }
+    }
+    let text = fs::read_to_string(&guardian.audit).unwrap();
+    assert!(!text.contains(&marker), "secret bytes in the audit log");
+    let output = verify(&guardian.audit);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn edited_deleted_and_swapped_lines_are_named_by_verify() {
+    let guardian = Guardian::start("audit-tamper");
+    let mut session = Session::start(&guardian);
+    for n in 0..4 {
+        session.run(&format!("printf %s x | $NS put s{n}"));
+    }
+    let good = fs::read_to_string(&guardian.audit).unwrap();
+    let lines: Vec<&str> = good.lines().collect();
+    let copy = guardian.dir.join("copy.jsonl");
+    let mut check = |text: String, expect: &str| {
+        fs::write(&copy, text).unwrap();
+        let output = verify(&copy);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            !output.status.success() && stderr.contains(expect),
+            "expected {expect:?}: {stderr}"
+        );
+    };
+    check(good.replace("\"s2\"", "\"zz\""), "line 4");
+    check(
+        lines
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect(),
+        "line 3",
+    );
+    let mut swapped = lines.clone();
+    swapped.swap(1, 2);
+    check(swapped.iter().map(|l| format!("{l}\n")).collect(), "line 2");
+    check(good[..good.len() - 10].to_owned(), "torn");
+}
+
+#[test]
+fn a_thousand_concurrent_clients_get_exactly_one_record_per_request() {
+    let guardian = Guardian::start("audit-load");
+    let seconds = std::env::var("NINGEN_SHIKKAKU_LOAD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let before = guardian.audit_of("status").len() as u64;
+    let answered = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    std::thread::scope(|scope| {
+        for _ in 0..1000 {
+            scope.spawn(|| {
+                while Instant::now() < deadline {
+                    if status_request(&guardian.socket) {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let answered = answered.load(Ordering::Relaxed);
+    assert!(answered > 1000, "only {answered} requests answered");
+    let recorded = guardian.audit_of("status").len() as u64 - before;
+    assert_eq!(recorded, answered, "records do not match answered requests");
+    let output = verify(&guardian.audit);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!("{answered} requests in {seconds} s, each with a durable record");
+}
+
+#[test]
+fn only_root_reads_the_log() {
+    let guardian = Guardian::start("audit-root");
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin())
+        .args(["audit", "tail", "--log"])
+        .arg(&guardian.audit)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("only root"));
+    let mode = fs::metadata(&guardian.audit).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+    let tail = Command::new(bin())
+        .args(["audit", "tail", "--kind", "status", "--log"])
+        .arg(&guardian.audit)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&tail.stdout).contains(" status allow"));
+}
+
+#[test]
+fn a_full_disk_refuses_new_secrets_but_triggers_still_fire() {
+    let dir = e2e::scratch_dir("fulldisk");
+    let mount = dir.join("tmpfs");
+    fs::create_dir(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let guardian = Guardian::start_with_audit("fulldisk", &mount.join("audit.jsonl"));
+    let mut session = Session::start(&guardian);
+    assert_eq!(session.run("printf %s x | $NS put held").0, 0);
+    let holder = start_sleeping_holder(&mut session, "held");
+    // Fill the file system.
+    let mut filler = fs::File::create(mount.join("filler")).unwrap();
+    while filler.write_all(&[0u8; 4096]).is_ok() {}
+    while filler.write_all(&[0u8; 1]).is_ok() {}
+    drop(filler);
+
+    // The log's last page may still have room for a few records.
+    let mut stored = 0;
+    let refusal = loop {
+        let (rc, _, err) = session.run(&format!("printf %s y | $NS put new{stored}"));
+        if rc != 0 {
+            break err;
+        }
+        stored += 1;
+        assert!(stored < 64, "puts never refused on a full disk");
+    };
+    assert!(refusal.contains("audit log unavailable"), "{refusal}");
+    let (rc, _, err) = session.run("$NS get held");
+    assert!(rc != 0 && err.contains("audit log unavailable"), "{err}");
+    assert_eq!(
+        guardian.status()["secrets"],
+        1 + stored,
+        "the refused put was kept"
+    );
+
+    session.signal_leader(libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(2), || !is_alive(holder)),
+        "trigger not enforced"
+    );
+    assert!(wait_until(
+        Duration::from_secs(2),
+        || guardian.status()["secrets"] == 0
+    ));
+    drop(session);
+    drop(guardian);
+    let _ = Command::new("umount").arg(&mount).status();
+    let _ = fs::remove_dir_all(&dir);
+}
