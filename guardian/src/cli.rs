@@ -74,6 +74,10 @@ pub struct GuardArgs {
     /// Policy file (optional at the default path, required when given).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Do not load the eBPF programs: run on the pidfd fallback (benchmarks
+    /// compare the two; also a way out on a kernel where the programs misbehave).
+    #[arg(long)]
+    pub no_ebpf: bool,
 }
 
 /// `wipe`.

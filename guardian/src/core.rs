@@ -936,6 +936,7 @@ impl Core {
             },
             reason: Some(trigger.cause.as_str().to_owned()),
             latency: Some(Latency {
+                start_ns: trigger.start_ns,
                 wiped_ns: trigger.wiped_ns.saturating_sub(trigger.start_ns),
                 holders_dead_ns,
                 holders: trigger.killed,

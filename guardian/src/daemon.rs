@@ -49,6 +49,8 @@ pub struct Options {
     pub audit: PathBuf,
     /// The policy file, when given on the command line.
     pub config: Option<PathBuf>,
+    /// Whether to load the eBPF programs.
+    pub ebpf: bool,
 }
 
 /// Runs the guardian until SIGTERM or SIGINT.
@@ -73,7 +75,11 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     };
     let audit = AuditLog::open(&options.audit, config.audit_max_bytes)
         .with_context(|| format!("cannot open the audit log {}", options.audit.display()))?;
-    let (mut link, mut events) = match KernelLink::load() {
+    let loaded = match options.ebpf {
+        true => KernelLink::load(),
+        false => Err(kernel::KernelError::Disabled),
+    };
+    let (mut link, mut events) = match loaded {
         Ok((link, events)) => (Ok(link), Some(events)),
         Err(err) => {
             tracing::warn!(%err, "eBPF unavailable: watching leaders by pidfd only, forks by /proc scan");

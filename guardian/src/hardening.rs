@@ -45,6 +45,9 @@ pub fn harden_process() -> io::Result<Protections> {
     if let Err(err) = mlockall {
         tracing::warn!(%err, "mlockall failed (RLIMIT_MEMLOCK?): only secret pages are locked");
     }
+    // memfd_secret takes a descriptor per secret: allow as many as the hard limit.
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)?;
     let (core_limit, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE)?;
     Ok(Protections {
         dumpable: nix::sys::prctl::get_dumpable()?,

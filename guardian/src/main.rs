@@ -18,6 +18,7 @@ fn main() -> ExitCode {
                 socket: args.socket.socket,
                 audit: args.audit,
                 config: args.config,
+                ebpf: !args.no_ebpf,
             })
         }
         Command::Put(args) => client::put(args),

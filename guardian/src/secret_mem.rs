@@ -86,14 +86,20 @@ impl SecretBuf {
         if capacity == 0 {
             return Err(MemoryError::Empty);
         }
-        let backing = backing();
-        let ptr = match backing {
+        // memfd_secret costs a descriptor per secret; when those run out (or
+        // the kernel refuses), this buffer falls back to mlock'd pages.
+        let memfd = (backing() == Backing::MemfdSecret)
             // SAFETY: memsec returns None or a fresh allocation of `capacity` bytes.
-            Backing::MemfdSecret => unsafe { memsec::memfd_secret_sized(capacity) },
+            .then(|| unsafe { memsec::memfd_secret_sized(capacity) })
+            .flatten();
+        let (ptr, backing) = match memfd {
+            Some(ptr) => (ptr, Backing::MemfdSecret),
             // SAFETY: as above.
-            Backing::Mlock => unsafe { memsec::malloc_sized(capacity) },
-        }
-        .ok_or(MemoryError::OutOfMemory(capacity))?;
+            None => match unsafe { memsec::malloc_sized(capacity) } {
+                Some(ptr) => (ptr, Backing::Mlock),
+                None => return Err(MemoryError::OutOfMemory(capacity)),
+            },
+        };
         let mut buf = Self {
             ptr,
             len: capacity,

@@ -115,6 +115,16 @@ fn test(root: &Path) -> anyhow::Result<()> {
             bail!("tests failed");
         }
     }
+    eprintln!("xtask: pytest reference/python");
+    let status = Command::new("/usr/bin/python3")
+        .args(["-m", "pytest", "-q", "reference/python/tests"])
+        .current_dir(root)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .status()
+        .context("cannot run pytest")?;
+    if !status.success() {
+        bail!("the Python reference's tests failed");
+    }
     Ok(())
 }
 

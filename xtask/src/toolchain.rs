@@ -151,12 +151,14 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     )
 }
 
-/// Programs the end-to-end tests run (an attacker in Python, strace, setpriv),
+/// Programs the tests run (an attacker in Python, strace, setpriv, pytest for
+/// the Python reference),
 /// with the Debian package that provides each.
 const TEST_TOOLS: &[(&str, &str)] = &[
     ("/usr/bin/python3", "python3"),
     ("/usr/bin/strace", "strace"),
     ("/usr/bin/setpriv", "util-linux"),
+    ("/usr/bin/pytest-3", "python3-pytest"),
 ];
 
 /// Installs the tests' tools from Debian when any is missing.

@@ -45,6 +45,9 @@ pub enum Outcome {
 /// Measured latencies of a trigger, on the kernel's monotonic clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Latency {
+    /// When the trigger happened (CLOCK_MONOTONIC ns): the eBPF event's time,
+    /// or when the guardian noticed it.
+    pub start_ns: u64,
     /// Trigger to every secret wiped.
     pub wiped_ns: u64,
     /// Trigger to the last holder dead; `None` if there were no holders.

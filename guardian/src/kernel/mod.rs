@@ -25,6 +25,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gu
 /// Why the eBPF link could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
+    /// The operator asked for no eBPF (`guard --no-ebpf`).
+    #[error("eBPF switched off with --no-ebpf")]
+    Disabled,
     /// This binary was built without the eBPF object.
     #[error("eBPF programs were not built into this binary (build with `cargo xtask build`)")]
     NotBuilt,
