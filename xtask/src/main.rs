@@ -5,7 +5,9 @@
 //! - `build-ebpf`: only the eBPF object.
 //! - `run [ARGS]`: build, then run `ningen-shikkaku guard ARGS` as root in the foreground.
 //! - `test`: build, then every test (unit and end-to-end, which need root).
+//! - `bench`: build, then the benchmarks (see `bench`).
 
+mod bench;
 mod toolchain;
 
 use std::{
@@ -37,6 +39,8 @@ enum Task {
     },
     /// Build, then run every test (as root).
     Test,
+    /// Build, then measure the switch against its baselines and write docs/BENCHMARKS.md.
+    Bench,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +50,11 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf => toolchain::build_ebpf(&root).map(drop),
         Task::Run { args } => run(&root, &args),
         Task::Test => test(&root),
+        Task::Bench => {
+            require_root("the benchmarks (they start real guardians)")?;
+            let binary = build(&root)?;
+            bench::run(&root, &binary)
+        }
     }
 }
 

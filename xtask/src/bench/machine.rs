@@ -1,0 +1,99 @@
+//! Cost to the rest of the machine (a fork-exec-exit loop with and without the
+//! guardian's programs loaded) and the guardian's size (RSS and locked memory
+//! idle, with 10,000 secrets, with 1,000 live sessions).
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::{guardian::Guardian, sys};
+
+/// `/bin/true` runs per second for `duration`.
+pub fn fork_exec_rate(duration: Duration) -> f64 {
+    let start = Instant::now();
+    let mut runs = 0u64;
+    while start.elapsed() < duration {
+        if Command::new("/bin/true").status().is_ok() {
+            runs += 1;
+        }
+    }
+    runs as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Alternating rounds without and with a guardian; returns (without, with) rates.
+pub fn fork_exec_rates(
+    binary: &Path,
+    dir: &Path,
+    rounds: usize,
+    duration: Duration,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        without.push(fork_exec_rate(duration));
+        let guardian = Guardian::start(binary, dir, true)?;
+        with.push(fork_exec_rate(duration));
+        drop(guardian);
+    }
+    Ok((without, with))
+}
+
+/// Guardian memory: (VmRSS kB, VmLck kB).
+pub fn memory(guardian: &Guardian) -> (u64, u64) {
+    (
+        sys::status_kb(guardian.pid(), "VmRSS"),
+        sys::status_kb(guardian.pid(), "VmLck"),
+    )
+}
+
+/// Sizes: idle, with `secrets` secrets bound to this process, and with
+/// `sessions` leaders (sleeping processes) holding one secret each.
+pub struct Sizes {
+    /// (VmRSS kB, VmLck kB) idle.
+    pub idle: (u64, u64),
+    /// ... with the secrets.
+    pub with_secrets: (u64, u64),
+    /// ... with the sessions.
+    pub with_sessions: (u64, u64),
+}
+
+/// Measures [`Sizes`].
+pub fn sizes(binary: &Path, dir: &Path, secrets: usize, sessions: usize) -> anyhow::Result<Sizes> {
+    let guardian = Guardian::start(binary, dir, true)?;
+    let idle = memory(&guardian);
+    let mut client = guardian.connect()?;
+    let me = std::process::id() as i32;
+    for n in 0..secrets {
+        client.put(
+            &format!("size-{n}"),
+            me,
+            b"0123456789abcdef0123456789abcdef",
+        )?;
+    }
+    let with_secrets = memory(&guardian);
+    client.request(&serde_json::json!({"op": "wipe_all"}), None)?;
+    let mut leaders: Vec<Child> = Vec::with_capacity(sessions);
+    for n in 0..sessions {
+        let leader = Command::new("sleep")
+            .arg("1000")
+            .stdout(Stdio::null())
+            .spawn()?;
+        client.put(
+            &format!("session-{n}"),
+            leader.id() as i32,
+            b"0123456789abcdef",
+        )?;
+        leaders.push(leader);
+    }
+    let with_sessions = memory(&guardian);
+    for mut leader in leaders {
+        let _ = leader.kill();
+        let _ = leader.wait();
+    }
+    Ok(Sizes {
+        idle,
+        with_secrets,
+        with_sessions,
+    })
+}

@@ -1,0 +1,160 @@
+//! Request cost: `get` round trips per second and their latency with 1, 16 and
+//! 64 concurrent clients (each with its own connection, a durable audit record
+//! per request), against OpenSSH's ssh-agent answering request-identities to
+//! the same number of clients, in the same run.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+
+use super::{guardian::Guardian, sys};
+
+/// Throughput and latencies of one row.
+pub struct Load {
+    /// Requests answered per second.
+    pub per_second: f64,
+    /// Latency of each request, ns.
+    pub latencies: Vec<u64>,
+}
+
+/// Runs `clients` threads, each calling `request` on its own connection for
+/// `duration`.
+fn drive<C>(
+    clients: usize,
+    duration: Duration,
+    connect: impl Fn() -> C + Sync,
+    request: impl Fn(&mut C) -> bool + Sync,
+) -> Load {
+    let all = Mutex::new(Vec::new());
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..clients {
+            scope.spawn(|| {
+                let mut connection = connect();
+                let mut mine = Vec::new();
+                while start.elapsed() < duration {
+                    let begin = sys::now_ns();
+                    if !request(&mut connection) {
+                        break;
+                    }
+                    mine.push(sys::now_ns() - begin);
+                }
+                all.lock().map(|mut all| all.extend(mine)).ok();
+            });
+        }
+    });
+    let latencies = all.into_inner().unwrap_or_default();
+    Load {
+        per_second: latencies.len() as f64 / start.elapsed().as_secs_f64(),
+        latencies,
+    }
+}
+
+/// `get` against the guardian: the secret is bound to this process, so its
+/// threads are inside the session.
+pub fn guardian_gets(
+    guardian: &Guardian,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Load> {
+    guardian.connect()?.put(
+        "bench-get",
+        std::process::id() as i32,
+        b"0123456789abcdef0123456789abcdef",
+    )?;
+    let get = serde_json::json!({"op": "get", "name": "bench-get"});
+    let load = drive(
+        clients,
+        duration,
+        || guardian.connect().ok(),
+        |client| {
+            client
+                .as_mut()
+                .is_some_and(|client| client.request(&get, None).is_ok())
+        },
+    );
+    guardian.connect()?.request(
+        &serde_json::json!({"op": "revoke", "name": "bench-get"}),
+        None,
+    )?;
+    Ok(load)
+}
+
+/// An ssh-agent holding one ed25519 key, on its own socket.
+pub struct SshAgent {
+    child: Child,
+    socket: std::path::PathBuf,
+}
+
+impl SshAgent {
+    /// Starts `ssh-agent -D` and adds a fresh key.
+    pub fn start(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let socket = dir.join("agent.sock");
+        let key = dir.join("key");
+        let _ = fs::remove_file(&socket);
+        let _ = fs::remove_file(&key);
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start ssh-agent (package openssh-client)")?;
+        let agent = Self { child, socket };
+        if !sys::wait_until(Duration::from_secs(5), || agent.socket.exists()) {
+            bail!("ssh-agent did not come up");
+        }
+        let keygen = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()?;
+        let add = Command::new("ssh-add")
+            .arg(&key)
+            .env("SSH_AUTH_SOCK", &agent.socket)
+            .stderr(Stdio::null())
+            .status()?;
+        if !keygen.success() || !add.success() {
+            bail!("cannot give ssh-agent a key");
+        }
+        Ok(agent)
+    }
+
+    /// request-identities from `clients` clients.
+    pub fn identities(&self, clients: usize, duration: Duration) -> Load {
+        drive(
+            clients,
+            duration,
+            || UnixStream::connect(&self.socket).ok(),
+            |stream| stream.as_mut().is_some_and(request_identities),
+        )
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SSH2_AGENTC_REQUEST_IDENTITIES (11), answered by SSH2_AGENT_IDENTITIES_ANSWER (12).
+fn request_identities(stream: &mut UnixStream) -> bool {
+    if stream.write_all(&[0, 0, 0, 1, 11]).is_err() {
+        return false;
+    }
+    let mut len = [0u8; 4];
+    if stream.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).is_ok() && body.first() == Some(&12)
+}

@@ -1,0 +1,197 @@
+//! Trigger latency: a leader with a holder tree of N processes is SIGKILLed;
+//! how long until the secret is wiped, and until the last holder is dead?
+//!
+//! Every implementation is timed from the same instant, the moment this
+//! harness sends SIGKILL (CLOCK_MONOTONIC), and "last holder dead" is when the
+//! harness's pidfds of the whole tree report the exit, so the three rows are
+//! measured alike. Every leader is a `sleep` (the guardian's leader shell
+//! execs into one once its holder is started), so leaders die alike too.
+//! For the eBPF guardian the audit log also gives its own
+//! view, from the kernel's exit event: those are the figures the targets name.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+
+use super::{guardian::Guardian, sys};
+
+/// A holder tree: the holder writes its pid and starts N-1 sleeping children.
+const TREE: &str = r#"n=$1; pids=$2; i=1
+while [ $i -lt $n ]; do sleep 1000 & echo $! >> "$pids"; i=$((i+1)); done
+echo $$ >> "$pids"; exec sleep 1000
+"#;
+
+/// Which switch is timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subject {
+    /// The guardian with its eBPF programs.
+    Ebpf,
+    /// The same guardian, `--no-ebpf`: pidfd watch, cgroup kill.
+    Pidfd,
+    /// reference/python/ningen_ref.py.
+    Python,
+}
+
+impl Subject {
+    /// Row label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Subject::Ebpf => "eBPF guardian",
+            Subject::Pidfd => "guardian, pidfd fallback",
+            Subject::Python => "Python reference",
+        }
+    }
+}
+
+/// One trigger's measurements, in nanoseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    /// SIGKILL sent to the secret wiped.
+    pub kill_to_wiped: u64,
+    /// SIGKILL sent to every holder seen dead.
+    pub kill_to_dead: u64,
+    /// The guardian's own figures from the kernel's exit event (eBPF only):
+    /// event to wiped, event to last holder's exit.
+    pub event_to_wiped: Option<u64>,
+    /// See `event_to_wiped`.
+    pub event_to_dead: Option<u64>,
+}
+
+/// Everything a run needs.
+pub struct Bench<'a> {
+    /// The ningen-shikkaku binary.
+    pub binary: &'a Path,
+    /// The repository root (for the Python reference).
+    pub root: &'a Path,
+    /// A scratch directory.
+    pub dir: PathBuf,
+}
+
+impl Bench<'_> {
+    /// `runs` triggers of `subject` with trees of `tree` processes.
+    pub fn run(&self, subject: Subject, tree: usize, runs: usize) -> anyhow::Result<Vec<Sample>> {
+        let dir = self.dir.join(format!("{subject:?}-{tree}"));
+        let mut guardian = match subject {
+            Subject::Python => None,
+            _ => Some(Guardian::start(
+                self.binary,
+                &dir.join("guardian"),
+                subject == Subject::Ebpf,
+            )?),
+        };
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("tree.sh"), TREE)?;
+        let mut samples = Vec::with_capacity(runs);
+        for run in 0..runs {
+            let sample = match &mut guardian {
+                Some(guardian) => self.guardian_trigger(guardian, &dir, tree, run)?,
+                None => self.python_trigger(&dir, tree, run)?,
+            };
+            samples.push(sample);
+        }
+        Ok(samples)
+    }
+
+    fn guardian_trigger(
+        &self,
+        guardian: &mut Guardian,
+        dir: &Path,
+        tree: usize,
+        run: usize,
+    ) -> anyhow::Result<Sample> {
+        let pids = dir.join(format!("pids-{run}"));
+        let name = format!("s{run}");
+        let script = format!(
+            "printf x | \"$NS\" put {name} 2>/dev/null || exit 1
+             \"$NS\" exec --env T={name} -- sh tree.sh {tree} {} &
+             exec sleep 1000",
+            pids.display()
+        );
+        let leader = Command::new("setsid")
+            .args(["bash", "-c", &script])
+            .current_dir(dir)
+            .env("NS", self.binary)
+            .env("NINGEN_SHIKKAKU_SOCKET", &guardian.socket)
+            .stdout(Stdio::null())
+            .spawn()?;
+        let (kill_ns, dead_ns) = kill_when_ready(leader.id() as i32, &pids, tree)?;
+        let mut leader = leader;
+        leader.wait()?;
+        let latency = guardian.trigger_latency(&name)?;
+        let number = |key: &str| latency[key].as_u64();
+        let start = number("start_ns").context("no start_ns")?;
+        let wiped = number("wiped_ns").context("no wiped_ns")?;
+        Ok(Sample {
+            kill_to_wiped: (start + wiped).saturating_sub(kill_ns),
+            kill_to_dead: dead_ns - kill_ns,
+            event_to_wiped: Some(wiped),
+            event_to_dead: number("holders_dead_ns"),
+        })
+    }
+
+    fn python_trigger(&self, dir: &Path, tree: usize, run: usize) -> anyhow::Result<Sample> {
+        let pids = dir.join(format!("pids-{run}"));
+        let report = dir.join(format!("report-{run}"));
+        let secret = dir.join("secret");
+        fs::write(&secret, "x")?;
+        let mut leader = Command::new("setsid").args(["sleep", "1000"]).spawn()?;
+        let mut reference = Command::new("/usr/bin/python3")
+            .arg(self.root.join("reference/python/ningen_ref.py"))
+            .args([
+                "--leader",
+                &leader.id().to_string(),
+                "--env",
+                "T",
+                "--secret-file",
+            ])
+            .arg(&secret)
+            .arg("--report")
+            .arg(&report)
+            .args(["--", "sh", "tree.sh", &tree.to_string()])
+            .arg(&pids)
+            .current_dir(dir)
+            .spawn()?;
+        let (kill_ns, dead_ns) = kill_when_ready(leader.id() as i32, &pids, tree)?;
+        leader.wait()?;
+        reference.wait()?;
+        let text = fs::read_to_string(&report)?;
+        let wiped: u64 = text
+            .split_whitespace()
+            .nth(1)
+            .context("bad report")?
+            .parse()?;
+        Ok(Sample {
+            kill_to_wiped: wiped.saturating_sub(kill_ns),
+            kill_to_dead: dead_ns - kill_ns,
+            ..Sample::default()
+        })
+    }
+}
+
+/// Waits until the tree has written all its pids, opens pidfds for them,
+/// SIGKILLs the leader and waits for the tree to die. Returns (kill, dead) times.
+fn kill_when_ready(leader: i32, pids: &Path, tree: usize) -> anyhow::Result<(u64, u64)> {
+    let ready = || {
+        fs::read_to_string(pids)
+            .map(|text| text.lines().count() == tree)
+            .unwrap_or(false)
+    };
+    if !sys::wait_until(Duration::from_secs(30), ready) {
+        sys::kill(leader);
+        bail!("holder tree of {tree} did not start");
+    }
+    let fds = fs::read_to_string(pids)?
+        .lines()
+        .map(|line| sys::pidfd(line.trim().parse()?).map_err(anyhow::Error::from))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let kill_ns = sys::now_ns();
+    sys::kill(leader);
+    let dead_ns = sys::wait_all_exited(&fds, Duration::from_secs(10))
+        .context("holders outlived the trigger")?;
+    Ok((kill_ns, dead_ns))
+}
