@@ -114,6 +114,20 @@ impl Reply {
     }
 }
 
+/// An answer waiting for its audit record to reach the disk.
+struct Unsynced {
+    reply_to: oneshot::Sender<Reply>,
+    answer: Reply,
+    refusal: Option<Refusal>,
+}
+
+/// How to refuse a put/get/exec whose record could not be made durable.
+struct Refusal {
+    action: &'static str,
+    /// A stored secret to wipe again.
+    undo: Option<SecretKey>,
+}
+
 /// Why secrets were wiped.
 #[derive(Clone, Copy, Debug)]
 enum Cause {
@@ -189,6 +203,7 @@ pub struct Core {
     next_id: u64,
     next_grant: GrantId,
     tick_scheduled: bool,
+    unsynced: Vec<Unsynced>,
     to_self: mpsc::UnboundedSender<Msg>,
 }
 
@@ -214,6 +229,7 @@ impl Core {
             next_id: 1,
             next_grant: 0,
             tick_scheduled: false,
+            unsynced: Vec::new(),
             to_self,
         };
         if let Some(supervisor) = setup.supervisor {
@@ -233,9 +249,9 @@ impl Core {
                 payload,
                 reply,
             } => {
-                let answer = self.request(&peer, request, payload);
-                // The client may have gone; the audit record is written either way.
-                let _ = reply.send(answer);
+                let (answer, refusal) = self.request(&peer, request, payload);
+                // Answered at the next commit, once its record is on disk.
+                self.unsynced.push(Unsynced { reply_to: reply, answer, refusal });
             }
             Msg::Malformed { peer, reason } => self.record(Entry {
                 action: "malformed".to_owned(),
@@ -321,7 +337,12 @@ impl Core {
         !self.triggers.is_empty()
     }
 
-    fn request(&mut self, peer: &Peer, request: Request, payload: Option<SecretBuf>) -> Reply {
+    fn request(
+        &mut self,
+        peer: &Peer,
+        request: Request,
+        payload: Option<SecretBuf>,
+    ) -> (Reply, Option<Refusal>) {
         let action = request.action();
         let names = request_names(&request);
         let leader = names.first().and_then(|name| self.leader_of(peer, name));
@@ -358,26 +379,48 @@ impl Core {
             reason,
             latency: None,
         };
-        if let Err(err) = self.audit.append(&entry) {
-            tracing::error!(%err, "cannot write the audit log");
-            // Nothing enters or leaves the vault that the log does not show;
-            // revoke, wipe, list and status still answer (they only destroy
-            // or describe).
-            if matches!(action, "put" | "get" | "exec") {
-                if let (Ok(_), "put", Some(name)) = (
-                    &result,
-                    action,
-                    entry.names.first().and_then(|n| n.parse().ok()),
-                ) {
-                    self.vault.wipe(&SecretKey {
-                        owner: peer.uid,
-                        name,
-                    });
-                }
-                return Reply::error(format!("audit log unavailable ({err}); {action} refused"));
-            }
+        // Nothing enters or leaves the vault that the log does not show, so
+        // put/get/exec carry what undoes them if the record cannot be written;
+        // revoke, wipe, list and status still answer (they only destroy or describe).
+        let refusal = matches!(action, "put" | "get" | "exec").then(|| Refusal {
+            action,
+            undo: match (&result, action, entry.names.first().and_then(|n| n.parse().ok())) {
+                (Ok(_), "put", Some(name)) => Some(SecretKey { owner: peer.uid, name }),
+                _ => None,
+            },
+        });
+        let answer = result.unwrap_or_else(Reply::error);
+        match (self.audit.write(&entry), refusal) {
+            (Err(err), Some(refusal)) => (self.refuse(refusal, &err), None),
+            (_, refusal) => (answer, refusal),
         }
-        result.unwrap_or_else(Reply::error)
+    }
+
+    /// Makes every record written since the last commit durable, then sends
+    /// the answers that waited for it. Records of many requests share one
+    /// fdatasync (group commit); none is answered before its record is on disk.
+    pub fn commit(&mut self) {
+        if self.unsynced.is_empty() {
+            return;
+        }
+        let synced = self.audit.sync();
+        for unsynced in std::mem::take(&mut self.unsynced) {
+            let answer = match (&synced, unsynced.refusal) {
+                (Err(err), Some(refusal)) => self.refuse(refusal, err),
+                _ => unsynced.answer,
+            };
+            // The client may have gone; its record is written either way.
+            let _ = unsynced.reply_to.send(answer);
+        }
+    }
+
+    /// Undoes what a request did when its record cannot reach the disk.
+    fn refuse(&mut self, refusal: Refusal, err: &std::io::Error) -> Reply {
+        tracing::error!(%err, "cannot write the audit log");
+        if let Some(key) = refusal.undo {
+            self.vault.wipe(&key);
+        }
+        Reply::error(format!("audit log unavailable ({err}); {} refused", refusal.action))
     }
 
     /// The leader of the caller's secret `name`, for the audit record.

@@ -36,6 +36,8 @@ use crate::{
 
 /// Most connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 256;
+/// Most messages handled between two audit fdatasyncs.
+const BATCH: usize = 256;
 /// Time a client has to send one whole request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for holders to die before exiting anyway.
@@ -162,7 +164,19 @@ async fn step(
             core.kernel_events(batch);
             Ok(true)
         }
-        msg = inbox.recv() => Ok(msg.is_some_and(|msg| core.handle(msg))),
+        msg = inbox.recv() => {
+            let mut running = msg.is_some_and(|msg| core.handle(msg));
+            // Take whatever else is already waiting, so its records share one
+            // fdatasync with this one.
+            for _ in 0..BATCH {
+                match inbox.try_recv() {
+                    Ok(msg) if running => running = core.handle(msg),
+                    _ => break,
+                }
+            }
+            core.commit();
+            Ok(running)
+        }
     }
 }
 

@@ -98,6 +98,7 @@ pub struct AuditLog {
     max_bytes: u64,
     seq: u64,
     prev: String,
+    dirty: bool,
 }
 
 impl AuditLog {
@@ -124,6 +125,7 @@ impl AuditLog {
             max_bytes,
             seq: tail.seq,
             prev: tail.prev.clone(),
+            dirty: false,
         };
         if let Some(torn) = tail.torn {
             log.file.set_len(tail.whole_len)?;
@@ -138,6 +140,22 @@ impl AuditLog {
 
     /// Appends one record and waits until it is on disk.
     pub fn append(&mut self, entry: &Entry) -> io::Result<()> {
+        self.write(entry)?;
+        self.sync()
+    }
+
+    /// Makes every record written so far durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.dirty {
+            self.file.sync_data()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Appends one record without waiting for the disk; [`AuditLog::sync`]
+    /// must follow before anything it describes is answered.
+    pub fn write(&mut self, entry: &Entry) -> io::Result<()> {
         if self.written >= self.max_bytes {
             self.rotate()?;
         }
@@ -151,7 +169,7 @@ impl AuditLog {
         };
         let (line, hash) = chain::seal(serde_json::to_vec(&record).map_err(io::Error::other)?);
         self.file.write_all(&line)?;
-        self.file.sync_data()?;
+        self.dirty = true;
         self.written += line.len() as u64;
         self.seq += 1;
         self.prev = hash;
