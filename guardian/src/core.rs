@@ -251,7 +251,11 @@ impl Core {
             } => {
                 let (answer, refusal) = self.request(&peer, request, payload);
                 // Answered at the next commit, once its record is on disk.
-                self.unsynced.push(Unsynced { reply_to: reply, answer, refusal });
+                self.unsynced.push(Unsynced {
+                    reply_to: reply,
+                    answer,
+                    refusal,
+                });
             }
             Msg::Malformed { peer, reason } => self.record(Entry {
                 action: "malformed".to_owned(),
@@ -384,8 +388,15 @@ impl Core {
         // revoke, wipe, list and status still answer (they only destroy or describe).
         let refusal = matches!(action, "put" | "get" | "exec").then(|| Refusal {
             action,
-            undo: match (&result, action, entry.names.first().and_then(|n| n.parse().ok())) {
-                (Ok(_), "put", Some(name)) => Some(SecretKey { owner: peer.uid, name }),
+            undo: match (
+                &result,
+                action,
+                entry.names.first().and_then(|n| n.parse().ok()),
+            ) {
+                (Ok(_), "put", Some(name)) => Some(SecretKey {
+                    owner: peer.uid,
+                    name,
+                }),
                 _ => None,
             },
         });
@@ -420,7 +431,10 @@ impl Core {
         if let Some(key) = refusal.undo {
             self.vault.wipe(&key);
         }
-        Reply::error(format!("audit log unavailable ({err}); {} refused", refusal.action))
+        Reply::error(format!(
+            "audit log unavailable ({err}); {} refused",
+            refusal.action
+        ))
     }
 
     /// The leader of the caller's secret `name`, for the audit record.

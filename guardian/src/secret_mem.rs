@@ -86,15 +86,14 @@ impl SecretBuf {
         if capacity == 0 {
             return Err(MemoryError::Empty);
         }
-        // memfd_secret costs a descriptor per secret; when those run out (or
-        // the kernel refuses), this buffer falls back to mlock'd pages.
-        let memfd = (backing() == Backing::MemfdSecret)
-            // SAFETY: memsec returns None or a fresh allocation of `capacity` bytes.
-            .then(|| unsafe { memsec::memfd_secret_sized(capacity) })
+        // When the kernel refuses memfd_secret for this buffer (memory or
+        // RLIMIT_MEMLOCK exhausted), it falls back to mlock'd pages.
+        let secret = (backing() == Backing::MemfdSecret)
+            .then(|| SecretMapping::new(capacity))
             .flatten();
-        let (ptr, backing) = match memfd {
-            Some(ptr) => (ptr, Backing::MemfdSecret),
-            // SAFETY: as above.
+        let (ptr, backing) = match secret {
+            Some(mapping) => (mapping.user, Backing::MemfdSecret),
+            // SAFETY: memsec returns None or a fresh allocation of `capacity` bytes.
             None => match unsafe { memsec::malloc_sized(capacity) } {
                 Some(ptr) => (ptr, Backing::Mlock),
                 None => return Err(MemoryError::OutOfMemory(capacity)),
@@ -217,11 +216,73 @@ impl Drop for SecretBuf {
             LOCKED_BYTES.fetch_sub(self.capacity(), Ordering::Relaxed);
         }
         match self.backing {
-            // SAFETY: allocated by memfd_secret_sized, freed once, after the wipe.
-            Backing::MemfdSecret => unsafe { memsec::free_memfd_secret(self.ptr) },
+            Backing::MemfdSecret => SecretMapping::unmap(self.ptr),
             // SAFETY: allocated by malloc_sized, freed once, after the wipe.
             Backing::Mlock => unsafe { memsec::free(self.ptr) },
         }
+    }
+}
+
+/// A memfd_secret(2) mapping laid out as `[guard page][data pages][guard page]`,
+/// with the buffer at the end of the data pages so an overrun faults on the
+/// guard. The descriptor is closed as soon as the pages are mapped (the
+/// mapping keeps them), so secrets cost no file descriptors, and untouched
+/// guard pages are never resident: one secret of up to a page costs one page.
+struct SecretMapping {
+    user: NonNull<[u8]>,
+}
+
+impl SecretMapping {
+    fn new(capacity: usize) -> Option<Self> {
+        let page = page_size();
+        let data = capacity.next_multiple_of(page);
+        let total = data + 2 * page;
+        // SAFETY: memfd_secret takes flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        let fd = fd as i32;
+        // SAFETY: sizing and mapping the fd we just created; it is closed once,
+        // right after, whatever happened.
+        let base = unsafe {
+            let base = match libc::ftruncate(fd, total as libc::off_t) {
+                0 => libc::mmap(
+                    std::ptr::null_mut(),
+                    total,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                ),
+                _ => libc::MAP_FAILED,
+            };
+            libc::close(fd);
+            base
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        let base = base.cast::<u8>();
+        // SAFETY: both guard ranges lie inside the mapping just created.
+        unsafe {
+            libc::mprotect(base.cast(), page, libc::PROT_NONE);
+            libc::mprotect(base.add(page + data).cast(), page, libc::PROT_NONE);
+        }
+        // SAFETY: page + data - capacity .. page + data is inside the mapping.
+        let user = unsafe { base.add(page + data - capacity) };
+        let user = NonNull::slice_from_raw_parts(NonNull::new(user)?, capacity);
+        Some(Self { user })
+    }
+
+    /// Unmaps the mapping that holds `user` (already wiped by the caller).
+    fn unmap(user: NonNull<[u8]>) {
+        let page = page_size();
+        let data = user.len().next_multiple_of(page);
+        let base = (user.as_ptr().cast::<u8>() as usize + user.len()) - data - page;
+        // SAFETY: recomputes exactly the range SecretMapping::new mapped for a
+        // buffer of this length; it is unmapped once, from Drop.
+        unsafe { libc::munmap(base as *mut libc::c_void, data + 2 * page) };
     }
 }
 

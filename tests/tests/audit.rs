@@ -108,7 +108,7 @@ fn edited_deleted_and_swapped_lines_are_named_by_verify() {
     let good = fs::read_to_string(&guardian.audit).unwrap();
     let lines: Vec<&str> = good.lines().collect();
     let copy = guardian.dir.join("copy.jsonl");
-    let mut check = |text: String, expect: &str| {
+    let check = |text: String, expect: &str| {
         fs::write(&copy, text).unwrap();
         let output = verify(&copy);
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
