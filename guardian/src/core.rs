@@ -86,6 +86,13 @@ pub enum Msg {
     Tick,
     /// Wipe everything and stop.
     Shutdown,
+    /// The syncer could not make a batch's records durable.
+    SyncFailed {
+        /// The batch, unanswered.
+        batch: Vec<Unsynced>,
+        /// Why.
+        error: std::io::Error,
+    },
 }
 
 /// The answer to a request: a response header and the secrets that follow it.
@@ -115,14 +122,30 @@ impl Reply {
 }
 
 /// An answer waiting for its audit record to reach the disk.
-struct Unsynced {
+pub struct Unsynced {
     reply_to: oneshot::Sender<Reply>,
     answer: Reply,
     refusal: Option<Refusal>,
 }
 
+impl Unsynced {
+    /// Sends the answer (its record is durable now).
+    pub fn answer(self) {
+        // The client may have gone; its record is written either way.
+        let _ = self.reply_to.send(self.answer);
+    }
+}
+
+/// Answers to send once `file` is synced.
+pub struct SyncJob {
+    /// The audit file their records were written to.
+    pub file: Arc<std::fs::File>,
+    /// The answers.
+    pub batch: Vec<Unsynced>,
+}
+
 /// How to refuse a put/get/exec whose record could not be made durable.
-struct Refusal {
+pub struct Refusal {
     action: &'static str,
     /// A stored secret to wipe again.
     undo: Option<SecretKey>,
@@ -185,6 +208,8 @@ pub struct Setup {
     pub supervisor: Option<Pidfd>,
     /// The audit log.
     pub audit: AuditLog,
+    /// The thread that makes batches durable and answers them (`daemon::start_syncer`).
+    pub syncer: std::sync::mpsc::Sender<SyncJob>,
 }
 
 /// The guardian's whole state.
@@ -204,6 +229,7 @@ pub struct Core {
     next_grant: GrantId,
     tick_scheduled: bool,
     unsynced: Vec<Unsynced>,
+    syncer: std::sync::mpsc::Sender<SyncJob>,
     to_self: mpsc::UnboundedSender<Msg>,
 }
 
@@ -230,6 +256,7 @@ impl Core {
             next_grant: 0,
             tick_scheduled: false,
             unsynced: Vec::new(),
+            syncer: setup.syncer,
             to_self,
         };
         if let Some(supervisor) = setup.supervisor {
@@ -292,6 +319,7 @@ impl Core {
                     None,
                 );
             }
+            Msg::SyncFailed { batch, error } => self.sync_failed(batch, &error),
             Msg::Tick => {
                 self.tick_scheduled = false;
                 self.check_triggers();
@@ -407,20 +435,32 @@ impl Core {
         }
     }
 
-    /// Makes every record written since the last commit durable, then sends
-    /// the answers that waited for it. Records of many requests share one
-    /// fdatasync (group commit); none is answered before its record is on disk.
+    /// Hands the answers waiting since the last commit to the syncer thread,
+    /// which sends them after one fdatasync covering their records (group
+    /// commit, overlapped with the next batch); none is answered before its
+    /// record is on disk. The syncer hands a batch back on failure.
     pub fn commit(&mut self) {
         if self.unsynced.is_empty() {
             return;
         }
-        let synced = self.audit.sync();
-        for unsynced in std::mem::take(&mut self.unsynced) {
-            let answer = match (&synced, unsynced.refusal) {
-                (Err(err), Some(refusal)) => self.refuse(refusal, err),
-                _ => unsynced.answer,
+        let job = SyncJob {
+            file: self.audit.current_file(),
+            batch: std::mem::take(&mut self.unsynced),
+        };
+        if let Err(std::sync::mpsc::SendError(job)) = self.syncer.send(job) {
+            let err = std::io::Error::other("the audit syncer stopped");
+            self.sync_failed(job.batch, &err);
+        }
+    }
+
+    /// Answers a batch whose records could not be made durable: put/get/exec
+    /// are refused (puts undone), the rest answered as they were.
+    fn sync_failed(&mut self, batch: Vec<Unsynced>, err: &std::io::Error) {
+        for unsynced in batch {
+            let answer = match unsynced.refusal {
+                Some(refusal) => self.refuse(refusal, err),
+                None => unsynced.answer,
             };
-            // The client may have gone; its record is written either way.
             let _ = unsynced.reply_to.send(answer);
         }
     }

@@ -24,7 +24,7 @@ use crate::{
     cgroup::Cgroups,
     cli::DEFAULT_CONFIG,
     config::Config,
-    core::{Core, Msg, Reply, Setup},
+    core::{Core, Msg, Reply, Setup, SyncJob, Unsynced},
     hardening,
     kernel::{self, KernelLink},
     peer::Peer,
@@ -104,6 +104,7 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     let listener = bind(&options.socket)?;
     let (to_core, mut inbox) = mpsc::unbounded_channel();
     let signals = forward_signals(to_core.clone())?;
+    let syncer = start_syncer(to_core.clone()).context("cannot start the audit syncer")?;
     // Everything that needs more than the allowlist is done by now.
     hardening::install_seccomp(&mut protections);
     let setup = Setup {
@@ -113,6 +114,7 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
         cgroups,
         supervisor,
         audit,
+        syncer,
     };
     let mut core = Core::new(setup, to_core.clone());
     tokio::spawn(accept(listener, to_core));
@@ -129,6 +131,54 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     }
     tracing::info!("guardian stopped; every secret wiped");
     Ok(())
+}
+
+/// Starts the audit syncer: a thread that fdatasyncs the audit file for each
+/// batch the core commits (coalescing batches that queue up meanwhile) and
+/// only then sends their answers, so the core keeps serving while the disk
+/// works. A failed sync hands the batch back to the core to refuse.
+/// Started before seccomp, which would refuse the clone.
+fn start_syncer(
+    to_core: mpsc::UnboundedSender<Msg>,
+) -> std::io::Result<std::sync::mpsc::Sender<SyncJob>> {
+    let (jobs, queue) = std::sync::mpsc::channel::<SyncJob>();
+    let (started, up) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("audit-sync".to_owned())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _ = started.send(());
+            while let Ok(first) = queue.recv() {
+                let mut batch: Vec<SyncJob> = vec![first];
+                batch.extend(queue.try_iter());
+                let mut synced: Vec<&Arc<std::fs::File>> = Vec::new();
+                let mut failure = None;
+                for job in &batch {
+                    if !synced.iter().any(|file| Arc::ptr_eq(file, &job.file)) {
+                        synced.push(&job.file);
+                        if let Err(err) = job.file.sync_data() {
+                            failure = Some(err);
+                        }
+                    }
+                }
+                for job in batch {
+                    match &failure {
+                        None => job.batch.into_iter().for_each(Unsynced::answer),
+                        Some(err) => {
+                            let error = std::io::Error::new(err.kind(), err.to_string());
+                            let _ = to_core.send(Msg::SyncFailed {
+                                batch: job.batch,
+                                error,
+                            });
+                        }
+                    }
+                }
+            }
+        })?;
+    // The thread's own start-up syscalls happen before seccomp is installed.
+    up.recv()
+        .map_err(|_| std::io::Error::other("the audit syncer did not start"))?;
+    Ok(jobs)
 }
 
 /// Starts the supervisor; without one the guardian still runs, and says so.
@@ -166,8 +216,9 @@ async fn step(
         }
         msg = inbox.recv() => {
             let mut running = msg.is_some_and(|msg| core.handle(msg));
-            // Take whatever else is already waiting, so its records share one
-            // fdatasync with this one.
+            // Let the connection tasks read what their clients have sent, then
+            // take whatever is waiting, so those records share one fdatasync.
+            tokio::task::yield_now().await;
             for _ in 0..BATCH {
                 match inbox.try_recv() {
                     Ok(msg) if running => running = core.handle(msg),

@@ -30,6 +30,14 @@ pub const ALLOWLIST: &[Allowed] = &[
     ),
     allow(libc::SYS_epoll_ctl, "tokio: register sockets and pidfds"),
     allow(libc::SYS_futex, "std/tokio synchronisation"),
+    allow(
+        libc::SYS_rseq,
+        "glibc registers each thread's restartable sequence (audit syncer)",
+    ),
+    allow(
+        libc::SYS_set_robust_list,
+        "glibc thread start-up (audit syncer)",
+    ),
     allow(libc::SYS_sched_yield, "std spin loops"),
     allow(
         libc::SYS_clock_gettime,

@@ -75,7 +75,7 @@ fn pid_of_pidfd(fd: &OwnedFd) -> Option<Pid> {
 /// The descriptor number the guardian's pidfd has in the supervisor.
 const GUARDIAN_FD: i32 = 3;
 /// How often the supervisor checks that the guardian is not stopped.
-const WATCHDOG: std::time::Duration = std::time::Duration::from_millis(10);
+const WATCHDOG: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Starts the supervisor for the guardian's cgroup directory `instance`.
 pub fn spawn(instance: &Path) -> io::Result<Child> {

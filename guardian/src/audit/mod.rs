@@ -20,6 +20,7 @@ use std::{
     io::{self, BufRead, BufReader, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt},
     path::{Path, PathBuf},
+    sync::Arc,
     time::SystemTime,
 };
 
@@ -93,7 +94,7 @@ struct Record<'a> {
 /// An open audit log.
 pub struct AuditLog {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     written: u64,
     max_bytes: u64,
     seq: u64,
@@ -120,7 +121,7 @@ impl AuditLog {
         let tail = Tail::read(&file)?;
         let mut log = Self {
             path: path.to_owned(),
-            file,
+            file: Arc::new(file),
             written: tail.whole_len,
             max_bytes,
             seq: tail.seq,
@@ -168,12 +169,17 @@ impl AuditLog {
             prev: &self.prev,
         };
         let (line, hash) = chain::seal(serde_json::to_vec(&record).map_err(io::Error::other)?);
-        self.file.write_all(&line)?;
+        (&*self.file).write_all(&line)?;
         self.dirty = true;
         self.written += line.len() as u64;
         self.seq += 1;
         self.prev = hash;
         Ok(())
+    }
+
+    /// The file records are being written to, for a thread that syncs it.
+    pub fn current_file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
     }
 
     /// The last sequence number written.
@@ -188,11 +194,15 @@ impl AuditLog {
             fs::rename(older, numbered(&self.path, rotated.len() - index + 1))?;
         }
         fs::rename(&self.path, numbered(&self.path, 1))?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&self.path)?;
+        // What was written to the old file is durable before the new one starts.
+        self.sync()?;
+        self.file = Arc::new(
+            OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&self.path)?,
+        );
         self.written = 0;
         Ok(())
     }

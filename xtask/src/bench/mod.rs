@@ -8,7 +8,9 @@
 //! 3. Cost to the machine: a fork-exec-exit loop with and without the guardian.
 //! 4. Size: RSS and locked memory idle, with 10,000 secrets, 1,000 sessions.
 //!
-//! `NINGEN_SHIKKAKU_BENCH_TRIGGERS` sets the triggers per row (default 200).
+//! `NINGEN_SHIKKAKU_BENCH_TRIGGERS` sets the triggers per row (default 200);
+//! `NINGEN_SHIKKAKU_BENCH_ONLY=requests` runs only the request rows and
+//! prints them without writing the report (for iterating on one figure).
 
 mod guardian;
 mod machine;
@@ -36,6 +38,11 @@ pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(&dir);
     let mut md = Markdown::default();
     header(&mut md, runs);
+    if std::env::var("NINGEN_SHIKKAKU_BENCH_ONLY").as_deref() == Ok("requests") {
+        request_table(&mut md, binary, &dir)?;
+        println!("{}", md.0);
+        return Ok(());
+    }
 
     eprintln!("bench: trigger latency ({runs} triggers per row)");
     let bench = Bench {
@@ -80,9 +87,9 @@ pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
     request_table(&mut md, binary, &dir)?;
     eprintln!("bench: cost to the machine");
     let (without, with) =
-        machine::fork_exec_rates(binary, &dir.join("machine"), 5, Duration::from_secs(2))?;
+        machine::fork_exec_rates(binary, &dir.join("machine"), 10, Duration::from_secs(2))?;
     md.line("## Cost to the machine\n");
-    md.line("`/bin/true` fork-exec-exit loop, 5 alternating rounds of 2 s each.\n");
+    md.line("`/bin/true` fork-exec-exit loop, 10 alternating rounds of 2 s each.\n");
     md.line("| | runs/s (median) | rounds |\n|---|---|---|");
     md.line(format!(
         "| nothing loaded | {:.0} | {:?} |",
