@@ -46,7 +46,10 @@ pub mod programs {
     /// Entry of process_vm_writev(2).
     pub const VM_WRITEV: (&str, &str, &str) =
         ("vm_writev_enter", "syscalls", "sys_enter_process_vm_writev");
-    /// Every program, in attach order.
+    /// The BPF LSM program on the `ptrace_access_check` hook (loaded where the
+    /// kernel allows BPF LSM; the tracepoints above are the fallback).
+    pub const PTRACE_ACCESS_CHECK: &str = "ptrace_access_check";
+    /// Every tracepoint program, in attach order.
     pub const ALL: [(&str, &str, &str); 6] = [
         PROCESS_EXIT,
         NEW_TASK,
@@ -77,6 +80,8 @@ pub mod globals {
     pub const PTRACE_PID_OFFSET: &str = "PTRACE_PID_OFFSET";
     /// Offset of `pid` in `sys_enter_process_vm_readv` (and `_writev`).
     pub const VM_PID_OFFSET: &str = "VM_PID_OFFSET";
+    /// Offset of `tgid` in the kernel's `struct task_struct`, from BTF.
+    pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
 }
 
 /// PTRACE_TRACEME: its pid argument is ignored by the kernel, so it names no target.
@@ -133,6 +138,10 @@ pub enum TamperSyscall {
     ProcessVmReadv = 2,
     /// process_vm_writev(2).
     ProcessVmWritev = 3,
+    /// Any access the kernel checks with ptrace_may_access (/proc/PID/mem,
+    /// /proc/PID/environ, pidfd_getfd, ...), refused by the BPF LSM program;
+    /// `request` is the PTRACE_MODE_* mask.
+    PtraceAccessCheck = 4,
 }
 
 impl TamperSyscall {
@@ -142,6 +151,7 @@ impl TamperSyscall {
             1 => "ptrace",
             2 => "process_vm_readv",
             3 => "process_vm_writev",
+            4 => "ptrace_access_check",
             _ => "unknown",
         }
     }

@@ -18,13 +18,14 @@
 
 use aya_ebpf::{
     EbpfContext,
+    helpers::bpf_probe_read_kernel,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
         generated::bpf_send_signal,
     },
-    macros::{map, tracepoint},
+    macros::{lsm, map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::TracePointContext,
+    programs::{LsmContext, TracePointContext},
 };
 use guardian_ebpf::{
     Event, EventKind, MAX_TRACKED, NO_FIELD, PTRACE_TRACEME, RING_BYTES, TamperSyscall,
@@ -53,6 +54,13 @@ static PTRACE_REQUEST_OFFSET: u32 = 16;
 static PTRACE_PID_OFFSET: u32 = 24;
 #[unsafe(no_mangle)]
 static VM_PID_OFFSET: u32 = 16;
+#[unsafe(no_mangle)]
+static TASK_TGID_OFFSET: u32 = NO_FIELD;
+
+const EPERM: i32 = 1;
+/// PTRACE_MODE_NOAUDIT: a check whose failure the kernel tolerates quietly
+/// (/proc/PID/stat asks this way for fields like wchan); not an attack.
+const PTRACE_MODE_NOAUDIT: u32 = 0x04;
 
 // Map statics carry the names in `guardian_ebpf::maps`.
 #[map]
@@ -103,6 +111,50 @@ pub fn vm_readv_enter(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn vm_writev_enter(ctx: TracePointContext) -> u32 {
     try_vm_enter(&ctx, TamperSyscall::ProcessVmWritev as u32).unwrap_or(0)
+}
+
+/// BPF LSM `ptrace_access_check(struct task_struct *child, unsigned int mode)`:
+/// every ptrace_may_access in the kernel, so also /proc/PID/mem and environ
+/// and pidfd_getfd. Refuses (-EPERM) access to a holder or protected process
+/// by anyone but itself and the guardian. Needs a kernel with CONFIG_BPF_LSM
+/// and `bpf` in the active LSM list (5.7+).
+#[lsm(hook = "ptrace_access_check")]
+pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
+    try_ptrace_access_check(&ctx).unwrap_or(0)
+}
+
+fn try_ptrace_access_check(ctx: &LsmContext) -> Result<i32, i64> {
+    let previous: i32 = ctx.arg(2);
+    if previous != 0 {
+        return Ok(previous); // an earlier LSM already refused: keep its verdict
+    }
+    let mode: u32 = ctx.arg(1);
+    let offset = read_global(&TASK_TGID_OFFSET);
+    if mode & PTRACE_MODE_NOAUDIT != 0 || offset == NO_FIELD {
+        return Ok(0);
+    }
+    let child: *const u8 = ctx.arg(0);
+    // SAFETY: `child` is the task the hook was called for, and the offset of
+    // `tgid` in task_struct comes from this kernel's BTF; the helper copies
+    // safely even from a bad address.
+    let tgid: i32 = unsafe { bpf_probe_read_kernel(child.add(offset as usize).cast::<i32>()) }
+        .map_err(i64::from)?;
+    let tgid = tgid as u32;
+    if HOLDERS.get_ptr(tgid).is_none() && PROTECTED.get_ptr(tgid).is_none() {
+        return Ok(0);
+    }
+    let (caller, _) = current_ids();
+    if caller == tgid || PROTECTED.get_ptr(caller).is_some() {
+        return Ok(0); // itself, or the guardian reading /proc/PID/exe
+    }
+    emit(Event {
+        pid: caller,
+        other: tgid,
+        syscall: TamperSyscall::PtraceAccessCheck as u32,
+        request: u64::from(mode),
+        ..caller_event(EventKind::Tamper)
+    });
+    Ok(-EPERM)
 }
 
 fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {

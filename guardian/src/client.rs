@@ -223,6 +223,9 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("containment       {}", status.containment);
     println!("fail closed       {}", status.fail_closed);
     println!("tamper protection {}", status.tamper_protection);
+    if let Some(err) = &status.lsm_error {
+        println!("BPF LSM unused    {err}");
+    }
     println!("memory backend    {}", status.memory_backend);
     println!("locked bytes      {}", status.locked_bytes);
     println!(

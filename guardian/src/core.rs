@@ -821,7 +821,16 @@ impl Core {
                 "none"
             }
             .to_owned(),
-            tamper_protection: if ebpf { "ebpf-tracepoints" } else { "none" }.to_owned(),
+            tamper_protection: match &self.kernel {
+                Some(link) if link.lsm_error().is_none() => "bpf-lsm+tracepoints",
+                Some(_) => "ebpf-tracepoints",
+                None => "none",
+            }
+            .to_owned(),
+            lsm_error: self
+                .kernel
+                .as_ref()
+                .and_then(|link| link.lsm_error().map(str::to_owned)),
             memory_backend: match secret_mem::backing() {
                 secret_mem::Backing::MemfdSecret => "memfd_secret",
                 secret_mem::Backing::Mlock => "mlock",

@@ -88,6 +88,14 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
             (Err(err.to_string()), None)
         }
     };
+    // Loading parsed the kernel's BTF (megabytes, freed now); hand those pages
+    // back rather than keep them locked by mlockall for the guardian's life.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    hardening::lock_all_memory(&mut protections);
     let cgroups = Cgroups::create()
         .inspect_err(|err| tracing::warn!(%err, "no cgroup v2: holders are killed one by one"))
         .ok();

@@ -35,26 +35,37 @@ pub fn forbid_core_dumps() -> io::Result<()> {
     Ok(())
 }
 
-/// Applies everything but seccomp, which waits until initialisation is done.
+/// Applies everything but mlockall and seccomp, which wait until
+/// initialisation is done.
 pub fn harden_process() -> io::Result<Protections> {
     forbid_core_dumps()?;
     nix::sys::prctl::set_no_new_privs()?;
-    let mlockall = nix::sys::mman::mlockall(
-        nix::sys::mman::MlockAllFlags::MCL_CURRENT | nix::sys::mman::MlockAllFlags::MCL_FUTURE,
-    );
-    if let Err(err) = mlockall {
-        tracing::warn!(%err, "mlockall failed (RLIMIT_MEMLOCK?): only secret pages are locked");
+    // One malloc arena: with mlockall(MCL_FUTURE), the 64 MiB arena glibc
+    // reserves for each new thread would count as locked memory.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only adjusts allocator tuning; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    // memfd_secret takes a descriptor per secret: allow as many as the hard limit.
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, hard, hard)?;
     let (core_limit, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE)?;
     Ok(Protections {
         dumpable: nix::sys::prctl::get_dumpable()?,
         core_limit,
-        mlockall: mlockall.is_ok(),
         ..Protections::default()
     })
+}
+
+/// Locks every page, present and future, where RLIMIT_MEMLOCK allows. Called
+/// once the eBPF link is loaded and its scratch memory given back, so only
+/// what the guardian keeps is locked.
+pub fn lock_all_memory(protections: &mut Protections) {
+    let locked = nix::sys::mman::mlockall(
+        nix::sys::mman::MlockAllFlags::MCL_CURRENT | nix::sys::mman::MlockAllFlags::MCL_FUTURE,
+    );
+    if let Err(err) = locked {
+        tracing::warn!(%err, "mlockall failed (RLIMIT_MEMLOCK?): only secret pages are locked");
+    }
+    protections.mlockall = locked.is_ok();
 }
 
 /// Installs the seccomp allowlist, or logs why it could not.

@@ -185,9 +185,12 @@ pub struct StatusInfo {
     pub containment: String,
     /// What kills holders if the guardian dies: `"supervisor"` or `"none"`.
     pub fail_closed: String,
-    /// How ptrace/process_vm_readv on holders is stopped: `"ebpf-tracepoints"`
-    /// (caller SIGKILLed at syscall entry) or `"none"`.
+    /// How ptrace/process_vm_readv on holders is stopped: `"bpf-lsm+tracepoints"`
+    /// (refused with EPERM, and the caller SIGKILLed at syscall entry),
+    /// `"ebpf-tracepoints"` (SIGKILL only) or `"none"`.
     pub tamper_protection: String,
+    /// Why the BPF LSM program is not in force, when it is not.
+    pub lsm_error: Option<String>,
     /// Where secret bytes live: `"memfd_secret"` or `"mlock"`.
     pub memory_backend: String,
     /// Bytes of secrets in pages known to be locked.

@@ -66,9 +66,12 @@ fn tamper_on_holder(mode: &str, as_nobody: bool) {
     };
     let marker = put_marker(&mut session, "tok");
     let holder = start_sleeping_holder(&mut session, "tok");
-    // The holder really has the marker (root can see its environment).
-    let environ = fs::read(format!("/proc/{holder}/environ")).unwrap();
-    assert!(environ.windows(marker.len()).any(|w| w == marker));
+    // The holder really has the marker: root can read its environment, unless
+    // the BPF LSM program is in force (which refuses that read as an attack).
+    if guardian.status()["lsm_error"].is_string() {
+        let environ = fs::read(format!("/proc/{holder}/environ")).unwrap();
+        assert!(environ.windows(marker.len()).any(|w| w == marker));
+    }
 
     let loot = session.dir().join("loot");
     let output = attack(mode, holder, &loot, as_nobody);
@@ -108,6 +111,23 @@ fn tamper_on_holder(mode: &str, as_nobody: bool) {
     );
     let (rc, _, _) = session.run("$NS get tok");
     assert_ne!(rc, 0);
+}
+
+#[test]
+fn the_tamper_mode_in_force_is_named_and_the_lsm_fallback_says_why() {
+    let guardian = Guardian::start("lsm-mode");
+    let status = guardian.status();
+    match status["tamper_protection"].as_str().unwrap() {
+        "bpf-lsm+tracepoints" => assert!(status["lsm_error"].is_null(), "{status}"),
+        "ebpf-tracepoints" => {
+            let why = status["lsm_error"].as_str().unwrap_or_default();
+            assert!(
+                why.contains("ptrace_access_check") || why.contains("BTF"),
+                "{status}"
+            );
+        }
+        other => panic!("unexpected tamper protection {other}: {status}"),
+    }
 }
 
 #[test]

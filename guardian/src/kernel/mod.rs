@@ -5,12 +5,13 @@
 //! buffers (5.8+). When any of that is missing, [`KernelLink::load`] fails with a
 //! [`KernelError`] and the guardian runs on pidfds alone (see `status`).
 
+pub mod btf;
 pub mod tracefs;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{Lsm, TracePoint},
 };
 use guardian_ebpf::{
     Event, HolderState, LEADER_WATCHED, NO_FIELD, globals, holder_value, maps, programs,
@@ -53,6 +54,9 @@ pub enum KernelError {
         /// The error from aya.
         source: aya::maps::MapError,
     },
+    /// Kernel BTF is missing or unreadable (needed by the BPF LSM program).
+    #[error("cannot read kernel BTF: {0}")]
+    Btf(#[from] aya::BtfError),
     /// The object lacks a program or map the guardian expects.
     #[error("eBPF object has no {0}")]
     Missing(&'static str),
@@ -65,6 +69,7 @@ pub struct KernelLink {
     leaders: HashMap<MapData, u32, u32>,
     holders: HashMap<MapData, u32, u64>,
     protected: HashMap<MapData, u32, u32>,
+    lsm_error: Option<String>,
     dropped: PerCpuArray<MapData, u64>,
 }
 
@@ -100,9 +105,19 @@ impl KernelLink {
             )
             .override_global(globals::PTRACE_PID_OFFSET, &offsets.ptrace_pid, true)
             .override_global(globals::VM_PID_OFFSET, &offsets.vm_pid, true)
+            .override_global(globals::TASK_TGID_OFFSET, &offsets.task_tgid, true)
             .load(OBJECT)?;
         for (name, category, tracepoint) in programs::ALL {
             attach(&mut ebpf, name, category, tracepoint)?;
+        }
+        // Preferred where it loads (it also covers /proc/PID/mem and environ);
+        // the tracepoints above stay as the fallback either way.
+        let lsm_error = match offsets.task_tgid {
+            NO_FIELD => Some("task_struct.tgid not found in kernel BTF".to_owned()),
+            _ => attach_lsm(&mut ebpf).err().map(|err| err.to_string()),
+        };
+        if let Some(err) = &lsm_error {
+            tracing::warn!(%err, "BPF LSM unavailable: ptrace/process_vm_* stopped by tracepoints only");
         }
         let leaders = take_map(&mut ebpf, maps::LEADERS)?;
         let holders = take_map(&mut ebpf, maps::HOLDERS)?;
@@ -119,6 +134,7 @@ impl KernelLink {
                 leaders,
                 holders,
                 protected,
+                lsm_error,
                 dropped,
             },
             events,
@@ -173,6 +189,11 @@ impl KernelLink {
         let _ = self.holders.remove(&(pid.raw() as u32));
     }
 
+    /// Why the BPF LSM program is not in force, or `None` when it is.
+    pub fn lsm_error(&self) -> Option<&str> {
+        self.lsm_error.as_deref()
+    }
+
     /// Events the programs dropped because the ring buffer was full.
     pub fn dropped_events(&self) -> u64 {
         self.dropped
@@ -213,6 +234,23 @@ fn attach(
     Ok(())
 }
 
+fn attach_lsm(ebpf: &mut Ebpf) -> Result<(), KernelError> {
+    let name = programs::PTRACE_ACCESS_CHECK;
+    let btf = aya::Btf::from_sys_fs()?;
+    let program: &mut Lsm = ebpf
+        .program_mut(name)
+        .ok_or(KernelError::Missing(name))?
+        .try_into()
+        .map_err(|source| KernelError::Program { name, source })?;
+    program
+        .load(name, &btf)
+        .map_err(|source| KernelError::Program { name, source })?;
+    program
+        .attach()
+        .map_err(|source| KernelError::Program { name, source })?;
+    Ok(())
+}
+
 fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, KernelError>
 where
     M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -231,6 +269,7 @@ struct Offsets {
     ptrace_request: u32,
     ptrace_pid: u32,
     vm_pid: u32,
+    task_tgid: u32,
 }
 
 impl Offsets {
@@ -256,6 +295,7 @@ impl Offsets {
             ptrace_request: ptrace.require("request")?,
             ptrace_pid: ptrace.require("pid")?,
             vm_pid,
+            task_tgid: btf::member_offset("task_struct", "tgid").unwrap_or(NO_FIELD),
         })
     }
 }

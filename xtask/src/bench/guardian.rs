@@ -14,8 +14,6 @@ use std::{
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::sys;
-
 /// A running guardian.
 pub struct Guardian {
     child: Child,
@@ -56,7 +54,7 @@ impl Guardian {
             audit,
             audit_offset: 0,
         };
-        if !sys::wait_until(Duration::from_secs(10), || {
+        if !e2e::wait_until(Duration::from_secs(10), || {
             UnixStream::connect(&guardian.socket).is_ok()
         }) {
             bail!("the guardian did not come up");
@@ -87,7 +85,7 @@ impl Guardian {
     pub fn trigger_latency(&mut self, name: &str) -> anyhow::Result<Value> {
         let wanted = format!("\"names\":[\"{name}\"]");
         let mut found = None;
-        let ok = sys::wait_until(Duration::from_secs(10), || {
+        let ok = e2e::wait_until(Duration::from_secs(10), || {
             let Ok(mut file) = fs::File::open(&self.audit) else {
                 return false;
             };

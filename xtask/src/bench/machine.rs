@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{guardian::Guardian, sys};
+use super::guardian::Guardian;
 
 /// `/bin/true` runs per second for `duration`.
 pub fn fork_exec_rate(duration: Duration) -> f64 {
@@ -42,8 +42,8 @@ pub fn fork_exec_rates(
 /// Guardian memory: (VmRSS kB, VmLck kB).
 pub fn memory(guardian: &Guardian) -> (u64, u64) {
     (
-        sys::status_kb(guardian.pid(), "VmRSS"),
-        sys::status_kb(guardian.pid(), "VmLck"),
+        e2e::proc_status_field(guardian.pid(), "VmRSS").unwrap_or(0),
+        e2e::proc_status_field(guardian.pid(), "VmLck").unwrap_or(0),
     )
 }
 

@@ -110,7 +110,7 @@ impl SshAgent {
             .spawn()
             .context("cannot start ssh-agent (package openssh-client)")?;
         let agent = Self { child, socket };
-        if !sys::wait_until(Duration::from_secs(5), || agent.socket.exists()) {
+        if !e2e::wait_until(Duration::from_secs(5), || agent.socket.exists()) {
             bail!("ssh-agent did not come up");
         }
         let keygen = Command::new("ssh-keygen")

@@ -1,9 +1,8 @@
 //! The few system calls the benchmarks need: the monotonic clock (the one
-//! `bpf_ktime_get_ns` and the audit log use), pidfds to see processes die,
-//! and /proc readings.
+//! `bpf_ktime_get_ns` and the audit log use) and pidfds to see processes die.
 
 use std::{
-    fs, io,
+    io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::Duration,
 };
@@ -66,32 +65,4 @@ pub fn wait_all_exited(fds: &[OwnedFd], timeout: Duration) -> Option<u64> {
 pub fn kill(pid: i32) {
     // SAFETY: kill has no memory effects.
     unsafe { libc::kill(pid, libc::SIGKILL) };
-}
-
-/// A number field (kB) of /proc/PID/status.
-pub fn status_kb(pid: i32, key: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(key)?
-                .strip_prefix(':')?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-/// Polls `cond` every millisecond until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = now_ns() + timeout.as_nanos() as u64;
-    while now_ns() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    cond()
 }

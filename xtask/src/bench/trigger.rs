@@ -181,7 +181,7 @@ fn kill_when_ready(leader: i32, pids: &Path, tree: usize) -> anyhow::Result<(u64
             .map(|text| text.lines().count() == tree)
             .unwrap_or(false)
     };
-    if !sys::wait_until(Duration::from_secs(30), ready) {
+    if !e2e::wait_until(Duration::from_secs(30), ready) {
         sys::kill(leader);
         bail!("holder tree of {tree} did not start");
     }
