@@ -431,7 +431,11 @@ impl Core {
         let answer = result.unwrap_or_else(Reply::error);
         match (self.audit.write(&entry), refusal) {
             (Err(err), Some(refusal)) => (self.refuse(refusal, &err), None),
-            (_, refusal) => (answer, refusal),
+            (Err(err), None) => {
+                tracing::error!(%err, action, "cannot write the audit log");
+                (answer, None)
+            }
+            (Ok(()), refusal) => (answer, refusal),
         }
     }
 

@@ -84,6 +84,14 @@ pub const ALLOWLIST: &[Allowed] = &[
     allow(libc::SYS_fcntl, "tokio/std set descriptor flags"),
     allow(libc::SYS_ioctl, "tokio FIONBIO on accepted sockets"),
     allow(libc::SYS_unlinkat, "remove the socket at shutdown"),
+    allow(
+        libc::SYS_renameat,
+        "audit log rotation (audit.jsonl -> audit.jsonl.1)",
+    ),
+    allow(
+        libc::SYS_renameat2,
+        "audit log rotation on libcs that use renameat2",
+    ),
     allow(libc::SYS_mkdirat, "cgroup of each exec"),
     // Sockets.
     allow(libc::SYS_accept4, "daemon::accept"),
@@ -117,6 +125,11 @@ pub const ALLOWLIST: &[Allowed] = &[
     allow(libc::SYS_readlink, "process::exe_of reads /proc/PID/exe"),
     #[cfg(target_arch = "x86_64")]
     allow(libc::SYS_unlink, "remove the socket at shutdown"),
+    #[cfg(target_arch = "x86_64")]
+    allow(
+        libc::SYS_rename,
+        "audit log rotation (audit.jsonl -> audit.jsonl.1)",
+    ),
     #[cfg(target_arch = "x86_64")]
     allow(libc::SYS_mkdir, "cgroup of each exec"),
     #[cfg(target_arch = "x86_64")]

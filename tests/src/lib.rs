@@ -150,12 +150,22 @@ impl Guardian {
         serde_json::from_slice(&output.stdout).expect("status json")
     }
 
-    /// Every audit record so far.
+    /// Every audit record so far, rotated files (`audit.jsonl.N` ... `.1`) first.
     pub fn audit_records(&self) -> Vec<Value> {
-        fs::read_to_string(&self.audit)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("audit line is JSON"))
+        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", self.audit.display()));
+        let rotated = (1..).take_while(|&n| numbered(n).exists()).count();
+        let mut files: Vec<PathBuf> = (1..=rotated).rev().map(numbered).collect();
+        files.push(self.audit.clone());
+        files
+            .iter()
+            .flat_map(|file| {
+                fs::read_to_string(file)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .map(|line| serde_json::from_str(&line).expect("audit line is JSON"))
             .collect()
     }
 

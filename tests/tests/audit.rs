@@ -246,3 +246,23 @@ fn a_full_disk_refuses_new_secrets_but_triggers_still_fire() {
     let _ = Command::new("umount").arg(&mount).status();
     let _ = fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_chain_continues_across_rotated_files_under_the_real_guardian() {
+    let guardian = Guardian::start_with_config("audit-rotate", "audit_max_bytes = 4096\n");
+    let before = guardian.audit_records().len();
+    for _ in 0..60 {
+        assert!(status_request(&guardian.socket));
+    }
+    assert_eq!(guardian.audit_records().len(), before + 60);
+    assert!(
+        fs::metadata(format!("{}.3", guardian.audit.display())).is_ok(),
+        "no rotation"
+    );
+    let output = verify(&guardian.audit);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("file(s)"),
+        "{stdout}"
+    );
+}

@@ -190,7 +190,8 @@ impl AuditLog {
     /// `audit.jsonl` -> `audit.jsonl.1`, each older `.N` -> `.N+1`, new file.
     fn rotate(&mut self) -> io::Result<()> {
         let rotated = rotated_files(&self.path);
-        for (index, older) in rotated.iter().enumerate().rev() {
+        // Oldest first, so each rename goes to a name already moved away.
+        for (index, older) in rotated.iter().enumerate() {
             fs::rename(older, numbered(&self.path, rotated.len() - index + 1))?;
         }
         fs::rename(&self.path, numbered(&self.path, 1))?;
@@ -320,7 +321,7 @@ mod tests {
     #[test]
     fn records_chain_across_reopen_and_rotation() {
         let path = scratch("rotate");
-        for action in ["put", "get", "list"] {
+        for action in ["put", "get", "list", "exec", "status"] {
             // A tiny limit rotates before every record after the first.
             AuditLog::open(&path, 10)
                 .unwrap()
@@ -328,11 +329,11 @@ mod tests {
                 .unwrap();
         }
         let files = all_files(&path);
-        assert_eq!(files.len(), 3, "{files:?}");
+        assert_eq!(files.len(), 5, "{files:?}");
         let report = verify::verify(&files).unwrap();
         assert_eq!(
             (report.records, report.first_seq, report.last_seq),
-            (3, 1, 3)
+            (5, 1, 5)
         );
         let first: serde_json::Value = serde_json::from_slice(
             fs::read(&files[0])
