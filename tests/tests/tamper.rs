@@ -165,8 +165,14 @@ fn attacks_on_the_guardian_die_and_leave_its_secrets_alone() {
             assert_killed_before_reading(&output, &loot, &marker);
         }
     }
-    assert_eq!(guardian.audit_of("tamper").len(), 6);
-    // The SIGSTOP a PTRACE_ATTACH queues is undone: both keep running.
+    // The SIGSTOP a PTRACE_ATTACH queues is undone: both keep running, and
+    // the guardian records every attempt once it runs again.
+    let recorded = || guardian.audit_of("tamper").len() == 6;
+    assert!(
+        wait_until(Duration::from_secs(5), recorded),
+        "{:?}",
+        guardian.audit_of("tamper")
+    );
     let running = || !e2e::is_stopped(guardian.pid()) && !e2e::is_stopped(supervisor);
     assert!(
         wait_until(Duration::from_secs(2), running),
