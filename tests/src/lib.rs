@@ -385,6 +385,20 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Every pid in /proc, with its command line (NUL-separated arguments).
+pub fn processes() -> impl Iterator<Item = (i32, Vec<u8>)> {
+    fs::read_dir("/proc")
+        .expect("read /proc")
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .map(|pid| {
+            (
+                pid,
+                fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+            )
+        })
+}
+
 /// `len` random bytes from the kernel.
 pub fn random_bytes(len: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; len];

@@ -8,14 +8,11 @@ use e2e::{Guardian, Session, escaping_holder, is_alive, wait_until};
 
 /// Live processes whose argv[0] is `tag`.
 fn tagged(tag: &str) -> Vec<i32> {
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    e2e::processes()
+        .filter(|(pid, cmdline)| {
             cmdline.split(|&b| b == 0).next() == Some(tag.as_bytes()) && is_alive(*pid)
         })
+        .map(|(pid, _)| pid)
         .collect()
 }
 

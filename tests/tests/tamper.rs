@@ -45,15 +45,12 @@ fn assert_killed_before_reading(
 
 /// The guardian's supervisor: its child running `ningen-shikkaku supervise`.
 fn supervisor_of(guardian: i32) -> i32 {
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .find(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    e2e::processes()
+        .find(|(pid, cmdline)| {
             let ppid = e2e::proc_status_field(*pid, "PPid");
             ppid == Some(guardian as u64) && cmdline.windows(9).any(|w| w == b"supervise")
         })
+        .map(|(pid, _)| pid)
         .expect("the guardian has a supervisor")
 }
 
