@@ -6,7 +6,7 @@ use std::{fs, io};
 
 use serde::Serialize;
 
-use crate::seccomp;
+use crate::{process, seccomp};
 
 /// What protections are in force, as `status` reports them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -81,12 +81,7 @@ pub fn install_seccomp(protections: &mut Protections) {
 /// `protections` with the live values from /proc/self/status.
 pub fn current(protections: &Protections) -> Protections {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |key: &str| {
-        status.lines().find_map(|line| {
-            let value = line.strip_prefix(key)?.strip_prefix(':')?;
-            value.split_whitespace().next()?.parse::<u64>().ok()
-        })
-    };
+    let field = |key| process::status_field(&status, key).and_then(process::first_number::<u64>);
     Protections {
         no_new_privs: field("NoNewPrivs") == Some(1),
         seccomp: if field("Seccomp") == Some(2) {

@@ -160,11 +160,7 @@ impl Status {
     }
 
     fn parse(text: &str) -> Option<Self> {
-        let field = |key: &str| {
-            text.lines()
-                .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-                .map(str::trim)
-        };
+        let field = |key| status_field(text, key);
         Some(Self {
             uid: Uid(first_number(field("Uid")?)?),
             gid: first_number(field("Gid")?)?,
@@ -176,7 +172,15 @@ impl Status {
     }
 }
 
-fn first_number<T: std::str::FromStr>(value: &str) -> Option<T> {
+/// The value of `key` in the text of a /proc/PID/status file, trimmed.
+pub fn status_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// The first number in a status value (`Uid:` lists four, for instance).
+pub fn first_number<T: std::str::FromStr>(value: &str) -> Option<T> {
     value.split_whitespace().next()?.parse().ok()
 }
 
