@@ -404,7 +404,7 @@ impl Core {
         };
         let entry = Entry {
             action: action.to_owned(),
-            names,
+            names: names.iter().map(ToString::to_string).collect(),
             peer: Some(peer.clone()),
             leader,
             outcome,
@@ -414,19 +414,15 @@ impl Core {
         // Nothing enters or leaves the vault that the log does not show, so
         // put/get/exec carry what undoes them if the record cannot be written;
         // revoke, wipe, list and status still answer (they only destroy or describe).
+        let stored = (action == "put" && result.is_ok())
+            .then(|| names.first())
+            .flatten();
         let refusal = matches!(action, "put" | "get" | "exec").then(|| Refusal {
             action,
-            undo: match (
-                &result,
-                action,
-                entry.names.first().and_then(|n| n.parse().ok()),
-            ) {
-                (Ok(_), "put", Some(name)) => Some(SecretKey {
-                    owner: peer.uid,
-                    name,
-                }),
-                _ => None,
-            },
+            undo: stored.map(|name| SecretKey {
+                owner: peer.uid,
+                name: name.clone(),
+            }),
         });
         let answer = result.unwrap_or_else(Reply::error);
         match (self.audit.write(&entry), refusal) {
@@ -482,10 +478,10 @@ impl Core {
     }
 
     /// The leader of the caller's secret `name`, for the audit record.
-    fn leader_of(&self, peer: &Peer, name: &str) -> Option<i32> {
+    fn leader_of(&self, peer: &Peer, name: &SecretName) -> Option<i32> {
         let key = SecretKey {
             owner: peer.uid,
-            name: name.parse().ok()?,
+            name: name.clone(),
         };
         self.vault.get(&key).map(|secret| secret.leader.raw())
     }
@@ -589,9 +585,15 @@ impl Core {
         Ok(())
     }
 
-    /// Finds a secret the peer may use: its own, from inside the bound session,
-    /// and not while being traced.
-    fn usable(&self, peer: &Peer, name: &SecretName) -> Result<SecretKey, String> {
+    /// Finds a secret the peer may use: its own, and from inside the bound
+    /// session (`peer_sid` is the caller's session). [`untraced`] is checked
+    /// once per request beside it.
+    fn usable(
+        &self,
+        peer: &Peer,
+        peer_sid: Option<Pid>,
+        name: &SecretName,
+    ) -> Result<SecretKey, String> {
         let key = SecretKey {
             owner: peer.uid,
             name: name.clone(),
@@ -601,23 +603,28 @@ impl Core {
             .get(&key)
             .ok_or_else(|| format!("no such secret: {name}"))?;
         let leader = secret.leader;
-        let inside = self.sessions.leaders.get(&leader).is_some_and(|l| {
-            process::session_of(peer.pid).is_ok_and(|sid| sid == l.sid)
-                || process::descends_from(peer.pid, leader)
-        });
+        let inside =
+            self.sessions.leaders.get(&leader).is_some_and(|l| {
+                peer_sid == Some(l.sid) || process::descends_from(peer.pid, leader)
+            });
         if !inside {
             return Err(format!(
                 "{name} is bound to the session of PID {leader}; this process is outside it"
             ));
         }
-        let status = Status::read(peer.pid).map_err(|_| "the caller has exited".to_owned())?;
-        if status.tracer != 0 {
-            return Err(format!(
-                "refusing to hand {name} to a process traced by PID {}",
-                status.tracer
-            ));
-        }
         Ok(key)
+    }
+
+    /// The secrets of `names` that the peer may use, after checking once that
+    /// the peer is not being traced.
+    fn usable_all(&self, peer: &Peer, names: &[SecretName]) -> Result<Vec<SecretKey>, String> {
+        let peer_sid = process::session_of(peer.pid).ok();
+        let keys = names
+            .iter()
+            .map(|name| self.usable(peer, peer_sid, name))
+            .collect::<Result<Vec<_>, _>>()?;
+        untraced(peer)?;
+        Ok(keys)
     }
 
     fn copies(&self, keys: &[SecretKey]) -> Result<Vec<SecretBuf>, String> {
@@ -630,8 +637,8 @@ impl Core {
     }
 
     fn get(&mut self, peer: &Peer, name: &SecretName) -> Result<Reply, String> {
-        let key = self.usable(peer, name)?;
-        let secrets = self.copies(std::slice::from_ref(&key))?;
+        let keys = self.usable_all(peer, std::slice::from_ref(name))?;
+        let secrets = self.copies(&keys)?;
         let lens = secrets.iter().map(SecretBuf::len).collect();
         Ok(Reply {
             response: Response::Secrets { lens },
@@ -640,10 +647,7 @@ impl Core {
     }
 
     fn exec(&mut self, peer: &Peer, names: &[SecretName]) -> Result<Reply, String> {
-        let keys = names
-            .iter()
-            .map(|name| self.usable(peer, name))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = self.usable_all(peer, names)?;
         let secrets = self.copies(&keys)?;
         self.add_holder(peer.pid, keys)?;
         let lens = secrets.iter().map(SecretBuf::len).collect();
@@ -1096,6 +1100,17 @@ impl Core {
     }
 }
 
+/// Refuses a caller that is being traced: its tracer could read what it gets.
+fn untraced(peer: &Peer) -> Result<(), String> {
+    let status = Status::read(peer.pid).map_err(|_| "the caller has exited".to_owned())?;
+    match status.tracer {
+        0 => Ok(()),
+        tracer => Err(format!(
+            "refusing to hand secrets to a process traced by PID {tracer}"
+        )),
+    }
+}
+
 /// A PTRACE_ATTACH queues a SIGSTOP for its target even though the attacker
 /// dies at syscall entry. The supervisor un-stops the guardian; this un-stops
 /// the supervisor, checking for a little while because the stop may land after
@@ -1111,12 +1126,12 @@ fn continue_if_stopped(process: Arc<Pidfd>) {
     });
 }
 
-fn request_names(request: &Request) -> Vec<String> {
+fn request_names(request: &Request) -> Vec<SecretName> {
     match request {
         Request::Put { name, .. } | Request::Get { name } | Request::Revoke { name } => {
-            vec![name.to_string()]
+            vec![name.clone()]
         }
-        Request::Exec { names } => names.iter().map(ToString::to_string).collect(),
+        Request::Exec { names } => names.clone(),
         Request::List {} | Request::Status {} | Request::WipeAll {} => Vec::new(),
     }
 }
