@@ -160,6 +160,15 @@ fn attacks_on_the_guardian_die_and_leave_its_secrets_alone() {
             let loot = session.dir().join(format!("loot-{mode}-{target}"));
             let output = attack(mode, target, &loot, false);
             assert_killed_before_reading(&output, &loot, &marker);
+            // Each of the two un-stops the other, so an attach on one must be
+            // undone before the other is attached: a root attacker who stops
+            // both within the 50 ms watchdog freezes both (as SIGSTOP to both
+            // would; see the README's limits).
+            let running = || !e2e::is_stopped(guardian.pid()) && !e2e::is_stopped(supervisor);
+            assert!(
+                wait_until(Duration::from_secs(2), running),
+                "left stopped after {mode}"
+            );
         }
     }
     // The SIGSTOP a PTRACE_ATTACH queues is undone: both keep running, and
