@@ -520,7 +520,8 @@ impl Core {
         let leader = match bind {
             Some(raw) => Pid::new(raw).ok_or_else(|| format!("invalid PID {raw}"))?,
             None => process::session_of(peer.pid)
-                .map_err(|err| format!("cannot find the caller's session: {err}"))?,
+                .map_err(|err| format!("cannot find the caller's session: {err}"))?
+                .ok_or("the caller is in no login session (session 0); bind with --bind PID")?,
         };
         self.check_bindable(peer, leader)?;
         self.watch_leader(leader)?;
@@ -552,10 +553,13 @@ impl Core {
             return Err("refusing to bind to the guardian itself".to_owned());
         }
         // Open the pidfd first: checks made after it are about this very process.
-        let pidfd = Pidfd::open(leader).map_err(|_| format!("no such process: {leader}"))?;
-        let status = Status::read(leader).map_err(|_| format!("no such process: {leader}"))?;
+        let pidfd = Pidfd::open(leader).map_err(|err| inspect_error(leader, &err))?;
+        let status = Status::read(leader).map_err(|err| inspect_error(leader, &err))?;
         if status.tgid != leader.raw() {
             return Err(format!("PID {leader} is a thread, not a process"));
+        }
+        if status.kernel_thread {
+            return Err(format!("refusing to bind to PID {leader}: a kernel thread"));
         }
         if peer.uid != Uid::ROOT && status.uid != peer.uid {
             return Err(format!("PID {leader} belongs to another user"));
@@ -570,8 +574,8 @@ impl Core {
         if self.sessions.leaders.contains_key(&leader) {
             return Ok(());
         }
-        let sid = process::session_of(leader).map_err(|_| format!("no such process: {leader}"))?;
-        let pidfd = Pidfd::open(leader).map_err(|_| format!("no such process: {leader}"))?;
+        let sid = process::session_of(leader).map_err(|err| inspect_error(leader, &err))?;
+        let pidfd = Pidfd::open(leader).map_err(|err| inspect_error(leader, &err))?;
         if let Some(kernel) = &mut self.kernel {
             kernel
                 .watch_leader(leader)
@@ -603,10 +607,9 @@ impl Core {
             .get(&key)
             .ok_or_else(|| format!("no such secret: {name}"))?;
         let leader = secret.leader;
-        let inside =
-            self.sessions.leaders.get(&leader).is_some_and(|l| {
-                peer_sid == Some(l.sid) || process::descends_from(peer.pid, leader)
-            });
+        let inside = self.sessions.leaders.get(&leader).is_some_and(|l| {
+            l.shares_session(peer_sid) || process::descends_from(peer.pid, leader)
+        });
         if !inside {
             return Err(format!(
                 "{name} is bound to the session of PID {leader}; this process is outside it"
@@ -618,7 +621,7 @@ impl Core {
     /// The secrets of `names` that the peer may use, after checking once that
     /// the peer is not being traced.
     fn usable_all(&self, peer: &Peer, names: &[SecretName]) -> Result<Vec<SecretKey>, String> {
-        let peer_sid = process::session_of(peer.pid).ok();
+        let peer_sid = process::session_of(peer.pid).ok().flatten();
         let keys = names
             .iter()
             .map(|name| self.usable(peer, peer_sid, name))
@@ -1097,6 +1100,15 @@ impl Core {
             let _ = to_core.send(Msg::Expired { key, id });
         })
         .abort_handle()
+    }
+}
+
+/// The error for a process that could not be inspected: "no such process"
+/// when it is gone, the cause otherwise.
+fn inspect_error(pid: Pid, err: &std::io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::ESRCH | libc::ENOENT) => format!("no such process: {pid}"),
+        _ => format!("cannot inspect process {pid}: {err}"),
     }
 }
 

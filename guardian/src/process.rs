@@ -150,6 +150,8 @@ pub struct Status {
     pub tgid: i32,
     /// Command name (`comm`).
     pub name: String,
+    /// A kernel thread (the `Kthread` field, absent before Linux 6.3).
+    pub kernel_thread: bool,
 }
 
 impl Status {
@@ -168,6 +170,7 @@ impl Status {
             tracer: first_number(field("TracerPid")?)?,
             tgid: first_number(field("Tgid")?)?,
             name: field("Name")?.to_owned(),
+            kernel_thread: field("Kthread").and_then(first_number::<u8>) == Some(1),
         })
     }
 }
@@ -192,10 +195,13 @@ pub fn is_stopped(pid: Pid) -> bool {
     })
 }
 
-/// The session id of `pid`.
-pub fn session_of(pid: Pid) -> io::Result<Pid> {
+/// The session id of `pid`, or `None` when it is in session 0: the kernel's
+/// own, which processes started by init or a kernel helper stay in unless they
+/// call setsid. Session 0 has no leader and is shared by unrelated processes,
+/// so it never counts as "the same session".
+pub fn session_of(pid: Pid) -> io::Result<Option<Pid>> {
     let sid = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid.raw())))?;
-    Pid::new(sid.as_raw()).ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
+    Ok(Pid::new(sid.as_raw()))
 }
 
 /// The executable of `pid`, or a placeholder when it cannot be read.
@@ -267,6 +273,17 @@ mod tests {
         let status = Status::read(Pid::current()).unwrap();
         assert_eq!(status.tgid, Pid::current().raw());
         assert_eq!(status.uid, Uid(nix::unistd::getuid().as_raw()));
+    }
+
+    #[test]
+    fn kernel_threads_are_told_apart() {
+        let fields = "Name:\tk\nUid:\t0 0 0 0\nGid:\t0\nPPid:\t2\nTracerPid:\t0\nTgid:\t9\n";
+        let kthread = Status::parse(&format!("{fields}Kthread:\t1\n")).unwrap();
+        assert!(kthread.kernel_thread);
+        let user = Status::parse(&format!("{fields}Kthread:\t0\n")).unwrap();
+        assert!(!user.kernel_thread);
+        let before_6_3 = Status::parse(fields).unwrap();
+        assert!(!before_6_3.kernel_thread);
     }
 
     #[test]

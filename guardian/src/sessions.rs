@@ -25,10 +25,23 @@ pub type GrantId = u32;
 pub struct Leader {
     /// Distinguishes this leader from a later process that reuses the pid.
     pub id: u64,
-    /// The leader's session id, for the "same session" check.
-    pub sid: Pid,
+    /// The leader's session id, for the "same session" check; `None` for
+    /// session 0, which matches no one.
+    pub sid: Option<Pid>,
     /// The task waiting for the leader's pidfd to report its exit.
     pub watcher: AbortHandle,
+}
+
+impl Leader {
+    /// True if a process in session `sid` is in this leader's session.
+    /// Session 0 (`None`) is the kernel's catch-all, never a shared session.
+    pub fn shares_session(&self, sid: Option<Pid>) -> bool {
+        same_session(self.sid, sid)
+    }
+}
+
+fn same_session(a: Option<Pid>, b: Option<Pid>) -> bool {
+    a.is_some() && a == b
 }
 
 /// A process holding secrets.
@@ -108,5 +121,19 @@ impl Sessions {
             self.grants.remove(&holder.grant);
         }
         Some((holder.grant, emptied))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_zero_is_nobody_s_session() {
+        let sid = Pid::new(4242);
+        assert!(same_session(sid, sid));
+        assert!(!same_session(sid, Pid::new(4243)));
+        assert!(!same_session(sid, None));
+        assert!(!same_session(None, None), "two processes in session 0");
     }
 }

@@ -16,6 +16,15 @@ fn as_nobody(guardian: &Guardian, args: &[&str]) -> std::process::Output {
         .expect("run setpriv")
 }
 
+/// The pid of a kernel thread, from the `Kthread` field of /proc/PID/status.
+fn kernel_thread() -> Option<String> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid = entry.file_name().into_string().ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status.contains("\nKthread:\t1\n").then_some(pid)
+    })
+}
+
 #[test]
 fn only_the_owner_inside_the_session_can_get() {
     let guardian = Guardian::start("access");
@@ -83,6 +92,14 @@ fn binding_is_refused_for_pid_1_dead_pids_and_other_users() {
         !init.status.success() && stderr(&init).contains("PID 1"),
         "{}",
         stderr(&init)
+    );
+
+    let kthread = kernel_thread().expect("a kernel thread in /proc");
+    let kernel = put(&["n0", "--bind", &kthread]);
+    assert!(
+        !kernel.status.success() && stderr(&kernel).contains("kernel thread"),
+        "{}",
+        stderr(&kernel)
     );
 
     let mut dead = Command::new("true").spawn().unwrap();
