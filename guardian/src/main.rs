@@ -1,7 +1,7 @@
 //! The `ningen-shikkaku` binary: parses the command line and runs the guardian
 //! or one client command.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use guardian::{
@@ -34,10 +34,23 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("ningen-shikkaku: {err:#}");
+            eprintln!("ningen-shikkaku: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line. Our error types show their cause in
+/// their own message, so a cause already shown is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.ends_with(&cause) {
+            line = format!("{line}: {cause}");
+        }
+    }
+    line
 }
 
 fn init_logging() {
@@ -46,5 +59,29 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_shown_once() {
+        let io = || std::io::Error::from_raw_os_error(libc::ENOENT);
+        let shown = anyhow::Error::from(guardian::config::ConfigError::Read {
+            path: "/x".into(),
+            source: io(),
+        });
+        assert_eq!(
+            one_line(&shown),
+            "cannot read /x: No such file or directory (os error 2)"
+        );
+        let context = anyhow::Error::from(io()).context("cannot read the secret");
+        assert_eq!(
+            one_line(&context),
+            "cannot read the secret: No such file or directory (os error 2)"
+        );
+    }
 }

@@ -18,11 +18,14 @@ fn as_nobody(guardian: &Guardian, args: &[&str]) -> std::process::Output {
 
 /// The pid of a kernel thread, from the `Kthread` field of /proc/PID/status.
 fn kernel_thread() -> Option<String> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid = entry.file_name().into_string().ok()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status.contains("\nKthread:\t1\n").then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().into_string().ok()?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            status.contains("\nKthread:\t1\n").then_some(pid)
+        })
 }
 
 #[test]
