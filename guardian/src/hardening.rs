@@ -58,10 +58,21 @@ pub fn harden_process() -> io::Result<Protections> {
 /// Locks every page, present and future, where RLIMIT_MEMLOCK allows. Called
 /// once the eBPF link is loaded and its scratch memory given back, so only
 /// what the guardian keeps is locked.
+///
+/// MCL_ONFAULT locks each page when it is first touched instead of faulting in
+/// every mapped page now: the heap holes malloc_trim gave back, the guard
+/// pages and arena reserves would otherwise become resident, locked and
+/// useless. A page with data in it is always locked; a page never touched has
+/// nothing to swap.
 pub fn lock_all_memory(protections: &mut Protections) {
-    let locked = nix::sys::mman::mlockall(
-        nix::sys::mman::MlockAllFlags::MCL_CURRENT | nix::sys::mman::MlockAllFlags::MCL_FUTURE,
-    );
+    use nix::sys::mman::{MlockAllFlags, mlockall};
+    let now_and_later = MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE;
+    // nix does not name MCL_ONFAULT (Linux 4.4); kernels before it say EINVAL.
+    let on_fault = MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT);
+    let locked = match mlockall(now_and_later | on_fault) {
+        Err(nix::errno::Errno::EINVAL) => mlockall(now_and_later),
+        other => other,
+    };
     if let Err(err) = locked {
         tracing::warn!(%err, "mlockall failed (RLIMIT_MEMLOCK?): only secret pages are locked");
     }

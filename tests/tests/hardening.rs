@@ -177,6 +177,32 @@ fn a_crashing_guardian_leaves_no_core_with_the_secret() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The private anonymous mappings of `pid` ([heap], [stack], unnamed), as
+/// (mapping, resident kB, locked kB).
+fn anonymous_mappings(pid: i32) -> Vec<(String, u64, u64)> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut found = Vec::new();
+    let (mut name, mut rss) = (String::new(), 0);
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("Rss:") => rss = words.next().unwrap().parse().unwrap(),
+            Some("Locked:") => {
+                let locked = words.next().unwrap().parse().unwrap();
+                let anonymous = name.is_empty() || name == "[heap]" || name == "[stack]";
+                if anonymous {
+                    found.push((name.clone(), rss, locked));
+                }
+            }
+            Some(range) if range.contains('-') && !range.ends_with(':') => {
+                name = words.nth(4).unwrap_or("").to_owned();
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
 #[test]
 fn seccomp_is_active_and_the_secret_pages_are_locked() {
     let guardian = Guardian::start("seccomp");
@@ -208,6 +234,19 @@ fn seccomp_is_active_and_the_secret_pages_are_locked() {
         "VmLck {before} kB -> {after} kB does not cover 256 KiB"
     );
     assert!(guardian.status()["locked_bytes"].as_u64().unwrap() >= 256 * 1024);
+    // mlockall(MCL_ONFAULT): every resident page of the guardian's own memory
+    // (heap, stack, anonymous mappings) is locked, so none of it can be swapped.
+    let mappings = anonymous_mappings(pid);
+    assert!(
+        mappings
+            .iter()
+            .any(|(name, rss, _)| name == "[heap]" && *rss > 0)
+    );
+    let unlocked: Vec<_> = mappings
+        .iter()
+        .filter(|(_, rss, locked)| rss != locked)
+        .collect();
+    assert!(unlocked.is_empty(), "resident but not locked: {unlocked:?}");
     // A syscall outside the allowlist inside the guardian is shown by the
     // seccomp unit test; here, the guardian still serves after all of the above.
     let ok = Command::new(e2e::bin())
