@@ -4,6 +4,7 @@
 
 use std::{
     fs,
+    io::IoSlice,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::Arc,
@@ -364,12 +365,23 @@ async fn read_request(
     Ok(Some((request, payload)))
 }
 
+/// Writes the reply frame and the secret bytes after it in one writev, so the
+/// client wakes once for the whole answer.
 async fn write_reply(stream: &mut UnixStream, reply: Reply) -> std::io::Result<()> {
-    stream.write_all(&protocol::encode(&reply.response)).await?;
-    for secret in &reply.secrets {
-        stream.write_all(secret.as_slice()).await?;
+    let frame = protocol::encode(&reply.response);
+    let mut parts: Vec<IoSlice<'_>> = std::iter::once(frame.as_slice())
+        .chain(reply.secrets.iter().map(SecretBuf::as_slice))
+        .map(IoSlice::new)
+        .collect();
+    let mut rest = parts.as_mut_slice();
+    while !rest.is_empty() {
+        let written = stream.write_vectored(rest).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, written);
     }
-    stream.flush().await
+    Ok(())
     // `reply.secrets` drops here and wipes the copies.
 }
 

@@ -69,6 +69,10 @@ pub const ALLOWLIST: &[Allowed] = &[
     // Files and descriptors.
     allow(libc::SYS_read, "sockets, /proc files, pidfds"),
     allow(libc::SYS_write, "sockets, audit log, stderr, cgroup.kill"),
+    allow(
+        libc::SYS_writev,
+        "replies: frame and secret bytes in one call",
+    ),
     allow(libc::SYS_close, "every descriptor"),
     allow(libc::SYS_openat, "/proc/PID/status, cgroup files"),
     allow(libc::SYS_statx, "std::fs reads size their buffer"),
