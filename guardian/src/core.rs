@@ -788,6 +788,7 @@ impl Core {
                 gid: event.gid,
                 exe: process::exe_of(attacker),
                 comm: event.comm_str().to_owned(),
+                status: None,
             }),
             leader: None,
             outcome: Outcome::Deny,
@@ -1114,7 +1115,11 @@ fn inspect_error(pid: Pid, err: &std::io::Error) -> String {
 
 /// Refuses a caller that is being traced: its tracer could read what it gets.
 fn untraced(peer: &Peer) -> Result<(), String> {
-    let status = Status::read(peer.pid).map_err(|_| "the caller has exited".to_owned())?;
+    let status = match &peer.status {
+        Some(file) => file.read(),
+        None => Status::read(peer.pid),
+    };
+    let status = status.map_err(|_| "the caller has exited".to_owned())?;
     match status.tracer {
         0 => Ok(()),
         tracer => Err(format!(

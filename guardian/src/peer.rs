@@ -2,9 +2,11 @@
 
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
-use crate::process::{self, Pid, Uid};
+use crate::process::{self, Pid, StatusFile, Uid};
 
 /// A connected client process.
 #[derive(Clone, Debug, Serialize)]
@@ -19,6 +21,10 @@ pub struct Peer {
     pub exe: String,
     /// Its command name.
     pub comm: String,
+    /// Its /proc status, open for per-request checks; `None` for a process
+    /// described from a kernel event rather than a connection.
+    #[serde(skip)]
+    pub status: Option<Arc<StatusFile>>,
 }
 
 impl Peer {
@@ -26,7 +32,10 @@ impl Peer {
     /// kernel gave no pid (a peer in another pid namespace).
     pub fn from_cred(cred: &tokio::net::unix::UCred) -> Option<Self> {
         let pid = Pid::new(cred.pid()?)?;
-        let comm = process::Status::read(pid)
+        let status = StatusFile::open(pid).ok().map(Arc::new);
+        let comm = status
+            .as_ref()
+            .and_then(|file| file.read().ok())
             .map(|status| status.name)
             .unwrap_or_default();
         Some(Self {
@@ -35,6 +44,7 @@ impl Peer {
             gid: cred.gid(),
             exe: process::exe_of(pid),
             comm,
+            status,
         })
     }
 }

@@ -157,8 +157,7 @@ pub struct Status {
 impl Status {
     /// Reads /proc/PID/status.
     pub fn read(pid: Pid) -> io::Result<Self> {
-        Self::parse(&fs::read_to_string(format!("/proc/{pid}/status"))?)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc status"))
+        Self::parse(&fs::read_to_string(format!("/proc/{pid}/status"))?).ok_or_else(invalid_status)
     }
 
     fn parse(text: &str) -> Option<Self> {
@@ -173,6 +172,41 @@ impl Status {
             kernel_thread: field("Kthread").and_then(first_number::<u8>) == Some(1),
         })
     }
+}
+
+/// An open /proc/PID/status, read again in place for each check: no path
+/// lookup, open or close per read, and bound to the process it was opened for,
+/// so once that process is reaped a read fails instead of describing whatever
+/// process reuses the pid.
+#[derive(Debug)]
+pub struct StatusFile(fs::File);
+
+impl StatusFile {
+    /// Opens /proc/PID/status.
+    pub fn open(pid: Pid) -> io::Result<Self> {
+        fs::File::open(format!("/proc/{pid}/status")).map(Self)
+    }
+
+    /// The process's status now (the kernel writes it afresh at offset 0).
+    pub fn read(&self) -> io::Result<Status> {
+        use std::os::unix::fs::FileExt;
+        // About 1.5 KiB; a read that fills the buffer may be cut, so grow and retry.
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let len = self.0.read_at(&mut buf, 0)?;
+            if len < buf.len() {
+                buf.truncate(len);
+                break;
+            }
+            buf.resize(buf.len() * 2, 0);
+        }
+        let text = String::from_utf8(buf).map_err(|_| invalid_status())?;
+        Status::parse(&text).ok_or_else(invalid_status)
+    }
+}
+
+fn invalid_status() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc status")
 }
 
 /// The value of `key` in the text of a /proc/PID/status file, trimmed.
@@ -284,6 +318,30 @@ mod tests {
         assert!(!user.kernel_thread);
         let before_6_3 = Status::parse(fields).unwrap();
         assert!(!before_6_3.kernel_thread);
+    }
+
+    #[test]
+    fn an_open_status_file_reads_afresh_and_fails_once_the_process_is_reaped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::new(child.id() as i32).unwrap();
+        let file = StatusFile::open(pid).unwrap();
+        assert_eq!(file.read().unwrap().tgid, pid.raw());
+        // Spawn may return before the exec; the name then changes under the
+        // open file, which shows each read is fresh.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while file.read().unwrap().name != "sleep" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "name never became sleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(file.read().is_err(), "read a reaped process");
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub const ALLOWLIST: &[Allowed] = &[
     allow(libc::SYS_fstat, "std::fs metadata on some libcs"),
     allow(libc::SYS_lseek, "std::fs reads"),
     allow(
+        libc::SYS_pread64,
+        "re-reading a connected peer's /proc status",
+    ),
+    allow(
         libc::SYS_getdents64,
         "process::descendants_of scans /proc; cgroup clean-up",
     ),
