@@ -35,6 +35,9 @@ pub enum Subject {
     Pidfd,
     /// reference/python/ningen_ref.py.
     Python,
+    /// No switch at all: the harness writes `cgroup.kill` of a cgroup holding
+    /// the tree. The floor for "last holder dead" on this machine.
+    Kernel,
 }
 
 impl Subject {
@@ -44,6 +47,7 @@ impl Subject {
             Subject::Ebpf => "eBPF guardian",
             Subject::Pidfd => "guardian, pidfd fallback",
             Subject::Python => "Python reference",
+            Subject::Kernel => "kernel alone: cgroup.kill",
         }
     }
 }
@@ -77,8 +81,8 @@ impl Bench<'_> {
     pub fn run(&self, subject: Subject, tree: usize, runs: usize) -> anyhow::Result<Vec<Sample>> {
         let dir = self.dir.join(format!("{subject:?}-{tree}"));
         let mut guardian = match subject {
-            Subject::Python => None,
-            _ => Some(Guardian::start(
+            Subject::Python | Subject::Kernel => None,
+            Subject::Ebpf | Subject::Pidfd => Some(Guardian::start(
                 self.binary,
                 &dir.join("guardian"),
                 subject == Subject::Ebpf,
@@ -88,11 +92,15 @@ impl Bench<'_> {
         fs::write(dir.join("tree.sh"), TREE)?;
         let mut samples = Vec::with_capacity(runs);
         for run in 0..runs {
-            let sample = match &mut guardian {
-                Some(guardian) => self.guardian_trigger(guardian, &dir, tree, run)?,
-                None => self.python_trigger(&dir, tree, run)?,
+            let sample = match (&mut guardian, subject) {
+                (Some(guardian), _) => self.guardian_trigger(guardian, &dir, tree, run)?,
+                (None, Subject::Kernel) => kernel_trigger(&dir, tree, run)?,
+                (None, _) => self.python_trigger(&dir, tree, run)?,
             };
             samples.push(sample);
+        }
+        if subject == Subject::Kernel {
+            fs::remove_dir(bench_cgroup()?)?;
         }
         Ok(samples)
     }
@@ -119,7 +127,9 @@ impl Bench<'_> {
             .env("NINGEN_SHIKKAKU_SOCKET", &guardian.socket)
             .stdout(Stdio::null())
             .spawn()?;
-        let (kill_ns, dead_ns) = kill_when_ready(leader.id() as i32, &pids, tree)?;
+        let leader_pid = leader.id() as i32;
+        let (kill_ns, dead_ns) =
+            kill_when_ready(&[leader_pid], &pids, tree, || sys::kill(leader_pid))?;
         let mut leader = leader;
         leader.wait()?;
         let latency = guardian.trigger_latency(&name)?;
@@ -156,7 +166,9 @@ impl Bench<'_> {
             .arg(&pids)
             .current_dir(dir)
             .spawn()?;
-        let (kill_ns, dead_ns) = kill_when_ready(leader.id() as i32, &pids, tree)?;
+        let leader_pid = leader.id() as i32;
+        let (kill_ns, dead_ns) =
+            kill_when_ready(&[leader_pid], &pids, tree, || sys::kill(leader_pid))?;
         leader.wait()?;
         reference.wait()?;
         let text = fs::read_to_string(&report)?;
@@ -173,25 +185,94 @@ impl Bench<'_> {
     }
 }
 
-/// Waits until the tree has written all its pids, opens pidfds for them,
-/// SIGKILLs the leader and waits for the tree to die. Returns (kill, dead) times.
-fn kill_when_ready(leader: i32, pids: &Path, tree: usize) -> anyhow::Result<(u64, u64)> {
+/// The tree in a cgroup of its own, killed by the harness writing cgroup.kill.
+fn kernel_trigger(dir: &Path, tree: usize, run: usize) -> anyhow::Result<Sample> {
+    let cgroup = bench_cgroup()?.join(format!("run-{run}"));
+    fs::create_dir_all(&cgroup)?;
+    let pids = dir.join(format!("pids-{run}"));
+    let mut shell = Command::new("sh")
+        .args([
+            "-c",
+            r#"echo $$ > "$1/cgroup.procs" && exec sh tree.sh "$2" "$3""#,
+            "sh",
+        ])
+        .arg(&cgroup)
+        .arg(tree.to_string())
+        .arg(&pids)
+        .current_dir(dir)
+        .spawn()?;
+    let kill = || {
+        let _ = fs::write(cgroup.join("cgroup.kill"), "1");
+    };
+    let (kill_ns, dead_ns) = kill_when_ready(&[], &pids, tree, kill)?;
+    shell.wait()?;
+    fs::remove_dir(&cgroup)?;
+    Ok(Sample {
+        kill_to_dead: dead_ns - kill_ns,
+        ..Sample::default()
+    })
+}
+
+/// `<cgroup2 mount>/ningen-shikkaku-bench`, for the kernel-alone rows.
+fn bench_cgroup() -> anyhow::Result<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    let mount = mountinfo
+        .lines()
+        .find_map(|line| {
+            let (mount, fs_type) = line.split_once(" - ")?;
+            (fs_type.starts_with("cgroup2 ")).then(|| mount.split_whitespace().nth(4))?
+        })
+        .context("no cgroup2 mount for the kernel-alone rows")?;
+    Ok(Path::new(mount).join("ningen-shikkaku-bench"))
+}
+
+/// Waits until the tree has written all its pids and every process in it and
+/// in `settle` is asleep, opens pidfds for the tree, calls `kill` and waits for
+/// the tree to die. Returns (kill, dead) times.
+fn kill_when_ready(
+    settle: &[i32],
+    pids: &Path,
+    tree: usize,
+    kill: impl Fn(),
+) -> anyhow::Result<(u64, u64)> {
     let ready = || {
         fs::read_to_string(pids)
             .map(|text| text.lines().count() == tree)
             .unwrap_or(false)
     };
     if !e2e::wait_until(Duration::from_secs(30), ready) {
-        sys::kill(leader);
+        kill();
         bail!("holder tree of {tree} did not start");
     }
-    let fds = fs::read_to_string(pids)?
+    let tree_pids = fs::read_to_string(pids)?
         .lines()
-        .map(|line| sys::pidfd(line.trim().parse()?).map_err(anyhow::Error::from))
+        .map(|line| Ok(line.trim().parse::<i32>()?))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // A pid is written as soon as its fork returns; the exec into `sleep` may
+    // still be running. Killing then would time the CPU work of up to a
+    // hundred unfinished execs (on two cores) rather than the switch.
+    let settled = || {
+        settle
+            .iter()
+            .chain(&tree_pids)
+            .all(|&pid| asleep_in_sleep(pid))
+    };
+    if !e2e::wait_until(Duration::from_secs(30), settled) {
+        kill();
+        bail!("holder tree of {tree} did not settle into sleep");
+    }
+    let fds = tree_pids
+        .iter()
+        .map(|&pid| sys::pidfd(pid).map_err(anyhow::Error::from))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let kill_ns = sys::now_ns();
-    sys::kill(leader);
+    kill();
     let dead_ns = sys::wait_all_exited(&fds, Duration::from_secs(10))
         .context("holders outlived the trigger")?;
     Ok((kill_ns, dead_ns))
+}
+
+/// True once `pid` is `sleep`, blocked (state S in /proc/PID/stat).
+fn asleep_in_sleep(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.contains("(sleep) S "))
 }
