@@ -361,6 +361,17 @@ pub fn attack(mode: &str, target: i32, out: &Path, as_nobody: bool) -> Output {
         .expect("run attacker")
 }
 
+/// The guardian's supervisor: its child running `ningen-shikkaku supervise`.
+pub fn supervisor_of(guardian: i32) -> i32 {
+    processes()
+        .find(|(pid, cmdline)| {
+            let ppid = proc_status_field(*pid, "PPid");
+            ppid == Some(guardian as u64) && cmdline.windows(9).any(|w| w == b"supervise")
+        })
+        .map(|(pid, _)| pid)
+        .expect("the guardian has a supervisor")
+}
+
 /// Starts `exec --env T=NAME -- sleep 1000` in the session and returns the
 /// holder's pid once it runs `sleep`.
 pub fn start_sleeping_holder(session: &mut Session, name: &str) -> i32 {

@@ -82,3 +82,74 @@ fn killing_the_guardian_kills_every_holder_and_a_restart_starts_empty() {
     assert_eq!(restarted.status()["secrets"], 0);
     drop(guardian);
 }
+
+/// A holder that, once `go` exists, forks and reaps `n` children that exit at
+/// once (a fork event and an exit event each), writes `done`, then sleeps.
+const FORKER: &str = r#"
+import os, sys, time
+go, done, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+while not os.path.exists(go):
+    time.sleep(0.01)
+for _ in range(n):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+open(done, "w").close()
+time.sleep(1000)
+"#;
+
+#[test]
+fn lost_kernel_events_wipe_every_secret_and_kill_every_holder() {
+    let guardian = Guardian::start("lost-events");
+    let mut quiet = Session::start(&guardian);
+    assert_eq!(quiet.run("printf x | $NS put calm").0, 0);
+    let bystander = e2e::start_sleeping_holder(&mut quiet, "calm");
+    let mut busy = Session::start(&guardian);
+    assert_eq!(busy.run("printf x | $NS put noisy").0, 0);
+    fs::write(busy.dir().join("forker.py"), FORKER).unwrap();
+    let (go, done) = (busy.dir().join("go"), busy.dir().join("done"));
+    // 12,000 forks make 24,000 events; the 1 MiB ring holds about 14,500.
+    busy.spawn(&format!(
+        "$NS exec --env T=noisy -- /usr/bin/python3 forker.py {} {} 12000",
+        go.display(),
+        done.display()
+    ));
+    let forker = || {
+        e2e::processes()
+            .find(|(_, cmdline)| cmdline.windows(9).any(|w| w == b"forker.py"))
+            .map(|(pid, _)| pid)
+    };
+    assert!(wait_until(Duration::from_secs(10), || forker().is_some()));
+    let forker = forker().unwrap();
+
+    // Nothing drains the ring while the guardian is stopped. The supervisor
+    // un-stops a stopped guardian, so it is stopped first.
+    let supervisor = e2e::supervisor_of(guardian.pid());
+    for pid in [supervisor, guardian.pid()] {
+        // SAFETY: kill with pids of processes this test started.
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        assert!(wait_until(Duration::from_secs(2), || e2e::is_stopped(pid)));
+    }
+    fs::write(&go, "").unwrap();
+    let overflowed = wait_until(Duration::from_secs(60), || done.exists());
+    for pid in [guardian.pid(), supervisor] {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+    assert!(overflowed, "the forker did not finish");
+
+    let failed_closed = wait_until(Duration::from_secs(10), || {
+        guardian.status()["secrets"] == 0 && !is_alive(forker) && !is_alive(bystander)
+    });
+    assert!(failed_closed, "{}", guardian.status());
+    assert!(guardian.status()["dropped_events"].as_u64().unwrap() > 0);
+    let trigger = guardian
+        .audit_of("trigger")
+        .into_iter()
+        .find(|record| record["reason"] == "kernel_events_lost")
+        .expect("a trigger record for the lost events");
+    let mut names: Vec<_> = trigger["names"].as_array().unwrap().clone();
+    names.sort_by_key(|name| name.to_string());
+    assert_eq!(names, ["calm", "noisy"]);
+}

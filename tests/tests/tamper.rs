@@ -43,17 +43,6 @@ fn assert_killed_before_reading(
     assert!(copied.iter().all(|&b| b == 0), "some bytes were copied");
 }
 
-/// The guardian's supervisor: its child running `ningen-shikkaku supervise`.
-fn supervisor_of(guardian: i32) -> i32 {
-    e2e::processes()
-        .find(|(pid, cmdline)| {
-            let ppid = e2e::proc_status_field(*pid, "PPid");
-            ppid == Some(guardian as u64) && cmdline.windows(9).any(|w| w == b"supervise")
-        })
-        .map(|(pid, _)| pid)
-        .expect("the guardian has a supervisor")
-}
-
 fn tamper_on_holder(mode: &str, as_nobody: bool) {
     let guardian = Guardian::start(&format!("tamper-{mode}"));
     let mut session = if as_nobody {
@@ -154,7 +143,7 @@ fn attacks_on_the_guardian_die_and_leave_its_secrets_alone() {
     let guardian = Guardian::start("tamper-guardian");
     let mut session = Session::start(&guardian);
     let marker = put_marker(&mut session, "tok");
-    let supervisor = supervisor_of(guardian.pid());
+    let supervisor = e2e::supervisor_of(guardian.pid());
     for target in [guardian.pid(), supervisor] {
         for mode in ["readv", "attach", "seize"] {
             let loot = session.dir().join(format!("loot-{mode}-{target}"));
