@@ -681,6 +681,14 @@ impl Core {
             kernel
                 .set_holder(pid, grant, HolderState::Holding)
                 .map_err(|err| err.to_string())?;
+            // Its exit is reported from here on; one before this would not be.
+            if !pidfd.is_alive() {
+                kernel.remove_holder(pid);
+                if let Some(cgroups) = &self.cgroups {
+                    cgroups.remove(grant);
+                }
+                return Err("the caller has exited".to_owned());
+            }
         }
         self.sessions.grants.insert(
             grant,
@@ -693,9 +701,15 @@ impl Core {
         Ok(())
     }
 
+    /// Records a holder. With eBPF the kernel reports its exit; a pidfd
+    /// watcher as well would wake the guardian twice per exit, and a
+    /// teardown of a hundred holders needs that CPU.
     fn track_holder(&mut self, pid: Pid, grant: GrantId, pidfd: Pidfd) {
         let pidfd = Arc::new(pidfd);
-        let watcher = self.on_exit(Arc::clone(&pidfd), Msg::HolderGone { pid });
+        let watcher = self
+            .kernel
+            .is_none()
+            .then(|| self.on_exit(Arc::clone(&pidfd), Msg::HolderGone { pid }));
         self.sessions.holders.insert(
             pid,
             Holder {
@@ -930,12 +944,7 @@ impl Core {
             return 0;
         }
         let holders = self.sessions.holders_in(grants);
-        if let Some(kernel) = &mut self.kernel {
-            for (pid, grant, _) in &holders {
-                // Best effort: a full map only loses the in-kernel fork kill.
-                let _ = kernel.set_holder(*pid, *grant, HolderState::Doomed);
-            }
-        }
+        // Kill first: the dying processes need the CPU more than the map does.
         if let Some(cgroups) = &self.cgroups {
             for &grant in grants {
                 if let Err(err) = cgroups.kill(grant) {
@@ -946,6 +955,14 @@ impl Core {
         for (pid, _, pidfd) in &holders {
             if let Err(err) = pidfd.kill() {
                 tracing::warn!(%pid, %err, "cannot kill holder");
+            }
+        }
+        if let Some(kernel) = &mut self.kernel {
+            // For a fork already past its fatal-signal check: the kernel kills
+            // a child born to a doomed holder.
+            for (pid, grant, _) in &holders {
+                // Best effort: a full map only loses the in-kernel fork kill.
+                let _ = kernel.set_holder(*pid, *grant, HolderState::Doomed);
             }
         }
         let mut killed = holders.len();

@@ -50,8 +50,8 @@ pub struct Holder {
     pub grant: GrantId,
     /// Its pidfd, so a kill never reaches a process that reused the pid.
     pub pidfd: Arc<Pidfd>,
-    /// The task waiting for it to exit.
-    pub watcher: AbortHandle,
+    /// The task waiting for it to exit; `None` when the kernel reports it.
+    pub watcher: Option<AbortHandle>,
 }
 
 /// The secrets handed to one `exec`, and whether they have been wiped.
@@ -112,7 +112,9 @@ impl Sessions {
     /// Returns the holder's grant and whether the grant is gone too.
     pub fn remove_holder(&mut self, pid: Pid) -> Option<(GrantId, bool)> {
         let holder = self.holders.remove(&pid)?;
-        holder.watcher.abort();
+        if let Some(watcher) = holder.watcher {
+            watcher.abort();
+        }
         let emptied = !self
             .holders
             .values()

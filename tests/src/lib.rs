@@ -86,15 +86,22 @@ impl Guardian {
     pub fn start_with_config(tag: &str, config: &str) -> Self {
         let dir = scratch_dir(tag);
         let audit = dir.join("audit/audit.jsonl");
-        Self::start_in(dir, audit, config)
+        Self::start_in(dir, audit, config, &[])
     }
 
     /// Starts a guardian that writes its audit log at `audit`.
     pub fn start_with_audit(tag: &str, audit: &Path) -> Self {
-        Self::start_in(scratch_dir(tag), audit.to_owned(), "")
+        Self::start_in(scratch_dir(tag), audit.to_owned(), "", &[])
     }
 
-    fn start_in(dir: PathBuf, audit: PathBuf, config: &str) -> Self {
+    /// Starts a guardian with `--no-ebpf`: its pidfd and /proc fallback.
+    pub fn start_without_ebpf(tag: &str) -> Self {
+        let dir = scratch_dir(tag);
+        let audit = dir.join("audit/audit.jsonl");
+        Self::start_in(dir, audit, "", &["--no-ebpf"])
+    }
+
+    fn start_in(dir: PathBuf, audit: PathBuf, config: &str, extra: &[&str]) -> Self {
         let socket = dir.join("guardian.sock");
         let config_path = dir.join("config.toml");
         fs::write(&config_path, config).expect("write config");
@@ -107,6 +114,7 @@ impl Guardian {
             .arg(&audit)
             .arg("--config")
             .arg(&config_path)
+            .args(extra)
             .stderr(log)
             .spawn()
             .expect("start guardian");
