@@ -22,7 +22,9 @@ pub fn fork_exec_rate(duration: Duration) -> f64 {
     runs as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Alternating rounds without and with a guardian; returns (without, with) rates.
+/// Alternating rounds without and with a guardian; returns (without, with)
+/// rates. The order flips every round (without-with, then with-without), so a
+/// drift in the machine's speed over the run does not favour either side.
 pub fn fork_exec_rates(
     binary: &Path,
     dir: &Path,
@@ -30,11 +32,16 @@ pub fn fork_exec_rates(
     duration: Duration,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let (mut without, mut with) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        without.push(fork_exec_rate(duration));
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            without.push(fork_exec_rate(duration));
+        }
         let guardian = Guardian::start(binary, dir, true)?;
         with.push(fork_exec_rate(duration));
         drop(guardian);
+        if round % 2 == 1 {
+            without.push(fork_exec_rate(duration));
+        }
     }
     Ok((without, with))
 }

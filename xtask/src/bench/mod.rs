@@ -27,6 +27,8 @@ use trigger::{Bench, Sample, Subject};
 const TREES: [usize; 3] = [1, 10, 100];
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const LOAD_SECONDS: u64 = 5;
+/// Rounds of the fork-exec-exit loop, each timed with and without a guardian.
+const FORK_ROUNDS: usize = 20;
 
 /// Runs every benchmark and writes the report.
 pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
@@ -91,10 +93,17 @@ pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
     eprintln!("bench: request cost");
     request_table(&mut md, binary, &dir)?;
     eprintln!("bench: cost to the machine");
-    let (without, with) =
-        machine::fork_exec_rates(binary, &dir.join("machine"), 10, Duration::from_secs(2))?;
+    let (without, with) = machine::fork_exec_rates(
+        binary,
+        &dir.join("machine"),
+        FORK_ROUNDS,
+        Duration::from_secs(1),
+    )?;
     md.line("## Cost to the machine\n");
-    md.line("`/bin/true` fork-exec-exit loop, 10 alternating rounds of 2 s each.\n");
+    md.line(format!(
+        "`/bin/true` fork-exec-exit loop, {FORK_ROUNDS} rounds of 1 s each way, the order \
+         flipping every round (without-with, with-without). Rounds are listed in the order run.\n"
+    ));
     md.line("| | runs/s (median) | rounds |\n|---|---|---|");
     md.line(format!(
         "| nothing loaded | {:.0} | {:?} |",
