@@ -49,15 +49,14 @@ pub mod programs {
     /// The BPF LSM program on the `ptrace_access_check` hook (loaded where the
     /// kernel allows BPF LSM; the tracepoints above are the fallback).
     pub const PTRACE_ACCESS_CHECK: &str = "ptrace_access_check";
-    /// Every tracepoint program, in attach order.
-    pub const ALL: [(&str, &str, &str); 6] = [
-        PROCESS_EXIT,
-        NEW_TASK,
-        SIGNAL_GENERATE,
-        PTRACE,
-        VM_READV,
-        VM_WRITEV,
-    ];
+    /// The tracepoints that watch sessions and holders, attached for the
+    /// guardian's whole life.
+    pub const WATCH: [(&str, &str, &str); 3] = [PROCESS_EXIT, NEW_TASK, SIGNAL_GENERATE];
+    /// The syscall-entry tracepoints that stop tampering. Attaching any
+    /// syscall tracepoint sends every syscall on the machine through the
+    /// kernel's slow path, so these are attached only while there is
+    /// something to protect.
+    pub const TAMPER: [(&str, &str, &str); 3] = [PTRACE, VM_READV, VM_WRITEV];
 }
 
 /// Globals (read-only data) the guardian fills in before load. Tracepoint field

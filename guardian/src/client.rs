@@ -222,7 +222,14 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     println!("fork tracking     {}", status.fork_tracking);
     println!("containment       {}", status.containment);
     println!("fail closed       {}", status.fail_closed);
-    println!("tamper protection {}", status.tamper_protection);
+    println!(
+        "tamper protection {} ({})",
+        status.tamper_protection,
+        match status.tamper_armed {
+            true => "armed",
+            false => "disarmed: nothing to protect",
+        }
+    );
     if let Some(err) = &status.lsm_error {
         println!("BPF LSM unused    {err}");
     }

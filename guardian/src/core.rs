@@ -332,6 +332,18 @@ impl Core {
         true
     }
 
+    /// Detaches the tamper tracepoints once no secret is held and no holder
+    /// lives; `put` attaches them again before it stores anything.
+    pub fn disarm_if_idle(&mut self) {
+        if self.vault.is_empty()
+            && self.sessions.holders.is_empty()
+            && let Some(kernel) = &mut self.kernel
+            && kernel.is_armed()
+        {
+            kernel.disarm();
+        }
+    }
+
     /// Handles one batch of kernel events, then fails closed if any were lost.
     pub fn kernel_events(&mut self, events: Vec<Event>) {
         for event in events {
@@ -517,6 +529,12 @@ impl Core {
             ));
         }
         let ttl = self.config.ttl_for(ttl_secs.map(Duration::from_secs))?;
+        // Armed before the secret is stored: no secret is ever held unguarded.
+        if let Some(kernel) = &mut self.kernel {
+            kernel
+                .arm()
+                .map_err(|err| format!("cannot arm tamper protection: {err}"))?;
+        }
         let leader = match bind {
             Some(raw) => Pid::new(raw).ok_or_else(|| format!("invalid PID {raw}"))?,
             None => process::session_of(peer.pid)
@@ -857,6 +875,7 @@ impl Core {
                 .kernel
                 .as_ref()
                 .and_then(|link| link.lsm_error().map(str::to_owned)),
+            tamper_armed: self.kernel.as_ref().is_some_and(KernelLink::is_armed),
             memory_backend: match secret_mem::backing() {
                 secret_mem::Backing::MemfdSecret => "memfd_secret",
                 secret_mem::Backing::Mlock => "mlock",

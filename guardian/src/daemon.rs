@@ -221,6 +221,7 @@ async fn step(
             let batch = kernel::drain(guard.get_inner_mut());
             guard.clear_ready();
             core.kernel_events(batch);
+            core.disarm_if_idle();
             Ok(true)
         }
         msg = inbox.recv() => {
@@ -235,6 +236,7 @@ async fn step(
                 }
             }
             core.commit();
+            core.disarm_if_idle();
             Ok(running)
         }
     }

@@ -191,6 +191,10 @@ pub struct StatusInfo {
     pub tamper_protection: String,
     /// Why the BPF LSM program is not in force, when it is not.
     pub lsm_error: Option<String>,
+    /// True while the syscall tamper tracepoints are attached: whenever a
+    /// secret is held or a holder lives (they cost every syscall on the
+    /// machine a slow path, so an idle guardian detaches them).
+    pub tamper_armed: bool,
     /// Where secret bytes live: `"memfd_secret"` or `"mlock"`.
     pub memory_backend: String,
     /// Bytes of secrets in pages known to be locked.

@@ -119,7 +119,14 @@ pub const ALLOWLIST: &[Allowed] = &[
         libc::SYS_ppoll,
         "Pidfd::is_alive on libcs that poll through ppoll",
     ),
-    allow(libc::SYS_bpf, "kernel::KernelLink map updates and reads"),
+    allow(
+        libc::SYS_bpf,
+        "kernel::KernelLink map updates and reads, tamper program links",
+    ),
+    allow(
+        libc::SYS_perf_event_open,
+        "KernelLink::arm attaches the tamper tracepoints on the first put",
+    ),
     // Signals and exit.
     allow(libc::SYS_rt_sigaction, "tokio signal handlers"),
     allow(libc::SYS_rt_sigprocmask, "std and tokio signal masks"),

@@ -205,3 +205,45 @@ fn a_traced_client_gets_no_secret_and_a_tracer_of_a_holder_dies() {
         "strace -p was not killed: {strace:?}"
     );
 }
+
+/// The guardian's attached eBPF programs: its bpf_link descriptors.
+fn attached_programs(guardian: i32) -> usize {
+    fs::read_dir(format!("/proc/{guardian}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link")
+        })
+        .count()
+}
+
+#[test]
+fn the_syscall_tracepoints_are_attached_only_while_something_is_protected() {
+    let guardian = Guardian::start("arming");
+    let idle = attached_programs(guardian.pid());
+    assert_eq!(guardian.status()["tamper_armed"], false);
+
+    let mut session = Session::start(&guardian);
+    put_marker(&mut session, "tok");
+    assert_eq!(guardian.status()["tamper_armed"], true);
+    assert_eq!(
+        attached_programs(guardian.pid()),
+        idle + 3,
+        "ptrace, process_vm_readv and process_vm_writev"
+    );
+    let holder = start_sleeping_holder(&mut session, "tok");
+
+    // Armed again, an attack on the holder is stopped as before.
+    let loot = session.dir().join("loot");
+    let output = attack("readv", holder, &loot, false);
+    assert_eq!(output.status.signal(), Some(libc::SIGKILL));
+
+    // The tamper response wiped tok and killed its holder: nothing is left
+    // to protect, so every syscall on the machine gets its fast path back.
+    let disarmed = wait_until(Duration::from_secs(5), || {
+        guardian.status()["tamper_armed"] == false
+    });
+    assert!(disarmed, "{}", guardian.status());
+    assert!(!is_alive(holder));
+    assert_eq!(attached_programs(guardian.pid()), idle);
+}

@@ -11,7 +11,7 @@ pub mod tracefs;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{Lsm, TracePoint},
+    programs::{Lsm, TracePoint, trace_point::TracePointLinkId},
 };
 use guardian_ebpf::{
     Event, HolderState, LEADER_WATCHED, NO_FIELD, globals, holder_value, maps, programs,
@@ -65,7 +65,9 @@ pub enum KernelError {
 /// The loaded programs and the maps the guardian writes.
 pub struct KernelLink {
     // Dropping the Ebpf detaches the programs, so it lives as long as the link.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    /// The attached tamper programs (see [`programs::TAMPER`]), empty while disarmed.
+    tamper_links: Vec<(&'static str, TracePointLinkId)>,
     leaders: HashMap<MapData, u32, u32>,
     holders: HashMap<MapData, u32, u64>,
     protected: HashMap<MapData, u32, u32>,
@@ -107,8 +109,14 @@ impl KernelLink {
             .override_global(globals::VM_PID_OFFSET, &offsets.vm_pid, true)
             .override_global(globals::TASK_TGID_OFFSET, &offsets.task_tgid, true)
             .load(OBJECT)?;
-        for (name, category, tracepoint) in programs::ALL {
-            attach(&mut ebpf, name, category, tracepoint)?;
+        for (name, category, tracepoint) in programs::WATCH {
+            tracepoint_mut(&mut ebpf, name)?
+                .attach(category, tracepoint)
+                .map_err(|source| KernelError::Program { name, source })?;
+        }
+        // Loaded now, so a verifier refusal shows at start-up; attached by `arm`.
+        for (name, _, _) in programs::TAMPER {
+            tracepoint_mut(&mut ebpf, name)?;
         }
         // Preferred where it loads (it also covers /proc/PID/mem and environ);
         // the tracepoints above stay as the fallback either way.
@@ -130,7 +138,8 @@ impl KernelLink {
             .map_err(|err| KernelError::Tracefs(err.into()))?;
         Ok((
             Self {
-                _ebpf: ebpf,
+                ebpf,
+                tamper_links: Vec::new(),
                 leaders,
                 holders,
                 protected,
@@ -189,6 +198,42 @@ impl KernelLink {
         let _ = self.holders.remove(&(pid.raw() as u32));
     }
 
+    /// Attaches the tamper programs (ptrace, process_vm_readv/writev entry),
+    /// if they are not attached yet. On failure none stays attached.
+    pub fn arm(&mut self) -> Result<(), KernelError> {
+        if self.is_armed() {
+            return Ok(());
+        }
+        for (name, category, tracepoint) in programs::TAMPER {
+            let attached = tracepoint_mut(&mut self.ebpf, name)?
+                .attach(category, tracepoint)
+                .map_err(|source| KernelError::Program { name, source });
+            match attached {
+                Ok(link) => self.tamper_links.push((name, link)),
+                Err(err) => {
+                    self.disarm();
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches the tamper programs, giving the machine's syscalls their fast
+    /// path back.
+    pub fn disarm(&mut self) {
+        for (name, link) in std::mem::take(&mut self.tamper_links) {
+            if let Ok(program) = tracepoint_mut(&mut self.ebpf, name) {
+                let _ = program.detach(link);
+            }
+        }
+    }
+
+    /// True while the tamper programs are attached.
+    pub fn is_armed(&self) -> bool {
+        !self.tamper_links.is_empty()
+    }
+
     /// Why the BPF LSM program is not in force, or `None` when it is.
     pub fn lsm_error(&self) -> Option<&str> {
         self.lsm_error.as_deref()
@@ -214,24 +259,22 @@ pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<Event> {
     events
 }
 
-fn attach(
-    ebpf: &mut Ebpf,
+/// The loaded tracepoint program `name` (loading it on first use).
+fn tracepoint_mut<'a>(
+    ebpf: &'a mut Ebpf,
     name: &'static str,
-    category: &str,
-    event: &str,
-) -> Result<(), KernelError> {
+) -> Result<&'a mut TracePoint, KernelError> {
     let program: &mut TracePoint = ebpf
         .program_mut(name)
         .ok_or(KernelError::Missing(name))?
         .try_into()
         .map_err(|source| KernelError::Program { name, source })?;
-    program
-        .load()
-        .map_err(|source| KernelError::Program { name, source })?;
-    program
-        .attach(category, event)
-        .map_err(|source| KernelError::Program { name, source })?;
-    Ok(())
+    if program.fd().is_err() {
+        program
+            .load()
+            .map_err(|source| KernelError::Program { name, source })?;
+    }
+    Ok(program)
 }
 
 fn attach_lsm(ebpf: &mut Ebpf) -> Result<(), KernelError> {

@@ -22,28 +22,47 @@ pub fn fork_exec_rate(duration: Duration) -> f64 {
     runs as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Alternating rounds without and with a guardian; returns (without, with)
-/// rates. The order flips every round (without-with, then with-without), so a
-/// drift in the machine's speed over the run does not favour either side.
+/// `/bin/true` rates per round: with nothing loaded, with an idle guardian
+/// (its watch programs attached) and with a guardian holding a secret (its
+/// syscall tamper programs attached too).
+#[derive(Default)]
+pub struct ForkRates {
+    /// Nothing loaded.
+    pub without: Vec<f64>,
+    /// An idle guardian.
+    pub idle: Vec<f64>,
+    /// A guardian holding a secret.
+    pub holding: Vec<f64>,
+}
+
+/// `rounds` rounds of the three cases. The order rotates every round, so a
+/// drift in the machine's speed over the run favours no case.
 pub fn fork_exec_rates(
     binary: &Path,
     dir: &Path,
     rounds: usize,
     duration: Duration,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
-    let (mut without, mut with) = (Vec::new(), Vec::new());
+) -> anyhow::Result<ForkRates> {
+    let mut rates = ForkRates::default();
     for round in 0..rounds {
-        if round % 2 == 0 {
-            without.push(fork_exec_rate(duration));
-        }
-        let guardian = Guardian::start(binary, dir, true)?;
-        with.push(fork_exec_rate(duration));
-        drop(guardian);
-        if round % 2 == 1 {
-            without.push(fork_exec_rate(duration));
+        for case in 0..3 {
+            match (round + case) % 3 {
+                0 => rates.without.push(fork_exec_rate(duration)),
+                1 => {
+                    let _guardian = Guardian::start(binary, dir, true)?;
+                    rates.idle.push(fork_exec_rate(duration));
+                }
+                _ => {
+                    let guardian = Guardian::start(binary, dir, true)?;
+                    guardian
+                        .connect()?
+                        .put("machine", std::process::id() as i32, b"x")?;
+                    rates.holding.push(fork_exec_rate(duration));
+                }
+            }
         }
     }
-    Ok((without, with))
+    Ok(rates)
 }
 
 /// Guardian memory: (VmRSS kB, VmLck kB).
