@@ -61,13 +61,14 @@ impl Cgroups {
         fs::write(dir.join("cgroup.procs"), pid.to_string())
     }
 
-    /// Kills every process in the cgroup of `grant`.
-    pub fn kill(&self, grant: GrantId) -> io::Result<()> {
+    /// Kills every process in the cgroup of `grant`, and any it is forking
+    /// meanwhile. False when the grant has no cgroup (left, or never made).
+    pub fn kill(&self, grant: GrantId) -> io::Result<bool> {
         let dir = self.grant_dir(grant);
         if !dir.exists() {
-            return Ok(());
+            return Ok(false);
         }
-        fs::write(dir.join("cgroup.kill"), "1")
+        fs::write(dir.join("cgroup.kill"), "1").map(|()| true)
     }
 
     /// Removes the cgroup of `grant` once it is empty (best effort: a cgroup

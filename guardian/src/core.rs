@@ -964,10 +964,15 @@ impl Core {
         }
         let holders = self.sessions.holders_in(grants);
         // Kill first: the dying processes need the CPU more than the map does.
+        let mut contained = HashSet::new();
         if let Some(cgroups) = &self.cgroups {
             for &grant in grants {
-                if let Err(err) = cgroups.kill(grant) {
-                    tracing::warn!(grant, %err, "cgroup.kill failed; killing holders one by one");
+                match cgroups.kill(grant) {
+                    Ok(true) => _ = contained.insert(grant),
+                    Ok(false) => {}
+                    Err(err) => {
+                        tracing::warn!(grant, %err, "cgroup.kill failed; killing holders one by one")
+                    }
                 }
             }
         }
@@ -977,9 +982,10 @@ impl Core {
             }
         }
         if let Some(kernel) = &mut self.kernel {
-            // For a fork already past its fatal-signal check: the kernel kills
-            // a child born to a doomed holder.
-            for (pid, grant, _) in &holders {
+            // cgroup.kill also kills what its cgroup is forking. Elsewhere the
+            // kernel must kill a child born to a doomed holder, for a fork
+            // already past its fatal-signal check.
+            for (pid, grant, _) in holders.iter().filter(|(_, g, _)| !contained.contains(g)) {
                 // Best effort: a full map only loses the in-kernel fork kill.
                 let _ = kernel.set_holder(*pid, *grant, HolderState::Doomed);
             }
@@ -1028,12 +1034,10 @@ impl Core {
     }
 
     fn holder_exited(&mut self, pid: Pid, ktime_ns: u64) {
+        // With eBPF the exit program has already taken it out of the map.
         let Some((grant, emptied)) = self.sessions.remove_holder(pid) else {
             return;
         };
-        if let Some(kernel) = &mut self.kernel {
-            kernel.remove_holder(pid);
-        }
         if emptied && let Some(cgroups) = &self.cgroups {
             cgroups.remove(grant);
         }
