@@ -122,7 +122,9 @@ impl KernelLink {
         // the tracepoints above stay as the fallback either way.
         let lsm_error = match offsets.task_tgid {
             NO_FIELD => Some("task_struct.tgid not found in kernel BTF".to_owned()),
-            _ => attach_lsm(&mut ebpf).err().map(|err| err.to_string()),
+            _ => attach_lsm(&mut ebpf)
+                .err()
+                .map(|err| without_empty_log(err.to_string())),
         };
         if let Some(err) = &lsm_error {
             tracing::warn!(%err, "BPF LSM unavailable: ptrace/process_vm_* stopped by tracepoints only");
@@ -259,6 +261,15 @@ pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<Event> {
     events
 }
 
+/// aya ends a load error with "Verifier output: " and the log; when the kernel
+/// refused before the verifier ran, the log is empty and the label misleads.
+fn without_empty_log(message: String) -> String {
+    match message.strip_suffix("Verifier output: ") {
+        Some(rest) => rest.trim_end().trim_end_matches('.').to_owned(),
+        None => message,
+    }
+}
+
 /// The loaded tracepoint program `name` (loading it on first use).
 fn tracepoint_mut<'a>(
     ebpf: &'a mut Ebpf,
@@ -340,5 +351,22 @@ impl Offsets {
             vm_pid,
             task_tgid: btf::member_offset("task_struct", "tgid").unwrap_or(NO_FIELD),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_verifier_log_is_not_announced() {
+        let refused = "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1). \
+                       Verifier output: ";
+        assert_eq!(
+            without_empty_log(refused.to_owned()),
+            "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)"
+        );
+        let verified = "load failed. Verifier output: R1 invalid mem access";
+        assert_eq!(without_empty_log(verified.to_owned()), verified);
     }
 }
