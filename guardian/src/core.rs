@@ -696,16 +696,20 @@ impl Core {
                 .map_err(|err| format!("cannot contain the command in a cgroup: {err}"))?;
         }
         if let Some(kernel) = &mut self.kernel {
-            kernel
-                .set_holder(pid, grant, HolderState::Holding)
-                .map_err(|err| err.to_string())?;
-            // Its exit is reported from here on; one before this would not be.
-            if !pidfd.is_alive() {
-                kernel.remove_holder(pid);
-                if let Some(cgroups) = &self.cgroups {
-                    cgroups.remove(grant);
+            // Its exit is reported once it is in the map; one before would not be.
+            let reported = match kernel.set_holder(pid, grant, HolderState::Holding) {
+                Err(err) => Err(err.to_string()),
+                Ok(()) if !pidfd.is_alive() => {
+                    kernel.remove_holder(pid);
+                    Err("the caller has exited".to_owned())
                 }
-                return Err("the caller has exited".to_owned());
+                Ok(()) => Ok(()),
+            };
+            if let Err(err) = reported {
+                if let Some(cgroups) = &self.cgroups {
+                    cgroups.remove(grant); // best effort; shutdown removes the rest
+                }
+                return Err(err);
             }
         }
         self.sessions.grants.insert(
