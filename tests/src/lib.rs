@@ -441,7 +441,7 @@ pub struct Hit {
 pub fn find_in_memory(pid: i32, needle: &[u8]) -> Vec<Hit> {
     use std::os::unix::fs::FileExt;
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).expect("read maps");
-    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let sizes = mappings(pid);
     let mem = fs::File::open(format!("/proc/{pid}/mem")).expect("open mem");
     let mut hits = Vec::new();
     for line in maps.lines() {
@@ -475,22 +475,51 @@ pub fn find_in_memory(pid: i32, needle: &[u8]) -> Vec<Hit> {
         if found {
             hits.push(Hit {
                 mapping: line.to_owned(),
-                locked_kb: locked_kb(&smaps, range),
+                locked_kb: sizes
+                    .iter()
+                    .find(|mapping| mapping.range == range)
+                    .map_or(0, |mapping| mapping.locked_kb),
             });
         }
     }
     hits
 }
 
-fn locked_kb(smaps: &str, range: &str) -> u64 {
-    smaps
-        .split('\n')
-        .skip_while(|line| !line.starts_with(range))
-        .skip(1)
-        .take_while(|line| !line.contains('-') || line.contains(':'))
-        .find_map(|line| line.strip_prefix("Locked:"))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// One mapping of a process, from /proc/PID/smaps.
+#[derive(Debug)]
+pub struct Mapping {
+    /// Its address range, as in /proc/PID/maps (`start-end`, hex).
+    pub range: String,
+    /// Its path or pseudo-name (`[heap]`, `[stack]`); empty when anonymous.
+    pub name: String,
+    /// Resident kB.
+    pub rss_kb: u64,
+    /// Locked kB.
+    pub locked_kb: u64,
+}
+
+/// Every mapping of `pid`, with its resident and locked sizes.
+pub fn mappings(pid: i32) -> Vec<Mapping> {
+    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut found: Vec<Mapping> = Vec::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let kb = |value: Option<&str>| value.and_then(|v| v.parse().ok()).unwrap_or(0);
+        match (words.next(), found.last_mut()) {
+            (Some("Rss:"), Some(mapping)) => mapping.rss_kb = kb(words.next()),
+            (Some("Locked:"), Some(mapping)) => mapping.locked_kb = kb(words.next()),
+            (Some(range), _) if range.contains('-') && !range.ends_with(':') => {
+                found.push(Mapping {
+                    range: range.to_owned(),
+                    name: words.nth(4).unwrap_or("").to_owned(),
+                    rss_kb: 0,
+                    locked_kb: 0,
+                })
+            }
+            _ => {}
+        }
+    }
+    found
 }
 
 /// Field `key` of /proc/PID/status, first number.

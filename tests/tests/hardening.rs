@@ -177,32 +177,6 @@ fn a_crashing_guardian_leaves_no_core_with_the_secret() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The private anonymous mappings of `pid` ([heap], [stack], unnamed), as
-/// (mapping, resident kB, locked kB).
-fn anonymous_mappings(pid: i32) -> Vec<(String, u64, u64)> {
-    let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-    let mut found = Vec::new();
-    let (mut name, mut rss) = (String::new(), 0);
-    for line in smaps.lines() {
-        let mut words = line.split_whitespace();
-        match words.next() {
-            Some("Rss:") => rss = words.next().unwrap().parse().unwrap(),
-            Some("Locked:") => {
-                let locked = words.next().unwrap().parse().unwrap();
-                let anonymous = name.is_empty() || name == "[heap]" || name == "[stack]";
-                if anonymous {
-                    found.push((name.clone(), rss, locked));
-                }
-            }
-            Some(range) if range.contains('-') && !range.ends_with(':') => {
-                name = words.nth(4).unwrap_or("").to_owned();
-            }
-            _ => {}
-        }
-    }
-    found
-}
-
 #[test]
 fn seccomp_is_active_and_the_secret_pages_are_locked() {
     let guardian = Guardian::start("seccomp");
@@ -236,15 +210,14 @@ fn seccomp_is_active_and_the_secret_pages_are_locked() {
     assert!(guardian.status()["locked_bytes"].as_u64().unwrap() >= 256 * 1024);
     // mlockall(MCL_ONFAULT): every resident page of the guardian's own memory
     // (heap, stack, anonymous mappings) is locked, so none of it can be swapped.
-    let mappings = anonymous_mappings(pid);
-    assert!(
-        mappings
-            .iter()
-            .any(|(name, rss, _)| name == "[heap]" && *rss > 0)
-    );
-    let unlocked: Vec<_> = mappings
+    let anonymous: Vec<_> = e2e::mappings(pid)
+        .into_iter()
+        .filter(|m| m.name.is_empty() || m.name == "[heap]" || m.name == "[stack]")
+        .collect();
+    assert!(anonymous.iter().any(|m| m.name == "[heap]" && m.rss_kb > 0));
+    let unlocked: Vec<_> = anonymous
         .iter()
-        .filter(|(_, rss, locked)| rss != locked)
+        .filter(|m| m.rss_kb != m.locked_kb)
         .collect();
     assert!(unlocked.is_empty(), "resident but not locked: {unlocked:?}");
     // A syscall outside the allowlist inside the guardian is shown by the
