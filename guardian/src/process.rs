@@ -302,6 +302,16 @@ fn all_pids() -> impl Iterator<Item = Pid> {
 mod tests {
     use super::*;
 
+    /// A `sleep 30` child and its pid.
+    fn sleeper() -> (std::process::Child, Pid) {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::new(child.id() as i32).unwrap();
+        (child, pid)
+    }
+
     #[test]
     fn status_of_self_is_parsed() {
         let status = Status::read(Pid::current()).unwrap();
@@ -322,11 +332,7 @@ mod tests {
 
     #[test]
     fn an_open_status_file_reads_afresh_and_fails_once_the_process_is_reaped() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = Pid::new(child.id() as i32).unwrap();
+        let (mut child, pid) = sleeper();
         let file = StatusFile::open(pid).unwrap();
         assert_eq!(file.read().unwrap().tgid, pid.raw());
         // Spawn may return before the exec; the name then changes under the
@@ -367,11 +373,7 @@ mod tests {
 
     #[test]
     fn children_are_found_as_descendants_and_pidfd_kills_them() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let child_pid = Pid::new(child.id() as i32).unwrap();
+        let (mut child, child_pid) = sleeper();
         let found = descendants_of(&HashSet::from([Pid::current()]));
         assert!(found.contains(&child_pid));
         let pidfd = Pidfd::open(child_pid).unwrap();
@@ -384,11 +386,7 @@ mod tests {
 
     #[test]
     fn a_stopped_process_is_seen_stopped_until_continued() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = Pid::new(child.id() as i32).unwrap();
+        let (mut child, pid) = sleeper();
         let pidfd = Pidfd::open(pid).unwrap();
         assert!(!is_stopped(pid));
         pidfd.send(libc::SIGSTOP).unwrap();
