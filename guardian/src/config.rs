@@ -182,17 +182,27 @@ impl Config {
     }
 
     /// The TTL a `put` gets: its own (checked against the maximum) or the default.
-    pub fn ttl_for(&self, asked: Option<Duration>) -> Result<Option<Duration>, String> {
+    pub fn ttl_for(&self, asked: Option<Duration>) -> Result<Option<Duration>, TtlTooLong> {
         match (asked, self.max_ttl) {
-            (Some(asked), Some(max)) if asked > max => Err(format!(
-                "TTL {} is longer than the maximum of {}",
-                humantime::format_duration(asked),
-                humantime::format_duration(max)
-            )),
+            (Some(asked), Some(max)) if asked > max => Err(TtlTooLong { asked, max }),
             (Some(asked), _) => Ok(Some(asked)),
             (None, _) => Ok(self.default_ttl),
         }
     }
+}
+
+/// A `put` asked for a longer TTL than the policy allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "TTL {} is longer than the maximum of {}",
+    humantime::format_duration(*asked),
+    humantime::format_duration(*max)
+)]
+pub struct TtlTooLong {
+    /// The TTL asked for.
+    pub asked: Duration,
+    /// The policy's maximum.
+    pub max: Duration,
 }
 
 /// 1-based line where `key` is assigned, or 0 if it cannot be found.

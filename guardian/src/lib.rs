@@ -1,35 +1,57 @@
 //! ningen-shikkaku: a dead-man's switch for secrets.
 //!
 //! # Layout
-//! - [`cli`]: the command line.
-//! - [`client`]: the client subcommands (`put`, `get`, `exec`, `list`, `revoke`, `status`).
-//! - [`daemon`]: `guard`: set-up, the socket server and the core loop.
-//! - [`config`]: policy from config.toml.
-//! - [`core`]: the state and every rule: who may do what, triggers, wipe-then-kill.
-//! - [`vault`]: the secrets; [`sessions`]: leaders, holders and grants.
-//! - [`cgroup`]: one cgroup per exec; [`supervisor`]: kills holders if the guardian dies.
+//! - [`cli`]: the command line; [`config`]: policy from config.toml;
+//!   [`protocol`]: frames and messages on the socket.
+//! - [`os`]: operating-system primitives: pids, pidfds and /proc
+//!   ([`os::process`]), locked memory ([`os::secret_mem`]), per-exec cgroups
+//!   ([`os::cgroup`]), self-hardening and the seccomp allowlist, the kernel
+//!   clock, and connected peers.
+//! - [`daemon`]: `guard`: set-up, the socket server ([`daemon::server`]), the
+//!   supervisor that kills holders if the guardian dies
+//!   ([`daemon::supervisor`]), and the state machine that owns every secret
+//!   and rule ([`daemon::state`]).
 //! - [`kernel`]: the eBPF link (load, maps, ring buffer).
-//! - [`protocol`]: frames and messages on the socket.
-//! - [`secret_mem`]: locked memory for secret bytes; [`audit`]: the audit log.
-//! - [`process`]: pids, pidfds and /proc; [`peer`]: who is connected.
-//! - [`hardening`]: the guardian's self-protection, with [`seccomp`]'s allowlist;
-//!   [`clock`]: the kernel clock.
+//! - [`audit`]: the hash-chained audit log and its commit pipeline.
+//! - [`client`]: the client subcommands (`put`, `get`, `exec`, `list`, ...).
+
+/// Declares an enum that is written out (on the wire, in the audit log) as one
+/// of a fixed set of strings, with `as_str`, `Display` and serde in step.
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $($(#[$variant_meta:meta])* $variant:ident = $text:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        pub enum $name {
+            $($(#[$variant_meta])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// The text written out.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
 
 pub mod audit;
-pub mod cgroup;
 pub mod cli;
 pub mod client;
-pub mod clock;
 pub mod config;
-pub mod core;
 pub mod daemon;
-pub mod hardening;
 pub mod kernel;
-pub mod peer;
-pub mod process;
+pub mod os;
 pub mod protocol;
-pub mod seccomp;
-pub mod secret_mem;
-pub mod sessions;
-pub mod supervisor;
-pub mod vault;

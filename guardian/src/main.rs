@@ -6,7 +6,8 @@ use std::{io::IsTerminal, process::ExitCode};
 use clap::Parser;
 use guardian::{
     cli::{Cli, Command},
-    client, daemon, supervisor,
+    client,
+    daemon::{self, supervisor},
 };
 
 fn main() -> ExitCode {

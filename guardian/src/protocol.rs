@@ -98,21 +98,6 @@ pub enum Request {
     Status {},
 }
 
-impl Request {
-    /// The verb, as the audit log records it.
-    pub fn action(&self) -> &'static str {
-        match self {
-            Request::Put { .. } => "put",
-            Request::Get { .. } => "get",
-            Request::Exec { .. } => "exec",
-            Request::List {} => "list",
-            Request::Revoke { .. } => "revoke",
-            Request::WipeAll {} => "wipe_all",
-            Request::Status {} => "status",
-        }
-    }
-}
-
 /// The guardian's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
@@ -168,6 +153,58 @@ pub struct SecretInfo {
     pub ttl_left_secs: Option<u64>,
 }
 
+text_enum! {
+    /// How the kernel is watched.
+    pub enum WatchMode {
+        /// eBPF tracepoints report exits, hangups, forks and tamper attempts.
+        EbpfTracepoints = "ebpf-tracepoints",
+        /// No eBPF: leaders and holders are watched by pidfd.
+        PidfdFallback = "pidfd-fallback",
+    }
+}
+
+text_enum! {
+    /// How holders' children are found.
+    pub enum ForkTracking {
+        /// In the kernel, as they are born.
+        Ebpf = "ebpf",
+        /// By a scan of /proc when a trigger fires.
+        ProcScan = "proc-scan",
+    }
+}
+
+text_enum! {
+    /// How holder trees are killed.
+    pub enum Containment {
+        /// One cgroup per exec, killed with cgroup.kill.
+        Cgroup = "cgroup",
+        /// Each known holder through its pidfd.
+        Pidfd = "pidfd",
+    }
+}
+
+text_enum! {
+    /// What kills holders if the guardian dies.
+    pub enum FailClosed {
+        /// The supervisor process.
+        Supervisor = "supervisor",
+        /// Nothing.
+        None = "none",
+    }
+}
+
+text_enum! {
+    /// How ptrace and process_vm_readv/writev on holders are stopped.
+    pub enum TamperProtection {
+        /// Refused with EPERM by BPF LSM, and the caller SIGKILLed at syscall entry.
+        BpfLsmTracepoints = "bpf-lsm+tracepoints",
+        /// The caller SIGKILLed at syscall entry.
+        EbpfTracepoints = "ebpf-tracepoints",
+        /// Not stopped.
+        None = "none",
+    }
+}
+
 /// What `status` reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusInfo {
@@ -175,28 +212,26 @@ pub struct StatusInfo {
     pub pid: i32,
     /// The guardian's version.
     pub version: String,
-    /// How the kernel is watched: `"ebpf-tracepoints"`, or `"pidfd-fallback"`.
-    pub watch_mode: String,
+    /// How the kernel is watched.
+    pub watch_mode: WatchMode,
     /// Why eBPF is not in use, when it is not.
     pub ebpf_error: Option<String>,
-    /// How holders' children are found: `"ebpf"` or `"proc-scan"`.
-    pub fork_tracking: String,
-    /// How holder trees are killed: `"cgroup"` (cgroup.kill) or `"pidfd"`.
-    pub containment: String,
-    /// What kills holders if the guardian dies: `"supervisor"` or `"none"`.
-    pub fail_closed: String,
-    /// How ptrace/process_vm_readv on holders is stopped: `"bpf-lsm+tracepoints"`
-    /// (refused with EPERM, and the caller SIGKILLed at syscall entry),
-    /// `"ebpf-tracepoints"` (SIGKILL only) or `"none"`.
-    pub tamper_protection: String,
+    /// How holders' children are found.
+    pub fork_tracking: ForkTracking,
+    /// How holder trees are killed.
+    pub containment: Containment,
+    /// What kills holders if the guardian dies.
+    pub fail_closed: FailClosed,
+    /// How ptrace/process_vm_readv on holders is stopped.
+    pub tamper_protection: TamperProtection,
     /// Why the BPF LSM program is not in force, when it is not.
     pub lsm_error: Option<String>,
     /// True while the syscall tamper tracepoints are attached: whenever a
     /// secret is held or a holder lives (they cost every syscall on the
     /// machine a slow path, so an idle guardian detaches them).
     pub tamper_armed: bool,
-    /// Where secret bytes live: `"memfd_secret"` or `"mlock"`.
-    pub memory_backend: String,
+    /// Where secret bytes live.
+    pub memory_backend: crate::os::secret_mem::Backing,
     /// Bytes of secrets in pages known to be locked.
     pub locked_bytes: usize,
     /// Secrets held.
@@ -208,7 +243,7 @@ pub struct StatusInfo {
     /// Kernel events lost to a full ring buffer (each one wipes everything).
     pub dropped_events: u64,
     /// The guardian's self-protection.
-    pub hardening: crate::hardening::Protections,
+    pub hardening: crate::os::hardening::Protections,
 }
 
 /// Why a frame was refused.

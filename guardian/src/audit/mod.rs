@@ -12,6 +12,7 @@
 //! and reported in a record of its own, never silently dropped.
 
 pub mod chain;
+pub mod commit;
 pub mod tail;
 pub mod verify;
 
@@ -27,7 +28,35 @@ use std::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{clock, peer::Peer};
+use crate::os::{clock, peer::Peer};
+
+text_enum! {
+    /// What a record is about: a request's verb, or an event of the guardian's own.
+    pub enum Action {
+        /// A `put` request.
+        Put = "put",
+        /// A `get` request.
+        Get = "get",
+        /// An `exec` request.
+        Exec = "exec",
+        /// A `list` request.
+        List = "list",
+        /// A `revoke` request.
+        Revoke = "revoke",
+        /// A `wipe --all` request.
+        WipeAll = "wipe_all",
+        /// A `status` request.
+        Status = "status",
+        /// Secrets wiped and their holders killed.
+        Trigger = "trigger",
+        /// A message that was not a request.
+        Malformed = "malformed",
+        /// A ptrace or process_vm_readv/writev stopped in the kernel.
+        Tamper = "tamper",
+        /// A torn line cut off the end of the log at start-up.
+        AuditTornTail = "audit_torn_tail",
+    }
+}
 
 /// How a request or trigger ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -60,8 +89,8 @@ pub struct Latency {
 /// What a caller tells the log; sequence, time and chain are added here.
 #[derive(Clone, Debug, Serialize)]
 pub struct Entry {
-    /// `put`, `get`, `exec`, `list`, `revoke`, `status`, `trigger`, `malformed`.
-    pub action: String,
+    /// What the record is about.
+    pub action: Action,
     /// Secret names involved (none for list and status).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
@@ -212,7 +241,7 @@ impl AuditLog {
 impl Entry {
     fn torn_tail(torn: &[u8]) -> Self {
         Self {
-            action: "audit_torn_tail".to_owned(),
+            action: Action::AuditTornTail,
             names: Vec::new(),
             peer: None,
             leader: None,
@@ -300,9 +329,9 @@ pub fn all_files(path: &Path) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
-    fn entry(action: &str) -> Entry {
+    fn entry(action: Action) -> Entry {
         Entry {
-            action: action.to_owned(),
+            action,
             names: vec!["n".to_owned()],
             peer: None,
             leader: None,
@@ -321,7 +350,13 @@ mod tests {
     #[test]
     fn records_chain_across_reopen_and_rotation() {
         let path = scratch("rotate");
-        for action in ["put", "get", "list", "exec", "status"] {
+        for action in [
+            Action::Put,
+            Action::Get,
+            Action::List,
+            Action::Exec,
+            Action::Status,
+        ] {
             // A tiny limit rotates before every record after the first.
             AuditLog::open(&path, 10)
                 .unwrap()
@@ -353,7 +388,7 @@ mod tests {
         let path = scratch("torn");
         AuditLog::open(&path, u64::MAX)
             .unwrap()
-            .append(&entry("put"))
+            .append(&entry(Action::Put))
             .unwrap();
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(br#"{"seq":2,"action":"ge"#).unwrap();
@@ -375,7 +410,7 @@ mod tests {
     fn edits_deletions_and_swaps_are_found_at_the_first_bad_record() {
         let path = scratch("tamper");
         let mut log = AuditLog::open(&path, u64::MAX).unwrap();
-        for action in ["put", "get", "exec", "list"] {
+        for action in [Action::Put, Action::Get, Action::Exec, Action::List] {
             log.append(&entry(action)).unwrap();
         }
         let good = fs::read_to_string(&path).unwrap();

@@ -18,7 +18,7 @@ use guardian_ebpf::{
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::process::Pid;
+use crate::os::process::Pid;
 
 /// The compiled programs, embedded by build.rs (empty when not built).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardian-ebpf.o"));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::process::{self, Pid, StatusFile, Uid};
+use super::process::{self, Pid, StatusFile, Uid};
 
 /// A connected client process.
 #[derive(Clone, Debug, Serialize)]

@@ -13,7 +13,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{process::Pid, sessions::GrantId};
+use crate::os::process::Pid;
+
+/// Identifies one grant (the holders of one `exec`, which share a cgroup);
+/// 32 bits because the kernel map packs it beside the holder's state.
+pub type GrantId = u32;
 
 const TOP: &str = "ningen-shikkaku";
 

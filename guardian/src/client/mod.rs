@@ -20,9 +20,8 @@ use zeroize::Zeroize;
 use crate::{
     audit,
     cli::{AuditCommand, ExecArgs, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs, WipeArgs},
-    hardening,
+    os::{hardening, secret_mem::SecretBuf},
     protocol::{self, MAX_SECRET, Request, Response},
-    secret_mem::SecretBuf,
 };
 
 /// `put`: stores a secret.

@@ -6,7 +6,7 @@ use std::{fs, io};
 
 use serde::Serialize;
 
-use crate::{process, seccomp};
+use super::{process, seccomp};
 
 /// What protections are in force, as `status` reports them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]

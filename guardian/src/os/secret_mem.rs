@@ -15,17 +15,16 @@ use std::{
     },
 };
 
-use serde::Serialize;
 use zeroize::Zeroize;
 
-/// Which kind of pages hold secrets in this process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Backing {
-    /// memfd_secret(2): pages removed from the kernel's direct map.
-    MemfdSecret,
-    /// mmap + mlock + MADV_DONTDUMP with guard pages (memsec).
-    Mlock,
+text_enum! {
+    /// Which kind of pages hold secrets in this process.
+    pub enum Backing {
+        /// memfd_secret(2): pages removed from the kernel's direct map.
+        MemfdSecret = "memfd_secret",
+        /// mmap + mlock + MADV_DONTDUMP with guard pages (memsec).
+        Mlock = "mlock",
+    }
 }
 
 /// Errors from allocating locked memory.
@@ -47,6 +46,19 @@ impl From<MemoryError> for io::Error {
 
 static BACKING: OnceLock<Backing> = OnceLock::new();
 static LOCKED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+#[cfg(test)]
+std::thread_local! {
+    /// Buffers alive on this thread: the state machine's tests run on one
+    /// thread each, so this shows whether a secret was wiped before a kill.
+    static LIVE_ON_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Secret buffers created and not yet wiped on the calling thread (tests only).
+#[cfg(test)]
+pub fn live_on_this_thread() -> usize {
+    LIVE_ON_THREAD.with(std::cell::Cell::get)
+}
 
 /// The backing in use, found by trying memfd_secret once.
 pub fn backing() -> Backing {
@@ -106,6 +118,8 @@ impl SecretBuf {
             locked: false,
         };
         buf.as_mut_slice().zeroize();
+        #[cfg(test)]
+        LIVE_ON_THREAD.with(|live| live.set(live.get() + 1));
         buf.locked = buf.lock();
         if buf.locked {
             LOCKED_BYTES.fetch_add(capacity, Ordering::Relaxed);
@@ -212,6 +226,8 @@ impl SecretBuf {
 impl Drop for SecretBuf {
     fn drop(&mut self) {
         self.as_full_mut_slice().zeroize();
+        #[cfg(test)]
+        LIVE_ON_THREAD.with(|live| live.set(live.get() - 1));
         if self.locked {
             LOCKED_BYTES.fetch_sub(self.capacity(), Ordering::Relaxed);
         }

@@ -10,16 +10,9 @@ use std::{
     sync::Arc,
 };
 
-use tokio::task::AbortHandle;
-
-use crate::{
-    process::{Pid, Pidfd},
-    vault::SecretKey,
-};
-
-/// Identifies one grant (one `exec`); 32 bits because the kernel map packs it
-/// beside the holder's state.
-pub type GrantId = u32;
+use super::{os::Task, vault::SecretKey};
+pub use crate::os::cgroup::GrantId;
+use crate::os::process::Pid;
 
 /// A watched session leader.
 pub struct Leader {
@@ -28,8 +21,8 @@ pub struct Leader {
     /// The leader's session id, for the "same session" check; `None` for
     /// session 0, which matches no one.
     pub sid: Option<Pid>,
-    /// The task waiting for the leader's pidfd to report its exit.
-    pub watcher: AbortHandle,
+    /// The task waiting for the leader to exit.
+    pub watcher: Task,
 }
 
 impl Leader {
@@ -44,14 +37,14 @@ fn same_session(a: Option<Pid>, b: Option<Pid>) -> bool {
     a.is_some() && a == b
 }
 
-/// A process holding secrets.
-pub struct Holder {
+/// A process holding secrets; `P` is its handle (a pidfd).
+pub struct Holder<P> {
     /// The grant it belongs to.
     pub grant: GrantId,
-    /// Its pidfd, so a kill never reaches a process that reused the pid.
-    pub pidfd: Arc<Pidfd>,
+    /// Its handle, so a kill never reaches a process that reused the pid.
+    pub process: Arc<P>,
     /// The task waiting for it to exit; `None` when the kernel reports it.
-    pub watcher: Option<AbortHandle>,
+    pub watcher: Option<Task>,
 }
 
 /// The secrets handed to one `exec`, and whether they have been wiped.
@@ -63,18 +56,27 @@ pub struct Grant {
     pub doomed: bool,
 }
 
-/// The registry.
-#[derive(Default)]
-pub struct Sessions {
+/// The registry; `P` is a process handle.
+pub struct Sessions<P> {
     /// Watched leaders by pid.
     pub leaders: HashMap<Pid, Leader>,
     /// Holders by pid.
-    pub holders: HashMap<Pid, Holder>,
+    pub holders: HashMap<Pid, Holder<P>>,
     /// Grants by id.
     pub grants: HashMap<GrantId, Grant>,
 }
 
-impl Sessions {
+impl<P> Default for Sessions<P> {
+    fn default() -> Self {
+        Self {
+            leaders: HashMap::new(),
+            holders: HashMap::new(),
+            grants: HashMap::new(),
+        }
+    }
+}
+
+impl<P> Sessions<P> {
     /// Live holders of `key`.
     pub fn holders_of(&self, key: &SecretKey) -> usize {
         self.holders
@@ -100,21 +102,19 @@ impl Sessions {
     }
 
     /// Holders belonging to any of `grants`.
-    pub fn holders_in(&self, grants: &HashSet<GrantId>) -> Vec<(Pid, GrantId, Arc<Pidfd>)> {
+    pub fn holders_in(&self, grants: &HashSet<GrantId>) -> Vec<(Pid, GrantId, Arc<P>)> {
         self.holders
             .iter()
             .filter(|(_, holder)| grants.contains(&holder.grant))
-            .map(|(&pid, holder)| (pid, holder.grant, Arc::clone(&holder.pidfd)))
+            .map(|(&pid, holder)| (pid, holder.grant, Arc::clone(&holder.process)))
             .collect()
     }
 
     /// Forgets a holder that exited, and its grant once it has no holders left.
     /// Returns the holder's grant and whether the grant is gone too.
     pub fn remove_holder(&mut self, pid: Pid) -> Option<(GrantId, bool)> {
+        // Dropping the holder cancels its watcher.
         let holder = self.holders.remove(&pid)?;
-        if let Some(watcher) = holder.watcher {
-            watcher.abort();
-        }
         let emptied = !self
             .holders
             .values()

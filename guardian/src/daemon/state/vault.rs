@@ -8,12 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::task::AbortHandle;
-
+use super::os::Task;
 use crate::{
-    process::{Pid, Uid},
+    os::{
+        process::{Pid, Uid},
+        secret_mem::SecretBuf,
+    },
     protocol::SecretName,
-    secret_mem::SecretBuf,
 };
 
 /// A secret's identity: names are per user, so one user's name never reveals
@@ -36,24 +37,17 @@ pub struct Secret {
     pub leader: Pid,
     /// When it was stored.
     pub created: Instant,
-    /// When its TTL runs out, with the timer task that enforces it.
-    pub expiry: Option<(Instant, AbortHandle)>,
+    /// When its TTL runs out, with the timer that enforces it (cancelled
+    /// when the secret is dropped).
+    pub expiry: Option<(Instant, Task)>,
 }
 
 impl Secret {
-    /// Time left before the TTL expires.
-    pub fn ttl_left(&self) -> Option<Duration> {
+    /// Time left at `now` before the TTL expires.
+    pub fn ttl_left(&self, now: Instant) -> Option<Duration> {
         self.expiry
             .as_ref()
-            .map(|(at, _)| at.saturating_duration_since(Instant::now()))
-    }
-}
-
-impl Drop for Secret {
-    fn drop(&mut self) {
-        if let Some((_, timer)) = &self.expiry {
-            timer.abort();
-        }
+            .map(|(at, _)| at.saturating_duration_since(now))
     }
 }
 

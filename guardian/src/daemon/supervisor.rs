@@ -29,7 +29,7 @@ use std::{
 
 use nix::sys::signal::{SigHandler, Signal, signal};
 
-use crate::{
+use crate::os::{
     cgroup, hardening,
     process::{self, Pid, Pidfd},
 };

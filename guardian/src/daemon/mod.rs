@@ -1,0 +1,223 @@
+//! `ningen-shikkaku guard`: sets the guardian up (hardening, audit log, eBPF,
+//! cgroups, supervisor, socket) and runs it: the [`server`] accepts
+//! connections and turns their bytes into messages, and the loop here feeds
+//! those messages and the kernel's events to the [`state`] machine, which
+//! owns everything.
+//!
+//! - [`state`]: the secrets, sessions and every rule;
+//! - [`server`]: bind, accept, one task per connection, and its framing I/O;
+//! - [`supervisor`]: the process that kills every holder if the guardian dies.
+
+pub mod server;
+pub mod state;
+pub mod supervisor;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::Context;
+use nix::sys::signal::{self as nix_signal, SigHandler, Signal};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use self::state::{Core, Msg, Setup, host::Host};
+use crate::{
+    audit::{AuditLog, commit},
+    cli::DEFAULT_CONFIG,
+    config::Config,
+    kernel::{self, KernelLink},
+    os::{
+        cgroup::Cgroups,
+        hardening,
+        process::{Pid, Pidfd},
+    },
+};
+
+/// Most messages handled between two audit fdatasyncs.
+const BATCH: usize = 256;
+/// How long shutdown waits for holders to die before exiting anyway.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
+
+/// Where the guardian listens and logs, and its policy file.
+pub struct Options {
+    /// The Unix socket path.
+    pub socket: PathBuf,
+    /// The audit log path.
+    pub audit: PathBuf,
+    /// The policy file, when given on the command line.
+    pub config: Option<PathBuf>,
+    /// Whether to load the eBPF programs.
+    pub ebpf: bool,
+}
+
+/// Runs the guardian until SIGTERM or SIGINT.
+pub fn run(options: Options) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "the guardian must run as root (it loads eBPF programs and kills other users' processes)"
+        );
+    }
+    let protections = hardening::harden_process().context("cannot harden the guardian")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(options, protections))
+}
+
+async fn serve(options: Options, mut protections: hardening::Protections) -> anyhow::Result<()> {
+    let config = match &options.config {
+        Some(path) => Config::load(path, true)?,
+        None => Config::load(Path::new(DEFAULT_CONFIG), false)?,
+    };
+    let audit = AuditLog::open(&options.audit, config.audit_max_bytes)
+        .with_context(|| format!("cannot open the audit log {}", options.audit.display()))?;
+    let loaded = match options.ebpf {
+        true => KernelLink::load(),
+        false => Err(kernel::KernelError::Disabled),
+    };
+    let (mut link, mut events) = match loaded {
+        Ok((link, events)) => (Ok(link), Some(events)),
+        Err(err) => {
+            tracing::warn!(%err, "eBPF unavailable: watching leaders by pidfd only, forks by /proc scan");
+            (Err(err.to_string()), None)
+        }
+    };
+    // Loading parsed the kernel's BTF (megabytes, freed now); hand those pages
+    // back rather than keep them locked by mlockall for the guardian's life.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    hardening::lock_all_memory(&mut protections);
+    let cgroups = Cgroups::create()
+        .inspect_err(|err| tracing::warn!(%err, "no cgroup v2: holders are killed one by one"))
+        .ok();
+    let supervisor = cgroups
+        .as_ref()
+        .and_then(|cgroups| start_supervisor(cgroups.instance()));
+    if let Ok(link) = &mut link {
+        let protected = [Some(Pid::current()), supervisor.as_ref().map(Pidfd::pid)];
+        for pid in protected.into_iter().flatten() {
+            link.protect(pid)
+                .context("cannot protect the guardian from ptrace")?;
+        }
+    }
+    let listener = server::bind(&options.socket)?;
+    let (to_core, mut inbox) = mpsc::unbounded_channel();
+    let signals = forward_signals(to_core.clone())?;
+    let failed = to_core.clone();
+    let syncer = commit::start_syncer(move |batch, error| {
+        let _ = failed.send(Msg::SyncFailed { batch, error });
+    })
+    .context("cannot start the audit syncer")?;
+    // Everything that needs more than the allowlist is done by now.
+    hardening::install_seccomp(&mut protections);
+    let setup = Setup {
+        kernel: link,
+        config,
+        cgroups,
+        supervisor,
+    };
+    let host = Host::new(audit, syncer, to_core.clone(), protections);
+    let mut core = Core::new(host, setup);
+    tokio::spawn(server::accept(listener, to_core));
+    tokio::spawn(signals);
+    tracing::info!(socket = %options.socket.display(), "guardian ready");
+
+    while step(&mut core, &mut events, &mut inbox).await? {}
+    // Shutting down: secrets are wiped; give holders a moment to be reaped so the
+    // audit log records their deaths.
+    let _ = fs::remove_file(&options.socket);
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
+    while core.is_settling() && tokio::time::Instant::now() < deadline {
+        step(&mut core, &mut events, &mut inbox).await?;
+    }
+    tracing::info!("guardian stopped; every secret wiped");
+    Ok(())
+}
+
+/// Starts the supervisor; without one the guardian still runs, and says so.
+fn start_supervisor(instance: &Path) -> Option<Pidfd> {
+    // With SIGCHLD ignored the kernel reaps the supervisor if it dies, so no
+    // zombie is left and no wait call is needed under seccomp; the pidfd
+    // (opened while the child certainly lives) still reports its exit.
+    // SAFETY: SIG_IGN installs no handler code.
+    let ignored = unsafe { nix_signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) };
+    let started = ignored.map_err(std::io::Error::from).and_then(|_| {
+        let child = supervisor::spawn(instance)?;
+        let pid = Pid::new(child.id() as i32).ok_or(std::io::ErrorKind::InvalidData)?;
+        Pidfd::open(pid)
+    });
+    started
+        .inspect_err(|err| tracing::warn!(%err, "no supervisor: holders outlive a killed guardian"))
+        .ok()
+}
+
+/// Handles the next batch of kernel events (first, if any wait) or the next
+/// message. Returns false once the core asks to stop.
+async fn step(
+    core: &mut Core<Host>,
+    events: &mut Option<kernel::EventStream>,
+    inbox: &mut mpsc::UnboundedReceiver<Msg>,
+) -> anyhow::Result<bool> {
+    tokio::select! {
+        biased;
+        ready = readable(events) => {
+            let mut guard = ready.context("kernel ring buffer failed")?;
+            let batch = kernel::drain(guard.get_inner_mut());
+            guard.clear_ready();
+            core.kernel_events(batch);
+            core.disarm_if_idle();
+            Ok(true)
+        }
+        msg = inbox.recv() => {
+            let mut running = msg.is_some_and(|msg| core.handle(msg));
+            // Let the connection tasks read what their clients have sent, then
+            // take whatever is waiting, so those records share one fdatasync.
+            tokio::task::yield_now().await;
+            for _ in 0..BATCH {
+                match inbox.try_recv() {
+                    Ok(msg) if running => running = core.handle(msg),
+                    _ => break,
+                }
+            }
+            core.commit();
+            core.disarm_if_idle();
+            Ok(running)
+        }
+    }
+}
+
+/// Waits until the ring buffer has events; never completes without eBPF.
+async fn readable(
+    events: &mut Option<kernel::EventStream>,
+) -> std::io::Result<
+    tokio::io::unix::AsyncFdReadyMutGuard<'_, aya::maps::RingBuf<aya::maps::MapData>>,
+> {
+    match events {
+        Some(events) => events.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn forward_signals(
+    to_core: mpsc::UnboundedSender<Msg>,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stop requested: wiping every secret");
+        let _ = to_core.send(Msg::Shutdown);
+    })
+}

@@ -1,0 +1,106 @@
+//! Who may do what: which processes a secret may be bound to, and which
+//! callers may receive a secret (the owner's uid, inside the bound session,
+//! not traced).
+
+#![forbid(unsafe_code)]
+
+use super::{
+    Core, RequestError, SecretKey,
+    os::{Os, Process},
+};
+use crate::{
+    os::{
+        peer::Peer,
+        process::{Pid, Uid},
+    },
+    protocol::SecretName,
+};
+
+impl<O: Os> Core<O> {
+    /// Refuses a leader that never exits, is not a live process of the
+    /// caller's (root may bind to anyone's), or is the guardian itself.
+    pub(super) fn check_bindable(&self, peer: &Peer, leader: Pid) -> Result<(), RequestError> {
+        if leader.raw() == 1 {
+            return Err(RequestError::BindInit);
+        }
+        if leader == self.os.guardian() {
+            return Err(RequestError::BindGuardian);
+        }
+        let inspecting = |err| RequestError::inspecting(leader, err);
+        // Open the handle first: checks made after it are about this very process.
+        let process = self.os.open(leader).map_err(inspecting)?;
+        let status = self.os.status(leader).map_err(inspecting)?;
+        if status.tgid != leader.raw() {
+            return Err(RequestError::Thread(leader));
+        }
+        if status.kernel_thread {
+            return Err(RequestError::KernelThread(leader));
+        }
+        if peer.uid != Uid::ROOT && status.uid != peer.uid {
+            return Err(RequestError::OtherUser(leader));
+        }
+        if !process.is_alive() {
+            return Err(RequestError::Exited(leader));
+        }
+        Ok(())
+    }
+
+    /// The secrets of `names` that the peer may use, after checking once that
+    /// the peer is not being traced.
+    pub(super) fn usable_all(
+        &self,
+        peer: &Peer,
+        names: &[SecretName],
+    ) -> Result<Vec<SecretKey>, RequestError> {
+        let peer_sid = self.os.session_of(peer.pid).ok().flatten();
+        let keys = names
+            .iter()
+            .map(|name| self.usable(peer, peer_sid, name))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.untraced(peer)?;
+        Ok(keys)
+    }
+
+    /// Finds a secret the peer may use: its own, and from inside the bound
+    /// session (`peer_sid` is the caller's session, or a descendant of the
+    /// leader).
+    fn usable(
+        &self,
+        peer: &Peer,
+        peer_sid: Option<Pid>,
+        name: &SecretName,
+    ) -> Result<SecretKey, RequestError> {
+        let key = SecretKey {
+            owner: peer.uid,
+            name: name.clone(),
+        };
+        let secret = self
+            .vault
+            .get(&key)
+            .ok_or_else(|| RequestError::NoSuchSecret(name.clone()))?;
+        let leader = secret.leader;
+        let inside =
+            self.sessions.leaders.get(&leader).is_some_and(|l| {
+                l.shares_session(peer_sid) || self.os.descends_from(peer.pid, leader)
+            });
+        if !inside {
+            return Err(RequestError::OutsideSession {
+                name: name.clone(),
+                leader,
+            });
+        }
+        Ok(key)
+    }
+
+    /// Refuses a caller that is being traced: its tracer could read what it gets.
+    fn untraced(&self, peer: &Peer) -> Result<(), RequestError> {
+        let status = self
+            .os
+            .caller_status(peer)
+            .map_err(|_| RequestError::CallerExited)?;
+        match status.tracer {
+            0 => Ok(()),
+            tracer => Err(RequestError::Traced(tracer)),
+        }
+    }
+}

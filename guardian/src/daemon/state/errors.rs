@@ -1,0 +1,134 @@
+//! Why a request was refused. Each variant's message is both the reply the
+//! client prints and the reason the audit log records.
+
+#![forbid(unsafe_code)]
+
+use std::io;
+
+use crate::{
+    audit::Action,
+    config::TtlTooLong,
+    kernel::KernelError,
+    os::{process::Pid, secret_mem::MemoryError},
+    protocol::SecretName,
+};
+
+/// A refused request.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// A `put` whose secret bytes did not arrive.
+    #[error("put without secret bytes")]
+    MissingPayload,
+    /// The caller already has a secret of that name.
+    #[error("secret {0} already exists (revoke it first)")]
+    Exists(SecretName),
+    /// The secret exceeds the policy's size limit.
+    #[error("secret is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The policy's limit.
+        limit: usize,
+    },
+    /// The caller holds as many secrets as the policy allows.
+    #[error("this user already holds the maximum of {limit} secrets")]
+    TooManySecrets {
+        /// The policy's limit.
+        limit: usize,
+    },
+    /// The TTL asked for exceeds the policy's maximum.
+    #[error(transparent)]
+    Ttl(#[from] TtlTooLong),
+    /// The tamper programs could not be attached, so nothing is stored.
+    #[error("cannot arm tamper protection: {0}")]
+    Arm(KernelError),
+    /// `--bind` named no valid pid.
+    #[error("invalid PID {0}")]
+    InvalidPid(i32),
+    /// The caller's session could not be read.
+    #[error("cannot find the caller's session: {0}")]
+    CallerSession(io::Error),
+    /// The caller is in session 0 and named no leader.
+    #[error("the caller is in no login session (session 0); bind with --bind PID")]
+    NoSession,
+    /// PID 1 never exits, so binding to it would never wipe.
+    #[error("refusing to bind to PID 1: it never exits")]
+    BindInit,
+    /// The guardian cannot be its own secrets' leader.
+    #[error("refusing to bind to the guardian itself")]
+    BindGuardian,
+    /// There is no such process.
+    #[error("no such process: {0}")]
+    NoSuchProcess(Pid),
+    /// The process exists but could not be inspected.
+    #[error("cannot inspect process {pid}: {source}")]
+    Inspect {
+        /// The process.
+        pid: Pid,
+        /// Why.
+        source: io::Error,
+    },
+    /// The pid names a thread, not a process.
+    #[error("PID {0} is a thread, not a process")]
+    Thread(Pid),
+    /// The pid names a kernel thread.
+    #[error("refusing to bind to PID {0}: a kernel thread")]
+    KernelThread(Pid),
+    /// A non-root caller named another user's process.
+    #[error("PID {0} belongs to another user")]
+    OtherUser(Pid),
+    /// The process exited while it was being checked.
+    #[error("process {0} has exited")]
+    Exited(Pid),
+    /// The kernel map of leaders refused the new leader.
+    #[error("cannot watch {pid}: {source}")]
+    Watch {
+        /// The leader.
+        pid: Pid,
+        /// Why.
+        source: KernelError,
+    },
+    /// The caller has no secret of that name.
+    #[error("no such secret: {0}")]
+    NoSuchSecret(SecretName),
+    /// The caller is outside the session the secret is bound to.
+    #[error("{name} is bound to the session of PID {leader}; this process is outside it")]
+    OutsideSession {
+        /// The secret.
+        name: SecretName,
+        /// Its leader.
+        leader: Pid,
+    },
+    /// The caller is being traced, and its tracer could read the secret.
+    #[error("refusing to hand secrets to a process traced by PID {0}")]
+    Traced(i32),
+    /// The caller exited before it could be checked or contained.
+    #[error("the caller has exited")]
+    CallerExited,
+    /// No locked memory for the reply's copy.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The caller could not be moved into its grant's cgroup.
+    #[error("cannot contain the command in a cgroup: {0}")]
+    Contain(io::Error),
+    /// The kernel map of holders refused the caller.
+    #[error("{0}")]
+    HolderMap(KernelError),
+    /// The request's audit record cannot be made durable, so it is undone.
+    #[error("audit log unavailable ({source}); {action} refused")]
+    AuditUnavailable {
+        /// The request's verb.
+        action: Action,
+        /// Why the log failed.
+        source: io::Error,
+    },
+}
+
+impl RequestError {
+    /// The error for a process that could not be inspected: "no such
+    /// process" when it is gone, the cause otherwise.
+    pub fn inspecting(pid: Pid, source: io::Error) -> Self {
+        match source.raw_os_error() {
+            Some(libc::ESRCH | libc::ENOENT) => Self::NoSuchProcess(pid),
+            _ => Self::Inspect { pid, source },
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Leaders and holders coming and going: watching a leader, making an `exec`
+//! caller a holder (contained, in the kernel map), its children born holders,
+//! and holders exiting.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use guardian_ebpf::HolderState;
+
+use super::{
+    Core, Msg, RequestError, SecretKey,
+    os::{Containment, KernelMaps, Os, Process},
+    sessions::{Grant, GrantId, Holder, Leader},
+};
+use crate::os::process::Pid;
+
+impl<O: Os> Core<O> {
+    /// Watches `leader` (once, however many secrets are bound to it): by an
+    /// exit watcher, and with eBPF in the kernel map of leaders too.
+    pub(super) fn watch_leader(&mut self, leader: Pid) -> Result<(), RequestError> {
+        if self.sessions.leaders.contains_key(&leader) {
+            return Ok(());
+        }
+        let inspecting = |err| RequestError::inspecting(leader, err);
+        let sid = self.os.session_of(leader).map_err(inspecting)?;
+        let process = self.os.open(leader).map_err(inspecting)?;
+        if let Some(kernel) = &mut self.kernel {
+            kernel
+                .watch_leader(leader)
+                .map_err(|source| RequestError::Watch {
+                    pid: leader,
+                    source,
+                })?;
+        }
+        let id = self.fresh_id();
+        let watcher = self
+            .os
+            .on_exit(Arc::new(process), Msg::LeaderGone { pid: leader, id });
+        self.sessions
+            .leaders
+            .insert(leader, Leader { id, sid, watcher });
+        Ok(())
+    }
+
+    /// Stops watching `leader`.
+    pub(super) fn unwatch_leader(&mut self, leader: Pid) {
+        // Dropping the entry cancels its watcher.
+        self.sessions.leaders.remove(&leader);
+        if let Some(kernel) = &mut self.kernel {
+            kernel.unwatch_leader(leader);
+        }
+    }
+
+    /// Makes `pid` a holder of `keys`: tracked by its handle and, with eBPF, in
+    /// the kernel map so that its children become holders as they are born.
+    pub(super) fn add_holder(
+        &mut self,
+        pid: Pid,
+        keys: Vec<SecretKey>,
+    ) -> Result<(), RequestError> {
+        if let Some(holder) = self.sessions.holders.get(&pid) {
+            let grant = self.sessions.grants.entry(holder.grant).or_default();
+            grant.secrets.extend(keys);
+            return Ok(());
+        }
+        let process = self.os.open(pid).map_err(|_| RequestError::CallerExited)?;
+        let grant = self.fresh_grant();
+        if let Some(cgroups) = &self.cgroups {
+            // The caller waits for this reply, so it has forked nothing yet:
+            // from here on every descendant is born inside the grant's cgroup.
+            cgroups.add(grant, pid).map_err(RequestError::Contain)?;
+        }
+        if let Err(err) = self.report_holder(pid, grant, &process) {
+            if let Some(cgroups) = &self.cgroups {
+                cgroups.remove(grant); // best effort; shutdown removes the rest
+            }
+            return Err(err);
+        }
+        self.sessions.grants.insert(
+            grant,
+            Grant {
+                secrets: keys.into_iter().collect(),
+                doomed: false,
+            },
+        );
+        self.track_holder(pid, grant, process);
+        Ok(())
+    }
+
+    /// Puts a new holder in the kernel map, if there is one. Its exit is
+    /// reported once it is in the map; an exit just before would not be, so
+    /// a holder found dead after the insert is refused.
+    fn report_holder(
+        &mut self,
+        pid: Pid,
+        grant: GrantId,
+        process: &O::Process,
+    ) -> Result<(), RequestError> {
+        let Some(kernel) = &mut self.kernel else {
+            return Ok(());
+        };
+        kernel
+            .set_holder(pid, grant, HolderState::Holding)
+            .map_err(RequestError::HolderMap)?;
+        if !process.is_alive() {
+            kernel.remove_holder(pid);
+            return Err(RequestError::CallerExited);
+        }
+        Ok(())
+    }
+
+    /// Records a holder. With eBPF the kernel reports its exit; an exit
+    /// watcher as well would wake the guardian twice per exit, and a teardown
+    /// of a hundred holders needs that CPU.
+    pub(super) fn track_holder(&mut self, pid: Pid, grant: GrantId, process: O::Process) {
+        let process = Arc::new(process);
+        let watcher = self.kernel.is_none().then(|| {
+            self.os
+                .on_exit(Arc::clone(&process), Msg::HolderGone { pid })
+        });
+        self.sessions.holders.insert(
+            pid,
+            Holder {
+                grant,
+                process,
+                watcher,
+            },
+        );
+    }
+
+    /// A holder's child, reported by the kernel with the grant it inherited;
+    /// the parent may already be gone, so the grant comes from the event.
+    pub(super) fn holder_forked(&mut self, child: Pid, grant: GrantId) {
+        let Some(doomed) = self.sessions.grants.get(&grant).map(|g| g.doomed) else {
+            // A grant the guardian no longer knows: its holders were all reaped,
+            // so this child can only hold wiped secrets. Kill it.
+            if let Ok(process) = self.os.open(child) {
+                let _ = process.kill();
+            }
+            return;
+        };
+        // A child that already exited cannot be opened; its exit needs no kill.
+        let Ok(process) = self.os.open(child) else {
+            return;
+        };
+        if doomed {
+            let _ = process.kill();
+            for trigger in self
+                .triggers
+                .iter_mut()
+                .filter(|t| t.grants.contains(&grant))
+            {
+                trigger.killed += 1;
+            }
+        }
+        self.track_holder(child, grant, process);
+    }
+
+    /// A holder exited (reported by the kernel, or by its exit watcher).
+    pub(super) fn holder_exited(&mut self, pid: Pid, ktime_ns: u64) {
+        // With eBPF the exit program has already taken it out of the map.
+        let Some((grant, emptied)) = self.sessions.remove_holder(pid) else {
+            return;
+        };
+        if emptied && let Some(cgroups) = &self.cgroups {
+            cgroups.remove(grant);
+        }
+        for trigger in self
+            .triggers
+            .iter_mut()
+            .filter(|t| t.grants.contains(&grant))
+        {
+            trigger.last_dead_ns = trigger.last_dead_ns.max(ktime_ns);
+        }
+        self.check_triggers();
+    }
+}

@@ -1,0 +1,249 @@
+//! The production [`Os`]: pidfds and /proc, the cgroups, the eBPF link, tokio
+//! tasks that report back on the state machine's channel, the audit file and
+//! its syncer thread.
+
+use std::{
+    collections::HashSet,
+    io,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use guardian_ebpf::HolderState;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc,
+};
+
+use super::{
+    Msg,
+    os::{Containment, KernelMaps, Os, Process, Task},
+};
+use crate::{
+    audit::{
+        AuditLog, Entry,
+        commit::{SyncJob, Unsynced},
+    },
+    kernel::{KernelError, KernelLink},
+    os::{
+        cgroup::{Cgroups, GrantId},
+        clock,
+        hardening::{self, Protections},
+        peer::Peer,
+        process::{self, Pid, Pidfd, Status},
+    },
+};
+
+/// How long after a tamper event a stopped process is looked for.
+const CONTINUE_WINDOW: Duration = Duration::from_millis(200);
+/// How often, within that window.
+const CONTINUE_EVERY: Duration = Duration::from_millis(5);
+
+/// The real operating system.
+pub struct Host {
+    audit: AuditLog,
+    syncer: std::sync::mpsc::Sender<SyncJob>,
+    to_core: mpsc::UnboundedSender<Msg>,
+    protections: Protections,
+}
+
+impl Host {
+    /// The host, reporting back on `to_core`, auditing to `audit` with
+    /// `syncer` making its batches durable.
+    pub fn new(
+        audit: AuditLog,
+        syncer: std::sync::mpsc::Sender<SyncJob>,
+        to_core: mpsc::UnboundedSender<Msg>,
+        protections: Protections,
+    ) -> Self {
+        Self {
+            audit,
+            syncer,
+            to_core,
+            protections,
+        }
+    }
+
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static, msg: Msg) -> Task {
+        let to_core = self.to_core.clone();
+        let handle = tokio::spawn(async move {
+            work.await;
+            let _ = to_core.send(msg);
+        })
+        .abort_handle();
+        Task::new(move || handle.abort())
+    }
+}
+
+impl Os for Host {
+    type Process = Pidfd;
+    type Kernel = KernelLink;
+    type Containment = Cgroups;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn now_ns(&self) -> u64 {
+        clock::now_ns()
+    }
+
+    fn guardian(&self) -> Pid {
+        Pid::current()
+    }
+
+    fn open(&self, pid: Pid) -> io::Result<Pidfd> {
+        Pidfd::open(pid)
+    }
+
+    fn status(&self, pid: Pid) -> io::Result<Status> {
+        Status::read(pid)
+    }
+
+    fn caller_status(&self, peer: &Peer) -> io::Result<Status> {
+        match &peer.status {
+            Some(file) => file.read(),
+            None => Status::read(peer.pid),
+        }
+    }
+
+    fn session_of(&self, pid: Pid) -> io::Result<Option<Pid>> {
+        process::session_of(pid)
+    }
+
+    fn descends_from(&self, pid: Pid, ancestor: Pid) -> bool {
+        process::descends_from(pid, ancestor)
+    }
+
+    fn descendants_of(&self, roots: &HashSet<Pid>) -> Vec<Pid> {
+        process::descendants_of(roots)
+    }
+
+    fn exe_of(&self, pid: Pid) -> String {
+        process::exe_of(pid)
+    }
+
+    fn on_exit(&self, process: Arc<Pidfd>, msg: Msg) -> Task {
+        let exited = async move {
+            // SAFETY: the Pidfd owns its fd, which stays open and the same until
+            // the last Arc (one of them inside this AsyncFd) is dropped.
+            if let Ok(fd) = unsafe { AsyncFd::register_with_interest(process, Interest::READABLE) }
+            {
+                // Readable means exited; an error means the same for our purpose.
+                let _ = fd.readable().await;
+            }
+        };
+        self.spawn(exited, msg)
+    }
+
+    fn after(&self, delay: Duration, msg: Msg) -> Task {
+        self.spawn(tokio::time::sleep(delay), msg)
+    }
+
+    fn continue_if_stopped(&self, process: Arc<Pidfd>) {
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + CONTINUE_WINDOW;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(CONTINUE_EVERY).await;
+                if process::is_stopped(process.pid()) {
+                    let _ = process.send(libc::SIGCONT);
+                }
+            }
+        });
+    }
+
+    fn audit_write(&mut self, entry: &Entry) -> io::Result<()> {
+        self.audit.write(entry)
+    }
+
+    fn audit_append(&mut self, entry: &Entry) -> io::Result<()> {
+        self.audit.append(entry)
+    }
+
+    fn audit_commit(&mut self, batch: Vec<Unsynced>) -> Result<(), (Vec<Unsynced>, io::Error)> {
+        let job = SyncJob {
+            file: self.audit.current_file(),
+            batch,
+        };
+        self.syncer
+            .send(job)
+            .map_err(|std::sync::mpsc::SendError(job)| {
+                (job.batch, io::Error::other("the audit syncer stopped"))
+            })
+    }
+
+    fn hardening(&self) -> Protections {
+        hardening::current(&self.protections)
+    }
+}
+
+impl Process for Pidfd {
+    fn pid(&self) -> Pid {
+        Pidfd::pid(self)
+    }
+
+    fn signal(&self, signal: i32) -> io::Result<()> {
+        self.send(signal)
+    }
+
+    fn is_alive(&self) -> bool {
+        Pidfd::is_alive(self)
+    }
+}
+
+impl KernelMaps for KernelLink {
+    fn arm(&mut self) -> Result<(), KernelError> {
+        KernelLink::arm(self)
+    }
+
+    fn disarm(&mut self) {
+        KernelLink::disarm(self);
+    }
+
+    fn is_armed(&self) -> bool {
+        KernelLink::is_armed(self)
+    }
+
+    fn watch_leader(&mut self, leader: Pid) -> Result<(), KernelError> {
+        KernelLink::watch_leader(self, leader)
+    }
+
+    fn unwatch_leader(&mut self, leader: Pid) {
+        KernelLink::unwatch_leader(self, leader);
+    }
+
+    fn set_holder(
+        &mut self,
+        pid: Pid,
+        grant: GrantId,
+        state: HolderState,
+    ) -> Result<(), KernelError> {
+        KernelLink::set_holder(self, pid, grant, state)
+    }
+
+    fn remove_holder(&mut self, pid: Pid) {
+        KernelLink::remove_holder(self, pid);
+    }
+
+    fn dropped_events(&self) -> u64 {
+        KernelLink::dropped_events(self)
+    }
+
+    fn lsm_error(&self) -> Option<&str> {
+        KernelLink::lsm_error(self)
+    }
+}
+
+impl Containment for Cgroups {
+    fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()> {
+        Cgroups::add(self, grant, pid)
+    }
+
+    fn kill(&self, grant: GrantId) -> io::Result<bool> {
+        Cgroups::kill(self, grant)
+    }
+
+    fn remove(&self, grant: GrantId) {
+        Cgroups::remove(self, grant);
+    }
+}

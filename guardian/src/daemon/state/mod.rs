@@ -1,0 +1,332 @@
+//! The guardian's state machine: one owner of every secret, session and kernel
+//! map, which handles, in order, requests from connections, events from the
+//! kernel, and reports from exit watchers and timers. Owning the state in one
+//! place means a trigger and a request can never interleave halfway.
+//!
+//! Enforcement is always "wipe, then kill": secrets are zeroized before any
+//! holder is signalled, so nothing a dying holder does can delay the wipe.
+//!
+//! Everything it does to the operating system goes through [`os::Os`], so the
+//! unit tests drive this very code against a fake world.
+//!
+//! # Layout
+//! - this file: the messages it takes, its fields, and the dispatcher;
+//! - [`requests`](self::requests): put, get, exec, list, revoke, wipe, and the
+//!   audit record of each; [`access`](self::access): who may bind and use what;
+//! - [`holders`](self::holders): leaders and holders coming and going;
+//! - [`triggers`](self::triggers): wipe, then kill, then record;
+//!   [`tamper`](self::tamper): attempts the kernel stopped;
+//! - [`status`](self::status): the `status` report;
+//! - [`vault`], [`sessions`]: the bookkeeping; [`errors`]: refusals;
+//!   [`os`]: the interface to the system, [`host`]: its production side.
+
+mod access;
+pub mod errors;
+mod holders;
+pub mod host;
+pub mod os;
+mod requests;
+pub mod sessions;
+mod status;
+mod tamper;
+#[cfg(test)]
+mod tests;
+mod triggers;
+pub mod vault;
+
+use std::sync::Arc;
+
+use guardian_ebpf::{Event, EventKind};
+use tokio::sync::oneshot;
+
+pub use self::{errors::RequestError, vault::SecretKey};
+use self::{
+    os::{KernelMaps, Os, Task},
+    sessions::{GrantId, Sessions},
+    triggers::{Cause, PendingTrigger},
+    vault::Vault,
+};
+use crate::{
+    audit::{Action, Entry, Outcome, commit::Unsynced},
+    config::Config,
+    os::{peer::Peer, process::Pid, secret_mem::SecretBuf},
+    protocol::{Request, Response},
+};
+
+/// What the state machine is told.
+pub enum Msg {
+    /// A parsed request from a connection.
+    Request {
+        /// Who sent it.
+        peer: Peer,
+        /// What it asks.
+        request: Request,
+        /// The secret bytes of a `put`.
+        payload: Option<SecretBuf>,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Reply>,
+    },
+    /// A connection sent something that is not a request (audited, then closed).
+    Malformed {
+        /// Who sent it, if known.
+        peer: Option<Peer>,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A leader's exit watcher fired.
+    LeaderGone {
+        /// The leader.
+        pid: Pid,
+        /// Which binding of that pid.
+        id: u64,
+    },
+    /// A holder's exit watcher fired.
+    HolderGone {
+        /// The holder.
+        pid: Pid,
+    },
+    /// The supervisor died: nothing would kill the holders if the guardian
+    /// died now, so everything is wiped (fail closed).
+    SupervisorGone,
+    /// A secret's TTL ran out.
+    Expired {
+        /// The secret.
+        key: SecretKey,
+        /// Which secret under that key.
+        id: u64,
+    },
+    /// Re-check of triggers still waiting for holders to die (scheduled only
+    /// while some are, so an idle guardian never wakes).
+    Tick,
+    /// Wipe everything and stop.
+    Shutdown,
+    /// The syncer could not make a batch's records durable.
+    SyncFailed {
+        /// The batch, unanswered.
+        batch: Vec<Unsynced>,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+/// The answer to a request: a response header and the secrets that follow it.
+/// (Its `Debug` shows secrets' lengths only.)
+#[derive(Debug)]
+pub struct Reply {
+    /// The header.
+    pub response: Response,
+    /// Copies of secrets in locked memory, written after the header and wiped.
+    pub secrets: Vec<SecretBuf>,
+}
+
+impl Reply {
+    fn refused(err: &RequestError) -> Self {
+        Self::plain(Response::Error {
+            message: err.to_string(),
+        })
+    }
+
+    fn plain(response: Response) -> Self {
+        Self {
+            response,
+            secrets: Vec::new(),
+        }
+    }
+}
+
+/// What the daemon set up before the state machine starts.
+pub struct Setup<O: Os> {
+    /// The eBPF link, or why there is none.
+    pub kernel: Result<O::Kernel, String>,
+    /// Policy.
+    pub config: Config,
+    /// Per-exec containment, where cgroup v2 is available.
+    pub cgroups: Option<O::Containment>,
+    /// The supervisor that kills holders if the guardian dies.
+    pub supervisor: Option<O::Process>,
+}
+
+/// The guardian's whole state.
+pub struct Core<O: Os> {
+    os: O,
+    vault: Vault,
+    sessions: Sessions<O::Process>,
+    triggers: Vec<PendingTrigger>,
+    kernel: Option<O::Kernel>,
+    kernel_error: Option<String>,
+    dropped_seen: u64,
+    config: Config,
+    cgroups: Option<O::Containment>,
+    /// The supervisor and the watcher of its exit.
+    supervisor: Option<(Arc<O::Process>, Task)>,
+    next_id: u64,
+    next_grant: GrantId,
+    /// The pending re-check of triggers, while one is scheduled.
+    tick: Option<Task>,
+    unsynced: Vec<Unsynced>,
+}
+
+impl<O: Os> Core<O> {
+    /// A state machine with no secrets, acting through `os`.
+    pub fn new(os: O, setup: Setup<O>) -> Self {
+        let (kernel, kernel_error) = match setup.kernel {
+            Ok(link) => (Some(link), None),
+            Err(err) => (None, Some(err)),
+        };
+        let supervisor = setup.supervisor.map(|process| {
+            let process = Arc::new(process);
+            let watcher = os.on_exit(Arc::clone(&process), Msg::SupervisorGone);
+            (process, watcher)
+        });
+        Self {
+            os,
+            vault: Vault::default(),
+            sessions: Sessions::default(),
+            triggers: Vec::new(),
+            kernel,
+            kernel_error,
+            dropped_seen: 0,
+            config: setup.config,
+            cgroups: setup.cgroups,
+            supervisor,
+            next_id: 1,
+            next_grant: 0,
+            tick: None,
+            unsynced: Vec::new(),
+        }
+    }
+
+    /// Handles one message; returns false once the guardian should stop.
+    pub fn handle(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Request {
+                peer,
+                request,
+                payload,
+                reply,
+            } => {
+                let (answer, refusal) = self.request(&peer, request, payload);
+                // Answered at the next commit, once its record is on disk.
+                self.unsynced.push(Unsynced {
+                    reply_to: reply,
+                    answer,
+                    refusal,
+                });
+            }
+            Msg::Malformed { peer, reason } => self.record(Entry {
+                action: Action::Malformed,
+                names: Vec::new(),
+                peer,
+                leader: None,
+                outcome: Outcome::Deny,
+                reason: Some(reason),
+                latency: None,
+            }),
+            Msg::LeaderGone { pid, id } => {
+                if self
+                    .sessions
+                    .leaders
+                    .get(&pid)
+                    .is_some_and(|leader| leader.id == id)
+                {
+                    self.leader_gone(pid, Cause::LeaderExit, self.os.now_ns());
+                }
+            }
+            Msg::HolderGone { pid } => self.holder_exited(pid, self.os.now_ns()),
+            Msg::Expired { key, id } => {
+                if self.vault.get(&key).is_some_and(|secret| secret.id == id) {
+                    self.trigger(Cause::TtlExpired, self.os.now_ns(), vec![key], None);
+                }
+            }
+            Msg::SupervisorGone => {
+                tracing::error!("the supervisor died; wiping every secret");
+                self.supervisor = None;
+                self.wipe_everything(Cause::SupervisorLost);
+            }
+            Msg::SyncFailed { batch, error } => self.sync_failed(batch, &error),
+            Msg::Tick => {
+                self.tick = None;
+                self.check_triggers();
+            }
+            Msg::Shutdown => {
+                self.wipe_everything(Cause::Shutdown);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Detaches the tamper tracepoints once no secret is held and no holder
+    /// lives; `put` attaches them again before it stores anything.
+    pub fn disarm_if_idle(&mut self) {
+        if self.vault.is_empty()
+            && self.sessions.holders.is_empty()
+            && let Some(kernel) = &mut self.kernel
+            && kernel.is_armed()
+        {
+            kernel.disarm();
+        }
+    }
+
+    /// Handles one batch of kernel events, then fails closed if any were lost.
+    pub fn kernel_events(&mut self, events: Vec<Event>) {
+        for event in events {
+            let Some(pid) = Pid::new(event.pid as i32) else {
+                continue;
+            };
+            match event.kind() {
+                Some(EventKind::LeaderExit) => {
+                    self.leader_gone(pid, Cause::LeaderExit, event.ktime_ns)
+                }
+                Some(EventKind::LeaderHangup) => {
+                    self.leader_gone(pid, Cause::LeaderHangup, event.ktime_ns)
+                }
+                Some(EventKind::HolderFork) => self.holder_forked(pid, event.grant),
+                Some(EventKind::HolderExit) => self.holder_exited(pid, event.ktime_ns),
+                Some(EventKind::Tamper) => self.tamper(&event),
+                None => tracing::warn!(kind = event.kind, "unknown kernel event"),
+            }
+        }
+        let dropped = self.kernel.as_ref().map_or(0, KernelMaps::dropped_events);
+        if dropped > self.dropped_seen {
+            tracing::error!(dropped, "kernel events were lost; wiping every secret");
+            self.dropped_seen = dropped;
+            self.wipe_everything(Cause::KernelEventsLost);
+        }
+    }
+
+    /// True while triggers are still waiting for holders to die.
+    pub fn is_settling(&self) -> bool {
+        !self.triggers.is_empty()
+    }
+
+    /// Hands the answers waiting since the last commit to the audit commit,
+    /// which sends them once their records are durable; none is answered
+    /// before. A batch that cannot be committed is refused.
+    pub fn commit(&mut self) {
+        if self.unsynced.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.unsynced);
+        if let Err((batch, err)) = self.os.audit_commit(batch) {
+            self.sync_failed(batch, &err);
+        }
+    }
+
+    /// Appends a record that nothing waits on.
+    fn record(&mut self, entry: Entry) {
+        if let Err(err) = self.os.audit_append(&entry) {
+            tracing::error!(%err, action = %entry.action, "cannot write the audit log");
+        }
+    }
+
+    fn fresh_grant(&mut self) -> GrantId {
+        self.next_grant = self.next_grant.wrapping_add(1).max(1);
+        self.next_grant
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}

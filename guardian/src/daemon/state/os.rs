@@ -1,0 +1,153 @@
+//! Everything the state machine does to the operating system, behind one
+//! narrow interface: signal and watch processes, read /proc facts, contain and
+//! kill holder trees, write the kernel maps, start timers, append audit
+//! records, read the clock. Production implements it with pidfds, cgroups,
+//! the eBPF link, tokio tasks and the audit file (`host`); the unit tests with
+//! a fake world that runs in-process, unprivileged, in microseconds.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::HashSet,
+    io,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use guardian_ebpf::HolderState;
+
+use super::Msg;
+use crate::{
+    audit::{Entry, commit::Unsynced},
+    kernel::KernelError,
+    os::{
+        cgroup::GrantId,
+        hardening::Protections,
+        peer::Peer,
+        process::{Pid, Status},
+    },
+};
+
+/// A handle on one process that stays bound to it after it exits, so a signal
+/// never reaches a process that reused its pid (a pidfd in production).
+pub trait Process: Send + Sync + 'static {
+    /// The pid it was opened for.
+    fn pid(&self) -> Pid;
+    /// Sends `signal`; a process that already exited is not an error.
+    fn signal(&self, signal: i32) -> io::Result<()>;
+    /// True until the process has exited.
+    fn is_alive(&self) -> bool;
+
+    /// Sends SIGKILL.
+    fn kill(&self) -> io::Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+}
+
+/// The kernel maps the eBPF programs read, and the tamper programs' switch.
+pub trait KernelMaps {
+    /// Attaches the tamper programs, if they are not attached yet.
+    fn arm(&mut self) -> Result<(), KernelError>;
+    /// Detaches the tamper programs.
+    fn disarm(&mut self);
+    /// True while the tamper programs are attached.
+    fn is_armed(&self) -> bool;
+    /// Starts reporting the exit and hangup of `leader`.
+    fn watch_leader(&mut self, leader: Pid) -> Result<(), KernelError>;
+    /// Stops watching `leader` (not-found is fine).
+    fn unwatch_leader(&mut self, leader: Pid);
+    /// Marks `pid` as a holder of `grant` in `state`; its children inherit both.
+    fn set_holder(
+        &mut self,
+        pid: Pid,
+        grant: GrantId,
+        state: HolderState,
+    ) -> Result<(), KernelError>;
+    /// Forgets `pid` as a holder (not-found is fine).
+    fn remove_holder(&mut self, pid: Pid);
+    /// Events the programs dropped because the ring buffer was full.
+    fn dropped_events(&self) -> u64;
+    /// Why the BPF LSM program is not in force, or `None` when it is.
+    fn lsm_error(&self) -> Option<&str>;
+}
+
+/// One container per grant, whose whole tree one call kills (cgroup v2).
+pub trait Containment {
+    /// Moves `pid` into the container of `grant`, creating it if needed.
+    fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()>;
+    /// Kills everything in the container of `grant`; false when it has none.
+    fn kill(&self, grant: GrantId) -> io::Result<bool>;
+    /// Removes the container of `grant` once empty (best effort).
+    fn remove(&self, grant: GrantId);
+}
+
+/// Background work started for the state machine (a timer, an exit watcher).
+/// Dropping it cancels the work, so a secret's timer dies with the secret.
+pub struct Task(Option<Box<dyn FnOnce() + Send>>);
+
+impl Task {
+    /// A task that `cancel` stops.
+    pub fn new(cancel: impl FnOnce() + Send + 'static) -> Self {
+        Self(Some(Box::new(cancel)))
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel();
+        }
+    }
+}
+
+/// The operating system as the state machine sees it.
+pub trait Os {
+    /// A process handle.
+    type Process: Process;
+    /// The eBPF link.
+    type Kernel: KernelMaps;
+    /// Per-grant containment.
+    type Containment: Containment;
+
+    /// Now, for TTLs and waits.
+    fn now(&self) -> Instant;
+    /// Now on the kernel's monotonic clock, the one eBPF events carry.
+    fn now_ns(&self) -> u64;
+
+    /// The guardian's own pid.
+    fn guardian(&self) -> Pid;
+    /// A handle on `pid`; ESRCH when there is no such process.
+    fn open(&self, pid: Pid) -> io::Result<Self::Process>;
+    /// /proc/PID/status of `pid`.
+    fn status(&self, pid: Pid) -> io::Result<Status>;
+    /// The status of a connected caller, read through what it connected with
+    /// (so a reaped caller's pid never describes another process).
+    fn caller_status(&self, peer: &Peer) -> io::Result<Status>;
+    /// The session of `pid`; `None` for session 0.
+    fn session_of(&self, pid: Pid) -> io::Result<Option<Pid>>;
+    /// True if `ancestor` is `pid` or one of its ancestors.
+    fn descends_from(&self, pid: Pid, ancestor: Pid) -> bool;
+    /// Every live descendant of `roots`, roots excluded.
+    fn descendants_of(&self, roots: &HashSet<Pid>) -> Vec<Pid>;
+    /// The executable of `pid`, or a placeholder.
+    fn exe_of(&self, pid: Pid) -> String;
+
+    /// Sends `msg` to the state machine once `process` exits.
+    fn on_exit(&self, process: Arc<Self::Process>, msg: Msg) -> Task;
+    /// Sends `msg` to the state machine after `delay`.
+    fn after(&self, delay: Duration, msg: Msg) -> Task;
+    /// Continues `process` if it is found stopped over the next little while
+    /// (a killed PTRACE_ATTACH leaves its SIGSTOP queued).
+    fn continue_if_stopped(&self, process: Arc<Self::Process>);
+
+    /// Appends an audit record; durable only once committed.
+    fn audit_write(&mut self, entry: &Entry) -> io::Result<()>;
+    /// Appends an audit record and waits until it is durable.
+    fn audit_append(&mut self, entry: &Entry) -> io::Result<()>;
+    /// Answers `batch` once every record written so far is durable; gives the
+    /// batch back if that cannot be arranged.
+    fn audit_commit(&mut self, batch: Vec<Unsynced>) -> Result<(), (Vec<Unsynced>, io::Error)>;
+
+    /// The guardian's self-protection as it stands.
+    fn hardening(&self) -> Protections;
+}

@@ -1,0 +1,307 @@
+//! Requests: put, get, exec, list, revoke, wipe and status, each audited.
+//! Nothing enters or leaves the vault that the log does not show: put, get
+//! and exec carry what undoes them if their record cannot be made durable.
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use super::{
+    Core, Reply, RequestError, SecretKey,
+    os::{KernelMaps, Os},
+    triggers::Cause,
+    vault::Secret,
+};
+use crate::{
+    audit::{
+        Action, Entry, Outcome,
+        commit::{Refusal, Unsynced},
+    },
+    os::{
+        peer::Peer,
+        process::{Pid, Uid},
+        secret_mem::SecretBuf,
+    },
+    protocol::{Request, Response, SecretInfo, SecretName},
+};
+
+type Answer = Result<Reply, RequestError>;
+
+impl<O: Os> Core<O> {
+    /// Carries out one request and writes its audit record (durable at the
+    /// next commit). Returns the answer and, for put/get/exec, how to refuse
+    /// it instead should the record not reach the disk.
+    pub(super) fn request(
+        &mut self,
+        peer: &Peer,
+        request: Request,
+        payload: Option<SecretBuf>,
+    ) -> (Reply, Option<Refusal>) {
+        let action = action_of(&request);
+        let names = names_of(&request);
+        let leader = names.first().and_then(|name| self.leader_of(peer, name));
+        let result = self.carry_out(peer, request, payload);
+        let (outcome, reason, leader) = match &result {
+            Ok(reply) => match reply.response {
+                Response::Stored { leader } => (Outcome::Allow, None, Some(leader)),
+                _ => (Outcome::Allow, None, leader),
+            },
+            Err(err) => (Outcome::Deny, Some(err.to_string()), leader),
+        };
+        let entry = Entry {
+            action,
+            names: names.iter().map(ToString::to_string).collect(),
+            peer: Some(peer.clone()),
+            leader,
+            outcome,
+            reason,
+            latency: None,
+        };
+        // Revoke, wipe, list and status still answer without a record: they
+        // only destroy or describe.
+        let stored = (action == Action::Put && result.is_ok())
+            .then(|| names.first())
+            .flatten();
+        let refusal = matches!(action, Action::Put | Action::Get | Action::Exec).then(|| Refusal {
+            action,
+            undo: stored.map(|name| SecretKey {
+                owner: peer.uid,
+                name: name.clone(),
+            }),
+        });
+        let answer = result.unwrap_or_else(|err| Reply::refused(&err));
+        match (self.os.audit_write(&entry), refusal) {
+            (Err(err), Some(refusal)) => (self.refuse(refusal, err), None),
+            (Err(err), None) => {
+                tracing::error!(%err, %action, "cannot write the audit log");
+                (answer, None)
+            }
+            (Ok(()), refusal) => (answer, refusal),
+        }
+    }
+
+    pub(super) fn carry_out(
+        &mut self,
+        peer: &Peer,
+        request: Request,
+        payload: Option<SecretBuf>,
+    ) -> Answer {
+        match request {
+            Request::Put {
+                name,
+                bind,
+                ttl_secs,
+                ..
+            } => {
+                let bytes = payload.ok_or(RequestError::MissingPayload)?;
+                self.put(peer, name, bind, ttl_secs, bytes)
+            }
+            Request::Get { name } => self.get(peer, &name),
+            Request::Exec { names } => self.exec(peer, &names),
+            Request::List {} => Ok(self.list(peer)),
+            Request::Revoke { name } => self.revoke(peer, name),
+            Request::WipeAll {} => Ok(self.wipe_all(peer)),
+            Request::Status {} => Ok(Reply::plain(Response::Status(Box::new(self.status())))),
+        }
+    }
+
+    /// Answers a batch whose records could not be made durable: put/get/exec
+    /// are refused (puts undone), the rest answered as they were.
+    pub(super) fn sync_failed(&mut self, batch: Vec<Unsynced>, err: &std::io::Error) {
+        for unsynced in batch {
+            let answer = match unsynced.refusal {
+                Some(refusal) => {
+                    self.refuse(refusal, std::io::Error::new(err.kind(), err.to_string()))
+                }
+                None => unsynced.answer,
+            };
+            let _ = unsynced.reply_to.send(answer);
+        }
+    }
+
+    /// Undoes what a request did when its record cannot reach the disk.
+    fn refuse(&mut self, refusal: Refusal, source: std::io::Error) -> Reply {
+        tracing::error!(err = %source, "cannot write the audit log");
+        if let Some(key) = refusal.undo {
+            self.vault.wipe(&key);
+        }
+        Reply::refused(&RequestError::AuditUnavailable {
+            action: refusal.action,
+            source,
+        })
+    }
+
+    /// The leader of the caller's secret `name`, for the audit record.
+    fn leader_of(&self, peer: &Peer, name: &SecretName) -> Option<i32> {
+        let key = SecretKey {
+            owner: peer.uid,
+            name: name.clone(),
+        };
+        self.vault.get(&key).map(|secret| secret.leader.raw())
+    }
+
+    fn put(
+        &mut self,
+        peer: &Peer,
+        name: SecretName,
+        bind: Option<i32>,
+        ttl_secs: Option<u64>,
+        bytes: SecretBuf,
+    ) -> Answer {
+        let key = SecretKey {
+            owner: peer.uid,
+            name,
+        };
+        if self.vault.get(&key).is_some() {
+            return Err(RequestError::Exists(key.name));
+        }
+        if bytes.len() > self.config.max_secret_bytes {
+            return Err(RequestError::TooLarge {
+                limit: self.config.max_secret_bytes,
+            });
+        }
+        if self.vault.owned_by(peer.uid).count() >= self.config.max_secrets_per_uid {
+            return Err(RequestError::TooManySecrets {
+                limit: self.config.max_secrets_per_uid,
+            });
+        }
+        let ttl = self.config.ttl_for(ttl_secs.map(Duration::from_secs))?;
+        // Armed before the secret is stored: no secret is ever held unguarded.
+        if let Some(kernel) = &mut self.kernel {
+            kernel.arm().map_err(RequestError::Arm)?;
+        }
+        let leader = match bind {
+            Some(raw) => Pid::new(raw).ok_or(RequestError::InvalidPid(raw))?,
+            None => self
+                .os
+                .session_of(peer.pid)
+                .map_err(RequestError::CallerSession)?
+                .ok_or(RequestError::NoSession)?,
+        };
+        self.check_bindable(peer, leader)?;
+        self.watch_leader(leader)?;
+        let id = self.fresh_id();
+        let now = self.os.now();
+        let expiry = ttl.map(|ttl| {
+            let timer = self.os.after(
+                ttl,
+                super::Msg::Expired {
+                    key: key.clone(),
+                    id,
+                },
+            );
+            (now + ttl, timer)
+        });
+        let secret = Secret {
+            id,
+            bytes,
+            leader,
+            created: now,
+            expiry,
+        };
+        self.vault.insert(key, secret);
+        Ok(Reply::plain(Response::Stored {
+            leader: leader.raw(),
+        }))
+    }
+
+    fn copies(&self, keys: &[SecretKey]) -> Result<Vec<SecretBuf>, RequestError> {
+        keys.iter()
+            .map(|key| match self.vault.get(key) {
+                Some(secret) => Ok(secret.bytes.try_clone()?),
+                None => Err(RequestError::NoSuchSecret(key.name.clone())),
+            })
+            .collect()
+    }
+
+    fn get(&mut self, peer: &Peer, name: &SecretName) -> Answer {
+        let keys = self.usable_all(peer, std::slice::from_ref(name))?;
+        Ok(secrets_reply(self.copies(&keys)?))
+    }
+
+    fn exec(&mut self, peer: &Peer, names: &[SecretName]) -> Answer {
+        let keys = self.usable_all(peer, names)?;
+        let secrets = self.copies(&keys)?;
+        self.add_holder(peer.pid, keys)?;
+        Ok(secrets_reply(secrets))
+    }
+
+    fn list(&self, peer: &Peer) -> Reply {
+        let now = self.os.now();
+        let mut secrets: Vec<SecretInfo> = self
+            .vault
+            .owned_by(peer.uid)
+            .map(|(key, secret)| SecretInfo {
+                name: key.name.to_string(),
+                leader: secret.leader.raw(),
+                holders: self.sessions.holders_of(key),
+                age_secs: now.saturating_duration_since(secret.created).as_secs(),
+                ttl_left_secs: secret.ttl_left(now).map(|left| left.as_secs()),
+            })
+            .collect();
+        secrets.sort_by(|a, b| a.name.cmp(&b.name));
+        Reply::plain(Response::List { secrets })
+    }
+
+    fn revoke(&mut self, peer: &Peer, name: SecretName) -> Answer {
+        let key = SecretKey {
+            owner: peer.uid,
+            name,
+        };
+        if self.vault.get(&key).is_none() {
+            return Err(RequestError::NoSuchSecret(key.name));
+        }
+        let killed = self.trigger(Cause::Revoke, self.os.now_ns(), vec![key], None);
+        Ok(Reply::plain(Response::Revoked {
+            holders_killed: killed,
+        }))
+    }
+
+    fn wipe_all(&mut self, peer: &Peer) -> Reply {
+        let keys: Vec<SecretKey> = match peer.uid {
+            Uid::ROOT => self.vault.keys(),
+            uid => self
+                .vault
+                .owned_by(uid)
+                .map(|(key, _)| key.clone())
+                .collect(),
+        };
+        let secrets = keys.len();
+        let holders_killed = self.trigger(Cause::WipeAll, self.os.now_ns(), keys, None);
+        Reply::plain(Response::Wiped {
+            secrets,
+            holders_killed,
+        })
+    }
+}
+
+fn secrets_reply(secrets: Vec<SecretBuf>) -> Reply {
+    let lens = secrets.iter().map(SecretBuf::len).collect();
+    Reply {
+        response: Response::Secrets { lens },
+        secrets,
+    }
+}
+
+/// The verb of `request`, as the audit log records it.
+fn action_of(request: &Request) -> Action {
+    match request {
+        Request::Put { .. } => Action::Put,
+        Request::Get { .. } => Action::Get,
+        Request::Exec { .. } => Action::Exec,
+        Request::List {} => Action::List,
+        Request::Revoke { .. } => Action::Revoke,
+        Request::WipeAll {} => Action::WipeAll,
+        Request::Status {} => Action::Status,
+    }
+}
+
+fn names_of(request: &Request) -> Vec<SecretName> {
+    match request {
+        Request::Put { name, .. } | Request::Get { name } | Request::Revoke { name } => {
+            vec![name.clone()]
+        }
+        Request::Exec { names } => names.clone(),
+        Request::List {} | Request::Status {} | Request::WipeAll {} => Vec::new(),
+    }
+}

@@ -1,0 +1,237 @@
+//! Triggers: wipe, then kill, then record. A trigger wipes its secrets at
+//! once, kills every holder of any of them, and stays pending until those
+//! holders are dead (re-signalling them every [`RECHECK`]) or
+//! [`HOLDER_DEATH_WAIT`] has passed; then its record, with the latencies
+//! measured on the kernel clock, goes to the audit log.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use guardian_ebpf::HolderState;
+
+use super::{
+    Core, Msg, SecretKey,
+    os::{Containment, KernelMaps, Os, Process},
+    sessions::GrantId,
+};
+use crate::{
+    audit::{Action, Entry, Latency, Outcome},
+    os::process::Pid,
+};
+
+/// How long a trigger waits for holders to die before recording that some survived.
+pub(super) const HOLDER_DEATH_WAIT: Duration = Duration::from_secs(5);
+/// How often a pending trigger re-signals its surviving holders.
+pub(super) const RECHECK: Duration = Duration::from_millis(100);
+
+text_enum! {
+    /// Why secrets were wiped, as the trigger's record gives it.
+    pub enum Cause {
+        /// The session leader exited.
+        LeaderExit = "leader_exit",
+        /// The session leader was sent SIGHUP.
+        LeaderHangup = "leader_hangup",
+        /// The owner revoked the secret.
+        Revoke = "revoke",
+        /// The secret's TTL ran out.
+        TtlExpired = "ttl_expired",
+        /// The guardian was told to stop.
+        Shutdown = "shutdown",
+        /// The ring buffer overflowed: events the guardian must act on may be lost.
+        KernelEventsLost = "kernel_events_lost",
+        /// A holder was ptraced or read.
+        Tamper = "tamper",
+        /// `wipe --all`.
+        WipeAll = "wipe_all",
+        /// The supervisor died.
+        SupervisorLost = "supervisor_lost",
+    }
+}
+
+/// A trigger whose secrets are wiped and whose holders are being killed.
+pub(super) struct PendingTrigger {
+    cause: Cause,
+    names: Vec<String>,
+    leader: Option<Pid>,
+    start_ns: u64,
+    wiped_ns: u64,
+    /// The grants whose holders must die.
+    pub(super) grants: HashSet<GrantId>,
+    /// Holders signalled so far.
+    pub(super) killed: usize,
+    /// When the last of them died (kernel clock).
+    pub(super) last_dead_ns: u64,
+    deadline: Instant,
+}
+
+impl<O: Os> Core<O> {
+    /// A leader exited or was hung up: wipe what is bound to it.
+    pub(super) fn leader_gone(&mut self, leader: Pid, cause: Cause, start_ns: u64) {
+        if !self.sessions.leaders.contains_key(&leader) {
+            return;
+        }
+        let keys = self.vault.bound_to(leader);
+        self.trigger(cause, start_ns, keys, Some(leader));
+        // A hangup leaves the leader alive; it is no longer watched either way.
+        self.unwatch_leader(leader);
+    }
+
+    /// Wipes every secret of every user (fail closed).
+    pub(super) fn wipe_everything(&mut self, cause: Cause) {
+        let keys = self.vault.keys();
+        self.trigger(cause, self.os.now_ns(), keys, None);
+    }
+
+    /// Wipes `keys`, then kills every holder of any of them. Returns the number
+    /// of holders signalled.
+    pub(super) fn trigger(
+        &mut self,
+        cause: Cause,
+        start_ns: u64,
+        keys: Vec<SecretKey>,
+        leader: Option<Pid>,
+    ) -> usize {
+        let mut names = Vec::new();
+        let mut leaders = HashSet::new();
+        for key in &keys {
+            if let Some(secret) = self.vault.get(key) {
+                leaders.insert(secret.leader);
+            }
+            if self.vault.wipe(key) {
+                names.push(key.name.to_string());
+            }
+        }
+        let wiped_ns = self.os.now_ns();
+        let keys: HashSet<SecretKey> = keys.into_iter().collect();
+        let grants = self.sessions.doom_grants_of(&keys);
+        if names.is_empty() && grants.is_empty() {
+            return 0; // nothing was held: nothing to wipe, kill or record
+        }
+        let killed = self.kill_grants(&grants);
+        for leader in leaders {
+            if !self.vault.has_leader(leader) {
+                self.unwatch_leader(leader);
+            }
+        }
+        tracing::info!(%cause, ?names, killed, "secrets wiped");
+        self.triggers.push(PendingTrigger {
+            cause,
+            names,
+            leader,
+            start_ns,
+            wiped_ns,
+            grants,
+            killed,
+            last_dead_ns: 0,
+            deadline: self.os.now() + HOLDER_DEATH_WAIT,
+        });
+        self.check_triggers();
+        killed
+    }
+
+    /// SIGKILLs every holder in `grants`. Without eBPF fork tracking, holders'
+    /// descendants are found by a scan of /proc and killed too.
+    fn kill_grants(&mut self, grants: &HashSet<GrantId>) -> usize {
+        if grants.is_empty() {
+            return 0;
+        }
+        let holders = self.sessions.holders_in(grants);
+        // Kill first: the dying processes need the CPU more than the map does.
+        let contained = self.kill_containers(grants);
+        for (pid, _, process) in &holders {
+            if let Err(err) = process.kill() {
+                tracing::warn!(%pid, %err, "cannot kill holder");
+            }
+        }
+        if let Some(kernel) = &mut self.kernel {
+            // cgroup.kill also kills what its cgroup is forking. Elsewhere the
+            // kernel must kill a child born to a doomed holder, for a fork
+            // already past its fatal-signal check.
+            for (pid, grant, _) in holders.iter().filter(|(_, g, _)| !contained.contains(g)) {
+                // Best effort: a full map only loses the in-kernel fork kill.
+                let _ = kernel.set_holder(*pid, *grant, HolderState::Doomed);
+            }
+        }
+        let mut killed = holders.len();
+        if self.kernel.is_none() && self.cgroups.is_none() {
+            let roots: HashSet<Pid> = holders.iter().map(|(pid, _, _)| *pid).collect();
+            let grant = grants.iter().next().copied().unwrap_or_default();
+            for pid in self.os.descendants_of(&roots) {
+                if let Ok(process) = self.os.open(pid) {
+                    let _ = process.kill();
+                    self.track_holder(pid, grant, process);
+                    killed += 1;
+                }
+            }
+        }
+        killed
+    }
+
+    /// Kills the container of each grant; returns the grants so contained.
+    fn kill_containers(&self, grants: &HashSet<GrantId>) -> HashSet<GrantId> {
+        let mut contained = HashSet::new();
+        let Some(cgroups) = &self.cgroups else {
+            return contained;
+        };
+        for &grant in grants {
+            match cgroups.kill(grant) {
+                Ok(true) => _ = contained.insert(grant),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::warn!(grant, %err, "cgroup.kill failed; killing holders one by one")
+                }
+            }
+        }
+        contained
+    }
+
+    /// Records every trigger whose holders are all dead, or that waited too long.
+    pub(super) fn check_triggers(&mut self) {
+        let now = self.os.now();
+        let mut index = 0;
+        while index < self.triggers.len() {
+            let trigger = &self.triggers[index];
+            let survivors = self.sessions.holders_in(&trigger.grants);
+            if survivors.is_empty() || now >= trigger.deadline {
+                let trigger = self.triggers.swap_remove(index);
+                self.record_trigger(&trigger, survivors.len());
+            } else {
+                // Holders still alive: signal again (a no-op for the dying).
+                survivors
+                    .iter()
+                    .for_each(|(_, _, process)| drop(process.kill()));
+                index += 1;
+            }
+        }
+        if !self.triggers.is_empty() && self.tick.is_none() {
+            self.tick = Some(self.os.after(RECHECK, Msg::Tick));
+        }
+    }
+
+    fn record_trigger(&mut self, trigger: &PendingTrigger, survivors: usize) {
+        let holders_dead_ns = (trigger.killed > 0 && survivors == 0)
+            .then(|| trigger.last_dead_ns.saturating_sub(trigger.start_ns));
+        self.record(Entry {
+            action: Action::Trigger,
+            names: trigger.names.clone(),
+            peer: None,
+            leader: trigger.leader.map(Pid::raw),
+            outcome: if survivors == 0 {
+                Outcome::Wiped
+            } else {
+                Outcome::HoldersSurvived
+            },
+            reason: Some(trigger.cause.to_string()),
+            latency: Some(Latency {
+                start_ns: trigger.start_ns,
+                wiped_ns: trigger.wiped_ns.saturating_sub(trigger.start_ns),
+                holders_dead_ns,
+                holders: trigger.killed,
+            }),
+        });
+    }
+}
