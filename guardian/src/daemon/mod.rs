@@ -6,9 +6,11 @@
 //!
 //! - [`state`]: the secrets, sessions and every rule;
 //! - [`server`]: bind, accept, one task per connection, and its framing I/O;
+//!   [`slots`]: how many connections, and how many per user;
 //! - [`supervisor`]: the process that kills every holder if the guardian dies.
 
 pub mod server;
+pub mod slots;
 pub mod state;
 pub mod supervisor;
 

@@ -1,5 +1,5 @@
-//! The socket server: binds the guardian's socket, accepts connections up to
-//! a limit, and serves each in a task of its own: reads a frame (and a `put`'s
+//! The socket server: binds the guardian's socket, accepts connections within
+//! the [`slots`](super::slots) limits, pins each peer, and serves each in a task of its own: reads a frame (and a `put`'s
 //! secret bytes straight into locked memory), hands the parsed request to the
 //! state machine, and writes its reply.
 
@@ -9,29 +9,39 @@ use std::{
     os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::Path,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{UnixListener, UnixStream},
-    sync::{Semaphore, mpsc, oneshot},
+    sync::{mpsc, oneshot},
 };
 
-use super::state::{Msg, Reply};
+use super::{
+    slots::{self, Slots},
+    state::{Msg, Reply},
+};
 use crate::{
     os::{
         peer::Peer,
+        process::Uid,
         secret_mem::{MemoryError, SecretBuf},
     },
     protocol::{self, FrameError, Request, Response},
 };
 
-/// Most connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 256;
 /// Time a client has to send one whole request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to take its reply.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a refused client has to take the reason.
+const TELL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long accepting rests when the guardian is out of descriptors or memory.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one log line per interval for a condition that repeats.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Binds the socket, refusing to take over from a live guardian.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
@@ -56,36 +66,75 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Accepts connections until the listener fails, serving each in a task.
+/// Out of descriptors or memory, it rests instead of spinning, and says so
+/// once per [`LOG_INTERVAL`].
 pub async fn accept(listener: UnixListener, to_core: mpsc::UnboundedSender<Msg>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::new(slots::LIMITS);
+    let refusals = Arc::new(Throttle::default());
+    let accept_failures = Throttle::default();
     loop {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-            return;
-        };
         match listener.accept().await {
             Ok((stream, _)) => {
-                let to_core = to_core.clone();
-                tokio::spawn(async move {
-                    connection(stream, to_core).await;
-                    drop(permit);
-                });
+                let (slots, refusals, to_core) =
+                    (slots.clone(), Arc::clone(&refusals), to_core.clone());
+                tokio::spawn(async move { serve(stream, &slots, &refusals, to_core).await });
             }
-            Err(err) => tracing::warn!(%err, "accept failed"),
+            Err(err) => {
+                if accept_failures.ready() {
+                    tracing::error!(%err, "cannot accept connections");
+                }
+                if is_exhaustion(&err) {
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            }
         }
     }
 }
 
-/// Serves one client: requests one after another until it closes the stream
-/// or sends something malformed.
-async fn connection(mut stream: UnixStream, to_core: mpsc::UnboundedSender<Msg>) {
-    let peer = stream.peer_cred().ok().as_ref().and_then(Peer::from_cred);
-    let Some(peer) = peer else {
-        let _ = to_core.send(Msg::Malformed {
-            peer: None,
-            reason: "peer has no visible pid".into(),
-        });
+/// True for the errors that retrying at once cannot fix.
+fn is_exhaustion(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Gives a connection its slot and its pinned peer, then serves it.
+async fn serve(
+    mut stream: UnixStream,
+    slots: &Slots,
+    refusals: &Throttle,
+    to_core: mpsc::UnboundedSender<Msg>,
+) {
+    let Ok(cred) = stream.peer_cred() else {
         return;
     };
+    let _slot = match slots.take(Uid(cred.uid())) {
+        Ok(slot) => slot,
+        Err(full) => {
+            if refusals.ready() {
+                tracing::warn!(%full, "connection refused");
+            }
+            return tell(&mut stream, full.to_string()).await;
+        }
+    };
+    let peer = match Peer::connected(&stream, &cred) {
+        Ok(peer) => peer,
+        Err(err) => {
+            let reason = err.to_string();
+            let _ = to_core.send(Msg::Malformed {
+                peer: None,
+                reason: reason.clone(),
+            });
+            return tell(&mut stream, reason).await;
+        }
+    };
+    connection(stream, peer, to_core).await;
+}
+
+/// Serves one client: requests one after another until it closes the stream,
+/// sends something malformed, or is too slow to send a request or take a reply.
+async fn connection(mut stream: UnixStream, peer: Peer, to_core: mpsc::UnboundedSender<Msg>) {
     loop {
         let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
             Ok(Ok(Some(request))) => request,
@@ -105,8 +154,20 @@ async fn connection(mut stream: UnixStream, to_core: mpsc::UnboundedSender<Msg>)
             return;
         }
         let Ok(reply) = reply.await else { return };
-        if write_reply(&mut stream, reply).await.is_err() {
-            return;
+        match tokio::time::timeout(REPLY_TIMEOUT, write_reply(&mut stream, reply)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                let reason = format!(
+                    "reply not taken within {} s; connection dropped",
+                    REPLY_TIMEOUT.as_secs()
+                );
+                let _ = to_core.send(Msg::Malformed {
+                    peer: Some(peer),
+                    reason,
+                });
+                return;
+            }
         }
     }
 }
@@ -174,12 +235,32 @@ async fn refuse(
     peer: Peer,
     reason: String,
 ) {
-    let response = Response::Error {
-        message: reason.clone(),
-    };
-    let _ = stream.write_all(&protocol::encode(&response)).await;
     let _ = to_core.send(Msg::Malformed {
         peer: Some(peer),
-        reason,
+        reason: reason.clone(),
     });
+    tell(stream, reason).await;
+}
+
+/// Sends an error, if the client takes it soon, before the connection closes.
+async fn tell(stream: &mut UnixStream, message: String) {
+    let frame = protocol::encode(&Response::Error { message });
+    let _ = tokio::time::timeout(TELL_TIMEOUT, stream.write_all(&frame)).await;
+}
+
+/// Says "now" at most once per [`LOG_INTERVAL`], for conditions that repeat
+/// as fast as an attacker can make them.
+#[derive(Default)]
+struct Throttle(std::sync::Mutex<Option<Instant>>);
+
+impl Throttle {
+    fn ready(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|last| now.duration_since(last) < LOG_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }

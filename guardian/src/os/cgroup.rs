@@ -4,12 +4,21 @@
 //! inside, and one write to `cgroup.kill` kills them all with no fork race.
 //!
 //! Layout: `<cgroup2 mount>/ningen-shikkaku/guardian-<pid>/grant-<id>`.
+//!
+//! A grant's `cgroup.kill` and `cgroup.events` are opened when the grant is
+//! made, not when it is killed: a trigger needs no new descriptor, so a
+//! guardian out of descriptors still kills, and still knows whether anything
+//! in the cgroup survived.
 
 #![forbid(unsafe_code)]
 
 use std::{
-    fs, io,
+    collections::HashMap,
+    fs::{self, File},
+    io,
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
+    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -24,6 +33,13 @@ const TOP: &str = "ningen-shikkaku";
 /// This guardian's cgroup directory.
 pub struct Cgroups {
     instance: PathBuf,
+    grants: Mutex<HashMap<GrantId, GrantFiles>>,
+}
+
+/// The files of one grant's cgroup, open for as long as it exists.
+struct GrantFiles {
+    kill: File,
+    events: File,
 }
 
 impl Cgroups {
@@ -48,7 +64,10 @@ impl Cgroups {
                 "kernel lacks cgroup.kill (5.14+)",
             ));
         }
-        Ok(Self { instance })
+        Ok(Self {
+            instance,
+            grants: Mutex::default(),
+        })
     }
 
     /// The instance directory (the supervisor kills it whole).
@@ -56,29 +75,62 @@ impl Cgroups {
         &self.instance
     }
 
-    /// Moves `pid` into the cgroup of `grant`, creating it if needed.
+    /// Moves `pid` into the cgroup of `grant`, creating it (and opening its
+    /// files) if needed.
     pub fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()> {
         let dir = self.grant_dir(grant);
-        if !dir.exists() {
-            fs::create_dir(&dir)?;
+        let mut grants = self.grants();
+        if !grants.contains_key(&grant) {
+            if !dir.exists() {
+                fs::create_dir(&dir)?;
+            }
+            let files = GrantFiles {
+                kill: fs::OpenOptions::new()
+                    .write(true)
+                    .open(dir.join("cgroup.kill"))?,
+                events: File::open(dir.join("cgroup.events"))?,
+            };
+            grants.insert(grant, files);
         }
         fs::write(dir.join("cgroup.procs"), pid.to_string())
     }
 
     /// Kills every process in the cgroup of `grant`, and any it is forking
-    /// meanwhile. False when the grant has no cgroup (left, or never made).
+    /// meanwhile. False when the grant has no cgroup (never made, or removed).
     pub fn kill(&self, grant: GrantId) -> io::Result<bool> {
-        let dir = self.grant_dir(grant);
-        if !dir.exists() {
-            return Ok(false);
+        match self.grants().get(&grant) {
+            Some(files) => files.kill.write_at(b"1", 0).map(|_| true),
+            None => Ok(false),
         }
-        fs::write(dir.join("cgroup.kill"), "1").map(|()| true)
     }
 
-    /// Removes the cgroup of `grant` once it is empty (best effort: a cgroup
-    /// whose last process is still exiting stays until shutdown).
+    /// True while a process (not a zombie) is left in the cgroup of `grant`.
+    /// A cgroup that cannot be read counts as populated: never report a tree
+    /// dead that was not seen dead.
+    pub fn populated(&self, grant: GrantId) -> bool {
+        let grants = self.grants();
+        let Some(files) = grants.get(&grant) else {
+            return false;
+        };
+        let mut buf = [0u8; 256];
+        match files.events.read_at(&mut buf, 0) {
+            Ok(len) => String::from_utf8_lossy(&buf[..len])
+                .lines()
+                .any(|line| line == "populated 1"),
+            Err(_) => true,
+        }
+    }
+
+    /// Removes the cgroup of `grant` if it is empty. One whose last process
+    /// is still exiting keeps its files open, and stays until shutdown.
     pub fn remove(&self, grant: GrantId) {
-        let _ = fs::remove_dir(self.grant_dir(grant));
+        if fs::remove_dir(self.grant_dir(grant)).is_ok() {
+            self.grants().remove(&grant);
+        }
+    }
+
+    fn grants(&self) -> std::sync::MutexGuard<'_, HashMap<GrantId, GrantFiles>> {
+        self.grants.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn grant_dir(&self, grant: GrantId) -> PathBuf {
@@ -88,6 +140,7 @@ impl Cgroups {
 
 impl Drop for Cgroups {
     fn drop(&mut self) {
+        self.grants().clear();
         remove_tree(&self.instance);
     }
 }

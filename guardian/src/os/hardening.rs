@@ -25,6 +25,9 @@ pub struct Protections {
     pub seccomp_allowed: usize,
     /// VmLck of the guardian, in KiB.
     pub locked_kib: u64,
+    /// RLIMIT_NOFILE (soft) after raising it.
+    #[serde(default)]
+    pub open_files_limit: u64,
 }
 
 /// Makes the process non-dumpable (no core file; /proc/PID/mem and ptrace
@@ -51,8 +54,33 @@ pub fn harden_process() -> io::Result<Protections> {
     Ok(Protections {
         dumpable: nix::sys::prctl::get_dumpable()?,
         core_limit,
+        open_files_limit: raise_open_files(),
         ..Protections::default()
     })
+}
+
+/// Most descriptors the guardian asks for: each holder it tracks and each
+/// connection it serves costs some, and a trigger must never fail for want of
+/// one (a shell's usual 1024 is far too few for a big holder tree).
+const OPEN_FILES: u64 = 1 << 20;
+
+/// Raises RLIMIT_NOFILE as far as root may (the kernel's `fs.nr_open`), and
+/// returns the soft limit in force.
+fn raise_open_files() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let nr_open = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(OPEN_FILES);
+    let wanted = nr_open.min(OPEN_FILES);
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < wanted
+        && setrlimit(Resource::RLIMIT_NOFILE, wanted, wanted.max(hard)).is_err()
+    {
+        // Without CAP_SYS_RESOURCE, the hard limit is as far as it goes.
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
 }
 
 /// Locks every page, present and future, where RLIMIT_MEMLOCK allows. Called

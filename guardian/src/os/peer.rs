@@ -1,12 +1,16 @@
-//! Who is on the other end of a connection, from SO_PEERCRED and /proc.
+//! Who is on the other end of a connection, pinned to the very process that
+//! connected: its pidfd comes from the socket itself (`SO_PEERPIDFD`), so a
+//! peer that exits, is reaped and has its PID reused by another process is
+//! never mistaken for that process.
 
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
+use std::{io, os::fd::AsFd, sync::Arc};
 
+use nix::sys::socket::{getsockopt, sockopt};
 use serde::Serialize;
 
-use super::process::{self, Pid, StatusFile, Uid};
+use super::process::{self, Pid, Pidfd, StatusFile, Uid};
 
 /// A connected client process.
 #[derive(Clone, Debug, Serialize)]
@@ -25,26 +29,61 @@ pub struct Peer {
     /// described from a kernel event rather than a connection.
     #[serde(skip)]
     pub status: Option<Arc<StatusFile>>,
+    /// The process that connected; `None` for a process described from a
+    /// kernel event.
+    #[serde(skip)]
+    pub process: Option<Arc<Pidfd>>,
+}
+
+/// Why a connection has no usable peer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The kernel gave no pid (a peer in another pid namespace).
+    #[error("peer has no visible pid")]
+    NoPid,
+    /// The process that connected has exited.
+    #[error("peer exited before it was served")]
+    Gone,
+    /// Its pidfd or /proc entry could not be had.
+    #[error("cannot identify the peer: {0}")]
+    Io(#[from] io::Error),
 }
 
 impl Peer {
-    /// Describes the process behind a socket's credentials; `None` when the
-    /// kernel gave no pid (a peer in another pid namespace).
-    pub fn from_cred(cred: &tokio::net::unix::UCred) -> Option<Self> {
-        let pid = Pid::new(cred.pid()?)?;
-        let status = StatusFile::open(pid).ok().map(Arc::new);
-        let comm = status
-            .as_ref()
-            .and_then(|file| file.read().ok())
-            .map(|status| status.name)
-            .unwrap_or_default();
-        Some(Self {
+    /// Describes the process connected to `socket`, whose credentials are
+    /// `cred`. Everything read about it by pid is read while its pidfd shows
+    /// it alive, so none of it describes a process that reused the pid.
+    pub fn connected(socket: impl AsFd, cred: &tokio::net::unix::UCred) -> Result<Self, PeerError> {
+        let pid = cred.pid().and_then(Pid::new).ok_or(PeerError::NoPid)?;
+        let process = pin(&socket, pid)?;
+        let status = StatusFile::open(pid).map_err(|_| PeerError::Gone)?;
+        let comm = status.read().map(|status| status.name).unwrap_or_default();
+        let exe = process::exe_of(pid);
+        if !process.is_alive() {
+            return Err(PeerError::Gone);
+        }
+        Ok(Self {
             pid,
             uid: Uid(cred.uid()),
             gid: cred.gid(),
-            exe: process::exe_of(pid),
+            exe,
             comm,
-            status,
+            status: Some(Arc::new(status)),
+            process: Some(Arc::new(process)),
         })
+    }
+}
+
+/// The pidfd of the process that connected to `socket`. Kernels before 6.5
+/// lack `SO_PEERPIDFD`; there the pid is opened now, which pins it from
+/// accept on but cannot see a reuse between connect and accept.
+fn pin(socket: &impl AsFd, pid: Pid) -> Result<Pidfd, PeerError> {
+    match getsockopt(socket, sockopt::PeerPidfd) {
+        Ok(fd) => Ok(Pidfd::from_owned(fd, pid)),
+        Err(nix::errno::Errno::ENOPROTOOPT | nix::errno::Errno::EINVAL) => {
+            Pidfd::open(pid).map_err(|_| PeerError::Gone)
+        }
+        Err(nix::errno::Errno::ESRCH) => Err(PeerError::Gone),
+        Err(errno) => Err(PeerError::Io(errno.into())),
     }
 }

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     os::{
         peer::Peer,
-        process::{Pid, Uid},
+        process::{Pid, Status, Uid},
     },
     protocol::SecretName,
 };
@@ -92,13 +92,18 @@ impl<O: Os> Core<O> {
         Ok(key)
     }
 
-    /// Refuses a caller that is being traced: its tracer could read what it gets.
-    fn untraced(&self, peer: &Peer) -> Result<(), RequestError> {
-        let status = self
-            .os
+    /// Refuses a caller that has exited. Facts read by its pid before this
+    /// check were about it: its pid cannot be reused while it lives.
+    pub(super) fn still_connected(&self, peer: &Peer) -> Result<Status, RequestError> {
+        self.os
             .caller_status(peer)
-            .map_err(|_| RequestError::CallerExited)?;
-        match status.tracer {
+            .map_err(|_| RequestError::CallerExited)
+    }
+
+    /// Refuses a caller that is being traced: its tracer could read what it
+    /// gets. Also the check that it is [still connected](Self::still_connected).
+    fn untraced(&self, peer: &Peer) -> Result<(), RequestError> {
+        match self.still_connected(peer)?.tracer {
             0 => Ok(()),
             tracer => Err(RequestError::Traced(tracer)),
         }

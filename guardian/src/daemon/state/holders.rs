@@ -13,7 +13,7 @@ use super::{
     os::{Containment, KernelMaps, Os, Process},
     sessions::{Grant, GrantId, Holder, Leader},
 };
-use crate::os::process::Pid;
+use crate::os::{peer::Peer, process::Pid};
 
 impl<O: Os> Core<O> {
     /// Watches `leader` (once, however many secrets are bound to it): by an
@@ -52,19 +52,24 @@ impl<O: Os> Core<O> {
         }
     }
 
-    /// Makes `pid` a holder of `keys`: tracked by its handle and, with eBPF, in
-    /// the kernel map so that its children become holders as they are born.
+    /// Makes the caller a holder of `keys`: tracked by its handle and, with
+    /// eBPF, in the kernel map so that its children become holders as they
+    /// are born.
     pub(super) fn add_holder(
         &mut self,
-        pid: Pid,
+        peer: &Peer,
         keys: Vec<SecretKey>,
     ) -> Result<(), RequestError> {
+        let pid = peer.pid;
         if let Some(holder) = self.sessions.holders.get(&pid) {
             let grant = self.sessions.grants.entry(holder.grant).or_default();
             grant.secrets.extend(keys);
             return Ok(());
         }
-        let process = self.os.open(pid).map_err(|_| RequestError::CallerExited)?;
+        let process = self
+            .os
+            .open_caller(peer)
+            .map_err(|_| RequestError::CallerExited)?;
         let grant = self.fresh_grant();
         if let Some(cgroups) = &self.cgroups {
             // The caller waits for this reply, so it has forked nothing yet:

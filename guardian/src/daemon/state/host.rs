@@ -5,6 +5,7 @@
 use std::{
     collections::HashSet,
     io,
+    os::fd::AsFd,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -101,9 +102,24 @@ impl Os for Host {
     }
 
     fn caller_status(&self, peer: &Peer) -> io::Result<Status> {
-        match &peer.status {
-            Some(file) => file.read(),
-            None => Status::read(peer.pid),
+        let status = match &peer.status {
+            Some(file) => file.read()?,
+            None => Status::read(peer.pid)?,
+        };
+        // Alive after the read: the status was the connected process's.
+        match &peer.process {
+            Some(process) if !process.is_alive() => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+            _ => Ok(status),
+        }
+    }
+
+    fn open_caller(&self, peer: &Peer) -> io::Result<Pidfd> {
+        match &peer.process {
+            Some(process) => Ok(Pidfd::from_owned(
+                process.as_fd().try_clone_to_owned()?,
+                peer.pid,
+            )),
+            None => Pidfd::open(peer.pid),
         }
     }
 
@@ -241,6 +257,10 @@ impl Containment for Cgroups {
 
     fn kill(&self, grant: GrantId) -> io::Result<bool> {
         Cgroups::kill(self, grant)
+    }
+
+    fn populated(&self, grant: GrantId) -> bool {
+        Cgroups::populated(self, grant)
     }
 
     fn remove(&self, grant: GrantId) {

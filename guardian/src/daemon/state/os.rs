@@ -77,6 +77,8 @@ pub trait Containment {
     fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()>;
     /// Kills everything in the container of `grant`; false when it has none.
     fn kill(&self, grant: GrantId) -> io::Result<bool>;
+    /// True while a live process is left in the container of `grant`.
+    fn populated(&self, grant: GrantId) -> bool;
     /// Removes the container of `grant` once empty (best effort).
     fn remove(&self, grant: GrantId);
 }
@@ -120,9 +122,11 @@ pub trait Os {
     fn open(&self, pid: Pid) -> io::Result<Self::Process>;
     /// /proc/PID/status of `pid`.
     fn status(&self, pid: Pid) -> io::Result<Status>;
-    /// The status of a connected caller, read through what it connected with
-    /// (so a reaped caller's pid never describes another process).
+    /// The status of a connected caller, read through what it connected with;
+    /// ESRCH once that very process has exited, whatever now has its pid.
     fn caller_status(&self, peer: &Peer) -> io::Result<Status>;
+    /// A handle on the process that connected as `peer`.
+    fn open_caller(&self, peer: &Peer) -> io::Result<Self::Process>;
     /// The session of `pid`; `None` for session 0.
     fn session_of(&self, pid: Pid) -> io::Result<Option<Pid>>;
     /// True if `ancestor` is `pid` or one of its ancestors.

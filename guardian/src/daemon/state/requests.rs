@@ -179,6 +179,8 @@ impl<O: Os> Core<O> {
                 .ok_or(RequestError::NoSession)?,
         };
         self.check_bindable(peer, leader)?;
+        // The caller's session was read by pid: make sure it was the caller's.
+        self.still_connected(peer)?;
         self.watch_leader(leader)?;
         let id = self.fresh_id();
         let now = self.os.now();
@@ -222,7 +224,7 @@ impl<O: Os> Core<O> {
     fn exec(&mut self, peer: &Peer, names: &[SecretName]) -> Answer {
         let keys = self.usable_all(peer, names)?;
         let secrets = self.copies(&keys)?;
-        self.add_holder(peer.pid, keys)?;
+        self.add_holder(peer, keys)?;
         Ok(secrets_reply(secrets))
     }
 

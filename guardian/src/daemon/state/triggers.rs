@@ -196,14 +196,24 @@ impl<O: Os> Core<O> {
         while index < self.triggers.len() {
             let trigger = &self.triggers[index];
             let survivors = self.sessions.holders_in(&trigger.grants);
-            if survivors.is_empty() || now >= trigger.deadline {
+            // Holders the guardian never learnt of (their forks lost, or made
+            // without eBPF) are still seen in their cgroup.
+            let contained = self.cgroups.as_ref().is_some_and(|cgroups| {
+                trigger.grants.iter().any(|&grant| cgroups.populated(grant))
+            });
+            let done = survivors.is_empty() && !contained;
+            if done || now >= trigger.deadline {
                 let trigger = self.triggers.swap_remove(index);
-                self.record_trigger(&trigger, survivors.len());
+                self.record_trigger(&trigger, done);
             } else {
                 // Holders still alive: signal again (a no-op for the dying).
                 survivors
                     .iter()
                     .for_each(|(_, _, process)| drop(process.kill()));
+                if contained {
+                    let grants = trigger.grants.clone();
+                    self.kill_containers(&grants);
+                }
                 index += 1;
             }
         }
@@ -212,18 +222,18 @@ impl<O: Os> Core<O> {
         }
     }
 
-    fn record_trigger(&mut self, trigger: &PendingTrigger, survivors: usize) {
-        let holders_dead_ns = (trigger.killed > 0 && survivors == 0)
+    /// Records a trigger; `done` when every holder was seen dead.
+    fn record_trigger(&mut self, trigger: &PendingTrigger, done: bool) {
+        let holders_dead_ns = (trigger.killed > 0 && done)
             .then(|| trigger.last_dead_ns.saturating_sub(trigger.start_ns));
         self.record(Entry {
             action: Action::Trigger,
             names: trigger.names.clone(),
             peer: None,
             leader: trigger.leader.map(Pid::raw),
-            outcome: if survivors == 0 {
-                Outcome::Wiped
-            } else {
-                Outcome::HoldersSurvived
+            outcome: match done {
+                true => Outcome::Wiped,
+                false => Outcome::HoldersSurvived,
             },
             reason: Some(trigger.cause.to_string()),
             latency: Some(Latency {

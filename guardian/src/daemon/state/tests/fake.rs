@@ -319,6 +319,15 @@ impl Containment for FakeCgroups {
         Ok(true)
     }
 
+    fn populated(&self, grant: GrantId) -> bool {
+        let world = self.0.lock();
+        world.cgroups.get(&grant).is_some_and(|members| {
+            members
+                .iter()
+                .any(|pid| world.procs.get(pid).is_some_and(|p| p.alive))
+        })
+    }
+
     fn remove(&self, grant: GrantId) {
         let mut world = self.0.lock();
         let empty = world.cgroups.get(&grant).is_some_and(|members| {
@@ -387,6 +396,10 @@ impl Os for FakeOs {
 
     fn caller_status(&self, peer: &Peer) -> io::Result<Status> {
         self.status(peer.pid)
+    }
+
+    fn open_caller(&self, peer: &Peer) -> io::Result<FakeProcess> {
+        self.open(peer.pid)
     }
 
     fn session_of(&self, pid: Pid) -> io::Result<Option<Pid>> {
@@ -611,6 +624,7 @@ impl Harness {
             exe: "/usr/bin/fake".to_owned(),
             comm: "fake".to_owned(),
             status: None,
+            process: None,
         }
     }
 

@@ -556,6 +556,39 @@ fn a_holder_that_will_not_die_is_signalled_again_then_recorded_as_surviving() {
     );
 }
 
+#[test]
+fn a_process_left_in_the_cgroup_keeps_the_trigger_from_reporting_wiped() {
+    let mut h = Harness::new();
+    let leader = h.leader(ALICE);
+    h.stored(leader, "tok");
+    let holder = h.member(leader);
+    h.holds(holder, &["tok"]);
+    // A descendant the guardian never heard of (its fork event lost).
+    let unseen = h.spawn(ALICE, holder, -1);
+    {
+        let mut world = h.world.lock();
+        let grant = world.kernel.holders[&holder].0;
+        world.cgroups.get_mut(&grant).unwrap().insert(unseen);
+        world.procs.get_mut(&unseen).unwrap().unkillable = true;
+    }
+    h.revoke(leader, "tok");
+    h.settle();
+    assert!(!h.alive(holder));
+    assert!(h.core.is_settling(), "the cgroup is not empty yet");
+    h.advance(Duration::from_millis(250));
+    let cgroup_kills = h
+        .world
+        .lock()
+        .effects
+        .iter()
+        .filter(|effect| matches!(effect, Effect::CgroupKill { .. }))
+        .count();
+    assert!(cgroup_kills >= 3, "the cgroup is killed again: {cgroup_kills}");
+    h.advance(Duration::from_secs(5));
+    let record = h.world.lock().records_of("trigger").pop().unwrap();
+    assert_eq!(record["outcome"], "holders_survived");
+}
+
 // Holders.
 
 #[test]
