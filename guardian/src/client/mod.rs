@@ -2,27 +2,33 @@
 //! the answer. Secret bytes go from standard input (or a no-echo prompt) into
 //! locked memory, onto the socket, and back into locked memory; `exec` builds
 //! the child's environment entries in locked memory too.
+//!
+//! The subcommands live here; `transport` sends a request and reads the
+//! answer, `prompt` reads the secret from standard input or a terminal, and
+//! `render` prints `list` and `status` for people.
+
+#![forbid(unsafe_code)]
+
+mod prompt;
+mod render;
+mod transport;
 
 use std::{
     ffi::{CStr, CString, OsString},
-    fs::File,
-    io::{self, IsTerminal, Read, Write},
-    os::{
-        fd::{AsFd, BorrowedFd},
-        unix::{ffi::OsStrExt, net::UnixStream},
-    },
-    path::Path,
+    io::{self, Write},
+    os::{fd::AsFd, unix::ffi::OsStrExt},
 };
 
 use anyhow::{Context, anyhow, bail};
-use zeroize::Zeroize;
 
 use crate::{
     audit,
     cli::{AuditCommand, ExecArgs, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs, WipeArgs},
     os::{hardening, secret_mem::SecretBuf},
-    protocol::{self, MAX_SECRET, Request, Response},
+    protocol::{Request, Response},
 };
+use prompt::{read_secret, unbuffered};
+use transport::call;
 
 /// `put`: stores a secret.
 pub fn put(args: PutArgs) -> anyhow::Result<()> {
@@ -113,20 +119,7 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&secrets)?);
         return Ok(());
     }
-    println!(
-        "{:<24} {:>8} {:>8} {:>10} {:>10}",
-        "NAME", "LEADER", "HOLDERS", "AGE", "TTL-LEFT"
-    );
-    for secret in secrets {
-        let ttl = secret
-            .ttl_left_secs
-            .map_or("-".to_owned(), |secs| format!("{secs}s"));
-        let age = format!("{}s", secret.age_secs);
-        println!(
-            "{:<24} {:>8} {:>8} {:>10} {:>10}",
-            secret.name, secret.leader, secret.holders, age, ttl
-        );
-    }
+    render::list(&secrets);
     Ok(())
 }
 
@@ -210,132 +203,8 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(());
     }
-    println!(
-        "guardian pid      {} (version {})",
-        status.pid, status.version
-    );
-    println!("watch mode        {}", status.watch_mode);
-    if let Some(err) = &status.ebpf_error {
-        println!("eBPF unavailable  {err}");
-    }
-    println!("fork tracking     {}", status.fork_tracking);
-    println!("containment       {}", status.containment);
-    println!("fail closed       {}", status.fail_closed);
-    println!(
-        "tamper protection {} ({})",
-        status.tamper_protection,
-        match status.tamper_armed {
-            true => "armed",
-            false => "disarmed: nothing to protect",
-        }
-    );
-    if let Some(err) = &status.lsm_error {
-        println!("BPF LSM unused    {err}");
-    }
-    println!("memory backend    {}", status.memory_backend);
-    println!("locked bytes      {}", status.locked_bytes);
-    println!(
-        "secrets {}  leaders {}  holders {}  dropped events {}",
-        status.secrets, status.leaders, status.holders, status.dropped_events
-    );
-    let h = &status.hardening;
-    println!(
-        "hardening         dumpable {}  core limit {}  no_new_privs {}  mlockall {}  \
-         seccomp {} ({} syscalls)  VmLck {} kB",
-        h.dumpable,
-        h.core_limit,
-        h.no_new_privs,
-        h.mlockall,
-        h.seccomp,
-        h.seccomp_allowed,
-        h.locked_kib
-    );
+    render::status(&status);
     Ok(())
-}
-
-/// Sends one request and reads the answer, with any secrets into locked memory.
-fn call(
-    socket: &Path,
-    request: &Request,
-    payload: Option<&SecretBuf>,
-) -> anyhow::Result<(Response, Vec<SecretBuf>)> {
-    let mut stream = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the guardian at {} (is it running?)",
-            socket.display()
-        )
-    })?;
-    stream.write_all(&protocol::encode(request))?;
-    if let Some(secret) = payload {
-        stream.write_all(secret.as_slice())?;
-    }
-    let mut prefix = [0u8; 4];
-    stream
-        .read_exact(&mut prefix)
-        .context("the guardian closed the connection")?;
-    let mut header = vec![0u8; protocol::header_len(prefix)?];
-    stream.read_exact(&mut header)?;
-    let response: Response = protocol::decode(&header)?;
-    let mut secrets = Vec::new();
-    match &response {
-        Response::Error { message } => bail!("{message}"),
-        Response::Secrets { lens } => {
-            for &len in lens {
-                let mut secret = SecretBuf::new(protocol::check_secret_len(len)?)?;
-                stream.read_exact(secret.as_mut_slice())?;
-                secrets.push(secret);
-            }
-        }
-        _ => {}
-    }
-    Ok((response, secrets))
-}
-
-/// Reads the secret: from a terminal without echo, else all of standard input.
-/// Reads go through the raw descriptor, because std's stdin copies input into
-/// a heap buffer first.
-fn read_secret(name: &str) -> anyhow::Result<SecretBuf> {
-    let stdin = io::stdin();
-    let mut raw = unbuffered(stdin.as_fd())?;
-    if !stdin.is_terminal() {
-        return SecretBuf::read_to_end(&mut raw, MAX_SECRET)
-            .context("cannot read the secret from standard input");
-    }
-    eprint!("secret for {name}: ");
-    let secret = read_line_without_echo(&mut raw);
-    eprintln!();
-    secret
-}
-
-fn read_line_without_echo(tty: &mut File) -> anyhow::Result<SecretBuf> {
-    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    let saved = tcgetattr(&*tty).context("cannot read terminal settings")?;
-    let mut silent = saved.clone();
-    silent.local_flags.remove(LocalFlags::ECHO);
-    tcsetattr(&*tty, SetArg::TCSANOW, &silent).context("cannot turn off echo")?;
-    let line = read_line(tty);
-    tcsetattr(&*tty, SetArg::TCSANOW, &saved).context("cannot restore terminal settings")?;
-    line
-}
-
-/// A duplicate of `fd` as a File, for reads and writes without std's buffers.
-fn unbuffered(fd: BorrowedFd<'_>) -> io::Result<File> {
-    Ok(File::from(fd.try_clone_to_owned()?))
-}
-
-/// Reads up to a newline, byte by byte, so nothing past it lands in a buffer
-/// outside locked memory.
-fn read_line(input: &mut impl Read) -> anyhow::Result<SecretBuf> {
-    let mut line = SecretBuf::new(MAX_SECRET)?;
-    let mut len = 0;
-    let mut byte = [0u8; 1];
-    while len < MAX_SECRET && input.read(&mut byte)? == 1 && byte[0] != b'\n' {
-        line.as_mut_slice()[len] = byte[0];
-        len += 1;
-    }
-    byte.zeroize();
-    line.truncate(len);
-    Ok(line)
 }
 
 /// `VAR=secret\0` in locked memory.
@@ -372,11 +241,5 @@ mod tests {
         assert_eq!(entry.as_slice(), b"TOKEN=a=b\0");
         secret.as_mut_slice()[1] = 0;
         assert!(env_entry("TOKEN", &secret).is_err());
-    }
-
-    #[test]
-    fn read_line_stops_at_newline() {
-        let line = read_line(&mut &b"hunter2\nrest"[..]).unwrap();
-        assert_eq!(line.as_slice(), b"hunter2");
     }
 }

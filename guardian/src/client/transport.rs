@@ -1,0 +1,56 @@
+//! The client's side of the socket: connect, send one request (and the secret
+//! bytes that follow its header), and read the answer, with any secrets it
+//! carries read straight into locked memory.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::Path,
+};
+
+use anyhow::{Context, bail};
+
+use crate::{
+    os::secret_mem::SecretBuf,
+    protocol::{self, Request, Response},
+};
+
+/// Sends one request and reads the answer, with any secrets into locked memory.
+pub(super) fn call(
+    socket: &Path,
+    request: &Request,
+    payload: Option<&SecretBuf>,
+) -> anyhow::Result<(Response, Vec<SecretBuf>)> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot reach the guardian at {} (is it running?)",
+            socket.display()
+        )
+    })?;
+    stream.write_all(&protocol::encode(request))?;
+    if let Some(secret) = payload {
+        stream.write_all(secret.as_slice())?;
+    }
+    let mut prefix = [0u8; 4];
+    stream
+        .read_exact(&mut prefix)
+        .context("the guardian closed the connection")?;
+    let mut header = vec![0u8; protocol::header_len(prefix)?];
+    stream.read_exact(&mut header)?;
+    let response: Response = protocol::decode(&header)?;
+    let mut secrets = Vec::new();
+    match &response {
+        Response::Error { message } => bail!("{message}"),
+        Response::Secrets { lens } => {
+            for &len in lens {
+                let mut secret = SecretBuf::new(protocol::check_secret_len(len)?)?;
+                stream.read_exact(secret.as_mut_slice())?;
+                secrets.push(secret);
+            }
+        }
+        _ => {}
+    }
+    Ok((response, secrets))
+}
