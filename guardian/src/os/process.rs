@@ -302,6 +302,18 @@ fn all_pids() -> impl Iterator<Item = Pid> {
 mod tests {
     use super::*;
 
+    /// Polls `cond` every millisecond until it holds; false after five seconds.
+    fn within_five_seconds(mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !cond() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
+
     /// A `sleep 30` child and its pid.
     fn sleeper() -> (std::process::Child, Pid) {
         let child = std::process::Command::new("sleep")
@@ -337,14 +349,10 @@ mod tests {
         assert_eq!(file.read().unwrap().tgid, pid.raw());
         // Spawn may return before the exec; the name then changes under the
         // open file, which shows each read is fresh.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while file.read().unwrap().name != "sleep" {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "name never became sleep"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        assert!(
+            within_five_seconds(|| file.read().unwrap().name == "sleep"),
+            "name never became sleep"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(file.read().is_err(), "read a reaped process");
@@ -389,12 +397,14 @@ mod tests {
         let (mut child, pid) = sleeper();
         let pidfd = Pidfd::open(pid).unwrap();
         assert!(!is_stopped(pid));
+        // Delivery is asynchronous: wait for each state rather than a fixed time.
         pidfd.send(libc::SIGSTOP).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(is_stopped(pid));
+        assert!(within_five_seconds(|| is_stopped(pid)), "never stopped");
         pidfd.send(libc::SIGCONT).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(!is_stopped(pid));
+        assert!(
+            within_five_seconds(|| !is_stopped(pid)),
+            "still stopped after SIGCONT"
+        );
         pidfd.kill().unwrap();
         child.wait().unwrap();
     }
