@@ -101,7 +101,7 @@ impl SecretBuf {
         // When the kernel refuses memfd_secret for this buffer (memory or
         // RLIMIT_MEMLOCK exhausted), it falls back to mlock'd pages.
         let secret = (backing() == Backing::MemfdSecret)
-            .then(|| SecretMapping::new(capacity))
+            .then(|| SecretMapping::new(capacity, &SPARE_PAGES))
             .flatten();
         let (ptr, backing) = match secret {
             Some(mapping) => (mapping.user, Backing::MemfdSecret),
@@ -232,7 +232,7 @@ impl Drop for SecretBuf {
             LOCKED_BYTES.fetch_sub(self.capacity(), Ordering::Relaxed);
         }
         match self.backing {
-            Backing::MemfdSecret => SecretMapping::unmap(self.ptr),
+            Backing::MemfdSecret => SecretMapping::unmap(self.ptr, &SPARE_PAGES),
             // SAFETY: allocated by malloc_sized, freed once, after the wipe.
             Backing::Mlock => unsafe { memsec::free(self.ptr) },
         }
@@ -249,11 +249,11 @@ struct SecretMapping {
 }
 
 impl SecretMapping {
-    fn new(capacity: usize) -> Option<Self> {
+    fn new(capacity: usize, spares: &SparePages) -> Option<Self> {
         let page = page_size();
         let data = capacity.next_multiple_of(page);
         let base = match data == page {
-            true => take_spare_page().or_else(|| Self::map(data)),
+            true => spares.take().or_else(|| Self::map(data)),
             false => Self::map(data),
         }?;
         // SAFETY: page + data - capacity .. page + data is inside the mapping.
@@ -302,9 +302,9 @@ impl SecretMapping {
     }
 
     /// Releases the mapping that holds `user` (already wiped by the caller):
-    /// a one-page mapping is wiped whole and kept as a spare while there is
+    /// a one-page mapping is wiped whole and kept in `spares` while there is
     /// room, anything else is unmapped.
-    fn unmap(user: NonNull<[u8]>) {
+    fn unmap(user: NonNull<[u8]>, spares: &SparePages) {
         let page = page_size();
         let data = user.len().next_multiple_of(page);
         let base = (user.as_ptr().cast::<u8>() as usize + user.len()) - data - page;
@@ -312,7 +312,7 @@ impl SecretMapping {
             // SAFETY: the data page of this mapping, owned by the buffer being dropped.
             let whole = unsafe { std::slice::from_raw_parts_mut((base + page) as *mut u8, page) };
             whole.zeroize();
-            if keep_spare_page(base) {
+            if spares.keep(base) {
                 return;
             }
         }
@@ -327,26 +327,32 @@ impl SecretMapping {
 /// freeing it puts it back; both flush the TLB of every CPU. At thousands of
 /// `get`s a second, each with a reply copy, those flushes took a fifth of the
 /// machine's CPU. Addresses are stored as integers; the mappings are owned here.
-static SPARE_PAGES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+struct SparePages(Mutex<Vec<usize>>);
+
+/// The process's pool, shared by every [`SecretBuf`].
+static SPARE_PAGES: SparePages = SparePages(Mutex::new(Vec::new()));
 
 /// At most this many spares (256 KiB with 4 KiB pages) stay mapped.
 const MAX_SPARE_PAGES: usize = 64;
 
-fn take_spare_page() -> Option<*mut u8> {
-    let base = SPARE_PAGES.lock().ok()?.pop()?;
-    Some(base as *mut u8)
-}
-
-/// Keeps the wiped mapping at `base` as a spare; false when the pool is full.
-fn keep_spare_page(base: usize) -> bool {
-    let Ok(mut spares) = SPARE_PAGES.lock() else {
-        return false;
-    };
-    if spares.len() >= MAX_SPARE_PAGES {
-        return false;
+impl SparePages {
+    /// A spare's base address, if there is one.
+    fn take(&self) -> Option<*mut u8> {
+        let base = self.0.lock().ok()?.pop()?;
+        Some(base as *mut u8)
     }
-    spares.push(base);
-    true
+
+    /// Keeps the wiped mapping at `base` as a spare; false when the pool is full.
+    fn keep(&self, base: usize) -> bool {
+        let Ok(mut spares) = self.0.lock() else {
+            return false;
+        };
+        if spares.len() >= MAX_SPARE_PAGES {
+            return false;
+        }
+        spares.push(base);
+        true
+    }
 }
 
 impl std::fmt::Debug for SecretBuf {
@@ -383,24 +389,34 @@ mod tests {
         );
     }
 
+    /// A pool of this test's own: tests on other threads allocate from the
+    /// process's pool at any moment, and would take a spare put there.
     #[test]
-    fn a_dropped_one_page_buffer_is_kept_wiped_for_reuse() {
+    fn a_released_one_page_mapping_is_kept_wiped_for_reuse() {
         if backing() != Backing::MemfdSecret {
             return;
         }
         let page = page_size();
-        let mut first = SecretBuf::new(100).unwrap();
-        first.as_mut_slice().fill(0xa5);
-        let end = first.as_slice().as_ptr() as usize + first.len();
+        let spares = SparePages(Mutex::new(Vec::new()));
+        let first = SecretMapping::new(100, &spares).unwrap();
+        let end = first.user.as_ptr().cast::<u8>() as usize + first.user.len();
         assert_eq!(end % page, 0, "not flush against the guard page");
-        drop(first);
-        // Holding the lock keeps other tests from taking the spare meanwhile.
-        let spares = SPARE_PAGES.lock().unwrap();
         let base = end - 2 * page;
-        assert!(spares.contains(&base), "the page was unmapped, not kept");
-        // SAFETY: the spare's data page is mapped and owned by the pool we hold.
+        // SAFETY: the data page of the mapping just made; nothing else uses it.
+        let data = unsafe { std::slice::from_raw_parts_mut((base + page) as *mut u8, page) };
+        data.fill(0xa5);
+        SecretMapping::unmap(first.user, &spares);
+        assert_eq!(*spares.0.lock().unwrap(), [base], "the page was not kept");
+        // SAFETY: the spare's data page stays mapped; the pool owns it now.
         let data = unsafe { std::slice::from_raw_parts((base + page) as *const u8, page) };
         assert!(data.iter().all(|&b| b == 0), "spare page not wiped");
+        let second = SecretMapping::new(8, &spares).unwrap();
+        let second_end = second.user.as_ptr().cast::<u8>() as usize + second.user.len();
+        assert_eq!(second_end, end, "the spare was not reused");
+        assert!(spares.0.lock().unwrap().is_empty());
+        // SAFETY: the one-page mapping at `base`, made by map above and used by
+        // nothing else, is unmapped once.
+        unsafe { libc::munmap(base as *mut libc::c_void, 3 * page) };
     }
 
     #[test]
