@@ -10,6 +10,7 @@
 //! max_ttl = "24h"              # longest TTL a `put` may ask for (default: none)
 //! max_secret_bytes = 1048576   # at most 1 MiB, the protocol's limit
 //! max_secrets_per_uid = 256
+//! max_locked_bytes_per_uid = 16777216  # secrets plus reply copies one user may lock
 //! audit_max_bytes = 67108864   # rotate the audit log past this size
 //! ```
 
@@ -19,7 +20,7 @@ use std::{fs, io, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::protocol::MAX_SECRET;
+use crate::protocol::{MAX_SECRET, MAX_TTL};
 
 /// What to do when someone ptraces or process_vm_reads a holder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -40,6 +41,7 @@ pub struct RawConfig {
     max_ttl: Option<String>,
     max_secret_bytes: Option<usize>,
     max_secrets_per_uid: Option<usize>,
+    max_locked_bytes_per_uid: Option<usize>,
     audit_max_bytes: Option<u64>,
 }
 
@@ -56,6 +58,9 @@ pub struct Config {
     pub max_secret_bytes: usize,
     /// Most secrets one uid may hold.
     pub max_secrets_per_uid: usize,
+    /// Most bytes one uid may have locked in the guardian: its secrets and
+    /// the copies in replies on their way to it.
+    pub max_locked_bytes_per_uid: usize,
     /// Size past which the audit log is rotated.
     pub audit_max_bytes: u64,
 }
@@ -68,6 +73,7 @@ impl Default for Config {
             max_ttl: None,
             max_secret_bytes: MAX_SECRET,
             max_secrets_per_uid: 256,
+            max_locked_bytes_per_uid: 16 << 20,
             audit_max_bytes: 64 << 20,
         }
     }
@@ -159,6 +165,9 @@ impl Config {
             max_secrets_per_uid: raw
                 .max_secrets_per_uid
                 .unwrap_or(defaults.max_secrets_per_uid),
+            max_locked_bytes_per_uid: raw
+                .max_locked_bytes_per_uid
+                .unwrap_or(defaults.max_locked_bytes_per_uid),
             audit_max_bytes: raw.audit_max_bytes.unwrap_or(defaults.audit_max_bytes),
         };
         if config.max_secret_bytes == 0 || config.max_secret_bytes > MAX_SECRET {
@@ -169,6 +178,21 @@ impl Config {
         }
         if config.audit_max_bytes < 4096 {
             return Err(bad("audit_max_bytes", "must be at least 4096".to_owned()));
+        }
+        if config.max_locked_bytes_per_uid < config.max_secret_bytes {
+            return Err(bad(
+                "max_locked_bytes_per_uid",
+                "must be at least max_secret_bytes".to_owned(),
+            ));
+        }
+        for (key, ttl) in [
+            ("default_ttl", config.default_ttl),
+            ("max_ttl", config.max_ttl),
+        ] {
+            if ttl.is_some_and(|ttl| ttl.is_zero() || ttl > MAX_TTL) {
+                let most = humantime::format_duration(MAX_TTL);
+                return Err(bad(key, format!("must be between 1s and {most}")));
+            }
         }
         if config.max_secrets_per_uid == 0 {
             return Err(bad("max_secrets_per_uid", "must be at least 1".to_owned()));
@@ -182,11 +206,13 @@ impl Config {
     }
 
     /// The TTL a `put` gets: its own (checked against the maximum) or the default.
+    /// Without `max_ttl`, the protocol's [`MAX_TTL`] is the maximum.
     pub fn ttl_for(&self, asked: Option<Duration>) -> Result<Option<Duration>, TtlTooLong> {
-        match (asked, self.max_ttl) {
-            (Some(asked), Some(max)) if asked > max => Err(TtlTooLong { asked, max }),
-            (Some(asked), _) => Ok(Some(asked)),
-            (None, _) => Ok(self.default_ttl),
+        let max = self.max_ttl.unwrap_or(MAX_TTL);
+        match asked {
+            Some(asked) if asked > max => Err(TtlTooLong { asked, max }),
+            Some(asked) => Ok(Some(asked)),
+            None => Ok(self.default_ttl),
         }
     }
 }

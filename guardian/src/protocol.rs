@@ -10,14 +10,22 @@
 
 #![forbid(unsafe_code)]
 
-use std::fmt;
+use std::{collections::HashSet, fmt, time::Duration};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::os::process::Pid;
 
 /// Largest JSON header accepted, in bytes.
 pub const MAX_HEADER: usize = 64 * 1024;
 /// Largest secret accepted, in bytes.
 pub const MAX_SECRET: usize = 1 << 20;
+/// Longest TTL any secret may have, whatever the policy says: a year.
+pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Most secrets one `exec` may ask for.
+pub const MAX_EXEC_NAMES: usize = 64;
+/// Most secret bytes one reply may carry.
+pub const MAX_REPLY_BYTES: usize = 4 << 20;
 
 /// A secret's name: 1 to 128 characters from `[A-Za-z0-9._-]`, parsed once at
 /// the boundary.
@@ -59,6 +67,82 @@ impl fmt::Display for SecretName {
     }
 }
 
+/// A TTL: one second to [`MAX_TTL`], in whole seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "u64", try_from = "u64")]
+pub struct Ttl(u64);
+
+impl Ttl {
+    /// The TTL of `duration`, rounded up to whole seconds.
+    pub fn new(duration: Duration) -> Result<Self, String> {
+        let secs = duration
+            .as_secs()
+            .saturating_add(u64::from(duration.subsec_nanos() > 0));
+        Self::try_from(secs)
+    }
+
+    /// As a duration.
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.0)
+    }
+}
+
+impl TryFrom<u64> for Ttl {
+    type Error = String;
+
+    fn try_from(secs: u64) -> Result<Self, String> {
+        if secs == 0 || secs > MAX_TTL.as_secs() {
+            return Err(format!(
+                "a TTL of {secs} s is outside 1 s to {}",
+                humantime::format_duration(MAX_TTL)
+            ));
+        }
+        Ok(Self(secs))
+    }
+}
+
+impl From<Ttl> for u64 {
+    fn from(ttl: Ttl) -> u64 {
+        ttl.0
+    }
+}
+
+/// The secrets an `exec` asks for: 1 to [`MAX_EXEC_NAMES`], each once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Vec<SecretName>", try_from = "Vec<SecretName>")]
+pub struct ExecNames(Vec<SecretName>);
+
+impl ExecNames {
+    /// The names, in request order.
+    pub fn as_slice(&self) -> &[SecretName] {
+        &self.0
+    }
+}
+
+impl TryFrom<Vec<SecretName>> for ExecNames {
+    type Error = String;
+
+    fn try_from(names: Vec<SecretName>) -> Result<Self, String> {
+        if names.is_empty() || names.len() > MAX_EXEC_NAMES {
+            return Err(format!(
+                "an exec asks for 1 to {MAX_EXEC_NAMES} secrets, not {}",
+                names.len()
+            ));
+        }
+        let mut seen = HashSet::new();
+        if let Some(twice) = names.iter().find(|name| !seen.insert(*name)) {
+            return Err(format!("secret {twice} is asked for twice"));
+        }
+        Ok(Self(names))
+    }
+}
+
+impl From<ExecNames> for Vec<SecretName> {
+    fn from(names: ExecNames) -> Self {
+        names.0
+    }
+}
+
 /// A request from a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -68,9 +152,9 @@ pub enum Request {
         /// The secret's name.
         name: SecretName,
         /// Leader to bind to; `None` binds to the caller's session leader.
-        bind: Option<i32>,
+        bind: Option<Pid>,
         /// Seconds until the secret is wiped regardless of its leader.
-        ttl_secs: Option<u64>,
+        ttl_secs: Option<Ttl>,
         /// Length of the secret bytes after the frame.
         len: usize,
     },
@@ -82,7 +166,7 @@ pub enum Request {
     /// Read secrets and become their holder (with every descendant).
     Exec {
         /// The secrets' names.
-        names: Vec<SecretName>,
+        names: ExecNames,
     },
     /// Describe the caller's secrets, never their values.
     List {},
@@ -313,8 +397,8 @@ mod tests {
     fn requests_round_trip() {
         let request = Request::Put {
             name: name("gh-token"),
-            bind: Some(42),
-            ttl_secs: None,
+            bind: Pid::new(42),
+            ttl_secs: Some(Ttl::try_from(90).unwrap()),
             len: 3,
         };
         let frame = encode(&request);
@@ -330,6 +414,37 @@ mod tests {
         }
         let json = br#"{"op":"get","name":"../x"}"#;
         assert!(decode::<Request>(json).is_err());
+    }
+
+    #[test]
+    fn out_of_range_fields_are_refused_at_parse() {
+        let put = |fields: &str| {
+            decode::<Request>(format!(r#"{{"op":"put","name":"t",{fields},"len":1}}"#).as_bytes())
+        };
+        assert!(put(r#""bind":null,"ttl_secs":31622400"#).is_ok());
+        for bad in [
+            r#""bind":null,"ttl_secs":18446744073709551615"#,
+            r#""bind":null,"ttl_secs":0"#,
+            r#""bind":0,"ttl_secs":null"#,
+            r#""bind":-7,"ttl_secs":null"#,
+        ] {
+            assert!(put(bad).is_err(), "{bad}");
+        }
+        assert!(Ttl::new(Duration::from_secs(u64::MAX)).is_err());
+        assert_eq!(u64::from(Ttl::new(Duration::from_millis(1500)).unwrap()), 2);
+    }
+
+    #[test]
+    fn exec_names_are_bounded_and_distinct() {
+        let exec = |names: Vec<String>| {
+            let json = serde_json::json!({ "op": "exec", "names": names });
+            decode::<Request>(json.to_string().as_bytes())
+        };
+        assert!(exec(vec!["a".into(), "b".into()]).is_ok());
+        assert!(exec(vec!["a".into(), "a".into()]).is_err(), "twice");
+        assert!(exec(Vec::new()).is_err(), "none");
+        let many = (0..=MAX_EXEC_NAMES).map(|n| format!("n{n}")).collect();
+        assert!(exec(many).is_err(), "too many");
     }
 
     #[test]

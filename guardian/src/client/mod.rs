@@ -24,8 +24,8 @@ use anyhow::{Context, anyhow, bail};
 use crate::{
     audit,
     cli::{AuditCommand, ExecArgs, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs, WipeArgs},
-    os::{hardening, secret_mem::SecretBuf},
-    protocol::{Request, Response},
+    os::{hardening, process::Pid, secret_mem::SecretBuf},
+    protocol::{ExecNames, Request, Response, SecretName, Ttl},
 };
 use prompt::{read_secret, unbuffered};
 use transport::call;
@@ -39,8 +39,16 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
     }
     let request = Request::Put {
         name: args.name.clone(),
-        bind: args.bind,
-        ttl_secs: args.ttl.map(|ttl| ttl.as_secs().max(1)),
+        bind: args
+            .bind
+            .map(Pid::try_from)
+            .transpose()
+            .map_err(|err| anyhow!(err))?,
+        ttl_secs: args
+            .ttl
+            .map(Ttl::new)
+            .transpose()
+            .map_err(|err| anyhow!(err))?,
         len: secret.len(),
     };
     match call(&args.socket.socket, &request, Some(&secret))? {
@@ -70,13 +78,34 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
 
 /// `exec`: becomes the command, with secrets in its environment. Only returns on error.
 pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
-    let names = args.env.iter().map(|(_, name)| name.clone()).collect();
-    let (response, secrets) = call(&args.socket.socket, &Request::Exec { names }, None)?;
+    // Each secret is asked for once, however many variables it goes into.
+    let mut names: Vec<SecretName> = Vec::new();
+    for (_, name) in &args.env {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let request = Request::Exec {
+        names: ExecNames::try_from(names.clone()).map_err(|err| anyhow!(err))?,
+    };
+    let (response, secrets) = call(&args.socket.socket, &request, None)?;
     let Response::Secrets { .. } = response else {
         return Err(unexpected(response));
     };
-    let mut entries = Vec::with_capacity(secrets.len());
-    for ((var, name), secret) in args.env.iter().zip(&secrets) {
+    if secrets.len() != names.len() {
+        return Err(anyhow!(
+            "the guardian sent {} secrets for {} names",
+            secrets.len(),
+            names.len()
+        ));
+    }
+    let mut entries = Vec::with_capacity(args.env.len());
+    for (var, name) in &args.env {
+        let secret = names
+            .iter()
+            .position(|asked| asked == name)
+            .and_then(|index| secrets.get(index))
+            .ok_or_else(|| anyhow!("no secret {name} in the answer"))?;
         entries.push(env_entry(var, secret).with_context(|| format!("secret {name}"))?);
     }
     drop(secrets);

@@ -255,7 +255,10 @@ struct Throttle(std::sync::Mutex<Option<Instant>>);
 
 impl Throttle {
     fn ready(&self) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
         if last.is_some_and(|last| now.duration_since(last) < LOG_INTERVAL) {
             return false;

@@ -79,18 +79,16 @@ impl Cgroups {
     /// files) if needed.
     pub fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()> {
         let dir = self.grant_dir(grant);
-        let mut grants = self.grants();
-        if !grants.contains_key(&grant) {
+        if let std::collections::hash_map::Entry::Vacant(entry) = self.grants().entry(grant) {
             if !dir.exists() {
                 fs::create_dir(&dir)?;
             }
-            let files = GrantFiles {
+            entry.insert(GrantFiles {
                 kill: fs::OpenOptions::new()
                     .write(true)
                     .open(dir.join("cgroup.kill"))?,
                 events: File::open(dir.join("cgroup.events"))?,
-            };
-            grants.insert(grant, files);
+            });
         }
         fs::write(dir.join("cgroup.procs"), pid.to_string())
     }

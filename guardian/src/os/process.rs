@@ -7,12 +7,27 @@ use std::{
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// A process id (a thread-group id).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+/// A process id (a thread-group id): always positive, also when it comes
+/// off the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "i32", try_from = "i32")]
 pub struct Pid(i32);
+
+impl TryFrom<i32> for Pid {
+    type Error = String;
+
+    fn try_from(raw: i32) -> Result<Self, String> {
+        Self::new(raw).ok_or_else(|| format!("invalid PID {raw}: a PID is a positive number"))
+    }
+}
+
+impl From<Pid> for i32 {
+    fn from(pid: Pid) -> i32 {
+        pid.0
+    }
+}
 
 impl Pid {
     /// Wraps a raw pid; `None` for zero or negative values, which name no single process.

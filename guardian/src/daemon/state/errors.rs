@@ -5,6 +5,7 @@
 
 use std::io;
 
+use super::budget::OverBudget;
 use crate::{
     audit::Action,
     config::TtlTooLong,
@@ -28,6 +29,17 @@ pub enum RequestError {
         /// The policy's limit.
         limit: usize,
     },
+    /// The secrets asked for add up to more than one reply may carry.
+    #[error("the secrets asked for come to {bytes} bytes, more than one reply carries ({limit})")]
+    ReplyTooLarge {
+        /// Their total size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The caller's user has as much locked in the guardian as it may.
+    #[error(transparent)]
+    OverBudget(#[from] OverBudget),
     /// The caller holds as many secrets as the policy allows.
     #[error("this user already holds the maximum of {limit} secrets")]
     TooManySecrets {
@@ -40,9 +52,6 @@ pub enum RequestError {
     /// The tamper programs could not be attached, so nothing is stored.
     #[error("cannot arm tamper protection: {0}")]
     Arm(KernelError),
-    /// `--bind` named no valid pid.
-    #[error("invalid PID {0}")]
-    InvalidPid(i32),
     /// The caller's session could not be read.
     #[error("cannot find the caller's session: {0}")]
     CallerSession(io::Error),

@@ -17,10 +17,12 @@
 //! - [`triggers`](self::triggers): wipe, then kill, then record;
 //!   [`tamper`](self::tamper): attempts the kernel stopped;
 //! - [`status`](self::status): the `status` report;
-//! - [`vault`], [`sessions`]: the bookkeeping; [`errors`]: refusals;
+//! - [`vault`], [`sessions`]: the bookkeeping; [`budget`]: locked bytes per
+//!   user; [`errors`]: refusals;
 //!   [`os`]: the interface to the system, [`host`]: its production side.
 
 mod access;
+pub mod budget;
 pub mod errors;
 mod holders;
 pub mod host;
@@ -39,13 +41,14 @@ use std::sync::Arc;
 use guardian_ebpf::{Event, EventKind};
 use tokio::sync::oneshot;
 
-pub use self::{errors::RequestError, vault::SecretKey};
 use self::{
+    budget::{Budget, Charge},
     os::{KernelMaps, Os, Task},
     sessions::{GrantId, Sessions},
     triggers::{Cause, PendingTrigger},
     vault::Vault,
 };
+pub use self::{errors::RequestError, vault::SecretKey};
 use crate::{
     audit::{Action, Entry, Outcome, commit::Unsynced},
     config::Config,
@@ -117,6 +120,8 @@ pub struct Reply {
     pub response: Response,
     /// Copies of secrets in locked memory, written after the header and wiped.
     pub secrets: Vec<SecretBuf>,
+    /// What the copies count against their user's budget, until dropped with them.
+    pub charge: Option<Charge>,
 }
 
 impl Reply {
@@ -130,6 +135,7 @@ impl Reply {
         Self {
             response,
             secrets: Vec::new(),
+            charge: None,
         }
     }
 }
@@ -156,6 +162,7 @@ pub struct Core<O: Os> {
     kernel_error: Option<String>,
     dropped_seen: u64,
     config: Config,
+    budget: Budget,
     cgroups: Option<O::Containment>,
     /// The supervisor and the watcher of its exit.
     supervisor: Option<(Arc<O::Process>, Task)>,
@@ -186,6 +193,7 @@ impl<O: Os> Core<O> {
             kernel,
             kernel_error,
             dropped_seen: 0,
+            budget: Budget::new(setup.config.max_locked_bytes_per_uid),
             config: setup.config,
             cgroups: setup.cgroups,
             supervisor,

@@ -4,8 +4,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::time::Duration;
-
 use super::{
     Core, Reply, RequestError, SecretKey,
     os::{KernelMaps, Os},
@@ -17,12 +15,15 @@ use crate::{
         Action, Entry, Outcome,
         commit::{Refusal, Unsynced},
     },
+    config::TtlTooLong,
     os::{
         peer::Peer,
         process::{Pid, Uid},
         secret_mem::SecretBuf,
     },
-    protocol::{Request, Response, SecretInfo, SecretName},
+    protocol::{
+        ExecNames, MAX_REPLY_BYTES, MAX_TTL, Request, Response, SecretInfo, SecretName, Ttl,
+    },
 };
 
 type Answer = Result<Reply, RequestError>;
@@ -144,8 +145,8 @@ impl<O: Os> Core<O> {
         &mut self,
         peer: &Peer,
         name: SecretName,
-        bind: Option<i32>,
-        ttl_secs: Option<u64>,
+        bind: Option<Pid>,
+        ttl: Option<Ttl>,
         bytes: SecretBuf,
     ) -> Answer {
         let key = SecretKey {
@@ -165,13 +166,25 @@ impl<O: Os> Core<O> {
                 limit: self.config.max_secrets_per_uid,
             });
         }
-        let ttl = self.config.ttl_for(ttl_secs.map(Duration::from_secs))?;
+        let ttl = self.config.ttl_for(ttl.map(Ttl::duration))?;
+        let now = self.os.now();
+        let expires = match ttl {
+            Some(ttl) => Some((
+                ttl,
+                now.checked_add(ttl).ok_or(TtlTooLong {
+                    asked: ttl,
+                    max: MAX_TTL,
+                })?,
+            )),
+            None => None,
+        };
+        let charge = self.budget.charge(peer.uid, bytes.len())?;
         // Armed before the secret is stored: no secret is ever held unguarded.
         if let Some(kernel) = &mut self.kernel {
             kernel.arm().map_err(RequestError::Arm)?;
         }
         let leader = match bind {
-            Some(raw) => Pid::new(raw).ok_or(RequestError::InvalidPid(raw))?,
+            Some(pid) => pid,
             None => self
                 .os
                 .session_of(peer.pid)
@@ -183,20 +196,17 @@ impl<O: Os> Core<O> {
         self.still_connected(peer)?;
         self.watch_leader(leader)?;
         let id = self.fresh_id();
-        let now = self.os.now();
-        let expiry = ttl.map(|ttl| {
-            let timer = self.os.after(
-                ttl,
-                super::Msg::Expired {
-                    key: key.clone(),
-                    id,
-                },
-            );
-            (now + ttl, timer)
+        let expiry = expires.map(|(ttl, at)| {
+            let expired = super::Msg::Expired {
+                key: key.clone(),
+                id,
+            };
+            (at, self.os.after(ttl, expired))
         });
         let secret = Secret {
             id,
             bytes,
+            charge,
             leader,
             created: now,
             expiry,
@@ -207,25 +217,50 @@ impl<O: Os> Core<O> {
         }))
     }
 
-    fn copies(&self, keys: &[SecretKey]) -> Result<Vec<SecretBuf>, RequestError> {
-        keys.iter()
-            .map(|key| match self.vault.get(key) {
-                Some(secret) => Ok(secret.bytes.try_clone()?),
-                None => Err(RequestError::NoSuchSecret(key.name.clone())),
+    /// A reply with copies of the secrets under `keys`, within the reply
+    /// limit and charged to the caller's budget.
+    fn copies(&self, peer: &Peer, keys: &[SecretKey]) -> Answer {
+        let secrets = keys
+            .iter()
+            .map(|key| {
+                self.vault
+                    .get(key)
+                    .ok_or_else(|| RequestError::NoSuchSecret(key.name.clone()))
             })
-            .collect()
+            .collect::<Result<Vec<&Secret>, _>>()?;
+        let bytes = secrets
+            .iter()
+            .map(|secret| secret.bytes.len())
+            .fold(0, usize::saturating_add);
+        if bytes > MAX_REPLY_BYTES {
+            return Err(RequestError::ReplyTooLarge {
+                bytes,
+                limit: MAX_REPLY_BYTES,
+            });
+        }
+        let charge = self.budget.charge(peer.uid, bytes)?;
+        let copies = secrets
+            .iter()
+            .map(|secret| secret.bytes.try_clone())
+            .collect::<Result<Vec<_>, _>>()?;
+        let lens = copies.iter().map(SecretBuf::len).collect();
+        Ok(Reply {
+            response: Response::Secrets { lens },
+            secrets: copies,
+            charge: Some(charge),
+        })
     }
 
     fn get(&mut self, peer: &Peer, name: &SecretName) -> Answer {
         let keys = self.usable_all(peer, std::slice::from_ref(name))?;
-        Ok(secrets_reply(self.copies(&keys)?))
+        self.copies(peer, &keys)
     }
 
-    fn exec(&mut self, peer: &Peer, names: &[SecretName]) -> Answer {
-        let keys = self.usable_all(peer, names)?;
-        let secrets = self.copies(&keys)?;
+    fn exec(&mut self, peer: &Peer, names: &ExecNames) -> Answer {
+        let keys = self.usable_all(peer, names.as_slice())?;
+        let reply = self.copies(peer, &keys)?;
         self.add_holder(peer, keys)?;
-        Ok(secrets_reply(secrets))
+        Ok(reply)
     }
 
     fn list(&self, peer: &Peer) -> Reply {
@@ -277,14 +312,6 @@ impl<O: Os> Core<O> {
     }
 }
 
-fn secrets_reply(secrets: Vec<SecretBuf>) -> Reply {
-    let lens = secrets.iter().map(SecretBuf::len).collect();
-    Reply {
-        response: Response::Secrets { lens },
-        secrets,
-    }
-}
-
 /// The verb of `request`, as the audit log records it.
 fn action_of(request: &Request) -> Action {
     match request {
@@ -303,7 +330,7 @@ fn names_of(request: &Request) -> Vec<SecretName> {
         Request::Put { name, .. } | Request::Get { name } | Request::Revoke { name } => {
             vec![name.clone()]
         }
-        Request::Exec { names } => names.clone(),
+        Request::Exec { names } => names.as_slice().to_vec(),
         Request::List {} | Request::Status {} | Request::WipeAll {} => Vec::new(),
     }
 }

@@ -64,7 +64,7 @@ impl<O: Os> Core<O> {
                 exe: self.os.exe_of(attacker),
                 comm: event.comm_str().to_owned(),
                 status: None,
-            process: None,
+                process: None,
             }),
             leader: None,
             outcome: Outcome::Deny,

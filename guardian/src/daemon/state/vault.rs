@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::os::Task;
+use super::{budget::Charge, os::Task};
 use crate::{
     os::{
         process::{Pid, Uid},
@@ -33,6 +33,8 @@ pub struct Secret {
     pub id: u64,
     /// The plaintext, in locked pages.
     pub bytes: SecretBuf,
+    /// Its size, against its owner's budget.
+    pub charge: Charge,
     /// The leader whose death wipes it.
     pub leader: Pid,
     /// When it was stored.

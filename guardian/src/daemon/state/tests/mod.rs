@@ -17,8 +17,8 @@ use crate::{
         secret_mem::SecretBuf,
     },
     protocol::{
-        Containment, FailClosed, ForkTracking, Request, Response, SecretName, TamperProtection,
-        WatchMode,
+        Containment, ExecNames, FailClosed, ForkTracking, MAX_REPLY_BYTES, MAX_SECRET, Request,
+        Response, SecretName, TamperProtection, Ttl, WatchMode,
     },
 };
 
@@ -38,8 +38,8 @@ fn bytes(value: &[u8]) -> SecretBuf {
 fn put_request(secret: &str, bind: Option<i32>, ttl_secs: Option<u64>) -> Request {
     Request::Put {
         name: name(secret),
-        bind,
-        ttl_secs,
+        bind: bind.map(|raw| Pid::new(raw).unwrap()),
+        ttl_secs: ttl_secs.map(|secs| Ttl::try_from(secs).unwrap()),
         len: 6,
     }
 }
@@ -50,7 +50,13 @@ fn get_request(secret: &str) -> Request {
 
 fn exec_request(secrets: &[&str]) -> Request {
     Request::Exec {
-        names: secrets.iter().map(|secret| name(secret)).collect(),
+        names: ExecNames::try_from(
+            secrets
+                .iter()
+                .map(|secret| name(secret))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap(),
     }
 }
 
@@ -165,10 +171,6 @@ fn put_refuses_leaders_that_never_exit_or_are_not_a_users_process() {
         let err = h.put(leader, "tok", Some(bind)).unwrap_err();
         assert!(expected(&err), "bind {bind}: {err:?}");
     }
-    assert!(matches!(
-        h.put(leader, "tok", Some(-4)).unwrap_err(),
-        RequestError::InvalidPid(-4)
-    ));
     assert!(h.core.vault.is_empty());
     assert!(h.core.sessions.leaders.is_empty(), "nothing watched");
 }
@@ -221,6 +223,61 @@ fn nothing_is_stored_when_tamper_protection_cannot_be_armed() {
     let err = h.put(leader, "tok", None).unwrap_err();
     assert!(matches!(err, RequestError::Arm(_)), "{err:?}");
     assert!(h.core.vault.is_empty());
+}
+
+#[test]
+fn one_user_cannot_lock_more_than_its_budget_and_gets_it_back_on_wipe() {
+    let config = Config {
+        max_locked_bytes_per_uid: 10,
+        max_secret_bytes: 10,
+        ..Config::default()
+    };
+    let mut h = Harness::with(Parts::ALL, config);
+    let (alice, bob) = (h.leader(ALICE), h.leader(BOB));
+    h.stored(alice, "six");
+    let err = h.put(alice, "more", None).unwrap_err();
+    assert!(matches!(err, RequestError::OverBudget(_)), "{err:?}");
+    h.stored(bob, "bobs");
+    // A copy in a reply counts while it exists: 6 stored + 6 copied > 10.
+    let err = h.get(alice, "six").unwrap_err();
+    assert!(matches!(err, RequestError::OverBudget(_)), "{err:?}");
+    h.revoke(alice, "six");
+    assert_eq!(h.core.budget.used(Uid(ALICE)), 0);
+    h.stored(alice, "more");
+}
+
+#[test]
+fn a_reply_copy_is_charged_until_the_reply_is_dropped() {
+    let mut h = Harness::new();
+    let leader = h.leader(ALICE);
+    h.stored(leader, "tok");
+    let reply = h.try_request(leader, get_request("tok"), None).unwrap();
+    assert_eq!(h.core.budget.used(Uid(ALICE)), 12);
+    drop(reply);
+    assert_eq!(h.core.budget.used(Uid(ALICE)), 6);
+}
+
+#[test]
+fn an_exec_cannot_ask_for_more_than_one_reply_carries() {
+    let config = Config {
+        max_locked_bytes_per_uid: 64 << 20,
+        ..Config::default()
+    };
+    let mut h = Harness::with(Parts::ALL, config);
+    let leader = h.leader(ALICE);
+    let count = MAX_REPLY_BYTES / MAX_SECRET + 1;
+    let names: Vec<String> = (0..count).map(|n| format!("big{n}")).collect();
+    for secret in &names {
+        let put = put_request(secret, None, None);
+        let payload = SecretBuf::new(MAX_SECRET).unwrap();
+        h.try_request(leader, put, Some(payload)).unwrap();
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let err = h
+        .try_request(leader, exec_request(&names), None)
+        .unwrap_err();
+    assert!(matches!(err, RequestError::ReplyTooLarge { .. }), "{err:?}");
+    assert!(h.core.sessions.holders.is_empty(), "nothing handed out");
 }
 
 // Access.
@@ -583,7 +640,10 @@ fn a_process_left_in_the_cgroup_keeps_the_trigger_from_reporting_wiped() {
         .iter()
         .filter(|effect| matches!(effect, Effect::CgroupKill { .. }))
         .count();
-    assert!(cgroup_kills >= 3, "the cgroup is killed again: {cgroup_kills}");
+    assert!(
+        cgroup_kills >= 3,
+        "the cgroup is killed again: {cgroup_kills}"
+    );
     h.advance(Duration::from_secs(5));
     let record = h.world.lock().records_of("trigger").pop().unwrap();
     assert_eq!(record["outcome"], "holders_survived");
