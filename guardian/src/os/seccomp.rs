@@ -68,7 +68,11 @@ pub const ALLOWLIST: &[Allowed] = &[
     ),
     // Files and descriptors.
     allow(libc::SYS_read, "sockets, /proc files, pidfds"),
-    allow(libc::SYS_write, "sockets, audit log, stderr, cgroup.kill"),
+    allow(libc::SYS_write, "sockets, audit log, stderr, cgroup.procs"),
+    allow(
+        libc::SYS_pwrite64,
+        "cgroup::Cgroups::kill writes the grant's open cgroup.kill",
+    ),
     allow(
         libc::SYS_writev,
         "replies: frame and secret bytes in one call",
@@ -81,7 +85,7 @@ pub const ALLOWLIST: &[Allowed] = &[
     allow(libc::SYS_lseek, "std::fs reads"),
     allow(
         libc::SYS_pread64,
-        "re-reading a connected peer's /proc status",
+        "re-reading a connected peer's /proc status and a grant's cgroup.events",
     ),
     allow(
         libc::SYS_getdents64,
