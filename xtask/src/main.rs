@@ -6,8 +6,10 @@
 //! - `run [ARGS]`: build, then run `ningen-shikkaku guard ARGS` as root in the foreground.
 //! - `test`: build, then every test (unit and end-to-end, which need root).
 //! - `bench`: build, then the benchmarks (see `bench`).
+//! - `fuzz [--seconds N]`: run each fuzz target for N seconds (see `fuzz`).
 
 mod bench;
+mod fuzz;
 mod toolchain;
 
 use std::{
@@ -41,7 +43,17 @@ enum Task {
     Test,
     /// Build, then measure the switch against its baselines and write docs/BENCHMARKS.md.
     Bench,
+    /// Run each fuzz target (the frame parser, the state machine) for a while.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+    },
 }
+
+/// Seconds each fuzz target runs in `cargo xtask test`: a smoke run over the
+/// committed corpus; `cargo xtask fuzz` runs longer.
+const TEST_FUZZ_SECONDS: u64 = 15;
 
 fn main() -> anyhow::Result<()> {
     let root = workspace_root();
@@ -50,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Task::BuildEbpf => toolchain::build_ebpf(&root).map(drop),
         Task::Run { args } => run(&root, &args),
         Task::Test => test(&root),
+        Task::Fuzz { seconds } => fuzz::run_all(&root, seconds),
         Task::Bench => {
             require_root("the benchmarks (they start real guardians)")?;
             let binary = build(&root)?;
@@ -134,7 +147,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     if !status.success() {
         bail!("the Python reference's tests failed");
     }
-    Ok(())
+    fuzz::run_all(root, TEST_FUZZ_SECONDS)
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {

@@ -200,15 +200,16 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     run(&mut command, "cargo install bpf-linker")
 }
 
-/// PATH with ~/.cargo/bin, where cargo install puts bpf-linker.
-fn path_with_cargo_bin() -> String {
+/// PATH with ~/.cargo/bin, where cargo install puts bpf-linker and cargo-fuzz.
+pub fn path_with_cargo_bin() -> String {
     let path = env::var("PATH").unwrap_or_default();
     let cargo_home = env::var("CARGO_HOME")
         .unwrap_or_else(|_| format!("{}/.cargo", env::var("HOME").unwrap_or_default()));
     format!("{cargo_home}/bin:{path}")
 }
 
-fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
+/// Runs `command`, failing with `what` unless it succeeds.
+pub fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
     let status = command
         .status()
         .with_context(|| format!("cannot run {what}"))?;

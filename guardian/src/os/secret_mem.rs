@@ -47,7 +47,7 @@ impl From<MemoryError> for io::Error {
 static BACKING: OnceLock<Backing> = OnceLock::new();
 static LOCKED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 std::thread_local! {
     /// Buffers alive on this thread: the state machine's tests run on one
     /// thread each, so this shows whether a secret was wiped before a kill.
@@ -55,7 +55,7 @@ std::thread_local! {
 }
 
 /// Secret buffers created and not yet wiped on the calling thread (tests only).
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn live_on_this_thread() -> usize {
     LIVE_ON_THREAD.with(std::cell::Cell::get)
 }
@@ -118,7 +118,7 @@ impl SecretBuf {
             locked: false,
         };
         buf.as_mut_slice().zeroize();
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         LIVE_ON_THREAD.with(|live| live.set(live.get() + 1));
         buf.locked = buf.lock();
         if buf.locked {
@@ -226,7 +226,7 @@ impl SecretBuf {
 impl Drop for SecretBuf {
     fn drop(&mut self) {
         self.as_full_mut_slice().zeroize();
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         LIVE_ON_THREAD.with(|live| live.set(live.get() - 1));
         if self.locked {
             LOCKED_BYTES.fetch_sub(self.capacity(), Ordering::Relaxed);

@@ -24,6 +24,8 @@
 mod access;
 pub mod budget;
 pub mod errors;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fake;
 mod holders;
 pub mod host;
 pub mod os;

@@ -1,14 +1,14 @@
 //! The state machine driven in-process against a fake world: every rule of
 //! the switch, as an ordinary user, in milliseconds.
 
-mod fake;
-
 use std::time::Duration;
 
 use guardian_ebpf::{EventKind, HolderState, TamperSyscall};
 
-use self::fake::{Effect, GUARDIAN, Harness, Parts, SUPERVISOR, event};
-use super::{Msg, Reply, RequestError};
+use super::{
+    Msg, Reply, RequestError,
+    fake::{self, Effect, GUARDIAN, Harness, Parts, SUPERVISOR, event},
+};
 use crate::{
     config::{Config, TamperResponse},
     daemon::state::SecretKey,

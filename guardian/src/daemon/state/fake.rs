@@ -3,12 +3,13 @@
 //! alive when each was sent), cgroups, kernel maps, timers on a clock the test
 //! moves, and an audit log in memory that can be made to fail. [`Harness`]
 //! owns a [`Core`] acting on it and delivers what the real OS would report:
-//! exits, kernel events, timers.
+//! exits, kernel events, timers. Used by the unit tests and, with the
+//! `fuzzing` feature, by the fuzzer that drives the state machine.
 
 use std::{
     collections::{HashMap, HashSet},
     io,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -38,15 +39,22 @@ pub const GUARDIAN: i32 = 900;
 /// The supervisor's pid.
 pub const SUPERVISOR: i32 = 901;
 
-/// One process.
+/// One process, as /proc would describe it.
 #[derive(Clone, Debug)]
 pub struct Proc {
+    /// Its uid.
     pub uid: Uid,
+    /// Its parent (0: none).
     pub ppid: i32,
+    /// Its session (0: session 0).
     pub sid: i32,
+    /// Its thread group: not its pid for a thread.
     pub tgid: i32,
+    /// Its tracer (0: none).
     pub tracer: i32,
+    /// A kernel thread.
     pub kernel_thread: bool,
+    /// Not exited.
     pub alive: bool,
     /// Sent SIGKILL; dies at the next [`Harness::settle`] unless `unkillable`.
     pub killed: bool,
@@ -57,19 +65,27 @@ pub struct Proc {
 /// Something the state machine did to the world, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
-    /// A signal to a process, with the secret buffers alive at that moment.
+    /// A signal to a process.
     Signal {
+        /// The process.
         pid: i32,
+        /// The signal.
         signal: i32,
+        /// Secret buffers alive when it was sent.
         secrets_alive: usize,
     },
-    /// A cgroup.kill, likewise.
+    /// A cgroup.kill.
     CgroupKill {
+        /// The grant whose cgroup it was.
         grant: GrantId,
+        /// Secret buffers alive when it was written.
         secrets_alive: usize,
     },
     /// A look for a stopped process to continue.
-    ContinueIfStopped { pid: i32 },
+    ContinueIfStopped {
+        /// The process.
+        pid: i32,
+    },
 }
 
 struct Timer {
@@ -84,29 +100,41 @@ struct Watcher {
     msg: Option<Msg>,
 }
 
-/// The kernel maps.
+/// The kernel maps, and failures to make.
 #[derive(Default, Debug)]
 pub struct KernelState {
+    /// The tamper programs are attached.
     pub armed: bool,
+    /// Watched leaders.
     pub leaders: HashSet<i32>,
+    /// Holders, with their grant and state.
     pub holders: HashMap<i32, (GrantId, HolderState)>,
+    /// Events dropped so far.
     pub dropped: u64,
+    /// Attaching the tamper programs fails.
     pub fail_arm: bool,
+    /// The holders map is full.
     pub fail_set_holder: bool,
 }
 
 /// Everything the fake world holds.
 #[derive(Default)]
 pub struct World {
+    /// Processes by pid, the dead ones too.
     pub procs: HashMap<i32, Proc>,
+    /// What the state machine did, in order.
     pub effects: Vec<Effect>,
     /// (record, durable when written).
     pub audit: Vec<(Entry, bool)>,
+    /// Audit records cannot be written.
     pub fail_audit_write: bool,
+    /// Audit records cannot be made durable.
     pub fail_commit: bool,
+    /// The kernel maps.
     pub kernel: KernelState,
     /// Members of each grant's cgroup.
     pub cgroups: HashMap<GrantId, HashSet<i32>>,
+    /// cgroup.kill fails (as when out of descriptors).
     pub fail_cgroup_kill: bool,
     elapsed: Duration,
     ns_reads: u64,
@@ -167,7 +195,7 @@ impl World {
     pub fn records(&self) -> Vec<serde_json::Value> {
         self.audit
             .iter()
-            .map(|(entry, _)| serde_json::to_value(entry).unwrap())
+            .map(|(entry, _)| serde_json::to_value(entry).unwrap_or_default())
             .collect()
     }
 
@@ -187,7 +215,7 @@ pub struct Shared(Arc<Mutex<World>>);
 impl Shared {
     /// The world, locked.
     pub fn lock(&self) -> MutexGuard<'_, World> {
-        self.0.lock().unwrap()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn task(&self, id: u64) -> Task {
@@ -370,7 +398,7 @@ impl Os for FakeOs {
     }
 
     fn guardian(&self) -> Pid {
-        Pid::new(GUARDIAN).unwrap()
+        pid(GUARDIAN)
     }
 
     fn open(&self, pid: Pid) -> io::Result<FakeProcess> {
@@ -422,7 +450,7 @@ impl Os for FakeOs {
         let world = self.world.lock();
         let mut found = Vec::new();
         for (&pid, proc) in &world.procs {
-            let pid = Pid::new(pid).unwrap();
+            let pid = self::pid(pid);
             if proc.alive
                 && !roots.contains(&pid)
                 && roots.iter().any(|&root| {
@@ -511,8 +539,11 @@ impl Os for FakeOs {
 /// Which optional parts of the system the guardian has.
 #[derive(Clone, Copy)]
 pub struct Parts {
+    /// The eBPF link.
     pub kernel: bool,
+    /// cgroup v2 containment.
     pub cgroups: bool,
+    /// The supervisor.
     pub supervisor: bool,
 }
 
@@ -533,16 +564,25 @@ impl Parts {
 
 /// A state machine on a fake world.
 pub struct Harness {
+    /// The state machine.
     pub core: Core<FakeOs>,
+    /// Its world.
     pub world: Shared,
     parts: Parts,
     next_pid: i32,
 }
 
+impl Default for Harness {
+    /// A guardian with everything, and the default policy.
+    fn default() -> Self {
+        Self::with(Parts::ALL, Config::default())
+    }
+}
+
 impl Harness {
     /// A guardian with everything, and the default policy.
     pub fn new() -> Self {
-        Self::with(Parts::ALL, Config::default())
+        Self::default()
     }
 
     /// A guardian with `parts` and `config`.
@@ -556,7 +596,7 @@ impl Harness {
             start: Instant::now(),
         };
         let supervisor = parts.supervisor.then(|| FakeProcess {
-            pid: Pid::new(SUPERVISOR).unwrap(),
+            pid: pid(SUPERVISOR),
             world: world.clone(),
         });
         let setup = Setup {
@@ -618,7 +658,7 @@ impl Harness {
     pub fn peer(&self, pid: i32) -> Peer {
         let (uid, _) = self.facts(pid);
         Peer {
-            pid: Pid::new(pid).unwrap(),
+            pid: self::pid(pid),
             uid: Uid(uid),
             gid: uid,
             exe: "/usr/bin/fake".to_owned(),
@@ -642,7 +682,9 @@ impl Harness {
         self.core.disarm_if_idle();
         self.pump();
         let mut answer = answer;
-        answer.try_recv().expect("answered at commit")
+        answer
+            .try_recv()
+            .unwrap_or_else(|_| panic!("not answered at commit"))
     }
 
     /// Carries out one request from `pid` without its audit record, for
@@ -800,6 +842,23 @@ impl Harness {
         }
     }
 
+    /// Every stored secret: owner, name and bytes (a copy, for checking).
+    pub fn vault_contents(&self) -> Vec<(Uid, String, Vec<u8>)> {
+        self.core
+            .vault
+            .keys()
+            .into_iter()
+            .filter_map(|key| {
+                let secret = self.core.vault.get(&key)?;
+                Some((
+                    key.owner,
+                    key.name.to_string(),
+                    secret.bytes.as_slice().to_vec(),
+                ))
+            })
+            .collect()
+    }
+
     /// Timers still pending.
     pub fn pending_timers(&self) -> usize {
         self.world.lock().timers.len()
@@ -818,6 +877,11 @@ fn root_proc(pid: i32) -> Proc {
         killed: false,
         unkillable: false,
     }
+}
+
+/// The pid `raw`, which the fake only ever makes positive.
+fn pid(raw: i32) -> Pid {
+    Pid::new(raw).unwrap_or_else(|| panic!("the fake made PID {raw}"))
 }
 
 /// A kernel event of `kind` about `pid`, at the start of time.

@@ -1,0 +1,212 @@
+//! Hostile local users against a real guardian (issue 11): a request that
+//! tried to overflow the clock, a connection whose process is gone and whose
+//! PID a victim's process now has, a request that asks for the same big
+//! secret thousands of times, connection floods, and a holder tree larger
+//! than the descriptor limit the guardian was started with. Each attacker
+//! runs as an unprivileged user.
+
+use std::{
+    fs,
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use e2e::{Guardian, Session, stderr, supervisor_of, wait_until};
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde_json::Value;
+
+const NOBODY: &str = "65534";
+/// A second unprivileged user, for "another user still gets served".
+const OTHER: &str = "12345";
+
+/// The abuser helper (tests/helpers/abuser.py) as `uid`.
+fn abuser(uid: &str) -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/abuser.py");
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+        ])
+        .arg(script);
+    command
+}
+
+/// One raw request from `uid`, and the reply.
+fn raw_request(guardian: &Guardian, uid: &str, header: &str, payload: usize) -> Value {
+    let output = abuser(uid)
+        .arg("request")
+        .arg(&guardian.socket)
+        .arg(header)
+        .arg(payload.to_string())
+        .output()
+        .expect("run abuser");
+    parse_reply(&output)
+}
+
+fn parse_reply(output: &Output) -> Value {
+    let text = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|_| panic!("no reply: {text} {}", stderr(output)))
+}
+
+/// The CLI as `uid`, timed.
+fn timed_cli(guardian: &Guardian, uid: &str, args: &[&str]) -> (Output, Duration) {
+    let start = Instant::now();
+    let output = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ])
+        .arg(e2e::bin())
+        .args(args)
+        .env("NINGEN_SHIKKAKU_SOCKET", &guardian.socket)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cli");
+    (output, start.elapsed())
+}
+
+fn signal(pid: i32, signal: Signal) {
+    nix::sys::signal::kill(Pid::from_raw(pid), signal).expect("signal");
+}
+
+#[test]
+fn a_ttl_past_the_end_of_time_is_refused_and_the_guardian_lives_on() {
+    let mut guardian = Guardian::start("ttl-overflow");
+    let mut session = Session::start_as_nobody(&guardian);
+    let (rc, _, err) = session.run("printf x | $NS put t --ttl 300000000000y");
+    assert_ne!(rc, 0);
+    assert!(err.contains("TTL"), "{err}");
+    let header = r#"{"op":"put","name":"t","bind":null,"ttl_secs":18446744073709551615,"len":1}"#;
+    let reply = raw_request(&guardian, NOBODY, header, 1);
+    assert_eq!(reply["reply"], "error", "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("TTL"),
+        "{reply}"
+    );
+    assert!(guardian.is_running(), "{}", guardian.log());
+    assert_eq!(guardian.status()["secrets"], 0);
+    let refused = guardian.audit_of("malformed");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["reason"].as_str().unwrap().contains("TTL")),
+        "the refusal is audited: {refused:?}"
+    );
+}
+
+#[test]
+fn a_connection_whose_process_is_gone_is_refused_even_when_its_pid_is_reused() {
+    let guardian = Guardian::start("pid-reuse");
+    let mut victim = Session::start_as_nobody(&guardian);
+    let (rc, _, err) = victim.run("printf hunter2 | $NS put tok");
+    assert_eq!(rc, 0, "{err}");
+    // Hold the guardian (and the supervisor that would continue it) so the
+    // attacker's connection waits in the backlog, as it would behind a full
+    // set of connections.
+    let supervisor = supervisor_of(guardian.pid());
+    signal(supervisor, Signal::SIGSTOP);
+    signal(guardian.pid(), Signal::SIGSTOP);
+    let mut attacker = abuser(NOBODY)
+        .arg("orphan")
+        .arg(&guardian.socket)
+        .arg(r#"{"op":"get","name":"tok"}"#)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start attacker");
+    let mut lines = BufReader::new(attacker.stdout.take().unwrap()).lines();
+    let orphan: i32 = lines.next().unwrap().unwrap().trim().parse().unwrap();
+    // Give the orphan's PID to a process of the victim's session.
+    let reused = (0..50).any(|attempt| {
+        fs::write("/proc/sys/kernel/ns_last_pid", (orphan - 1).to_string()).unwrap();
+        let file = format!("reused{attempt}");
+        victim.spawn(&format!("echo $BASHPID > {file}; exec sleep 30"));
+        wait_until(Duration::from_secs(5), || !victim.pids_in(&file).is_empty());
+        victim.pids_in(&file) == [orphan]
+    });
+    signal(guardian.pid(), Signal::SIGCONT);
+    signal(supervisor, Signal::SIGCONT);
+    assert!(
+        reused,
+        "could not hand PID {orphan} to the victim's session"
+    );
+    writeln!(attacker.stdin.as_mut().unwrap()).unwrap();
+    let reply: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let _ = attacker.wait();
+    assert_ne!(
+        reply["reply"], "secrets",
+        "the secret went to a dead peer's connection: {reply}"
+    );
+    assert!(!reply.to_string().contains("hunter2"), "{reply}");
+    let granted = guardian
+        .audit_of("get")
+        .into_iter()
+        .filter(|r| r["outcome"] == "allow")
+        .count();
+    assert_eq!(granted, 0, "{:?}", guardian.audit_records());
+}
+
+#[test]
+fn asking_for_one_big_secret_thousands_of_times_locks_nothing() {
+    let guardian = Guardian::start("amplify");
+    let mut session = Session::start_as_nobody(&guardian);
+    let (rc, _, err) = session.run("head -c 1048576 /dev/zero | tr '\\0' a | $NS put big");
+    assert_eq!(rc, 0, "{err}");
+    for (copies, refusal) in [(3000, "1 to 64 secrets"), (40, "asked for twice")] {
+        let names = vec!["big"; copies];
+        let header = serde_json::json!({ "op": "exec", "names": names }).to_string();
+        let start = Instant::now();
+        let reply = raw_request(&guardian, NOBODY, &header, 0);
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert_eq!(reply["reply"], "error", "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(message.contains(refusal), "{reply}");
+    }
+    for n in 1..5 {
+        let (rc, _, err) = session.run(&format!(
+            "head -c 1048576 /dev/zero | tr '\\0' b | $NS put big{n}"
+        ));
+        assert_eq!(rc, 0, "{err}");
+    }
+    let (rc, _, err) = session
+        .run("$NS exec --env A=big --env B=big1 --env C=big2 --env D=big3 --env E=big4 -- true");
+    assert_ne!(rc, 0, "five 1 MiB secrets in one reply");
+    assert!(err.contains("more than one reply carries"), "{err}");
+    let locked = guardian.status()["locked_bytes"].as_u64().unwrap();
+    assert!(locked <= 6 << 20, "{locked} bytes locked");
+}
+
+#[test]
+fn a_connection_flood_from_one_user_leaves_every_other_user_served() {
+    let guardian = Guardian::start("flood");
+    let mut flood = abuser(NOBODY)
+        .arg("flood")
+        .arg(&guardian.socket)
+        .args(["1500", "300", "6"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start flood");
+    let mut lines = BufReader::new(flood.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "open");
+    for args in [&["status"][..], &["wipe", "--all"][..], &["status"][..]] {
+        let (output, took) = timed_cli(&guardian, OTHER, args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        assert!(took < Duration::from_secs(2), "{args:?} took {took:?}");
+    }
+    let counts: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let _ = flood.wait();
+    assert!(counts["refused"].as_u64().unwrap() >= 1700, "{counts}");
+    let refusals = guardian.log().matches("connection refused").count();
+    assert!(
+        refusals <= 2,
+        "refusals are logged once per interval: {refusals}"
+    );
+}
