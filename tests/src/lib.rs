@@ -65,6 +65,21 @@ pub fn is_stopped(pid: i32) -> bool {
     proc_state(pid).is_some_and(|state| state == 'T' || state == 't')
 }
 
+/// Runs `command` with `input` on its standard input and its output captured.
+pub fn output_with_input(command: &mut Command, input: &[u8]) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run command");
+    // Dropping the handle after the write closes the pipe: the child sees EOF.
+    let write = child.stdin.take().expect("piped stdin").write_all(input);
+    let output = child.wait_with_output().expect("wait for command");
+    write.expect("write standard input");
+    output
+}
+
 /// A guardian started for one test, stopped (SIGTERM) when dropped.
 pub struct Guardian {
     child: Child,
@@ -135,6 +150,16 @@ impl Guardian {
     pub fn command(&self) -> Command {
         let mut command = Command::new(bin());
         command.env("NINGEN_SHIKKAKU_SOCKET", &self.socket);
+        command
+    }
+
+    /// The CLI as the unprivileged user `nobody` (uid 65534), pointed at this guardian.
+    pub fn command_as_nobody(&self) -> Command {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin())
+            .env("NINGEN_SHIKKAKU_SOCKET", &self.socket);
         command
     }
 

@@ -3,18 +3,7 @@
 
 use std::process::Command;
 
-use e2e::{Guardian, Session, bin, stderr};
-
-/// Runs the CLI as the unprivileged user `nobody` (uid 65534).
-fn as_nobody(guardian: &Guardian, args: &[&str]) -> std::process::Output {
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin())
-        .args(args)
-        .env("NINGEN_SHIKKAKU_SOCKET", &guardian.socket)
-        .output()
-        .expect("run setpriv")
-}
+use e2e::{Guardian, Session, output_with_input, stderr};
 
 /// The pid of a kernel thread, from the `Kthread` field of /proc/PID/status.
 fn kernel_thread() -> Option<String> {
@@ -46,7 +35,11 @@ fn only_the_owner_inside_the_session_can_get() {
     assert!(outside.stdout.is_empty());
 
     // Another uid, outside and inside the session: the name does not exist for it.
-    let other = as_nobody(&guardian, &["get", "tok"]);
+    let other = guardian
+        .command_as_nobody()
+        .args(["get", "tok"])
+        .output()
+        .unwrap();
     assert!(!other.status.success());
     assert!(
         stderr(&other).contains("no such secret"),
@@ -75,21 +68,9 @@ fn only_the_owner_inside_the_session_can_get() {
 #[test]
 fn binding_is_refused_for_pid_1_dead_pids_and_other_users() {
     let guardian = Guardian::start("bind");
-    let put = |args: &[&str]| {
-        let mut command = guardian.command();
-        command
-            .arg("put")
-            .args(args)
-            .stdin(std::process::Stdio::piped());
-        let mut child = command
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(b"x").unwrap();
-        child.wait_with_output().unwrap()
-    };
+    // Each put has a secret on stdin, so a refusal comes from the guardian's
+    // checks and not from the client's "the secret is empty".
+    let put = |args: &[&str]| output_with_input(guardian.command().arg("put").args(args), b"x");
     let init = put(&["n1", "--bind", "1"]);
     assert!(
         !init.status.success() && stderr(&init).contains("PID 1"),
@@ -117,8 +98,14 @@ fn binding_is_refused_for_pid_1_dead_pids_and_other_users() {
 
     // nobody may not bind to a root process; root may bind to anyone's.
     let root_pid = std::process::id().to_string();
-    let other = as_nobody(&guardian, &["put", "n3", "--bind", &root_pid]);
-    assert!(!other.status.success());
+    let mut as_nobody = guardian.command_as_nobody();
+    let other = output_with_input(as_nobody.args(["put", "n3", "--bind", &root_pid]), b"x");
+    assert!(
+        !other.status.success()
+            && stderr(&other).contains(&format!("PID {root_pid} belongs to another user")),
+        "{}",
+        stderr(&other)
+    );
     let mut sleeper = Command::new("setpriv")
         .args([
             "--reuid=65534",

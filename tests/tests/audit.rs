@@ -170,9 +170,8 @@ fn a_thousand_concurrent_clients_get_exactly_one_record_per_request() {
 #[test]
 fn only_root_reads_the_log() {
     let guardian = Guardian::start("audit-root");
-    let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(bin())
+    let output = guardian
+        .command_as_nobody()
         .args(["audit", "tail", "--log"])
         .arg(&guardian.audit)
         .output()
