@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::sys::signal::Signal;
 use serde_json::Value;
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
@@ -63,6 +64,12 @@ pub fn is_alive(pid: i32) -> bool {
 /// True if `pid` is stopped (state `T` or `t`).
 pub fn is_stopped(pid: i32) -> bool {
     proc_state(pid).is_some_and(|state| state == 'T' || state == 't')
+}
+
+/// Sends `signal` to `pid`; the test fails if it cannot be sent.
+pub fn send_signal(pid: i32, signal: Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .unwrap_or_else(|err| panic!("cannot send {signal} to {pid}: {err}"));
 }
 
 /// Runs `command` with `input` on its standard input and its output captured.
@@ -228,8 +235,11 @@ impl Guardian {
 
 impl Drop for Guardian {
     fn drop(&mut self) {
-        // SAFETY: kill with a pid we spawned and still own (not yet reaped).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // A reaped guardian's pid may already be another process's. No panic
+        // here: this also runs while a failed test unwinds.
+        if self.is_running() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), Signal::SIGTERM);
+        }
         if !wait_until(Duration::from_secs(10), || !self.is_running()) {
             let _ = self.child.kill(); // a hung guardian must not hang the suite
         }
@@ -337,9 +347,8 @@ impl Session {
     }
 
     /// Sends `signal` to the session leader.
-    pub fn signal_leader(&self, signal: i32) {
-        // SAFETY: kill with the pid of a child we spawned and have not reaped.
-        unsafe { libc::kill(self.leader(), signal) };
+    pub fn signal_leader(&self, signal: Signal) {
+        send_signal(self.leader(), signal);
     }
 
     /// Pids a holder script wrote to `file` (one per line).

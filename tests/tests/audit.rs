@@ -231,7 +231,7 @@ fn a_full_disk_refuses_new_secrets_but_triggers_still_fire() {
         "the refused put was kept"
     );
 
-    session.signal_leader(libc::SIGKILL);
+    session.signal_leader(nix::sys::signal::Signal::SIGKILL);
     assert!(
         wait_until(Duration::from_secs(2), || !is_alive(holder)),
         "trigger not enforced"

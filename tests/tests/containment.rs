@@ -4,7 +4,8 @@
 
 use std::{fs, time::Duration};
 
-use e2e::{Guardian, Session, escaping_holder, is_alive, wait_until};
+use e2e::{Guardian, Session, escaping_holder, is_alive, send_signal, wait_until};
+use nix::sys::signal::Signal;
 
 /// Live processes whose argv[0] is `tag`.
 fn tagged(tag: &str) -> Vec<i32> {
@@ -47,7 +48,7 @@ fn a_tree_of_200_escaping_descendants_is_gone_after_the_trigger() {
         tagged(&tag).len()
     );
 
-    session.signal_leader(libc::SIGKILL);
+    session.signal_leader(Signal::SIGKILL);
     let gone = wait_until(Duration::from_secs(2), || tagged(&tag).is_empty());
     assert!(gone, "{} descendants survived", tagged(&tag).len());
     assert!(tagged(&format!("{tag}-root")).is_empty());
@@ -70,8 +71,7 @@ fn killing_the_guardian_kills_every_holder_and_a_restart_starts_empty() {
             == 3));
         holders.extend(session.pids_in("pids"));
     }
-    // SAFETY: kill with the pid of the guardian this test started.
-    unsafe { libc::kill(guardian.pid(), libc::SIGKILL) };
+    send_signal(guardian.pid(), Signal::SIGKILL);
     let dead = wait_until(Duration::from_secs(1), || {
         holders.iter().all(|&pid| !is_alive(pid))
     });
@@ -127,15 +127,13 @@ fn lost_kernel_events_wipe_every_secret_and_kill_every_holder() {
     // un-stops a stopped guardian, so it is stopped first.
     let supervisor = e2e::supervisor_of(guardian.pid());
     for pid in [supervisor, guardian.pid()] {
-        // SAFETY: kill with pids of processes this test started.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        send_signal(pid, Signal::SIGSTOP);
         assert!(wait_until(Duration::from_secs(2), || e2e::is_stopped(pid)));
     }
     fs::write(&go, "").unwrap();
     let overflowed = wait_until(Duration::from_secs(60), || done.exists());
     for pid in [guardian.pid(), supervisor] {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
+        send_signal(pid, Signal::SIGCONT);
     }
     assert!(overflowed, "the forker did not finish");
 

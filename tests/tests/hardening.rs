@@ -8,7 +8,10 @@ use std::{
     time::Duration,
 };
 
-use e2e::{Guardian, Session, find_in_memory, proc_status_field, random_bytes, wait_until};
+use e2e::{
+    Guardian, Session, find_in_memory, proc_status_field, random_bytes, send_signal, wait_until,
+};
+use nix::sys::signal::Signal;
 
 /// The marker must appear nowhere readable, or (without memfd_secret) only in
 /// locked mappings.
@@ -53,7 +56,7 @@ fn the_secret_is_in_no_readable_page_of_the_guardian_before_or_after_the_wipe() 
         "marker survives revoke"
     );
 
-    session.signal_leader(libc::SIGKILL);
+    session.signal_leader(Signal::SIGKILL);
     assert!(wait_until(
         Duration::from_secs(5),
         || guardian.status()["secrets"] == 0
@@ -138,8 +141,7 @@ fn a_crashing_guardian_leaves_no_core_with_the_secret() {
     .unwrap();
     // Control: an ordinary process that crashes does dump core here.
     let mut control = Command::new("sleep").arg("100").spawn().unwrap();
-    // SAFETY: kill with the pid of the child just spawned.
-    unsafe { libc::kill(control.id() as i32, libc::SIGSEGV) };
+    send_signal(control.id() as i32, Signal::SIGSEGV);
     control.wait().unwrap();
     let dumped = wait_until(Duration::from_secs(5), || {
         fs::read_dir(&dir).unwrap().count() > 0
@@ -157,8 +159,7 @@ fn a_crashing_guardian_leaves_no_core_with_the_secret() {
     let marker = random_bytes(32);
     fs::write(session.dir().join("marker"), &marker).unwrap();
     assert_eq!(session.run("$NS put m < marker").0, 0);
-    // SAFETY: kill with the pid of the guardian this test started.
-    unsafe { libc::kill(guardian.pid(), libc::SIGSEGV) };
+    send_signal(guardian.pid(), Signal::SIGSEGV);
     std::thread::sleep(Duration::from_secs(1));
 
     for core in fs::read_dir(&dir).unwrap().flatten() {

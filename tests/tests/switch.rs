@@ -3,7 +3,8 @@
 
 use std::{fs, time::Duration};
 
-use e2e::{Guardian, Session, escaping_holder, is_alive, wait_until};
+use e2e::{Guardian, Session, escaping_holder, is_alive, send_signal, wait_until};
+use nix::sys::signal::Signal;
 
 const SECRET: &str = "s3cr3t value\twith spaces";
 
@@ -67,7 +68,7 @@ fn assert_trigger_audited(guardian: &Guardian, cause: &str, names: &[&str], hold
     );
 }
 
-fn leader_signal_wipes_and_kills_the_whole_tree(signal: i32, cause: &str) {
+fn leader_signal_wipes_and_kills_the_whole_tree(signal: Signal, cause: &str) {
     let guardian = Guardian::start(cause);
     let status = guardian.status();
     assert_eq!(
@@ -77,7 +78,7 @@ fn leader_signal_wipes_and_kills_the_whole_tree(signal: i32, cause: &str) {
     wipes_and_kills_the_whole_tree(&guardian, signal, cause);
 }
 
-fn wipes_and_kills_the_whole_tree(guardian: &Guardian, signal: i32, cause: &str) {
+fn wipes_and_kills_the_whole_tree(guardian: &Guardian, signal: Signal, cause: &str) {
     let mut session = Session::start(guardian);
     put(&mut session, "tok", "");
     let pids = start_holder(&mut session, "tok", "pids");
@@ -108,19 +109,19 @@ fn wipes_and_kills_the_whole_tree(guardian: &Guardian, signal: i32, cause: &str)
 
 #[test]
 fn sigkill_of_the_leader_wipes_and_kills_forked_and_setsid_holders() {
-    leader_signal_wipes_and_kills_the_whole_tree(libc::SIGKILL, "leader_exit");
+    leader_signal_wipes_and_kills_the_whole_tree(Signal::SIGKILL, "leader_exit");
 }
 
 #[test]
 fn without_ebpf_the_pidfd_fallback_wipes_and_kills_the_whole_tree() {
     let guardian = Guardian::start_without_ebpf("no-ebpf");
     assert_eq!(guardian.status()["watch_mode"], "pidfd-fallback");
-    wipes_and_kills_the_whole_tree(&guardian, libc::SIGKILL, "leader_exit");
+    wipes_and_kills_the_whole_tree(&guardian, Signal::SIGKILL, "leader_exit");
 }
 
 #[test]
 fn sighup_of_the_leader_wipes_and_kills_forked_and_setsid_holders() {
-    leader_signal_wipes_and_kills_the_whole_tree(libc::SIGHUP, "leader_hangup");
+    leader_signal_wipes_and_kills_the_whole_tree(Signal::SIGHUP, "leader_hangup");
 }
 
 #[test]
@@ -188,8 +189,7 @@ fn stopping_the_guardian_wipes_everything_and_kills_every_holder() {
     let mut session = Session::start(&guardian);
     put(&mut session, "tok", "");
     let pids = start_holder(&mut session, "tok", "pids");
-    // SAFETY: kill with the pid of the guardian this test started.
-    unsafe { libc::kill(guardian.pid(), libc::SIGTERM) };
+    send_signal(guardian.pid(), Signal::SIGTERM);
     assert_all_dead_within_a_second(&pids);
     assert!(
         wait_until(Duration::from_secs(5), || !guardian.is_running()),
