@@ -7,7 +7,7 @@ use std::{
     io::Write,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, Command, Output, Stdio},
+    process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
     thread,
     time::{Duration, Instant},
@@ -70,6 +70,35 @@ pub fn is_stopped(pid: i32) -> bool {
 pub fn send_signal(pid: i32, signal: Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
         .unwrap_or_else(|err| panic!("cannot send {signal} to {pid}: {err}"));
+}
+
+/// True while `pid` sleeps in a read(2) of the pipe (or other file) that
+/// `ours` is open on; from /proc/PID/syscall, whose first fields are the
+/// syscall number and its first argument (the descriptor, in hex).
+pub fn is_blocked_reading(pid: i32, ours: &impl std::os::fd::AsRawFd) -> bool {
+    let target = |path: String| fs::read_link(path).ok();
+    let syscall = fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let mut fields = syscall.split_whitespace();
+    let reading = fields.next() == Some(&libc::SYS_read.to_string());
+    let fd = fields
+        .next()
+        .and_then(|fd| i32::from_str_radix(fd.trim_start_matches("0x"), 16).ok());
+    reading
+        && proc_state(pid) == Some('S')
+        && fd.is_some_and(|fd| {
+            let theirs = target(format!("/proc/{pid}/fd/{fd}"));
+            theirs.is_some() && theirs == target(format!("/proc/self/fd/{}", ours.as_raw_fd()))
+        })
+}
+
+/// Bytes written to a pipe and not yet read from it (FIONREAD, which either
+/// end of a pipe answers).
+pub fn unread_in_pipe(pipe: &impl std::os::fd::AsRawFd) -> usize {
+    let mut unread: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut unread) };
+    assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+    usize::try_from(unread).expect("FIONREAD is never negative")
 }
 
 /// Runs `command` with `input` on its standard input and its output captured.
@@ -229,7 +258,12 @@ impl Guardian {
 
     /// True while the guardian process runs.
     pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.exit_status().is_none()
+    }
+
+    /// How the guardian ended, once it has (reaping it).
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 

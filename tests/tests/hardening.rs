@@ -4,12 +4,14 @@
 use std::{
     fs,
     io::Write,
+    os::unix::process::ExitStatusExt,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use e2e::{
-    Guardian, Session, find_in_memory, proc_status_field, random_bytes, send_signal, wait_until,
+    Guardian, Session, find_in_memory, is_blocked_reading, proc_status_field, random_bytes,
+    send_signal, unread_in_pipe, wait_until,
 };
 use nix::sys::signal::Signal;
 
@@ -85,14 +87,17 @@ fn the_client_holds_the_secret_only_in_locked_pages() {
     let mut stdin = put.stdin.take().unwrap();
     stdin.write_all(&marker).unwrap();
     stdin.flush().unwrap();
-    // The client has read the marker and waits for EOF: scan it now.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_marker_only_locked(
-        put.id() as i32,
-        &marker,
-        &backend,
-        "client holding the secret",
+    // Scan once the client has taken the marker out of the pipe and waits
+    // in read for EOF: the marker is then in its memory, and stays there.
+    let client = put.id() as i32;
+    let waiting = wait_until(Duration::from_secs(10), || {
+        unread_in_pipe(&stdin) == 0 && is_blocked_reading(client, &stdin)
+    });
+    assert!(
+        waiting,
+        "the client never read the secret and waited for more"
     );
+    assert_marker_only_locked(client, &marker, &backend, "client holding the secret");
     drop(stdin);
     let output = put.wait_with_output().unwrap();
     assert!(
@@ -154,13 +159,27 @@ fn a_crashing_guardian_leaves_no_core_with_the_secret() {
         fs::remove_file(core.path()).unwrap();
     }
 
-    let guardian = Guardian::start("coredump");
+    let mut guardian = Guardian::start("coredump");
     let mut session = Session::start(&guardian);
     let marker = random_bytes(32);
     fs::write(session.dir().join("marker"), &marker).unwrap();
     assert_eq!(session.run("$NS put m < marker").0, 0);
-    send_signal(guardian.pid(), Signal::SIGSEGV);
-    std::thread::sleep(Duration::from_secs(1));
+    // Rust's runtime catches the first SIGSEGV and restores the default action
+    // (a real fault meets it when the instruction runs again), so signal until
+    // the guardian dies. A core is written before the process exits: once the
+    // guardian is reaped, any core it dumped is in the directory.
+    let mut ended = None;
+    let crashed = wait_until(Duration::from_secs(10), || {
+        ended = guardian.exit_status();
+        if ended.is_none() {
+            send_signal(guardian.pid(), Signal::SIGSEGV);
+        }
+        ended.is_some()
+    });
+    assert!(crashed, "the guardian survived SIGSEGV");
+    let ended = ended.unwrap();
+    assert_eq!(ended.signal(), Some(libc::SIGSEGV), "{ended}");
+    assert!(!ended.core_dumped(), "the kernel reports a core dump");
 
     for core in fs::read_dir(&dir).unwrap().flatten() {
         let bytes = fs::read(core.path()).unwrap();
