@@ -1,12 +1,19 @@
 //! Processes as the guardian sees them: pid and uid newtypes, pidfds (so a
 //! reused pid never gets signalled or trusted), and the facts read from /proc.
 
+#![forbid(unsafe_code)]
+
 use std::{
     collections::{HashMap, HashSet},
     fmt, fs, io,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
 };
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use rustix::{
+    io::Errno,
+    process::{PidfdFlags, Signal, pidfd_open, pidfd_send_signal},
+};
 use serde::{Deserialize, Serialize};
 
 /// A process id (a thread-group id): always positive, also when it comes
@@ -79,13 +86,10 @@ pub struct Pidfd {
 impl Pidfd {
     /// Opens a pidfd for `pid`. Fails with ESRCH if there is no such process.
     pub fn open(pid: Pid) -> io::Result<Self> {
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.raw(), 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // Never None: a Pid is positive, as rustix's is.
+        let raw = rustix::process::Pid::from_raw(pid.raw())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let fd = pidfd_open(raw, PidfdFlags::empty())?;
         Ok(Self { fd, pid })
     }
 
@@ -104,37 +108,25 @@ impl Pidfd {
         self.send(libc::SIGKILL)
     }
 
-    /// Sends `signal`; a process that already exited is not an error.
+    /// Sends `signal` (one of the named signals, not a real-time one); a
+    /// process that already exited is not an error.
     pub fn send(&self, signal: i32) -> io::Result<()> {
-        // SAFETY: pidfd_send_signal with a valid pidfd, a null siginfo and no flags.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.fd.as_raw_fd(),
-                signal,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
+        let signal = Signal::from_named_raw(signal).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{signal} is not a named signal"),
             )
-        };
-        match rc {
-            0 => Ok(()),
-            _ => match io::Error::last_os_error() {
-                err if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
-                err => Err(err),
-            },
+        })?;
+        match pidfd_send_signal(&self.fd, signal) {
+            Ok(()) | Err(Errno::SRCH) => Ok(()),
+            Err(err) => Err(err.into()),
         }
     }
 
     /// True while the process has not exited (a pidfd polls readable on exit).
     pub fn is_alive(&self) -> bool {
-        let mut poll = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, zero timeout.
-        let rc = unsafe { libc::poll(&mut poll, 1, 0) };
-        rc == 0
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        nix::poll::poll(&mut fds, PollTimeout::ZERO) == Ok(0)
     }
 }
 
