@@ -2,7 +2,16 @@
 //! daemons, process-group changers) is gone after the trigger; and if the
 //! guardian itself is killed, every holder of every session dies with it.
 
-use std::{fs, time::Duration};
+use std::{
+    fs,
+    os::{
+        fd::{AsRawFd, OwnedFd},
+        unix::process::CommandExt,
+    },
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
 
 use e2e::{Guardian, Session, escaping_holder, is_alive, send_signal, wait_until};
 use nix::sys::signal::Signal;
@@ -150,4 +159,88 @@ fn lost_kernel_events_wipe_every_secret_and_kill_every_holder() {
     let mut names: Vec<_> = trigger["names"].as_array().unwrap().clone();
     names.sort_by_key(|name| name.to_string());
     assert_eq!(names, ["calm", "noisy"]);
+}
+
+/// Runs `supervise` by hand over a cgroup of its own that holds one sleeping
+/// process, with `fd3(&sleeper)` (or nothing) at descriptor 3, where the
+/// guardian puts its pidfd. Checks that the supervisor failed closed at once,
+/// killing the sleeper and removing the cgroup, and returns its stderr.
+fn supervise_with(tag: &str, fd3: impl FnOnce(&Child) -> Option<OwnedFd>) -> String {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find(|line| line.contains(" - cgroup2 "))
+        .and_then(|line| line.split_whitespace().nth(4))
+        .expect("a cgroup v2 mount");
+    let cgroup = PathBuf::from(mount).join(format!("ns-e2e-{}-{tag}", std::process::id()));
+    fs::create_dir(&cgroup).unwrap();
+    let mut sleeper = Command::new("sleep")
+        .arg("1000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    fs::write(cgroup.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    // At 10 or above, so never already at 3, where dup2 would do nothing.
+    let fd3 = fd3(&sleeper).map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, 10).unwrap());
+    let raw = fd3.as_ref().map(AsRawFd::as_raw_fd);
+    let mut command = Command::new(e2e::bin());
+    command
+        .args(["supervise", "--cgroup"])
+        .arg(&cgroup)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: between fork and exec the child only calls dup2 or close, which
+    // are async-signal-safe, on descriptors it inherited.
+    unsafe {
+        command.pre_exec(move || {
+            match raw {
+                Some(fd) if libc::dup2(fd, 3) < 0 => return Err(std::io::Error::last_os_error()),
+                Some(_) => {}
+                None => _ = libc::close(3),
+            }
+            Ok(())
+        });
+    }
+    let mut supervisor = command.spawn().unwrap();
+    drop(fd3);
+    let exited = wait_until(Duration::from_secs(10), || {
+        matches!(supervisor.try_wait(), Ok(Some(_)))
+    });
+    if !exited {
+        let _ = supervisor.kill();
+    }
+    let output = supervisor.wait_with_output().unwrap();
+    let stderr = e2e::stderr(&output);
+    let killed = wait_until(Duration::from_secs(2), || !is_alive(sleeper.id() as i32));
+    let removed = !cgroup.exists();
+    // Clean up before any assertion, so a failure leaves nothing behind.
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let _ = fs::remove_dir(&cgroup);
+    assert!(
+        exited,
+        "{tag}: the supervisor trusted descriptor 3: {stderr}"
+    );
+    assert!(
+        killed && removed,
+        "{tag}: the cgroup was not killed and removed: {stderr}"
+    );
+    assert!(output.status.success(), "{tag}: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_supervisor_given_no_pidfd_of_its_parent_fails_closed_and_says_why() {
+    let closed = supervise_with("closed", |_| None);
+    assert!(closed.contains("descriptor 3 is not open"), "{closed}");
+    let file = supervise_with("file", |_| {
+        Some(fs::File::open("/dev/null").unwrap().into())
+    });
+    assert!(file.contains("\"/dev/null\", not a pidfd"), "{file}");
+    let stranger = supervise_with("stranger", |sleeper| {
+        let pid = rustix::process::Pid::from_raw(sleeper.id() as i32).unwrap();
+        Some(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap())
+    });
+    assert!(stranger.contains("not to the parent"), "{stranger}");
 }
