@@ -8,6 +8,8 @@
 
 use std::{
     io::{self, Read},
+    num::NonZeroUsize,
+    os::fd::{FromRawFd, OwnedFd},
     ptr::NonNull,
     sync::{
         Mutex, OnceLock,
@@ -15,6 +17,7 @@ use std::{
     },
 };
 
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, mprotect, munmap};
 use zeroize::Zeroize;
 
 text_enum! {
@@ -62,16 +65,19 @@ pub fn live_on_this_thread() -> usize {
 
 /// The backing in use, found by trying memfd_secret once.
 pub fn backing() -> Backing {
-    *BACKING.get_or_init(|| {
-        // SAFETY: memfd_secret takes flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, 0) };
-        if fd < 0 {
-            return Backing::Mlock;
-        }
-        // SAFETY: the fd was just returned to us and is closed exactly once.
-        unsafe { libc::close(fd as i32) };
-        Backing::MemfdSecret
+    *BACKING.get_or_init(|| match memfd_secret() {
+        Some(_) => Backing::MemfdSecret,
+        None => Backing::Mlock,
     })
+}
+
+/// A new memfd_secret(2) file, or None where the kernel refuses one.
+fn memfd_secret() -> Option<OwnedFd> {
+    // SAFETY: memfd_secret takes flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
+    let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: the kernel just returned this descriptor; nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Bytes currently held in pages that are known to be locked.
@@ -262,43 +268,40 @@ impl SecretMapping {
         Some(Self { user })
     }
 
-    /// Maps `[guard][data bytes][guard]` of a new memfd_secret, returning its base.
+    /// Maps `[guard][data bytes][guard]` of a new memfd_secret, returning its
+    /// base; None if any step fails, guard pages included, with nothing left
+    /// mapped. The descriptor is closed on return: the mapping keeps the pages.
     fn map(data: usize) -> Option<*mut u8> {
         let page = page_size();
         let total = data + 2 * page;
-        // SAFETY: memfd_secret takes flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_memfd_secret, libc::O_CLOEXEC) };
-        if fd < 0 {
-            return None;
-        }
-        let fd = fd as i32;
-        // SAFETY: sizing and mapping the fd we just created; it is closed once,
-        // right after, whatever happened.
+        let fd = memfd_secret()?;
+        nix::unistd::ftruncate(&fd, libc::off_t::try_from(total).ok()?).ok()?;
+        // SAFETY: a new shared mapping of the file just sized, at an address
+        // the kernel picks, so it overlaps no memory in use.
         let base = unsafe {
-            let base = match libc::ftruncate(fd, total as libc::off_t) {
-                0 => libc::mmap(
-                    std::ptr::null_mut(),
-                    total,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd,
-                    0,
-                ),
-                _ => libc::MAP_FAILED,
-            };
-            libc::close(fd);
-            base
+            mmap(
+                None,
+                NonZeroUsize::new(total)?,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )
+        }
+        .ok()?;
+        // SAFETY: both guard ranges lie inside the mapping just created, which
+        // nothing uses yet.
+        let guarded = unsafe {
+            mprotect(base, page, ProtFlags::PROT_NONE)
+                .and_then(|()| mprotect(base.byte_add(page + data), page, ProtFlags::PROT_NONE))
         };
-        if base == libc::MAP_FAILED {
+        if guarded.is_err() {
+            // An overrun would reach the next mapping instead of faulting.
+            // SAFETY: the whole mapping just made, which nothing uses.
+            unsafe { unmap_whole(base.as_ptr().cast(), data) };
             return None;
         }
-        let base = base.cast::<u8>();
-        // SAFETY: both guard ranges lie inside the mapping just created.
-        unsafe {
-            libc::mprotect(base.cast(), page, libc::PROT_NONE);
-            libc::mprotect(base.add(page + data).cast(), page, libc::PROT_NONE);
-        }
-        Some(base)
+        Some(base.as_ptr().cast())
     }
 
     /// Releases the mapping that holds `user` (already wiped by the caller):
@@ -316,10 +319,25 @@ impl SecretMapping {
                 return;
             }
         }
-        // SAFETY: recomputes exactly the range SecretMapping::new mapped for a
+        // SAFETY: recomputes exactly the mapping SecretMapping::new made for a
         // buffer of this length; it is unmapped once, from Drop.
-        unsafe { libc::munmap(base as *mut libc::c_void, data + 2 * page) };
+        unsafe { unmap_whole(base as *mut u8, data) };
     }
+}
+
+/// Unmaps the `[guard][data bytes][guard]` mapping at `base`.
+///
+/// # Safety
+///
+/// `base` and `data` must describe a whole mapping made by
+/// [`SecretMapping::map`], which nothing uses any more.
+unsafe fn unmap_whole(base: *mut u8, data: usize) {
+    let Some(base) = NonNull::new(base) else {
+        return;
+    };
+    // SAFETY: the caller hands over the whole mapping, unused from now on.
+    // A failure (only for a bad range) leaves it mapped: a leak, not a fault.
+    let _ = unsafe { munmap(base.cast(), data + 2 * page_size()) };
 }
 
 /// Wiped one-page mappings (the size of almost every secret), kept for reuse.
@@ -362,9 +380,11 @@ impl std::fmt::Debug for SecretBuf {
 }
 
 fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).unwrap_or(4096)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| usize::try_from(size).ok())
+        .unwrap_or(4096)
 }
 
 #[cfg(test)]
@@ -416,7 +436,32 @@ mod tests {
         assert!(spares.0.lock().unwrap().is_empty());
         // SAFETY: the one-page mapping at `base`, made by map above and used by
         // nothing else, is unmapped once.
-        unsafe { libc::munmap(base as *mut libc::c_void, 3 * page) };
+        unsafe { unmap_whole(base as *mut u8, page) };
+    }
+
+    #[test]
+    fn the_data_page_lies_between_inaccessible_guard_pages() {
+        if backing() != Backing::MemfdSecret {
+            return;
+        }
+        let page = page_size();
+        let base = SecretMapping::map(page).unwrap() as usize;
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        // The permissions of the mapping that holds `address`.
+        let perms = |address: usize| {
+            maps.lines().find_map(|line| {
+                let (range, rest) = line.split_once(' ')?;
+                let (from, to) = range.split_once('-')?;
+                let from = usize::from_str_radix(from, 16).ok()?;
+                let to = usize::from_str_radix(to, 16).ok()?;
+                (from..to).contains(&address).then(|| rest[..4].to_owned())
+            })
+        };
+        assert_eq!(perms(base).as_deref(), Some("---s"), "{maps}");
+        assert_eq!(perms(base + page).as_deref(), Some("rw-s"), "{maps}");
+        assert_eq!(perms(base + 2 * page).as_deref(), Some("---s"), "{maps}");
+        // SAFETY: the mapping just made, used by nothing, is unmapped once.
+        unsafe { unmap_whole(base as *mut u8, page) };
     }
 
     #[test]
