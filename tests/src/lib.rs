@@ -137,27 +137,52 @@ impl Guardian {
     pub fn start_with_config(tag: &str, config: &str) -> Self {
         let dir = scratch_dir(tag);
         let audit = dir.join("audit/audit.jsonl");
-        Self::start_in(dir, audit, config, &[])
+        Self::start_in(dir, audit, config, &[], None)
     }
 
     /// Starts a guardian that writes its audit log at `audit`.
     pub fn start_with_audit(tag: &str, audit: &Path) -> Self {
-        Self::start_in(scratch_dir(tag), audit.to_owned(), "", &[])
+        Self::start_in(scratch_dir(tag), audit.to_owned(), "", &[], None)
     }
 
     /// Starts a guardian with `--no-ebpf`: its pidfd and /proc fallback.
     pub fn start_without_ebpf(tag: &str) -> Self {
         let dir = scratch_dir(tag);
         let audit = dir.join("audit/audit.jsonl");
-        Self::start_in(dir, audit, "", &["--no-ebpf"])
+        Self::start_in(dir, audit, "", &["--no-ebpf"], None)
     }
 
-    fn start_in(dir: PathBuf, audit: PathBuf, config: &str, extra: &[&str]) -> Self {
+    /// Starts a guardian whose descriptor limit is `limit` (soft and hard),
+    /// as `ulimit -n` in a shell leaves it.
+    pub fn start_with_open_files(tag: &str, limit: u64) -> Self {
+        let dir = scratch_dir(tag);
+        let audit = dir.join("audit/audit.jsonl");
+        Self::start_in(dir, audit, "", &[], Some(limit))
+    }
+
+    fn start_in(
+        dir: PathBuf,
+        audit: PathBuf,
+        config: &str,
+        extra: &[&str],
+        open_files: Option<u64>,
+    ) -> Self {
         let socket = dir.join("guardian.sock");
         let config_path = dir.join("config.toml");
         fs::write(&config_path, config).expect("write config");
         let log = fs::File::create(dir.join("guardian.log")).expect("guardian log");
-        let child = Command::new(bin())
+        let mut command = Command::new(bin());
+        if let Some(limit) = open_files {
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let nofile = nix::sys::resource::Resource::RLIMIT_NOFILE;
+                    nix::sys::resource::setrlimit(nofile, limit, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let child = command
             .arg("guard")
             .arg("--socket")
             .arg(&socket)

@@ -210,3 +210,68 @@ fn a_connection_flood_from_one_user_leaves_every_other_user_served() {
         "refusals are logged once per interval: {refusals}"
     );
 }
+
+#[test]
+fn a_holder_tree_larger_than_the_descriptor_limit_dies_whole() {
+    const CHILDREN: usize = 1100;
+    let guardian = Guardian::start_with_open_files("fd-teardown", 1024);
+    let limit = guardian.status()["hardening"]["open_files_limit"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        limit > 16 * CHILDREN as u64,
+        "the guardian raised its limit: {limit}"
+    );
+    let mut session = Session::start_as_nobody(&guardian);
+    let (rc, _, err) = session.run("printf hunter2 | $NS put tok");
+    assert_eq!(rc, 0, "{err}");
+    session.spawn(&format!(
+        "$NS exec --env T=tok -- bash -c 'for i in $(seq {CHILDREN}); do sleep 1000 & done; \
+         echo $$ > tree; wait'"
+    ));
+    let children = || -> Vec<i32> {
+        let Some(&tree) = session.pids_in("tree").first() else {
+            return Vec::new();
+        };
+        fs::read_to_string(format!("/proc/{tree}/task/{tree}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || children().len() == CHILDREN),
+        "the tree did not grow: {} children",
+        children().len()
+    );
+    let mut tree = children();
+    tree.extend(session.pids_in("tree"));
+    let (output, took) = timed_cli(&guardian, OTHER, &["status"]);
+    assert!(
+        output.status.success() && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+
+    session.signal_leader(Signal::SIGKILL);
+    let dead = wait_until(Duration::from_secs(20), || {
+        tree.iter().all(|&pid| !e2e::is_alive(pid))
+    });
+    let survivors = tree.iter().filter(|&&pid| e2e::is_alive(pid)).count();
+    assert!(dead, "{survivors} of {} holders survived", tree.len());
+    let recorded = wait_until(Duration::from_secs(10), || {
+        !guardian.audit_of("trigger").is_empty()
+    });
+    assert!(recorded, "{}", guardian.log());
+    let trigger = guardian.audit_of("trigger").pop().unwrap();
+    assert_eq!(trigger["outcome"], "wiped", "{trigger}");
+    assert!(
+        !guardian.log().contains("Too many open files"),
+        "{}",
+        guardian.log()
+    );
+    let (output, took) = timed_cli(&guardian, OTHER, &["status"]);
+    assert!(
+        output.status.success() && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}

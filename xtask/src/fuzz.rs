@@ -63,6 +63,12 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     }
     eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (under a minute, once)");
     let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    command.args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ_VERSION]);
+    command.args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]);
     run(&mut command, "cargo install cargo-fuzz")
 }

@@ -121,15 +121,18 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     .context("cannot start the audit syncer")?;
     // Everything that needs more than the allowlist is done by now.
     hardening::install_seccomp(&mut protections);
+    let open_files = protections.open_files_limit;
     let setup = Setup {
         kernel: link,
         config,
         cgroups,
         supervisor,
+        max_grants: max_grants(open_files),
     };
     let host = Host::new(audit, syncer, to_core.clone(), protections);
     let mut core = Core::new(host, setup);
-    tokio::spawn(server::accept(listener, to_core));
+    let limits = slots::Limits::for_descriptors(open_files);
+    tokio::spawn(server::accept(listener, limits, to_core));
     tokio::spawn(signals);
     tracing::info!(socket = %options.socket.display(), "guardian ready");
 
@@ -143,6 +146,15 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     }
     tracing::info!("guardian stopped; every secret wiped");
     Ok(())
+}
+
+/// Execs whose holders may live at once for a guardian allowed `open_files`
+/// descriptors: each costs up to three (its cgroup's kill and events files,
+/// a pidfd), so grants get at most three eighths of them.
+fn max_grants(open_files: u64) -> usize {
+    usize::try_from(open_files / 8)
+        .unwrap_or(usize::MAX)
+        .clamp(16, 1 << 16)
 }
 
 /// Starts the supervisor; without one the guardian still runs, and says so.

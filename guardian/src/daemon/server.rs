@@ -20,7 +20,7 @@ use tokio::{
 };
 
 use super::{
-    slots::{self, Slots},
+    slots::{Limits, Slots},
     state::{Msg, Reply},
 };
 use crate::{
@@ -68,8 +68,8 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 /// Accepts connections until the listener fails, serving each in a task.
 /// Out of descriptors or memory, it rests instead of spinning, and says so
 /// once per [`LOG_INTERVAL`].
-pub async fn accept(listener: UnixListener, to_core: mpsc::UnboundedSender<Msg>) {
-    let slots = Slots::new(slots::LIMITS);
+pub async fn accept(listener: UnixListener, limits: Limits, to_core: mpsc::UnboundedSender<Msg>) {
+    let slots = Slots::new(limits);
     let refusals = Arc::new(Throttle::default());
     let accept_failures = Throttle::default();
     loop {

@@ -23,13 +23,21 @@ pub struct Limits {
     pub root_reserve: usize,
 }
 
-/// The defaults: each connection costs about three descriptors (socket,
-/// pidfd, /proc status) and a task, so a thousand stay cheap.
-pub const LIMITS: Limits = Limits {
-    total: 1024,
-    per_uid: 32,
-    root_reserve: 64,
-};
+impl Limits {
+    /// The limits for a guardian allowed `open_files` descriptors. Each
+    /// connection costs three (socket, pidfd, /proc status), so connections
+    /// get at most three eighths of them, and never more than 1,024.
+    pub fn for_descriptors(open_files: u64) -> Self {
+        let total = usize::try_from(open_files / 8)
+            .unwrap_or(usize::MAX)
+            .clamp(16, 1024);
+        Self {
+            total,
+            per_uid: (total / 4).clamp(4, 32),
+            root_reserve: (total / 16).max(2),
+        }
+    }
+}
 
 /// Why a connection got no slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +148,17 @@ mod tests {
         assert!(slots.take(Uid(1001)).is_ok(), "another user still gets in");
         drop(first);
         assert!(slots.take(Uid(1000)).is_ok(), "a slot given back is reused");
+    }
+
+    #[test]
+    fn the_limits_fit_the_descriptors() {
+        let few = Limits::for_descriptors(1024);
+        assert_eq!((few.total, few.per_uid, few.root_reserve), (128, 32, 8));
+        let many = Limits::for_descriptors(1 << 20);
+        assert_eq!(
+            (many.total, many.per_uid, many.root_reserve),
+            (1024, 32, 64)
+        );
     }
 
     #[test]

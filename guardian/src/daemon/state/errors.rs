@@ -115,6 +115,18 @@ pub enum RequestError {
     /// No locked memory for the reply's copy.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// The guardian runs as many execs as its descriptors allow.
+    #[error("the guardian is at its limit of {limit} running execs; try again later")]
+    TooManyExecs {
+        /// The limit.
+        limit: usize,
+    },
+    /// The caller's user runs its share of execs.
+    #[error("this user is at its limit of {limit} running execs")]
+    TooManyExecsOfUser {
+        /// The limit.
+        limit: usize,
+    },
     /// The caller could not be moved into its grant's cgroup.
     #[error("cannot contain the command in a cgroup: {0}")]
     Contain(io::Error),

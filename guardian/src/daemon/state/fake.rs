@@ -607,6 +607,7 @@ impl Harness {
             config,
             cgroups: parts.cgroups.then(|| FakeCgroups(world.clone())),
             supervisor,
+            max_grants: 16,
         };
         Self {
             core: Core::new(os, setup),

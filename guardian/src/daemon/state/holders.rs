@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use guardian_ebpf::HolderState;
 
@@ -13,7 +13,10 @@ use super::{
     os::{Containment, KernelMaps, Os, Process},
     sessions::{Grant, GrantId, Holder, Leader},
 };
-use crate::os::{peer::Peer, process::Pid};
+use crate::os::{
+    peer::Peer,
+    process::{Pid, Uid},
+};
 
 impl<O: Os> Core<O> {
     /// Watches `leader` (once, however many secrets are bound to it): by an
@@ -61,11 +64,13 @@ impl<O: Os> Core<O> {
         keys: Vec<SecretKey>,
     ) -> Result<(), RequestError> {
         let pid = peer.pid;
-        if let Some(holder) = self.sessions.holders.get(&pid) {
-            let grant = self.sessions.grants.entry(holder.grant).or_default();
+        if let Some(holder) = self.sessions.holders.get(&pid)
+            && let Some(grant) = self.sessions.grants.get_mut(&holder.grant)
+        {
             grant.secrets.extend(keys);
             return Ok(());
         }
+        self.check_grant_room(peer)?;
         let process = self
             .os
             .open_caller(peer)
@@ -82,15 +87,40 @@ impl<O: Os> Core<O> {
             }
             return Err(err);
         }
+        let contained = self.cgroups.is_some();
         self.sessions.grants.insert(
             grant,
             Grant {
+                owner: peer.uid,
                 secrets: keys.into_iter().collect(),
                 doomed: false,
+                contained,
             },
         );
+        let process = self.needs_handle(contained).then_some(process);
         self.track_holder(pid, grant, process);
         Ok(())
+    }
+
+    /// Refuses a new grant past the limits: each costs descriptors (its
+    /// cgroup's files, a pidfd), which a teardown must never run short of.
+    fn check_grant_room(&self, peer: &Peer) -> Result<(), RequestError> {
+        let limit = self.max_grants;
+        if self.sessions.grants.len() >= limit {
+            return Err(RequestError::TooManyExecs { limit });
+        }
+        let per_uid = (limit / 4).max(1);
+        if peer.uid != Uid::ROOT && self.sessions.grants_of(peer.uid) >= per_uid {
+            return Err(RequestError::TooManyExecsOfUser { limit: per_uid });
+        }
+        Ok(())
+    }
+
+    /// True if a holder of a grant so contained must be tracked by a handle:
+    /// without eBPF its exit is learnt from the handle; without a cgroup
+    /// only the handle kills it safely.
+    fn needs_handle(&self, contained: bool) -> bool {
+        self.kernel.is_none() || !contained
     }
 
     /// Puts a new holder in the kernel map, if there is one. Its exit is
@@ -118,12 +148,15 @@ impl<O: Os> Core<O> {
     /// Records a holder. With eBPF the kernel reports its exit; an exit
     /// watcher as well would wake the guardian twice per exit, and a teardown
     /// of a hundred holders needs that CPU.
-    pub(super) fn track_holder(&mut self, pid: Pid, grant: GrantId, process: O::Process) {
-        let process = Arc::new(process);
-        let watcher = self.kernel.is_none().then(|| {
-            self.os
-                .on_exit(Arc::clone(&process), Msg::HolderGone { pid })
-        });
+    pub(super) fn track_holder(&mut self, pid: Pid, grant: GrantId, process: Option<O::Process>) {
+        let process = process.map(Arc::new);
+        let watcher = match (&self.kernel, &process) {
+            (None, Some(process)) => Some(
+                self.os
+                    .on_exit(Arc::clone(process), Msg::HolderGone { pid }),
+            ),
+            _ => None,
+        };
         self.sessions.holders.insert(
             pid,
             Holder {
@@ -137,7 +170,12 @@ impl<O: Os> Core<O> {
     /// A holder's child, reported by the kernel with the grant it inherited;
     /// the parent may already be gone, so the grant comes from the event.
     pub(super) fn holder_forked(&mut self, child: Pid, grant: GrantId) {
-        let Some(doomed) = self.sessions.grants.get(&grant).map(|g| g.doomed) else {
+        let Some((doomed, contained)) = self
+            .sessions
+            .grants
+            .get(&grant)
+            .map(|g| (g.doomed, g.contained))
+        else {
             // A grant the guardian no longer knows: its holders were all reaped,
             // so this child can only hold wiped secrets. Kill it.
             if let Ok(process) = self.os.open(child) {
@@ -145,12 +183,19 @@ impl<O: Os> Core<O> {
             }
             return;
         };
-        // A child that already exited cannot be opened; its exit needs no kill.
-        let Ok(process) = self.os.open(child) else {
-            return;
+        let process = match self.needs_handle(contained) {
+            // A child that already exited cannot be opened; its exit needs no kill.
+            true => match self.os.open(child) {
+                Ok(process) => Some(process),
+                Err(_) => return,
+            },
+            false => None,
         };
         if doomed {
-            let _ = process.kill();
+            match &process {
+                Some(process) => drop(process.kill()),
+                None => drop(self.kill_containers(&HashSet::from([grant]))),
+            }
             for trigger in self
                 .triggers
                 .iter_mut()

@@ -152,6 +152,8 @@ pub struct Setup<O: Os> {
     pub cgroups: Option<O::Containment>,
     /// The supervisor that kills holders if the guardian dies.
     pub supervisor: Option<O::Process>,
+    /// Most execs whose holders may live at once (each costs descriptors).
+    pub max_grants: usize,
 }
 
 /// The guardian's whole state.
@@ -168,6 +170,7 @@ pub struct Core<O: Os> {
     cgroups: Option<O::Containment>,
     /// The supervisor and the watcher of its exit.
     supervisor: Option<(Arc<O::Process>, Task)>,
+    max_grants: usize,
     next_id: u64,
     next_grant: GrantId,
     /// The pending re-check of triggers, while one is scheduled.
@@ -199,6 +202,7 @@ impl<O: Os> Core<O> {
             config: setup.config,
             cgroups: setup.cgroups,
             supervisor,
+            max_grants: setup.max_grants,
             next_id: 1,
             next_grant: 0,
             tick: None,
@@ -256,6 +260,7 @@ impl<O: Os> Core<O> {
             Msg::SyncFailed { batch, error } => self.sync_failed(batch, &error),
             Msg::Tick => {
                 self.tick = None;
+                self.forget_emptied_grants();
                 self.check_triggers();
             }
             Msg::Shutdown => {

@@ -12,7 +12,7 @@ use std::{
 
 use super::{os::Task, vault::SecretKey};
 pub use crate::os::cgroup::GrantId;
-use crate::os::process::Pid;
+use crate::os::process::{Pid, Uid};
 
 /// A watched session leader.
 pub struct Leader {
@@ -42,18 +42,23 @@ pub struct Holder<P> {
     /// The grant it belongs to.
     pub grant: GrantId,
     /// Its handle, so a kill never reaches a process that reused the pid.
-    pub process: Arc<P>,
+    /// `None` for a holder in its grant's cgroup while the kernel reports its
+    /// exit: the cgroup kills it, and a tree of thousands costs no descriptor.
+    pub process: Option<Arc<P>>,
     /// The task waiting for it to exit; `None` when the kernel reports it.
     pub watcher: Option<Task>,
 }
 
 /// The secrets handed to one `exec`, and whether they have been wiped.
-#[derive(Default)]
 pub struct Grant {
+    /// The user whose `exec` made it.
+    pub owner: Uid,
     /// Secrets the grant's holders received.
     pub secrets: HashSet<SecretKey>,
     /// True once any of those secrets was wiped: every holder must die.
     pub doomed: bool,
+    /// Its holders live in a cgroup of their own.
+    pub contained: bool,
 }
 
 /// The registry; `P` is a process handle.
@@ -102,12 +107,20 @@ impl<P> Sessions<P> {
     }
 
     /// Holders belonging to any of `grants`.
-    pub fn holders_in(&self, grants: &HashSet<GrantId>) -> Vec<(Pid, GrantId, Arc<P>)> {
+    pub fn holders_in(&self, grants: &HashSet<GrantId>) -> Vec<(Pid, GrantId, Option<Arc<P>>)> {
         self.holders
             .iter()
             .filter(|(_, holder)| grants.contains(&holder.grant))
-            .map(|(&pid, holder)| (pid, holder.grant, Arc::clone(&holder.process)))
+            .map(|(&pid, holder)| (pid, holder.grant, holder.process.clone()))
             .collect()
+    }
+
+    /// Grants made by `owner`'s execs that still have holders.
+    pub fn grants_of(&self, owner: Uid) -> usize {
+        self.grants
+            .values()
+            .filter(|grant| grant.owner == owner)
+            .count()
     }
 
     /// Forgets a holder that exited, and its grant once it has no holders left.

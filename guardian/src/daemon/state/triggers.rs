@@ -142,8 +142,14 @@ impl<O: Os> Core<O> {
         let holders = self.sessions.holders_in(grants);
         // Kill first: the dying processes need the CPU more than the map does.
         let contained = self.kill_containers(grants);
-        for (pid, _, process) in &holders {
-            if let Err(err) = process.kill() {
+        for (pid, grant, process) in &holders {
+            let killed = match process {
+                Some(process) => process.kill(),
+                None if contained.contains(grant) => Ok(()),
+                // Its cgroup could not be killed: a handle now is the best left.
+                None => self.os.open(*pid).and_then(|process| process.kill()),
+            };
+            if let Err(err) = killed {
                 tracing::warn!(%pid, %err, "cannot kill holder");
             }
         }
@@ -163,7 +169,7 @@ impl<O: Os> Core<O> {
             for pid in self.os.descendants_of(&roots) {
                 if let Ok(process) = self.os.open(pid) {
                     let _ = process.kill();
-                    self.track_holder(pid, grant, process);
+                    self.track_holder(pid, grant, Some(process));
                     killed += 1;
                 }
             }
@@ -172,7 +178,7 @@ impl<O: Os> Core<O> {
     }
 
     /// Kills the container of each grant; returns the grants so contained.
-    fn kill_containers(&self, grants: &HashSet<GrantId>) -> HashSet<GrantId> {
+    pub(super) fn kill_containers(&self, grants: &HashSet<GrantId>) -> HashSet<GrantId> {
         let mut contained = HashSet::new();
         let Some(cgroups) = &self.cgroups else {
             return contained;
@@ -209,7 +215,8 @@ impl<O: Os> Core<O> {
                 // Holders still alive: signal again (a no-op for the dying).
                 survivors
                     .iter()
-                    .for_each(|(_, _, process)| drop(process.kill()));
+                    .filter_map(|(_, _, process)| process.as_ref())
+                    .for_each(|process| drop(process.kill()));
                 if contained {
                     let grants = trigger.grants.clone();
                     self.kill_containers(&grants);
@@ -219,6 +226,31 @@ impl<O: Os> Core<O> {
         }
         if !self.triggers.is_empty() && self.tick.is_none() {
             self.tick = Some(self.os.after(RECHECK, Msg::Tick));
+        }
+    }
+
+    /// Forgets the holders of every contained grant whose cgroup is empty:
+    /// they are dead, even if the kernel's reports of their exits were lost.
+    pub(super) fn forget_emptied_grants(&mut self) {
+        let Some(cgroups) = &self.cgroups else {
+            return;
+        };
+        let emptied: Vec<Pid> = self
+            .sessions
+            .holders
+            .iter()
+            .filter(|(_, holder)| {
+                self.sessions
+                    .grants
+                    .get(&holder.grant)
+                    .is_some_and(|grant| grant.contained && !cgroups.populated(holder.grant))
+            })
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in emptied {
+            if let Some((grant, true)) = self.sessions.remove_holder(pid) {
+                cgroups.remove(grant);
+            }
         }
     }
 

@@ -118,6 +118,11 @@ impl Harness {
     fn alive(&self, pid: i32) -> bool {
         self.world.lock().procs[&pid].alive
     }
+
+    /// Sent SIGKILL, one by one or with its cgroup.
+    fn was_killed(&self, pid: i32) -> bool {
+        self.world.lock().procs[&pid].killed
+    }
 }
 
 // Binding.
@@ -372,34 +377,40 @@ fn a_caller_that_exited_is_refused() {
 
 #[test]
 fn every_secret_is_wiped_before_any_holder_is_killed() {
-    let mut h = Harness::new();
-    let (first, second) = (h.leader(ALICE), h.leader(ALICE));
-    h.stored(first, "a");
-    h.stored(second, "b");
-    let holder = h.member(first);
-    h.holds(holder, &["a"]);
-    let child = h.fork(holder);
-    assert_eq!(fake::live_secrets(), 2, "the test's own copies are gone");
-    h.exit(first);
-    let effects = h.world.lock().effects.clone();
-    let kills: Vec<&Effect> = effects
-        .iter()
-        .filter(|effect| !matches!(effect, Effect::ContinueIfStopped { .. }))
-        .collect();
-    assert!(kills.len() >= 3, "cgroup, holder and child: {effects:?}");
-    for kill in kills {
-        let alive = match kill {
-            Effect::Signal { secrets_alive, .. } | Effect::CgroupKill { secrets_alive, .. } => {
-                *secrets_alive
-            }
-            Effect::ContinueIfStopped { .. } => unreachable!(),
-        };
-        assert_eq!(alive, 1, "only the other leader's secret is left: {kill:?}");
+    // Contained holders die by their cgroup; without cgroups, one by one.
+    let one_by_one = Parts {
+        cgroups: false,
+        ..Parts::ALL
+    };
+    for parts in [Parts::ALL, one_by_one] {
+        let mut h = Harness::with(parts, Config::default());
+        let (first, second) = (h.leader(ALICE), h.leader(ALICE));
+        h.stored(first, "a");
+        h.stored(second, "b");
+        let holder = h.member(first);
+        h.holds(holder, &["a"]);
+        let child = h.fork(holder);
+        assert_eq!(fake::live_secrets(), 2, "the test's own copies are gone");
+        h.exit(first);
+        let effects = h.world.lock().effects.clone();
+        assert!(!effects.is_empty(), "nothing was killed");
+        for effect in &effects {
+            let alive = match effect {
+                Effect::Signal { secrets_alive, .. } | Effect::CgroupKill { secrets_alive, .. } => {
+                    *secrets_alive
+                }
+                Effect::ContinueIfStopped { .. } => continue,
+            };
+            assert_eq!(
+                alive, 1,
+                "only the other leader's secret is left: {effect:?}"
+            );
+        }
+        assert!(h.was_killed(holder) && h.was_killed(child), "{effects:?}");
+        h.settle();
+        assert!(!h.alive(holder) && !h.alive(child));
+        assert!(h.holds_secret(ALICE, "b"));
     }
-    assert!(h.world.lock().killed().contains(&holder));
-    h.settle();
-    assert!(!h.alive(holder) && !h.alive(child));
-    assert!(h.holds_secret(ALICE, "b"));
 }
 
 #[test]
@@ -515,7 +526,8 @@ fn revoke_touches_only_the_callers_secret() {
         Response::Revoked { holders_killed: 0 }
     ));
     assert!(h.holds_secret(BOB, "tok"));
-    assert!(h.world.lock().killed().is_empty());
+    assert!(!h.was_killed(bobs_holder));
+    assert!(h.world.lock().effects.is_empty(), "nothing was killed");
     let err = h
         .try_request(alice, Request::Revoke { name: name("tok") }, None)
         .unwrap_err();
@@ -548,7 +560,7 @@ fn lost_kernel_events_wipe_every_secret_of_every_user() {
     h.world.lock().kernel.dropped = 3;
     h.events(Vec::new());
     assert!(h.core.vault.is_empty());
-    assert!(h.world.lock().killed().contains(&holder));
+    assert!(h.was_killed(holder));
     assert_eq!(h.status().dropped_events, 3);
     h.settle();
     let reasons: Vec<_> = h
@@ -597,11 +609,11 @@ fn a_holder_that_will_not_die_is_signalled_again_then_recorded_as_surviving() {
     let kills = h
         .world
         .lock()
-        .killed()
+        .effects
         .iter()
-        .filter(|&&p| p == stuck)
+        .filter(|effect| matches!(effect, Effect::CgroupKill { .. }))
         .count();
-    assert!(kills >= 3, "re-signalled every 100 ms: {kills}");
+    assert!(kills >= 3, "killed again every 100 ms: {kills}");
     assert!(h.core.is_settling());
     h.advance(Duration::from_secs(5));
     assert!(!h.core.is_settling());
@@ -679,6 +691,75 @@ fn exec_makes_the_caller_a_contained_holder_until_it_exits() {
 }
 
 #[test]
+fn contained_holders_cost_no_descriptor_and_their_lost_exits_are_read_off_the_cgroup() {
+    let mut h = Harness::new();
+    let leader = h.leader(ALICE);
+    h.stored(leader, "tok");
+    let holder = h.member(leader);
+    h.holds(holder, &["tok"]);
+    let children: Vec<i32> = (0..3).map(|_| h.fork(holder)).collect();
+    assert_eq!(h.core.sessions.holders.len(), 4);
+    assert!(
+        h.core
+            .sessions
+            .holders
+            .values()
+            .all(|holder| holder.process.is_none()),
+        "no handle per contained holder"
+    );
+    // One child dies and its exit report is lost.
+    h.world.lock().procs.get_mut(&children[0]).unwrap().alive = false;
+    h.revoke(leader, "tok");
+    h.settle();
+    assert!(
+        h.core.is_settling(),
+        "the lost exit keeps one holder on the books"
+    );
+    h.advance(Duration::from_millis(100));
+    assert!(!h.core.is_settling());
+    let record = h.world.lock().records_of("trigger").pop().unwrap();
+    assert_eq!(
+        record["outcome"], "wiped",
+        "the cgroup is empty: all are dead"
+    );
+    assert_eq!(h.status().holders, 0);
+}
+
+#[test]
+fn execs_are_capped_overall_and_per_user() {
+    let mut h = Harness::new();
+    let alice = h.leader(ALICE);
+    h.stored(alice, "tok");
+    for _ in 0..4 {
+        let holder = h.member(alice);
+        h.holds(holder, &["tok"]);
+    }
+    let fifth = h.member(alice);
+    let err = h
+        .try_request(fifth, exec_request(&["tok"]), None)
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestError::TooManyExecsOfUser { limit: 4 }),
+        "{err:?}"
+    );
+    let root = h.leader(0);
+    h.stored(root, "tok");
+    for _ in 0..12 {
+        let holder = h.member(root);
+        h.holds(holder, &["tok"]);
+    }
+    let bob = h.leader(BOB);
+    h.stored(bob, "tok");
+    let err = h
+        .try_request(bob, exec_request(&["tok"]), None)
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestError::TooManyExecs { limit: 16 }),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn a_child_born_to_a_wiped_holder_is_killed() {
     let mut h = Harness::new();
     let leader = h.leader(ALICE);
@@ -688,13 +769,13 @@ fn a_child_born_to_a_wiped_holder_is_killed() {
     h.world.lock().procs.get_mut(&holder).unwrap().unkillable = true;
     h.revoke(leader, "tok");
     let late = h.fork(holder);
-    assert!(h.world.lock().killed().contains(&late));
+    assert!(h.was_killed(late));
     // A child of a grant the guardian has forgotten holds only wiped secrets.
     let orphan = h.spawn(ALICE, 1, 0);
     let mut fork = event(EventKind::HolderFork, orphan, 0);
     fork.grant = 999;
     h.events(vec![fork]);
-    assert!(h.world.lock().killed().contains(&orphan));
+    assert!(h.was_killed(orphan));
 }
 
 #[test]
@@ -744,7 +825,7 @@ fn a_tamper_attempt_on_a_holder_wipes_what_it_holds() {
     h.tamper(4242, holder);
     assert!(!h.holds_secret(ALICE, "tok"));
     assert!(h.holds_secret(ALICE, "other"), "only what the target holds");
-    assert!(h.world.lock().killed().contains(&holder));
+    assert!(h.was_killed(holder));
     let record = h.world.lock().records_of("tamper").pop().unwrap();
     assert_eq!(record["outcome"], "deny");
     assert_eq!(record["names"][0], "tok");
@@ -769,7 +850,8 @@ fn with_the_audit_policy_a_tamper_attempt_is_only_recorded() {
     h.holds(holder, &["tok"]);
     h.tamper(4242, holder);
     assert!(h.holds_secret(ALICE, "tok"));
-    assert!(h.world.lock().killed().is_empty());
+    assert!(!h.was_killed(holder));
+    assert!(h.world.lock().effects.is_empty(), "nothing was killed");
     assert_eq!(h.world.lock().records_of("tamper").len(), 1);
 }
 
