@@ -72,11 +72,25 @@ fn timed_cli(guardian: &Guardian, uid: &str, args: &[&str]) -> (Output, Duration
     (output, start.elapsed())
 }
 
+const CAP_SYS_RESOURCE: u32 = 24;
+
+/// True if this process has capability `cap` in its effective set.
+fn has_capability(cap: u32) -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap();
+    effective & (1 << cap) != 0
+}
+
 fn signal(pid: i32, signal: Signal) {
     nix::sys::signal::kill(Pid::from_raw(pid), signal).expect("signal");
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn a_ttl_past_the_end_of_time_is_refused_and_the_guardian_lives_on() {
     let mut guardian = Guardian::start("ttl-overflow");
     let mut session = Session::start_as_nobody(&guardian);
@@ -102,6 +116,7 @@ fn a_ttl_past_the_end_of_time_is_refused_and_the_guardian_lives_on() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn a_connection_whose_process_is_gone_is_refused_even_when_its_pid_is_reused() {
     let guardian = Guardian::start("pid-reuse");
     let mut victim = Session::start_as_nobody(&guardian);
@@ -154,6 +169,7 @@ fn a_connection_whose_process_is_gone_is_refused_even_when_its_pid_is_reused() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn asking_for_one_big_secret_thousands_of_times_locks_nothing() {
     let guardian = Guardian::start("amplify");
     let mut session = Session::start_as_nobody(&guardian);
@@ -185,6 +201,7 @@ fn asking_for_one_big_secret_thousands_of_times_locks_nothing() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn a_connection_flood_from_one_user_leaves_every_other_user_served() {
     let guardian = Guardian::start("flood");
     let mut flood = abuser(NOBODY)
@@ -212,15 +229,19 @@ fn a_connection_flood_from_one_user_leaves_every_other_user_served() {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn a_holder_tree_larger_than_the_descriptor_limit_dies_whole() {
     const CHILDREN: usize = 1100;
     let guardian = Guardian::start_with_open_files("fd-teardown", 1024);
+    // Root raises its own limit only with CAP_SYS_RESOURCE, which some
+    // containers withhold; either way the tree must die whole.
     let limit = guardian.status()["hardening"]["open_files_limit"]
         .as_u64()
         .unwrap();
+    let may_raise = has_capability(CAP_SYS_RESOURCE);
     assert!(
-        limit > 16 * CHILDREN as u64,
-        "the guardian raised its limit: {limit}"
+        limit >= 1024 && (!may_raise || limit > 16 * CHILDREN as u64),
+        "limit {limit}, CAP_SYS_RESOURCE {may_raise}"
     );
     let mut session = Session::start_as_nobody(&guardian);
     let (rc, _, err) = session.run("printf hunter2 | $NS put tok");

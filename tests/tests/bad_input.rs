@@ -34,6 +34,7 @@ fn reply_message(reply: &[u8]) -> String {
 }
 
 #[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn malformed_messages_are_refused_and_nothing_else_is_disturbed() {
     let guardian = Guardian::start("badinput");
     let mut session = Session::start(&guardian);

@@ -115,12 +115,16 @@ fn test(root: &Path) -> anyhow::Result<()> {
     let binary = build(root)?;
     let object = toolchain::ebpf_object(root);
     let runs: [&[&str]; 2] = [
+        // The end-to-end tests are ignored by plain `cargo test` (they need
+        // root and this build); here they run with the rest.
         &[
             "test",
             "--release",
             "--workspace",
             "--exclude",
             "guardian-ebpf",
+            "--",
+            "--include-ignored",
         ],
         &["test", "--release", "--package", "guardian-ebpf", "--lib"],
     ];
