@@ -62,6 +62,23 @@ pub struct Proc {
     pub unkillable: bool,
 }
 
+impl Proc {
+    /// A live, untraced process of `uid` whose pid and tgid are `pid`.
+    pub fn new(uid: Uid, ppid: i32, sid: i32, pid: i32) -> Self {
+        Self {
+            uid,
+            ppid,
+            sid,
+            tgid: pid,
+            tracer: 0,
+            kernel_thread: false,
+            alive: true,
+            killed: false,
+            unkillable: false,
+        }
+    }
+}
+
 /// Something the state machine did to the world, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
@@ -154,6 +171,15 @@ impl World {
     fn cancel(&mut self, id: u64) {
         self.timers.retain(|timer| timer.id != id);
         self.watchers.retain(|watcher| watcher.id != id);
+    }
+
+    /// Keeps an audit record, unless writes are made to fail.
+    fn audit(&mut self, entry: &Entry, durable: bool) -> io::Result<()> {
+        if self.fail_audit_write {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.audit.push((entry.clone(), durable));
+        Ok(())
     }
 
     fn task_id(&mut self) -> u64 {
@@ -506,21 +532,11 @@ impl Os for FakeOs {
     }
 
     fn audit_write(&mut self, entry: &Entry) -> io::Result<()> {
-        let mut world = self.world.lock();
-        if world.fail_audit_write {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        world.audit.push((entry.clone(), false));
-        Ok(())
+        self.world.lock().audit(entry, false)
     }
 
     fn audit_append(&mut self, entry: &Entry) -> io::Result<()> {
-        let mut world = self.world.lock();
-        if world.fail_audit_write {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        world.audit.push((entry.clone(), true));
-        Ok(())
+        self.world.lock().audit(entry, true)
     }
 
     fn audit_commit(&mut self, batch: Vec<Unsynced>) -> Result<(), (Vec<Unsynced>, io::Error)> {
@@ -589,7 +605,10 @@ impl Harness {
     pub fn with(parts: Parts, config: Config) -> Self {
         let world = Shared::default();
         for pid in [GUARDIAN, SUPERVISOR] {
-            world.lock().procs.insert(pid, root_proc(pid));
+            world
+                .lock()
+                .procs
+                .insert(pid, Proc::new(Uid::ROOT, 1, pid, pid));
         }
         let os = FakeOs {
             world: world.clone(),
@@ -623,18 +642,10 @@ impl Harness {
         self.next_pid += 1;
         let pid = self.next_pid;
         let sid = if sid < 0 { pid } else { sid };
-        let proc = Proc {
-            uid: Uid(uid),
-            ppid,
-            sid,
-            tgid: pid,
-            tracer: 0,
-            kernel_thread: false,
-            alive: true,
-            killed: false,
-            unkillable: false,
-        };
-        self.world.lock().procs.insert(pid, proc);
+        self.world
+            .lock()
+            .procs
+            .insert(pid, Proc::new(Uid(uid), ppid, sid, pid));
         pid
     }
 
@@ -863,20 +874,6 @@ impl Harness {
     /// Timers still pending.
     pub fn pending_timers(&self) -> usize {
         self.world.lock().timers.len()
-    }
-}
-
-fn root_proc(pid: i32) -> Proc {
-    Proc {
-        uid: Uid::ROOT,
-        ppid: 1,
-        sid: pid,
-        tgid: pid,
-        tracer: 0,
-        kernel_thread: false,
-        alive: true,
-        killed: false,
-        unkillable: false,
     }
 }
 

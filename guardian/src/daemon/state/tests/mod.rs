@@ -119,6 +119,29 @@ impl Harness {
         self.world.lock().procs[&pid].alive
     }
 
+    /// The leader of a new session of `uid` that stored "tok".
+    fn storing(&mut self, uid: u32) -> i32 {
+        let leader = self.leader(uid);
+        self.stored(leader, "tok");
+        leader
+    }
+
+    /// A session of `uid` holding "tok", with one holder: (leader, holder).
+    fn session_holding(&mut self, uid: u32) -> (i32, i32) {
+        let leader = self.storing(uid);
+        let holder = self.member(leader);
+        self.holds(holder, &["tok"]);
+        (leader, holder)
+    }
+
+    /// `count` execs of "tok" from `leader`'s session.
+    fn start_holders(&mut self, leader: i32, count: usize) {
+        for _ in 0..count {
+            let holder = self.member(leader);
+            self.holds(holder, &["tok"]);
+        }
+    }
+
     /// Sent SIGKILL, one by one or with its cgroup.
     fn was_killed(&self, pid: i32) -> bool {
         self.world.lock().procs[&pid].killed
@@ -254,8 +277,7 @@ fn one_user_cannot_lock_more_than_its_budget_and_gets_it_back_on_wipe() {
 #[test]
 fn a_reply_copy_is_charged_until_the_reply_is_dropped() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     let reply = h.try_request(leader, get_request("tok"), None).unwrap();
     assert_eq!(h.core.budget.used(Uid(ALICE)), 12);
     drop(reply);
@@ -290,8 +312,7 @@ fn an_exec_cannot_ask_for_more_than_one_reply_carries() {
 #[test]
 fn a_process_of_the_session_gets_the_exact_bytes() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     let other_member = h.member(leader);
     assert_eq!(h.get(other_member, "tok").unwrap(), b"s3cret");
 }
@@ -299,8 +320,7 @@ fn a_process_of_the_session_gets_the_exact_bytes() {
 #[test]
 fn a_descendant_of_the_leader_in_a_new_session_may_use_it() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     let setsid_child = h.spawn(ALICE, leader, -1);
     assert!(h.get(setsid_child, "tok").is_ok());
 }
@@ -308,8 +328,7 @@ fn a_descendant_of_the_leader_in_a_new_session_may_use_it() {
 #[test]
 fn the_same_user_in_another_session_is_refused() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     let elsewhere = h.leader(ALICE);
     let err = h.get(elsewhere, "tok").unwrap_err();
     assert!(
@@ -321,8 +340,7 @@ fn the_same_user_in_another_session_is_refused() {
 #[test]
 fn another_user_never_learns_of_the_secret_even_inside_the_session() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     let sid = leader;
     let bob_inside = h.spawn(BOB, leader, sid);
     let err = h.get(bob_inside, "tok").unwrap_err();
@@ -332,8 +350,7 @@ fn another_user_never_learns_of_the_secret_even_inside_the_session() {
 #[test]
 fn a_traced_caller_is_refused() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     let traced = h.member(leader);
     h.world.lock().procs.get_mut(&traced).unwrap().tracer = 4242;
     let err = h.get(traced, "tok").unwrap_err();
@@ -359,8 +376,7 @@ fn a_leader_in_session_zero_is_matched_by_descent_only() {
 #[test]
 fn a_caller_that_exited_is_refused() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     let gone = h.member(leader);
     let peer = h.peer(gone);
     h.exit(gone);
@@ -416,10 +432,7 @@ fn every_secret_is_wiped_before_any_holder_is_killed() {
 #[test]
 fn a_leaders_exit_wipes_its_secrets_and_records_the_latency() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
-    let holder = h.member(leader);
-    h.holds(holder, &["tok"]);
+    let (leader, _) = h.session_holding(ALICE);
     h.exit(leader);
     assert!(!h.holds_secret(ALICE, "tok"));
     assert!(
@@ -440,8 +453,7 @@ fn a_leaders_exit_wipes_its_secrets_and_records_the_latency() {
 #[test]
 fn a_hangup_wipes_and_stops_watching_the_living_leader() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     h.events(vec![event(EventKind::LeaderHangup, leader, 77)]);
     assert!(!h.holds_secret(ALICE, "tok"));
     assert!(h.alive(leader));
@@ -464,8 +476,7 @@ fn one_leader_watched_once_for_many_secrets_all_wiped_at_its_exit() {
 #[test]
 fn a_stale_exit_report_for_a_reused_pid_is_ignored() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     let pid = Pid::new(leader).unwrap();
     h.send(Msg::LeaderGone { pid, id: 0 });
     assert!(h.holds_secret(ALICE, "tok"));
@@ -576,8 +587,7 @@ fn lost_kernel_events_wipe_every_secret_of_every_user() {
 #[test]
 fn the_supervisors_death_wipes_everything() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    h.storing(ALICE);
     h.world.lock().procs.get_mut(&SUPERVISOR).unwrap().alive = false;
     h.pump();
     assert!(h.core.vault.is_empty());
@@ -587,8 +597,7 @@ fn the_supervisors_death_wipes_everything() {
 #[test]
 fn shutdown_wipes_everything_and_stops() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    h.storing(ALICE);
     assert!(!h.send(Msg::Shutdown));
     assert!(h.core.vault.is_empty());
     let record = h.world.lock().records_of("trigger").pop().unwrap();
@@ -598,10 +607,7 @@ fn shutdown_wipes_everything_and_stops() {
 #[test]
 fn a_holder_that_will_not_die_is_signalled_again_then_recorded_as_surviving() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
-    let stuck = h.member(leader);
-    h.holds(stuck, &["tok"]);
+    let (leader, stuck) = h.session_holding(ALICE);
     h.world.lock().procs.get_mut(&stuck).unwrap().unkillable = true;
     h.revoke(leader, "tok");
     h.settle();
@@ -628,10 +634,7 @@ fn a_holder_that_will_not_die_is_signalled_again_then_recorded_as_surviving() {
 #[test]
 fn a_process_left_in_the_cgroup_keeps_the_trigger_from_reporting_wiped() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
-    let holder = h.member(leader);
-    h.holds(holder, &["tok"]);
+    let (leader, holder) = h.session_holding(ALICE);
     // A descendant the guardian never heard of (its fork event lost).
     let unseen = h.spawn(ALICE, holder, -1);
     {
@@ -666,10 +669,7 @@ fn a_process_left_in_the_cgroup_keeps_the_trigger_from_reporting_wiped() {
 #[test]
 fn exec_makes_the_caller_a_contained_holder_until_it_exits() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
-    let holder = h.member(leader);
-    h.holds(holder, &["tok"]);
+    let (_, holder) = h.session_holding(ALICE);
     let grant = {
         let world = h.world.lock();
         let (grant, state) = world.kernel.holders[&holder];
@@ -693,10 +693,7 @@ fn exec_makes_the_caller_a_contained_holder_until_it_exits() {
 #[test]
 fn contained_holders_cost_no_descriptor_and_their_lost_exits_are_read_off_the_cgroup() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
-    let holder = h.member(leader);
-    h.holds(holder, &["tok"]);
+    let (leader, holder) = h.session_holding(ALICE);
     let children: Vec<i32> = (0..3).map(|_| h.fork(holder)).collect();
     assert_eq!(h.core.sessions.holders.len(), 4);
     assert!(
@@ -728,12 +725,8 @@ fn contained_holders_cost_no_descriptor_and_their_lost_exits_are_read_off_the_cg
 #[test]
 fn execs_are_capped_overall_and_per_user() {
     let mut h = Harness::new();
-    let alice = h.leader(ALICE);
-    h.stored(alice, "tok");
-    for _ in 0..4 {
-        let holder = h.member(alice);
-        h.holds(holder, &["tok"]);
-    }
+    let alice = h.storing(ALICE);
+    h.start_holders(alice, 4);
     let fifth = h.member(alice);
     let err = h
         .try_request(fifth, exec_request(&["tok"]), None)
@@ -742,14 +735,9 @@ fn execs_are_capped_overall_and_per_user() {
         matches!(err, RequestError::TooManyExecsOfUser { limit: 4 }),
         "{err:?}"
     );
-    let root = h.leader(0);
-    h.stored(root, "tok");
-    for _ in 0..12 {
-        let holder = h.member(root);
-        h.holds(holder, &["tok"]);
-    }
-    let bob = h.leader(BOB);
-    h.stored(bob, "tok");
+    let root = h.storing(0);
+    h.start_holders(root, 12);
+    let bob = h.storing(BOB);
     let err = h
         .try_request(bob, exec_request(&["tok"]), None)
         .unwrap_err();
@@ -762,10 +750,7 @@ fn execs_are_capped_overall_and_per_user() {
 #[test]
 fn a_child_born_to_a_wiped_holder_is_killed() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
-    let holder = h.member(leader);
-    h.holds(holder, &["tok"]);
+    let (leader, holder) = h.session_holding(ALICE);
     h.world.lock().procs.get_mut(&holder).unwrap().unkillable = true;
     h.revoke(leader, "tok");
     let late = h.fork(holder);
@@ -781,10 +766,7 @@ fn a_child_born_to_a_wiped_holder_is_killed() {
 #[test]
 fn without_ebpf_or_cgroups_the_holders_descendants_are_found_and_killed() {
     let mut h = Harness::with(Parts::NONE, Config::default());
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
-    let holder = h.member(leader);
-    h.holds(holder, &["tok"]);
+    let (leader, holder) = h.session_holding(ALICE);
     let child = h.spawn(ALICE, holder, -1);
     let grandchild = h.spawn(ALICE, child, -1);
     h.exit(leader);
@@ -801,10 +783,7 @@ fn without_ebpf_or_cgroups_the_holders_descendants_are_found_and_killed() {
 #[test]
 fn a_failed_cgroup_kill_falls_back_to_each_holder_and_dooms_it_in_the_kernel() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
-    let holder = h.member(leader);
-    h.holds(holder, &["tok"]);
+    let (leader, holder) = h.session_holding(ALICE);
     h.world.lock().fail_cgroup_kill = true;
     h.revoke(leader, "tok");
     let world = h.world.lock();
@@ -817,8 +796,7 @@ fn a_failed_cgroup_kill_falls_back_to_each_holder_and_dooms_it_in_the_kernel() {
 #[test]
 fn a_tamper_attempt_on_a_holder_wipes_what_it_holds() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     h.stored(leader, "other");
     let holder = h.member(leader);
     h.holds(holder, &["tok"]);
@@ -844,10 +822,7 @@ fn with_the_audit_policy_a_tamper_attempt_is_only_recorded() {
         ..Config::default()
     };
     let mut h = Harness::with(Parts::ALL, config);
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
-    let holder = h.member(leader);
-    h.holds(holder, &["tok"]);
+    let (_, holder) = h.session_holding(ALICE);
     h.tamper(4242, holder);
     assert!(h.holds_secret(ALICE, "tok"));
     assert!(!h.was_killed(holder));
@@ -858,8 +833,7 @@ fn with_the_audit_policy_a_tamper_attempt_is_only_recorded() {
 #[test]
 fn a_tamper_attempt_on_the_supervisor_continues_it_and_wipes_nothing() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    h.storing(ALICE);
     h.tamper(4242, SUPERVISOR);
     h.tamper(4243, GUARDIAN);
     assert!(h.holds_secret(ALICE, "tok"));
@@ -883,8 +857,7 @@ fn a_tamper_attempt_on_the_supervisor_continues_it_and_wipes_nothing() {
 #[test]
 fn a_refusal_is_answered_and_audited_with_the_same_words() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
+    let leader = h.storing(ALICE);
     let elsewhere = h.leader(ALICE);
     let reply = h.ask(elsewhere, get_request("tok"), None);
     let Response::Error { message } = reply.response else {
@@ -998,10 +971,7 @@ fn status_names_the_mechanisms_in_force() {
 #[test]
 fn tamper_protection_is_disarmed_once_nothing_is_left_to_protect() {
     let mut h = Harness::new();
-    let leader = h.leader(ALICE);
-    h.stored(leader, "tok");
-    let holder = h.member(leader);
-    h.holds(holder, &["tok"]);
+    let (leader, _) = h.session_holding(ALICE);
     h.revoke(leader, "tok");
     assert!(h.world.lock().kernel.armed, "a holder still lives");
     h.settle();
