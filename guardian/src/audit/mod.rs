@@ -348,6 +348,32 @@ mod tests {
     }
 
     #[test]
+    fn records_are_written_as_before_the_actions_were_typed() {
+        let peer = crate::os::peer::Peer {
+            pid: crate::os::process::Pid::new(7).unwrap(),
+            uid: crate::os::process::Uid(1000),
+            gid: 1000,
+            exe: "/bin/x".to_owned(),
+            comm: "x".to_owned(),
+            status: None,
+            process: None,
+        };
+        let entry = Entry {
+            action: Action::WipeAll,
+            names: vec!["a".to_owned()],
+            peer: Some(peer),
+            leader: Some(9),
+            outcome: Outcome::HoldersSurvived,
+            reason: Some("r".to_owned()),
+            latency: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&entry).unwrap(),
+            r#"{"action":"wipe_all","names":["a"],"peer":{"pid":7,"uid":1000,"gid":1000,"exe":"/bin/x","comm":"x"},"leader":9,"outcome":"holders_survived","reason":"r"}"#
+        );
+    }
+
+    #[test]
     fn records_chain_across_reopen_and_rotation() {
         let path = scratch("rotate");
         for action in [
