@@ -154,11 +154,19 @@ fn lost_kernel_events_wipe_every_secret_and_kill_every_holder() {
     });
     assert!(failed_closed, "{}", guardian.status());
     assert!(guardian.status()["dropped_events"].as_u64().unwrap() > 0);
-    let trigger = guardian
-        .audit_of("trigger")
-        .into_iter()
-        .find(|record| record["reason"] == "kernel_events_lost")
-        .expect("a trigger record for the lost events");
+    let lost = || {
+        guardian
+            .audit_of("trigger")
+            .into_iter()
+            .find(|record| record["reason"] == "kernel_events_lost")
+    };
+    // Recorded once every holder is seen dead, or the wait for them ends.
+    assert!(
+        wait_until(Duration::from_secs(10), || lost().is_some()),
+        "no trigger record for the lost events: {:?}",
+        guardian.audit_of("trigger")
+    );
+    let trigger = lost().unwrap();
     let mut names: Vec<_> = trigger["names"].as_array().unwrap().clone();
     names.sort_by_key(|name| name.to_string());
     assert_eq!(names, ["calm", "noisy"]);
