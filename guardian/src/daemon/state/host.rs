@@ -102,14 +102,19 @@ impl Os for Host {
     }
 
     fn caller_status(&self, peer: &Peer) -> io::Result<Status> {
-        let status = match &peer.status {
-            Some(file) => file.read()?,
-            None => Status::read(peer.pid)?,
-        };
-        // Alive after the read: the status was the connected process's.
-        match &peer.process {
-            Some(process) if !process.is_alive() => Err(io::Error::from_raw_os_error(libc::ESRCH)),
-            _ => Ok(status),
+        match (&peer.status, &peer.process) {
+            // Opened while the pidfd showed the caller alive, the file is
+            // bound to it: once it is reaped (and only then can its pid be
+            // reused), the read fails.
+            (Some(file), _) => file.read(),
+            (None, Some(process)) => {
+                let status = Status::read(peer.pid)?;
+                match process.is_alive() {
+                    true => Ok(status),
+                    false => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+                }
+            }
+            (None, None) => Status::read(peer.pid),
         }
     }
 
