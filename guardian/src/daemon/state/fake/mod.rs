@@ -1,0 +1,255 @@
+//! A fake world for the state machine: processes with the /proc facts the
+//! rules read, signals that are recorded (with how many secrets were still
+//! alive when each was sent), cgroups, kernel maps, timers on a clock the test
+//! moves, and an audit log in memory that can be made to fail. [`Harness`]
+//! owns a [`Core`](super::Core) acting on it and delivers what the real OS would report:
+//! exits, kernel events, timers. Used by the unit tests and, with the
+//! `fuzzing` feature, by the fuzzer that drives the state machine.
+//!
+//! - this file: the world itself;
+//! - [`system`]: the fake [`Os`](super::os::Os) and what it hands out;
+//! - [`harness`]: a state machine on a fake world, and how to drive it.
+
+mod harness;
+mod system;
+
+use std::{
+    collections::{HashMap, HashSet},
+    io,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use guardian_ebpf::HolderState;
+
+use crate::{
+    audit::Entry,
+    daemon::state::{Msg, os::Task, sessions::GrantId},
+    os::{
+        process::{Pid, Uid},
+        secret_mem,
+    },
+};
+
+pub use self::{harness::*, system::*};
+
+/// The guardian's pid in the fake world.
+pub const GUARDIAN: i32 = 900;
+/// The supervisor's pid.
+pub const SUPERVISOR: i32 = 901;
+
+/// One process, as /proc would describe it.
+#[derive(Clone, Debug)]
+pub struct Proc {
+    /// Its uid.
+    pub uid: Uid,
+    /// Its parent (0: none).
+    pub ppid: i32,
+    /// Its session (0: session 0).
+    pub sid: i32,
+    /// Its thread group: not its pid for a thread.
+    pub tgid: i32,
+    /// Its tracer (0: none).
+    pub tracer: i32,
+    /// A kernel thread.
+    pub kernel_thread: bool,
+    /// Not exited.
+    pub alive: bool,
+    /// Sent SIGKILL; dies at the next [`Harness::settle`] unless `unkillable`.
+    pub killed: bool,
+    /// Stays alive whatever it is sent (a process stuck in D state).
+    pub unkillable: bool,
+}
+
+impl Proc {
+    /// A live, untraced process of `uid` whose pid and tgid are `pid`.
+    pub fn new(uid: Uid, ppid: i32, sid: i32, pid: i32) -> Self {
+        Self {
+            uid,
+            ppid,
+            sid,
+            tgid: pid,
+            tracer: 0,
+            kernel_thread: false,
+            alive: true,
+            killed: false,
+            unkillable: false,
+        }
+    }
+}
+
+/// Something the state machine did to the world, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// A signal to a process.
+    Signal {
+        /// The process.
+        pid: i32,
+        /// The signal.
+        signal: i32,
+        /// Secret buffers alive when it was sent.
+        secrets_alive: usize,
+    },
+    /// A cgroup.kill.
+    CgroupKill {
+        /// The grant whose cgroup it was.
+        grant: GrantId,
+        /// Secret buffers alive when it was written.
+        secrets_alive: usize,
+    },
+    /// A look for a stopped process to continue.
+    ContinueIfStopped {
+        /// The process.
+        pid: i32,
+    },
+}
+
+struct Timer {
+    id: u64,
+    due: Duration,
+    msg: Option<Msg>,
+}
+
+struct Watcher {
+    id: u64,
+    pid: i32,
+    msg: Option<Msg>,
+}
+
+/// The kernel maps, and failures to make.
+#[derive(Default, Debug)]
+pub struct KernelState {
+    /// The tamper programs are attached.
+    pub armed: bool,
+    /// Watched leaders.
+    pub leaders: HashSet<i32>,
+    /// Holders, with their grant and state.
+    pub holders: HashMap<i32, (GrantId, HolderState)>,
+    /// Events dropped so far.
+    pub dropped: u64,
+    /// Attaching the tamper programs fails.
+    pub fail_arm: bool,
+    /// The holders map is full.
+    pub fail_set_holder: bool,
+}
+
+/// Everything the fake world holds.
+#[derive(Default)]
+pub struct World {
+    /// Processes by pid, the dead ones too.
+    pub procs: HashMap<i32, Proc>,
+    /// What the state machine did, in order.
+    pub effects: Vec<Effect>,
+    /// (record, durable when written).
+    pub audit: Vec<(Entry, bool)>,
+    /// Audit records cannot be written.
+    pub fail_audit_write: bool,
+    /// Audit records cannot be made durable.
+    pub fail_commit: bool,
+    /// The kernel maps.
+    pub kernel: KernelState,
+    /// Members of each grant's cgroup.
+    pub cgroups: HashMap<GrantId, HashSet<i32>>,
+    /// cgroup.kill fails (as when out of descriptors).
+    pub fail_cgroup_kill: bool,
+    elapsed: Duration,
+    ns_reads: u64,
+    timers: Vec<Timer>,
+    watchers: Vec<Watcher>,
+    next_task: u64,
+}
+
+impl World {
+    /// The kernel clock: strictly increasing, so "before" and "after" are
+    /// always told apart.
+    fn now_ns(&mut self) -> u64 {
+        self.ns_reads += 1;
+        self.elapsed.as_nanos() as u64 + self.ns_reads
+    }
+
+    fn cancel(&mut self, id: u64) {
+        self.timers.retain(|timer| timer.id != id);
+        self.watchers.retain(|watcher| watcher.id != id);
+    }
+
+    /// Keeps an audit record, unless writes are made to fail.
+    fn audit(&mut self, entry: &Entry, durable: bool) -> io::Result<()> {
+        if self.fail_audit_write {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        self.audit.push((entry.clone(), durable));
+        Ok(())
+    }
+
+    fn task_id(&mut self) -> u64 {
+        self.next_task += 1;
+        self.next_task
+    }
+
+    /// Records a signal; SIGKILL marks the process for death.
+    fn signal(&mut self, pid: i32, signal: i32) {
+        self.effects.push(Effect::Signal {
+            pid,
+            signal,
+            secrets_alive: secret_mem::live_on_this_thread(),
+        });
+        if signal == libc::SIGKILL
+            && let Some(proc) = self.procs.get_mut(&pid)
+            && proc.alive
+        {
+            proc.killed = true;
+        }
+    }
+
+    /// Pids that were signalled with SIGKILL, in order.
+    pub fn killed(&self) -> Vec<i32> {
+        self.effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Signal {
+                    pid,
+                    signal: libc::SIGKILL,
+                    ..
+                } => Some(*pid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The audit records' JSON, oldest first.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        self.audit
+            .iter()
+            .map(|(entry, _)| serde_json::to_value(entry).unwrap_or_default())
+            .collect()
+    }
+
+    /// The records of `action`.
+    pub fn records_of(&self, action: &str) -> Vec<serde_json::Value> {
+        self.records()
+            .into_iter()
+            .filter(|record| record["action"] == action)
+            .collect()
+    }
+}
+
+/// The world, shared by the fake OS, its process handles and the test.
+#[derive(Clone, Default)]
+pub struct Shared(Arc<Mutex<World>>);
+
+impl Shared {
+    /// The world, locked.
+    pub fn lock(&self) -> MutexGuard<'_, World> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn task(&self, id: u64) -> Task {
+        let world = self.clone();
+        Task::new(move || world.lock().cancel(id))
+    }
+}
+
+/// The pid `raw`, which the fake only ever makes positive.
+fn pid(raw: i32) -> Pid {
+    Pid::new(raw).unwrap_or_else(|| panic!("the fake made PID {raw}"))
+}

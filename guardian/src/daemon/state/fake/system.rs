@@ -1,0 +1,331 @@
+//! The fake operating system: process handles, kernel maps, cgroups, and the
+//! [`Os`] the state machine acts through, all reading and changing the world.
+
+use std::{
+    collections::HashSet,
+    io,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use guardian_ebpf::HolderState;
+
+use crate::{
+    audit::{Entry, commit::Unsynced},
+    daemon::state::{
+        Msg,
+        os::{Containment, KernelMaps, Os, Process, Task},
+        sessions::GrantId,
+    },
+    kernel::KernelError,
+    os::{
+        hardening::Protections,
+        peer::Peer,
+        process::{Pid, Status},
+        secret_mem::{self},
+    },
+};
+
+use super::{Effect, GUARDIAN, Proc, Shared, Timer, Watcher, pid};
+
+/// A handle on a fake process.
+pub struct FakeProcess {
+    pub(super) pid: Pid,
+    pub(super) world: Shared,
+}
+
+impl Process for FakeProcess {
+    fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    fn signal(&self, signal: i32) -> io::Result<()> {
+        self.world.lock().signal(self.pid.raw(), signal);
+        Ok(())
+    }
+
+    fn is_alive(&self) -> bool {
+        self.world
+            .lock()
+            .procs
+            .get(&self.pid.raw())
+            .is_some_and(|proc| proc.alive)
+    }
+}
+
+/// The fake kernel maps.
+pub struct FakeKernel(pub(super) Shared);
+
+fn map_full() -> KernelError {
+    KernelError::Missing("room in the map")
+}
+
+impl KernelMaps for FakeKernel {
+    fn arm(&mut self) -> Result<(), KernelError> {
+        let mut world = self.0.lock();
+        if world.kernel.fail_arm {
+            return Err(KernelError::Missing("tamper program"));
+        }
+        world.kernel.armed = true;
+        Ok(())
+    }
+
+    fn disarm(&mut self) {
+        self.0.lock().kernel.armed = false;
+    }
+
+    fn is_armed(&self) -> bool {
+        self.0.lock().kernel.armed
+    }
+
+    fn watch_leader(&mut self, leader: Pid) -> Result<(), KernelError> {
+        self.0.lock().kernel.leaders.insert(leader.raw());
+        Ok(())
+    }
+
+    fn unwatch_leader(&mut self, leader: Pid) {
+        self.0.lock().kernel.leaders.remove(&leader.raw());
+    }
+
+    fn set_holder(
+        &mut self,
+        pid: Pid,
+        grant: GrantId,
+        state: HolderState,
+    ) -> Result<(), KernelError> {
+        let mut world = self.0.lock();
+        if world.kernel.fail_set_holder {
+            return Err(map_full());
+        }
+        world.kernel.holders.insert(pid.raw(), (grant, state));
+        Ok(())
+    }
+
+    fn remove_holder(&mut self, pid: Pid) {
+        self.0.lock().kernel.holders.remove(&pid.raw());
+    }
+
+    fn dropped_events(&self) -> u64 {
+        self.0.lock().kernel.dropped
+    }
+
+    fn lsm_error(&self) -> Option<&str> {
+        Some("BPF LSM is not in this fake")
+    }
+}
+
+/// The fake cgroups.
+pub struct FakeCgroups(pub(super) Shared);
+
+impl Containment for FakeCgroups {
+    fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()> {
+        self.0
+            .lock()
+            .cgroups
+            .entry(grant)
+            .or_default()
+            .insert(pid.raw());
+        Ok(())
+    }
+
+    fn kill(&self, grant: GrantId) -> io::Result<bool> {
+        let mut world = self.0.lock();
+        if world.fail_cgroup_kill {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        let Some(members) = world.cgroups.get(&grant).cloned() else {
+            return Ok(false);
+        };
+        let secrets_alive = secret_mem::live_on_this_thread();
+        world.effects.push(Effect::CgroupKill {
+            grant,
+            secrets_alive,
+        });
+        for pid in members {
+            if let Some(proc) = world.procs.get_mut(&pid)
+                && proc.alive
+            {
+                proc.killed = true;
+            }
+        }
+        Ok(true)
+    }
+
+    fn populated(&self, grant: GrantId) -> bool {
+        let world = self.0.lock();
+        world.cgroups.get(&grant).is_some_and(|members| {
+            members
+                .iter()
+                .any(|pid| world.procs.get(pid).is_some_and(|p| p.alive))
+        })
+    }
+
+    fn remove(&self, grant: GrantId) {
+        let mut world = self.0.lock();
+        let empty = world.cgroups.get(&grant).is_some_and(|members| {
+            members
+                .iter()
+                .all(|pid| !world.procs.get(pid).is_some_and(|p| p.alive))
+        });
+        if empty {
+            world.cgroups.remove(&grant);
+        }
+    }
+}
+
+/// The fake OS.
+pub struct FakeOs {
+    pub(super) world: Shared,
+    pub(super) start: Instant,
+}
+
+impl FakeOs {
+    fn proc(&self, pid: Pid) -> io::Result<Proc> {
+        match self.world.lock().procs.get(&pid.raw()) {
+            Some(proc) if proc.alive => Ok(proc.clone()),
+            _ => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+        }
+    }
+}
+
+impl Os for FakeOs {
+    type Process = FakeProcess;
+    type Kernel = FakeKernel;
+    type Containment = FakeCgroups;
+
+    fn now(&self) -> Instant {
+        self.start + self.world.lock().elapsed
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.world.lock().now_ns()
+    }
+
+    fn guardian(&self) -> Pid {
+        pid(GUARDIAN)
+    }
+
+    fn open(&self, pid: Pid) -> io::Result<FakeProcess> {
+        self.proc(pid)?;
+        Ok(FakeProcess {
+            pid,
+            world: self.world.clone(),
+        })
+    }
+
+    fn status(&self, pid: Pid) -> io::Result<Status> {
+        let proc = self.proc(pid)?;
+        Ok(Status {
+            uid: proc.uid,
+            gid: proc.uid.0,
+            ppid: proc.ppid,
+            tracer: proc.tracer,
+            tgid: proc.tgid,
+            name: "fake".to_owned(),
+            kernel_thread: proc.kernel_thread,
+        })
+    }
+
+    fn caller_status(&self, peer: &Peer) -> io::Result<Status> {
+        self.status(peer.pid)
+    }
+
+    fn open_caller(&self, peer: &Peer) -> io::Result<FakeProcess> {
+        self.open(peer.pid)
+    }
+
+    fn session_of(&self, pid: Pid) -> io::Result<Option<Pid>> {
+        Ok(Pid::new(self.proc(pid)?.sid))
+    }
+
+    fn descends_from(&self, pid: Pid, ancestor: Pid) -> bool {
+        let world = self.world.lock();
+        let mut current = pid.raw();
+        while current > 0 {
+            if current == ancestor.raw() {
+                return true;
+            }
+            current = world.procs.get(&current).map_or(0, |proc| proc.ppid);
+        }
+        false
+    }
+
+    fn descendants_of(&self, roots: &HashSet<Pid>) -> Vec<Pid> {
+        let world = self.world.lock();
+        let mut found = Vec::new();
+        for (&pid, proc) in &world.procs {
+            let pid = super::pid(pid);
+            if proc.alive
+                && !roots.contains(&pid)
+                && roots.iter().any(|&root| {
+                    let mut current = proc.ppid;
+                    while current > 0 {
+                        if current == root.raw() {
+                            return true;
+                        }
+                        current = world.procs.get(&current).map_or(0, |p| p.ppid);
+                    }
+                    false
+                })
+            {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    fn exe_of(&self, _pid: Pid) -> String {
+        "/usr/bin/fake".to_owned()
+    }
+
+    fn on_exit(&self, process: Arc<FakeProcess>, msg: Msg) -> Task {
+        let mut world = self.world.lock();
+        let id = world.task_id();
+        world.watchers.push(Watcher {
+            id,
+            pid: process.pid.raw(),
+            msg: Some(msg),
+        });
+        drop(world);
+        self.world.task(id)
+    }
+
+    fn after(&self, delay: Duration, msg: Msg) -> Task {
+        let mut world = self.world.lock();
+        let id = world.task_id();
+        let due = world.elapsed + delay;
+        world.timers.push(Timer {
+            id,
+            due,
+            msg: Some(msg),
+        });
+        drop(world);
+        self.world.task(id)
+    }
+
+    fn continue_if_stopped(&self, process: Arc<FakeProcess>) {
+        self.world.lock().effects.push(Effect::ContinueIfStopped {
+            pid: process.pid.raw(),
+        });
+    }
+
+    fn audit_write(&mut self, entry: &Entry) -> io::Result<()> {
+        self.world.lock().audit(entry, false)
+    }
+
+    fn audit_append(&mut self, entry: &Entry) -> io::Result<()> {
+        self.world.lock().audit(entry, true)
+    }
+
+    fn audit_commit(&mut self, batch: Vec<Unsynced>) -> Result<(), (Vec<Unsynced>, io::Error)> {
+        if self.world.lock().fail_commit {
+            return Err((batch, io::Error::from_raw_os_error(libc::EIO)));
+        }
+        batch.into_iter().for_each(Unsynced::answer);
+        Ok(())
+    }
+
+    fn hardening(&self) -> Protections {
+        Protections::default()
+    }
+}
