@@ -179,10 +179,11 @@ impl Config {
         if config.audit_max_bytes < 4096 {
             return Err(bad("audit_max_bytes", "must be at least 4096".to_owned()));
         }
-        if config.max_locked_bytes_per_uid < config.max_secret_bytes {
+        // A secret of the largest size and its copy in a reply must fit.
+        if config.max_locked_bytes_per_uid / 2 < config.max_secret_bytes {
             return Err(bad(
                 "max_locked_bytes_per_uid",
-                "must be at least max_secret_bytes".to_owned(),
+                "must be at least twice max_secret_bytes".to_owned(),
             ));
         }
         for (key, ttl) in [

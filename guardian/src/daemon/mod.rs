@@ -27,7 +27,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use self::state::{Core, Msg, Setup, host::Host};
+use self::state::{Core, Msg, Setup, budget::Budget, host::Host};
 use crate::{
     audit::{AuditLog, commit},
     cli::DEFAULT_CONFIG,
@@ -122,17 +122,19 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     // Everything that needs more than the allowlist is done by now.
     hardening::install_seccomp(&mut protections);
     let open_files = protections.open_files_limit;
+    let budget = Budget::new(config.max_locked_bytes_per_uid);
     let setup = Setup {
         kernel: link,
         config,
         cgroups,
         supervisor,
+        budget: budget.clone(),
         max_grants: max_grants(open_files),
     };
     let host = Host::new(audit, syncer, to_core.clone(), protections);
     let mut core = Core::new(host, setup);
     let limits = slots::Limits::for_descriptors(open_files);
-    tokio::spawn(server::accept(listener, limits, to_core));
+    tokio::spawn(server::accept(listener, limits, budget, to_core));
     tokio::spawn(signals);
     tracing::info!(socket = %options.socket.display(), "guardian ready");
 

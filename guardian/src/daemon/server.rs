@@ -21,7 +21,10 @@ use tokio::{
 
 use super::{
     slots::{Limits, Slots},
-    state::{Msg, Reply},
+    state::{
+        Msg, Payload, Reply,
+        budget::{Budget, OverBudget},
+    },
 };
 use crate::{
     os::{
@@ -68,16 +71,24 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 /// Accepts connections until the listener fails, serving each in a task.
 /// Out of descriptors or memory, it rests instead of spinning, and says so
 /// once per [`LOG_INTERVAL`].
-pub async fn accept(listener: UnixListener, limits: Limits, to_core: mpsc::UnboundedSender<Msg>) {
-    let slots = Slots::new(limits);
-    let refusals = Arc::new(Throttle::default());
+pub async fn accept(
+    listener: UnixListener,
+    limits: Limits,
+    budget: Budget,
+    to_core: mpsc::UnboundedSender<Msg>,
+) {
+    let shared = Arc::new(Shared {
+        slots: Slots::new(limits),
+        refusals: Throttle::default(),
+        budget,
+        to_core,
+    });
     let accept_failures = Throttle::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let (slots, refusals, to_core) =
-                    (slots.clone(), Arc::clone(&refusals), to_core.clone());
-                tokio::spawn(async move { serve(stream, &slots, &refusals, to_core).await });
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move { serve(stream, &shared).await });
             }
             Err(err) => {
                 if accept_failures.ready() {
@@ -99,20 +110,24 @@ fn is_exhaustion(err: &std::io::Error) -> bool {
     )
 }
 
-/// Gives a connection its slot and its pinned peer, then serves it.
-async fn serve(
-    mut stream: UnixStream,
-    slots: &Slots,
-    refusals: &Throttle,
+/// What every connection task shares.
+struct Shared {
+    slots: Slots,
+    /// Throttles the log line for refused connections.
+    refusals: Throttle,
+    budget: Budget,
     to_core: mpsc::UnboundedSender<Msg>,
-) {
+}
+
+/// Gives a connection its slot and its pinned peer, then serves it.
+async fn serve(mut stream: UnixStream, shared: &Shared) {
     let Ok(cred) = stream.peer_cred() else {
         return;
     };
-    let _slot = match slots.take(Uid(cred.uid())) {
+    let _slot = match shared.slots.take(Uid(cred.uid())) {
         Ok(slot) => slot,
         Err(full) => {
-            if refusals.ready() {
+            if shared.refusals.ready() {
                 tracing::warn!(%full, "connection refused");
             }
             return tell(&mut stream, full.to_string()).await;
@@ -122,25 +137,27 @@ async fn serve(
         Ok(peer) => peer,
         Err(err) => {
             let reason = err.to_string();
-            let _ = to_core.send(Msg::Malformed {
+            let _ = shared.to_core.send(Msg::Malformed {
                 peer: None,
                 reason: reason.clone(),
             });
             return tell(&mut stream, reason).await;
         }
     };
-    connection(stream, peer, to_core).await;
+    connection(stream, peer, shared).await;
 }
 
 /// Serves one client: requests one after another until it closes the stream,
 /// sends something malformed, or is too slow to send a request or take a reply.
-async fn connection(mut stream: UnixStream, peer: Peer, to_core: mpsc::UnboundedSender<Msg>) {
+async fn connection(mut stream: UnixStream, peer: Peer, shared: &Shared) {
+    let to_core = &shared.to_core;
     loop {
-        let request = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await {
+        let read = read_request(&mut stream, peer.uid, &shared.budget);
+        let request = match tokio::time::timeout(REQUEST_TIMEOUT, read).await {
             Ok(Ok(Some(request))) => request,
             Ok(Ok(None)) => return,
-            Ok(Err(err)) => return refuse(&mut stream, &to_core, peer, err.to_string()).await,
-            Err(_) => return refuse(&mut stream, &to_core, peer, "request timed out".into()).await,
+            Ok(Err(err)) => return refuse(&mut stream, to_core, peer, err.to_string()).await,
+            Err(_) => return refuse(&mut stream, to_core, peer, "request timed out".into()).await,
         };
         let (request, payload) = request;
         let (reply_to, reply) = oneshot::channel();
@@ -181,12 +198,18 @@ enum ReadError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Memory(#[from] MemoryError),
+    #[error("put refused: {0}")]
+    OverBudget(#[from] OverBudget),
 }
 
-/// Reads one request; `None` at a clean end of stream.
+/// Reads one request from a client of `uid`; `None` at a clean end of
+/// stream. A `put`'s bytes are charged to the user before they are
+/// allocated, so connections cannot lock more than the budget between them.
 async fn read_request(
     stream: &mut UnixStream,
-) -> Result<Option<(Request, Option<SecretBuf>)>, ReadError> {
+    uid: Uid,
+    budget: &Budget,
+) -> Result<Option<(Request, Option<Payload>)>, ReadError> {
     let mut prefix = [0u8; 4];
     match stream.read_exact(&mut prefix).await {
         Ok(_) => {}
@@ -198,10 +221,12 @@ async fn read_request(
     let request: Request = protocol::decode(&header)?;
     let payload = match &request {
         Request::Put { len, .. } => {
-            let mut bytes = SecretBuf::new(protocol::check_secret_len(*len)?)?;
+            let len = protocol::check_secret_len(*len)?;
+            let charge = budget.charge(uid, len)?;
+            let mut bytes = SecretBuf::new(len)?;
             // Straight from the socket into locked pages.
             stream.read_exact(bytes.as_mut_slice()).await?;
-            Some(bytes)
+            Some(Payload { bytes, charge })
         }
         _ => None,
     };

@@ -119,12 +119,19 @@ impl Cgroups {
         }
     }
 
-    /// Removes the cgroup of `grant` if it is empty. One whose last process
-    /// is still exiting keeps its files open, and stays until shutdown.
-    pub fn remove(&self, grant: GrantId) {
-        if fs::remove_dir(self.grant_dir(grant)).is_ok() {
-            self.grants().remove(&grant);
+    /// Removes the cgroup of `grant` if it is empty, and closes its files;
+    /// false if it is still there (whoever asked tries again later). A
+    /// cgroup never made counts as removed.
+    pub fn remove(&self, grant: GrantId) -> bool {
+        let mut grants = self.grants();
+        if !grants.contains_key(&grant) {
+            return true;
         }
+        let removed = fs::remove_dir(self.grant_dir(grant)).is_ok();
+        if removed {
+            grants.remove(&grant);
+        }
+        removed
     }
 
     fn grants(&self) -> std::sync::MutexGuard<'_, HashMap<GrantId, GrantFiles>> {

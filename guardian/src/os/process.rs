@@ -236,6 +236,18 @@ pub fn is_stopped(pid: Pid) -> bool {
     })
 }
 
+/// True if `pid` has begun to exit: PF_EXITING in the flags of
+/// /proc/PID/stat (set before the exit tracepoints run, long before the
+/// process is reaped).
+pub fn is_exiting(pid: Pid) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok())
+            .is_some_and(|flags| flags & PF_EXITING != 0)
+    })
+}
+
 /// The session id of `pid`, or `None` when it is in session 0: the kernel's
 /// own, which processes started by init or a kernel helper stay in unless they
 /// call setsid. Session 0 has no leader and is shared by unrelated processes,
@@ -329,6 +341,11 @@ mod tests {
             .unwrap();
         let pid = Pid::new(child.id() as i32).unwrap();
         (child, pid)
+    }
+
+    #[test]
+    fn a_live_process_is_not_exiting() {
+        assert!(!is_exiting(Pid::current()));
     }
 
     #[test]

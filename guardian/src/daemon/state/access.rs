@@ -18,8 +18,13 @@ use crate::{
 
 impl<O: Os> Core<O> {
     /// Refuses a leader that never exits, is not a live process of the
-    /// caller's (root may bind to anyone's), or is the guardian itself.
-    pub(super) fn check_bindable(&self, peer: &Peer, leader: Pid) -> Result<(), RequestError> {
+    /// caller's (root may bind to anyone's), or is the guardian itself;
+    /// returns a handle on it.
+    pub(super) fn check_bindable(
+        &self,
+        peer: &Peer,
+        leader: Pid,
+    ) -> Result<O::Process, RequestError> {
         if leader.raw() == 1 {
             return Err(RequestError::BindInit);
         }
@@ -42,7 +47,7 @@ impl<O: Os> Core<O> {
         if !process.is_alive() {
             return Err(RequestError::Exited(leader));
         }
-        Ok(())
+        Ok(process)
     }
 
     /// The secrets of `names` that the peer may use, after checking once that

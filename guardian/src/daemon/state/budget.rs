@@ -12,7 +12,8 @@ use std::{
 
 use crate::os::process::Uid;
 
-/// The budget of every user.
+/// The budget of every user; clones share it.
+#[derive(Clone)]
 pub struct Budget {
     limit: usize,
     used: Arc<Mutex<HashMap<Uid, usize>>>,

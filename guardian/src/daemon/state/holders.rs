@@ -19,15 +19,25 @@ use crate::os::{
 };
 
 impl<O: Os> Core<O> {
-    /// Watches `leader` (once, however many secrets are bound to it): by an
-    /// exit watcher, and with eBPF in the kernel map of leaders too.
-    pub(super) fn watch_leader(&mut self, leader: Pid) -> Result<(), RequestError> {
+    /// Watches `leader`, whose handle is `process` (once, however many
+    /// secrets are bound to it): by an exit watcher, and with eBPF in the
+    /// kernel map of leaders too.
+    pub(super) fn watch_leader(
+        &mut self,
+        leader: Pid,
+        process: O::Process,
+    ) -> Result<(), RequestError> {
         if self.sessions.leaders.contains_key(&leader) {
             return Ok(());
         }
-        let inspecting = |err| RequestError::inspecting(leader, err);
-        let sid = self.os.session_of(leader).map_err(inspecting)?;
-        let process = self.os.open(leader).map_err(inspecting)?;
+        let sid = self
+            .os
+            .session_of(leader)
+            .map_err(|err| RequestError::inspecting(leader, err))?;
+        if !process.is_alive() {
+            // The session was read by pid: it was this leader's only if it lives.
+            return Err(RequestError::Exited(leader));
+        }
         if let Some(kernel) = &mut self.kernel {
             kernel
                 .watch_leader(leader)
@@ -63,41 +73,52 @@ impl<O: Os> Core<O> {
         peer: &Peer,
         keys: Vec<SecretKey>,
     ) -> Result<(), RequestError> {
-        let pid = peer.pid;
-        if let Some(holder) = self.sessions.holders.get(&pid)
-            && let Some(grant) = self.sessions.grants.get_mut(&holder.grant)
-        {
-            grant.secrets.extend(keys);
-            return Ok(());
-        }
         self.check_grant_room(peer)?;
+        let pid = peer.pid;
         let process = self
             .os
             .open_caller(peer)
             .map_err(|_| RequestError::CallerExited)?;
-        let grant = self.fresh_grant();
-        if let Some(cgroups) = &self.cgroups {
-            // The caller waits for this reply, so it has forked nothing yet:
-            // from here on every descendant is born inside the grant's cgroup.
-            cgroups.add(grant, pid).map_err(RequestError::Contain)?;
+        // A holder that execs again still holds what it had: its new grant
+        // holds both, so either's wipe dooms it.
+        let mut secrets: HashSet<SecretKey> = keys.into_iter().collect();
+        if let Some(held) = self
+            .sessions
+            .holders
+            .get(&pid)
+            .and_then(|holder| self.sessions.grants.get(&holder.grant))
+            .filter(|grant| grant.owner == peer.uid)
+        {
+            secrets.extend(held.secrets.iter().cloned());
         }
+        let grant = self.fresh_grant();
+        if let Some(cgroups) = &self.cgroups
+            && let Err(err) = cgroups.add(grant, pid)
+        {
+            self.retire_grant(grant);
+            return Err(RequestError::Contain(err));
+        }
+        // The caller waits for this reply, so it has forked nothing yet:
+        // from here on every descendant is born inside the grant's cgroup.
         if let Err(err) = self.report_holder(pid, grant, &process) {
-            if let Some(cgroups) = &self.cgroups {
-                cgroups.remove(grant); // best effort; shutdown removes the rest
-            }
+            self.retire_grant(grant);
             return Err(err);
+        }
+        // A record of the caller under an older grant is replaced.
+        if let Some((old, true)) = self.sessions.remove_holder(pid) {
+            self.retire_grant(old);
         }
         let contained = self.cgroups.is_some();
         self.sessions.grants.insert(
             grant,
             Grant {
                 owner: peer.uid,
-                secrets: keys.into_iter().collect(),
+                secrets,
                 doomed: false,
                 contained,
             },
         );
-        let process = self.needs_handle(contained).then_some(process);
+        let process = self.needs_handle(contained, peer.uid).then_some(process);
         self.track_holder(pid, grant, process);
         Ok(())
     }
@@ -116,11 +137,12 @@ impl<O: Os> Core<O> {
         Ok(())
     }
 
-    /// True if a holder of a grant so contained must be tracked by a handle:
-    /// without eBPF its exit is learnt from the handle; without a cgroup
-    /// only the handle kills it safely.
-    fn needs_handle(&self, contained: bool) -> bool {
-        self.kernel.is_none() || !contained
+    /// True if a holder of a grant so contained, made by `owner`, must be
+    /// tracked by a handle: without eBPF its exit is learnt from the handle;
+    /// without a cgroup only the handle kills it safely; and root's holders
+    /// may move themselves out of their cgroup.
+    fn needs_handle(&self, contained: bool, owner: Uid) -> bool {
+        self.kernel.is_none() || !contained || owner == Uid::ROOT
     }
 
     /// Puts a new holder in the kernel map, if there is one. Its exit is
@@ -138,7 +160,10 @@ impl<O: Os> Core<O> {
         kernel
             .set_holder(pid, grant, HolderState::Holding)
             .map_err(RequestError::HolderMap)?;
-        if !process.is_alive() {
+        // A caller already in its exit has passed the exit program that would
+        // take it out of the map, yet its pidfd may not show it dead yet.
+        let exiting = self.os.is_exiting(pid);
+        if exiting || !process.is_alive() {
             kernel.remove_holder(pid);
             return Err(RequestError::CallerExited);
         }
@@ -170,11 +195,11 @@ impl<O: Os> Core<O> {
     /// A holder's child, reported by the kernel with the grant it inherited;
     /// the parent may already be gone, so the grant comes from the event.
     pub(super) fn holder_forked(&mut self, child: Pid, grant: GrantId) {
-        let Some((doomed, contained)) = self
+        let Some((doomed, contained, owner)) = self
             .sessions
             .grants
             .get(&grant)
-            .map(|g| (g.doomed, g.contained))
+            .map(|g| (g.doomed, g.contained, g.owner))
         else {
             // A grant the guardian no longer knows: its holders were all reaped,
             // so this child can only hold wiped secrets. Kill it.
@@ -183,7 +208,7 @@ impl<O: Os> Core<O> {
             }
             return;
         };
-        let process = match self.needs_handle(contained) {
+        let process = match self.needs_handle(contained, owner) {
             // A child that already exited cannot be opened; its exit needs no kill.
             true => match self.os.open(child) {
                 Ok(process) => Some(process),
@@ -213,8 +238,8 @@ impl<O: Os> Core<O> {
         let Some((grant, emptied)) = self.sessions.remove_holder(pid) else {
             return;
         };
-        if emptied && let Some(cgroups) = &self.cgroups {
-            cgroups.remove(grant);
+        if emptied {
+            self.retire_grant(grant);
         }
         for trigger in self
             .triggers

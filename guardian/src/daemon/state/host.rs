@@ -140,6 +140,10 @@ impl Os for Host {
         process::descendants_of(roots)
     }
 
+    fn is_exiting(&self, pid: Pid) -> bool {
+        process::is_exiting(pid)
+    }
+
     fn exe_of(&self, pid: Pid) -> String {
         process::exe_of(pid)
     }
@@ -268,7 +272,7 @@ impl Containment for Cgroups {
         Cgroups::populated(self, grant)
     }
 
-    fn remove(&self, grant: GrantId) {
-        Cgroups::remove(self, grant);
+    fn remove(&self, grant: GrantId) -> bool {
+        Cgroups::remove(self, grant)
     }
 }

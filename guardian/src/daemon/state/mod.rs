@@ -14,6 +14,7 @@
 //! - [`requests`](self::requests): put, get, exec, list, revoke, wipe, and the
 //!   audit record of each; [`access`](self::access): who may bind and use what;
 //! - [`holders`](self::holders): leaders and holders coming and going;
+//!   [`grants`](self::grants): grants that drain after their known holders;
 //! - [`triggers`](self::triggers): wipe, then kill, then record;
 //!   [`tamper`](self::tamper): attempts the kernel stopped;
 //! - [`status`](self::status): the `status` report;
@@ -26,6 +27,7 @@ pub mod budget;
 pub mod errors;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fake;
+mod grants;
 mod holders;
 pub mod host;
 pub mod os;
@@ -38,7 +40,7 @@ mod tests;
 mod triggers;
 pub mod vault;
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use guardian_ebpf::{Event, EventKind};
 use tokio::sync::oneshot;
@@ -67,7 +69,7 @@ pub enum Msg {
         /// What it asks.
         request: Request,
         /// The secret bytes of a `put`.
-        payload: Option<SecretBuf>,
+        payload: Option<Payload>,
         /// Where the answer goes.
         reply: oneshot::Sender<Reply>,
     },
@@ -114,6 +116,16 @@ pub enum Msg {
     },
 }
 
+/// The secret bytes of a `put`, read off the socket into locked memory that
+/// was charged to the sender's budget before it was allocated.
+#[derive(Debug)]
+pub struct Payload {
+    /// The bytes.
+    pub bytes: SecretBuf,
+    /// Their charge, which the stored secret keeps.
+    pub charge: Charge,
+}
+
 /// The answer to a request: a response header and the secrets that follow it.
 /// (Its `Debug` shows secrets' lengths only.)
 #[derive(Debug)]
@@ -150,6 +162,9 @@ pub struct Setup<O: Os> {
     pub config: Config,
     /// Per-exec containment, where cgroup v2 is available.
     pub cgroups: Option<O::Containment>,
+    /// Locked bytes per user, shared with the server (which charges a
+    /// `put`'s bytes before reading them).
+    pub budget: Budget,
     /// The supervisor that kills holders if the guardian dies.
     pub supervisor: Option<O::Process>,
     /// Most execs whose holders may live at once (each costs descriptors).
@@ -173,8 +188,10 @@ pub struct Core<O: Os> {
     max_grants: usize,
     next_id: u64,
     next_grant: GrantId,
-    /// The pending re-check of triggers, while one is scheduled.
-    tick: Option<Task>,
+    /// Grants whose known holders are gone but whose cgroups are not empty.
+    draining: HashSet<GrantId>,
+    /// The next tick, while one is scheduled, and the interval it was set for.
+    tick: Option<(Task, Duration)>,
     unsynced: Vec<Unsynced>,
 }
 
@@ -198,13 +215,14 @@ impl<O: Os> Core<O> {
             kernel,
             kernel_error,
             dropped_seen: 0,
-            budget: Budget::new(setup.config.max_locked_bytes_per_uid),
+            budget: setup.budget,
             config: setup.config,
             cgroups: setup.cgroups,
             supervisor,
             max_grants: setup.max_grants,
             next_id: 1,
             next_grant: 0,
+            draining: HashSet::new(),
             tick: None,
             unsynced: Vec::new(),
         }
@@ -260,7 +278,7 @@ impl<O: Os> Core<O> {
             Msg::SyncFailed { batch, error } => self.sync_failed(batch, &error),
             Msg::Tick => {
                 self.tick = None;
-                self.forget_emptied_grants();
+                self.sweep();
                 self.check_triggers();
             }
             Msg::Shutdown => {
@@ -276,6 +294,7 @@ impl<O: Os> Core<O> {
     pub fn disarm_if_idle(&mut self) {
         if self.vault.is_empty()
             && self.sessions.holders.is_empty()
+            && self.sessions.grants.is_empty()
             && let Some(kernel) = &mut self.kernel
             && kernel.is_armed()
         {

@@ -79,8 +79,9 @@ pub trait Containment {
     fn kill(&self, grant: GrantId) -> io::Result<bool>;
     /// True while a live process is left in the container of `grant`.
     fn populated(&self, grant: GrantId) -> bool;
-    /// Removes the container of `grant` once empty (best effort).
-    fn remove(&self, grant: GrantId);
+    /// Removes the container of `grant` if it is empty; false if it is not
+    /// gone (its handles are then kept, for a later try).
+    fn remove(&self, grant: GrantId) -> bool;
 }
 
 /// Background work started for the state machine (a timer, an exit watcher).
@@ -133,6 +134,8 @@ pub trait Os {
     fn descends_from(&self, pid: Pid, ancestor: Pid) -> bool;
     /// Every live descendant of `roots`, roots excluded.
     fn descendants_of(&self, roots: &HashSet<Pid>) -> Vec<Pid>;
+    /// True if `pid` has begun to exit (PF_EXITING), though not yet dead.
+    fn is_exiting(&self, pid: Pid) -> bool;
     /// The executable of `pid`, or a placeholder.
     fn exe_of(&self, pid: Pid) -> String;
 

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use super::{
-    Core, Reply, RequestError, SecretKey,
+    Core, Payload, Reply, RequestError, SecretKey,
     os::{KernelMaps, Os},
     triggers::Cause,
     vault::Secret,
@@ -36,7 +36,7 @@ impl<O: Os> Core<O> {
         &mut self,
         peer: &Peer,
         request: Request,
-        payload: Option<SecretBuf>,
+        payload: Option<Payload>,
     ) -> (Reply, Option<Refusal>) {
         let action = action_of(&request);
         let names = names_of(&request);
@@ -85,7 +85,7 @@ impl<O: Os> Core<O> {
         &mut self,
         peer: &Peer,
         request: Request,
-        payload: Option<SecretBuf>,
+        payload: Option<Payload>,
     ) -> Answer {
         match request {
             Request::Put {
@@ -94,8 +94,8 @@ impl<O: Os> Core<O> {
                 ttl_secs,
                 ..
             } => {
-                let bytes = payload.ok_or(RequestError::MissingPayload)?;
-                self.put(peer, name, bind, ttl_secs, bytes)
+                let payload = payload.ok_or(RequestError::MissingPayload)?;
+                self.put(peer, name, bind, ttl_secs, payload)
             }
             Request::Get { name } => self.get(peer, &name),
             Request::Exec { names } => self.exec(peer, &names),
@@ -124,7 +124,8 @@ impl<O: Os> Core<O> {
     fn refuse(&mut self, refusal: Refusal, source: std::io::Error) -> Reply {
         tracing::error!(err = %source, "cannot write the audit log");
         if let Some(key) = refusal.undo {
-            self.vault.wipe(&key);
+            // A trigger, not a bare wipe: an exec may have handed it out since.
+            self.trigger(Cause::AuditUnavailable, self.os.now_ns(), vec![key], None);
         }
         Reply::refused(&RequestError::AuditUnavailable {
             action: refusal.action,
@@ -147,7 +148,7 @@ impl<O: Os> Core<O> {
         name: SecretName,
         bind: Option<Pid>,
         ttl: Option<Ttl>,
-        bytes: SecretBuf,
+        Payload { bytes, charge }: Payload,
     ) -> Answer {
         let key = SecretKey {
             owner: peer.uid,
@@ -178,7 +179,6 @@ impl<O: Os> Core<O> {
             )),
             None => None,
         };
-        let charge = self.budget.charge(peer.uid, bytes.len())?;
         // Armed before the secret is stored: no secret is ever held unguarded.
         if let Some(kernel) = &mut self.kernel {
             kernel.arm().map_err(RequestError::Arm)?;
@@ -191,10 +191,10 @@ impl<O: Os> Core<O> {
                 .map_err(RequestError::CallerSession)?
                 .ok_or(RequestError::NoSession)?,
         };
-        self.check_bindable(peer, leader)?;
+        let process = self.check_bindable(peer, leader)?;
         // The caller's session was read by pid: make sure it was the caller's.
         self.still_connected(peer)?;
-        self.watch_leader(leader)?;
+        self.watch_leader(leader, process)?;
         let id = self.fresh_id();
         let expiry = expires.map(|(ttl, at)| {
             let expired = super::Msg::Expired {

@@ -123,19 +123,18 @@ impl<P> Sessions<P> {
             .count()
     }
 
-    /// Forgets a holder that exited, and its grant once it has no holders left.
-    /// Returns the holder's grant and whether the grant is gone too.
+    /// Forgets a holder that exited. Returns its grant and whether that grant
+    /// has no known holder left (the caller decides when to forget the grant:
+    /// its cgroup may still hold processes the guardian never learnt of).
     pub fn remove_holder(&mut self, pid: Pid) -> Option<(GrantId, bool)> {
         // Dropping the holder cancels its watcher.
         let holder = self.holders.remove(&pid)?;
-        let emptied = !self
-            .holders
-            .values()
-            .any(|other| other.grant == holder.grant);
-        if emptied {
-            self.grants.remove(&holder.grant);
-        }
-        Some((holder.grant, emptied))
+        Some((holder.grant, !self.has_holders(holder.grant)))
+    }
+
+    /// True while a known holder belongs to `grant`.
+    pub fn has_holders(&self, grant: GrantId) -> bool {
+        self.holders.values().any(|holder| holder.grant == grant)
     }
 }
 

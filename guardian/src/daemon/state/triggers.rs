@@ -27,6 +27,8 @@ use crate::{
 pub(super) const HOLDER_DEATH_WAIT: Duration = Duration::from_secs(5);
 /// How often a pending trigger re-signals its surviving holders.
 pub(super) const RECHECK: Duration = Duration::from_millis(100);
+/// How often draining grants are looked at while no trigger is pending.
+pub(super) const SWEEP: Duration = Duration::from_secs(1);
 
 text_enum! {
     /// Why secrets were wiped, as the trigger's record gives it.
@@ -49,6 +51,9 @@ text_enum! {
         WipeAll = "wipe_all",
         /// The supervisor died.
         SupervisorLost = "supervisor_lost",
+        /// A stored secret's record could not be made durable, so the store
+        /// is undone.
+        AuditUnavailable = "audit_unavailable",
     }
 }
 
@@ -224,33 +229,19 @@ impl<O: Os> Core<O> {
                 index += 1;
             }
         }
-        if !self.triggers.is_empty() && self.tick.is_none() {
-            self.tick = Some(self.os.after(RECHECK, Msg::Tick));
-        }
+        self.schedule_tick();
     }
 
-    /// Forgets the holders of every contained grant whose cgroup is empty:
-    /// they are dead, even if the kernel's reports of their exits were lost.
-    pub(super) fn forget_emptied_grants(&mut self) {
-        let Some(cgroups) = &self.cgroups else {
-            return;
+    /// Makes sure a tick comes: every [`RECHECK`] while triggers wait for
+    /// holders to die, every [`SWEEP`] while grants drain, never when idle.
+    pub(super) fn schedule_tick(&mut self) {
+        let every = match (self.triggers.is_empty(), self.draining.is_empty()) {
+            (false, _) => RECHECK,
+            (true, false) => SWEEP,
+            (true, true) => return,
         };
-        let emptied: Vec<Pid> = self
-            .sessions
-            .holders
-            .iter()
-            .filter(|(_, holder)| {
-                self.sessions
-                    .grants
-                    .get(&holder.grant)
-                    .is_some_and(|grant| grant.contained && !cgroups.populated(holder.grant))
-            })
-            .map(|(&pid, _)| pid)
-            .collect();
-        for pid in emptied {
-            if let Some((grant, true)) = self.sessions.remove_holder(pid) {
-                cgroups.remove(grant);
-            }
+        if self.tick.as_ref().is_none_or(|(_, due)| *due > every) {
+            self.tick = Some((self.os.after(every, Msg::Tick), every));
         }
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     config::Config,
-    daemon::state::{Core, Msg, Reply, RequestError, Setup},
+    daemon::state::{Core, Msg, Payload, Reply, RequestError, Setup, budget::Budget},
     os::{
         peer::Peer,
         process::Uid,
@@ -94,8 +94,9 @@ impl Harness {
                 true => Ok(FakeKernel(world.clone())),
                 false => Err("eBPF switched off".to_owned()),
             },
-            config,
             cgroups: parts.cgroups.then(|| FakeCgroups(world.clone())),
+            budget: Budget::new(config.max_locked_bytes_per_uid),
+            config,
             supervisor,
             max_grants: 16,
         };
@@ -152,10 +153,16 @@ impl Harness {
     }
 
     /// Sends one request from `pid` and returns the answer once committed.
+    /// A payload over budget is refused as the server refuses it.
     pub fn ask(&mut self, pid: i32, request: Request, payload: Option<SecretBuf>) -> Reply {
+        let peer = self.peer(pid);
+        let payload = match self.charged(&peer, payload) {
+            Ok(payload) => payload,
+            Err(err) => return Reply::refused(&err),
+        };
         let (reply, answer) = oneshot::channel();
         let msg = Msg::Request {
-            peer: self.peer(pid),
+            peer,
             request,
             payload,
             reply,
@@ -179,11 +186,26 @@ impl Harness {
         payload: Option<SecretBuf>,
     ) -> Result<Reply, RequestError> {
         let peer = self.peer(pid);
+        let payload = self.charged(&peer, payload)?;
         let result = self.core.carry_out(&peer, request, payload);
         self.core.commit();
         self.core.disarm_if_idle();
         self.pump();
         result
+    }
+
+    /// A put's bytes, charged to the sender as the server charges them.
+    fn charged(
+        &self,
+        peer: &Peer,
+        bytes: Option<SecretBuf>,
+    ) -> Result<Option<Payload>, RequestError> {
+        bytes
+            .map(|bytes| {
+                let charge = self.core.budget.charge(peer.uid, bytes.len())?;
+                Ok(Payload { bytes, charge })
+            })
+            .transpose()
     }
 
     /// Feeds the state machine a message, as the daemon's loop does.

@@ -55,6 +55,8 @@ pub struct Proc {
     pub kernel_thread: bool,
     /// Not exited.
     pub alive: bool,
+    /// In its exit, not yet dead (PF_EXITING).
+    pub exiting: bool,
     /// Sent SIGKILL; dies at the next [`Harness::settle`] unless `unkillable`.
     pub killed: bool,
     /// Stays alive whatever it is sent (a process stuck in D state).
@@ -72,6 +74,7 @@ impl Proc {
             tracer: 0,
             kernel_thread: false,
             alive: true,
+            exiting: false,
             killed: false,
             unkillable: false,
         }

@@ -160,9 +160,9 @@ impl Containment for FakeCgroups {
         })
     }
 
-    fn remove(&self, grant: GrantId) {
+    fn remove(&self, grant: GrantId) -> bool {
         let mut world = self.0.lock();
-        let empty = world.cgroups.get(&grant).is_some_and(|members| {
+        let empty = world.cgroups.get(&grant).is_none_or(|members| {
             members
                 .iter()
                 .all(|pid| !world.procs.get(pid).is_some_and(|p| p.alive))
@@ -170,6 +170,7 @@ impl Containment for FakeCgroups {
         if empty {
             world.cgroups.remove(&grant);
         }
+        empty
     }
 }
 
@@ -272,6 +273,14 @@ impl Os for FakeOs {
             }
         }
         found
+    }
+
+    fn is_exiting(&self, pid: Pid) -> bool {
+        self.world
+            .lock()
+            .procs
+            .get(&pid.raw())
+            .is_some_and(|proc| proc.exiting)
     }
 
     fn exe_of(&self, _pid: Pid) -> String {

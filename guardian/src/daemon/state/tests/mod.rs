@@ -256,22 +256,25 @@ fn nothing_is_stored_when_tamper_protection_cannot_be_armed() {
 #[test]
 fn one_user_cannot_lock_more_than_its_budget_and_gets_it_back_on_wipe() {
     let config = Config {
-        max_locked_bytes_per_uid: 10,
-        max_secret_bytes: 10,
+        max_locked_bytes_per_uid: 14,
+        max_secret_bytes: 7,
         ..Config::default()
     };
     let mut h = Harness::with(Parts::ALL, config);
     let (alice, bob) = (h.leader(ALICE), h.leader(BOB));
     h.stored(alice, "six");
-    let err = h.put(alice, "more", None).unwrap_err();
+    h.stored(alice, "more");
+    let err = h.put(alice, "third", None).unwrap_err();
     assert!(matches!(err, RequestError::OverBudget(_)), "{err:?}");
     h.stored(bob, "bobs");
-    // A copy in a reply counts while it exists: 6 stored + 6 copied > 10.
+    // A copy in a reply counts while it exists: 6 + 6 stored + 6 copied > 14.
     let err = h.get(alice, "six").unwrap_err();
     assert!(matches!(err, RequestError::OverBudget(_)), "{err:?}");
+    h.revoke(alice, "more");
+    assert_eq!(h.core.budget.used(Uid(ALICE)), 6);
+    assert!(h.get(alice, "six").is_ok());
     h.revoke(alice, "six");
     assert_eq!(h.core.budget.used(Uid(ALICE)), 0);
-    h.stored(alice, "more");
 }
 
 #[test]
@@ -745,6 +748,109 @@ fn execs_are_capped_overall_and_per_user() {
         matches!(err, RequestError::TooManyExecs { limit: 16 }),
         "{err:?}"
     );
+}
+
+#[test]
+fn a_grant_outlives_its_known_holders_while_its_cgroup_is_populated() {
+    // Without eBPF only the exec caller is known; a child it left behind in
+    // the cgroup still holds the secret.
+    let no_ebpf = Parts {
+        kernel: false,
+        ..Parts::ALL
+    };
+    let mut h = Harness::with(no_ebpf, Config::default());
+    let (leader, holder) = h.session_holding(ALICE);
+    let child = h.fork(holder);
+    h.exit(holder);
+    assert_eq!(h.core.sessions.grants.len(), 1, "the grant drains");
+    h.exit(leader);
+    assert!(h.was_killed(child), "the cgroup was killed");
+    h.settle();
+    h.advance(Duration::from_secs(1));
+    assert!(h.core.sessions.grants.is_empty(), "forgotten once empty");
+    let record = h.world.lock().records_of("trigger").pop().unwrap();
+    assert_eq!(record["outcome"], "wiped");
+}
+
+#[test]
+fn a_child_whose_fork_report_was_lost_dies_with_everything_else() {
+    let mut h = Harness::new();
+    let (_, holder) = h.session_holding(ALICE);
+    let child = h.spawn(ALICE, holder, -1);
+    {
+        let mut world = h.world.lock();
+        let grant = world.kernel.holders[&holder].0;
+        world.cgroups.get_mut(&grant).unwrap().insert(child);
+        world
+            .kernel
+            .holders
+            .insert(child, (grant, HolderState::Holding));
+        world.kernel.dropped = 1;
+    }
+    // The parent's exit and the overflow come in one batch.
+    h.exit(holder);
+    assert!(h.core.vault.is_empty());
+    assert!(h.was_killed(child));
+}
+
+#[test]
+fn roots_holders_are_killed_by_handle_even_outside_their_cgroup() {
+    let mut h = Harness::new();
+    let (leader, holder) = h.session_holding(0);
+    // Root may move itself out of its grant's cgroup.
+    for members in h.world.lock().cgroups.values_mut() {
+        members.remove(&holder);
+    }
+    h.revoke(leader, "tok");
+    assert!(h.was_killed(holder));
+}
+
+#[test]
+fn an_exec_from_a_reused_pid_gets_a_grant_and_cgroup_of_its_own() {
+    let mut h = Harness::new();
+    let (_, holder) = h.session_holding(ALICE);
+    let bob = h.storing(BOB);
+    // The holder exits unreported so far; Bob's process gets its pid.
+    {
+        let mut world = h.world.lock();
+        world.kernel.holders.remove(&holder);
+        *world.procs.get_mut(&holder).unwrap() = fake::Proc::new(Uid(BOB), bob, bob, holder);
+        for members in world.cgroups.values_mut() {
+            members.remove(&holder);
+        }
+    }
+    h.holds(holder, &["tok"]);
+    let grant = h.world.lock().kernel.holders[&holder].0;
+    assert!(h.world.lock().cgroups[&grant].contains(&holder));
+    // The old exit report arrives late, then Bob's session ends.
+    let late = h.event(EventKind::HolderExit, holder, 0);
+    h.events(vec![late]);
+    h.exit(bob);
+    assert!(h.was_killed(holder), "Bob's holder dies with Bob's session");
+}
+
+#[test]
+fn an_exec_racing_the_callers_exit_is_refused_and_leaves_no_kernel_entry() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    let caller = h.member(leader);
+    h.world.lock().procs.get_mut(&caller).unwrap().exiting = true;
+    let err = h
+        .try_request(caller, exec_request(&["tok"]), None)
+        .unwrap_err();
+    assert!(matches!(err, RequestError::CallerExited), "{err:?}");
+    assert!(!h.world.lock().kernel.holders.contains_key(&caller));
+}
+
+#[test]
+fn a_dead_holder_whose_exit_was_not_reported_leaves_the_kernel_map_too() {
+    let mut h = Harness::new();
+    let (leader, holder) = h.session_holding(ALICE);
+    h.world.lock().procs.get_mut(&holder).unwrap().alive = false;
+    h.revoke(leader, "tok");
+    h.advance(Duration::from_millis(150));
+    assert!(h.core.sessions.holders.is_empty());
+    assert!(!h.world.lock().kernel.holders.contains_key(&holder));
 }
 
 #[test]
