@@ -56,13 +56,14 @@ pub(super) fn status(status: &StatusInfo) {
     let h = &status.hardening;
     println!(
         "hardening         dumpable {}  core limit {}  no_new_privs {}  mlockall {}  \
-         seccomp {} ({} syscalls)  VmLck {} kB",
+         seccomp {} ({} syscalls)  VmLck {} kB  open files {}",
         h.dumpable,
         h.core_limit,
         h.no_new_privs,
         h.mlockall,
         h.seccomp,
         h.seccomp_allowed,
-        h.locked_kib
+        h.locked_kib,
+        h.open_files_limit
     );
 }
