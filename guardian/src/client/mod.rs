@@ -134,7 +134,7 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
         .map(to_cstring)
         .collect::<Result<_, _>>()?;
     let program = argv.first().ok_or_else(|| anyhow!("no command given"))?;
-    let err = nix::unistd::execvpe(program, &argv, &env).unwrap_err();
+    let Err(err) = nix::unistd::execvpe(program, &argv, &env);
     Err(anyhow!("cannot run {}: {err}", program.to_string_lossy()))
 }
 
