@@ -127,10 +127,16 @@ fn lost_kernel_events_wipe_every_secret_and_kill_every_holder() {
         go.display(),
         done.display()
     ));
+    // The client's own command line names forker.py too: wait for python,
+    // which runs only once the guardian has answered the exec.
     let forker = || {
         e2e::processes()
             .find(|(_, cmdline)| cmdline.windows(9).any(|w| w == b"forker.py"))
             .map(|(pid, _)| pid)
+            .filter(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim().starts_with("python"))
+            })
     };
     assert!(wait_until(Duration::from_secs(10), || forker().is_some()));
     let forker = forker().unwrap();
