@@ -76,6 +76,11 @@ def orphan(path, header):
 def flood(path, idle, stalled, seconds):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # As many as this process may open, keeping a few descriptors spare.
+    room = max(0, hard - 32)
+    if idle + stalled > room:
+        stalled = stalled * room // (idle + stalled)
+        idle = room - stalled
     held, refused = [], 0
     status = frame({"op": "status"})
     for n in range(idle + stalled):
@@ -102,7 +107,10 @@ def flood(path, idle, stalled, seconds):
             pass
         except OSError:
             refused += 1
-    print(json.dumps({"held": len(held) - refused, "refused": refused}), flush=True)
+    print(
+        json.dumps({"opened": len(held), "held": len(held) - refused, "refused": refused}),
+        flush=True,
+    )
 
 
 def main():

@@ -234,7 +234,16 @@ fn a_connection_flood_from_one_user_leaves_every_other_user_served() {
     }
     let counts: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     let _ = flood.wait();
-    assert!(counts["refused"].as_u64().unwrap() >= 1700, "{counts}");
+    // All but the user's 32 slots are refused at once.
+    let opened = counts["opened"].as_u64().unwrap();
+    assert!(
+        opened > 64,
+        "the flood could open only {opened} connections"
+    );
+    assert!(
+        counts["refused"].as_u64().unwrap() >= opened - 40,
+        "{counts}"
+    );
     let refusals = guardian.log().matches("connection refused").count();
     assert!(
         refusals <= 2,
