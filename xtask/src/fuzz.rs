@@ -7,7 +7,7 @@
 //! and writes what it finds to `target/fuzz-corpus/TARGET`, so the committed
 //! corpus only changes when someone minimises a long run into it.
 
-use std::{env, path::Path, process::Command};
+use std::{path::Path, process::Command};
 
 use anyhow::{Context, bail};
 
@@ -41,7 +41,7 @@ pub fn run_all(root: &Path, seconds: u64) -> anyhow::Result<()> {
 }
 
 fn cargo_fuzz(root: &Path) -> Command {
-    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut command = crate::cargo();
     command
         .arg("fuzz")
         .current_dir(root.join("fuzz"))
@@ -53,7 +53,7 @@ fn cargo_fuzz(root: &Path) -> Command {
 }
 
 fn ensure_cargo_fuzz() -> anyhow::Result<()> {
-    let found = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+    let found = crate::cargo()
         .args(["fuzz", "--version"])
         .env("PATH", path_with_cargo_bin())
         .output()
@@ -62,7 +62,7 @@ fn ensure_cargo_fuzz() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (under a minute, once)");
-    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut command = crate::cargo();
     command.args([
         "install",
         "cargo-fuzz",

@@ -163,6 +163,6 @@ fn require_root(what: &str) -> anyhow::Result<()> {
 }
 
 /// The cargo that is running this xtask.
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }

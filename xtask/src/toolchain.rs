@@ -188,7 +188,7 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (takes a few minutes, once)");
-    let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut command = crate::cargo();
     command.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION]);
     if Path::new(LLVM_22).exists() {
         // Build against Debian's LLVM 22 rather than downloading one.

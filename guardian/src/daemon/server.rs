@@ -1,7 +1,8 @@
 //! The socket server: binds the guardian's socket, accepts connections within
-//! the [`slots`](super::slots) limits, pins each peer, and serves each in a task of its own: reads a frame (and a `put`'s
-//! secret bytes straight into locked memory), hands the parsed request to the
-//! state machine, and writes its reply.
+//! the [`slots`](super::slots) limits, pins each peer, and serves each in a
+//! task of its own: reads a frame (and a `put`'s secret bytes straight into
+//! locked memory), hands the parsed request to the state machine, and writes
+//! its reply.
 
 use std::{
     fs,

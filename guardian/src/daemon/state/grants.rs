@@ -52,13 +52,19 @@ impl<O: Os> Core<O> {
     /// exited, one without in a grant whose cgroup is empty. Their kernel
     /// map entries go too, so a process that reuses the pid is no holder.
     fn forget_dead_holders(&mut self) {
+        let pid_only: HashSet<GrantId> = self
+            .sessions
+            .holders
+            .values()
+            .filter(|holder| holder.process.is_none())
+            .map(|holder| holder.grant)
+            .collect();
+        // A pid-only holder is contained (see `needs_handle`), so its grant
+        // has a cgroup; one read per grant, not per holder.
         let emptied: HashSet<GrantId> = match &self.cgroups {
-            Some(cgroups) => self
-                .sessions
-                .grants
-                .iter()
-                .filter(|(id, grant)| grant.contained && !cgroups.populated(**id))
-                .map(|(&id, _)| id)
+            Some(cgroups) => pid_only
+                .into_iter()
+                .filter(|&grant| !cgroups.populated(grant))
                 .collect(),
             None => HashSet::new(),
         };

@@ -102,8 +102,9 @@ pub enum Msg {
         /// Which secret under that key.
         id: u64,
     },
-    /// Re-check of triggers still waiting for holders to die (scheduled only
-    /// while some are, so an idle guardian never wakes).
+    /// Re-check of triggers still waiting for holders to die, and sweep of
+    /// draining grants (scheduled only while either exists, so an idle
+    /// guardian never wakes).
     Tick,
     /// Wipe everything and stop.
     Shutdown,
@@ -279,6 +280,7 @@ impl<O: Os> Core<O> {
             Msg::Tick => {
                 self.tick = None;
                 self.sweep();
+                self.kill_pending_containers();
                 self.check_triggers();
             }
             Msg::Shutdown => {

@@ -200,7 +200,10 @@ impl<O: Os> Core<O> {
         contained
     }
 
-    /// Records every trigger whose holders are all dead, or that waited too long.
+    /// Records every trigger whose holders are all dead, or that waited too
+    /// long; signals the known survivors of the rest again (a no-op for the
+    /// dying). Runs at each holder's exit, so it reads a cgroup only once no
+    /// known holder is left.
     pub(super) fn check_triggers(&mut self) {
         let now = self.os.now();
         let mut index = 0;
@@ -209,27 +212,42 @@ impl<O: Os> Core<O> {
             let survivors = self.sessions.holders_in(&trigger.grants);
             // Holders the guardian never learnt of (their forks lost, or made
             // without eBPF) are still seen in their cgroup.
-            let contained = self.cgroups.as_ref().is_some_and(|cgroups| {
-                trigger.grants.iter().any(|&grant| cgroups.populated(grant))
-            });
-            let done = survivors.is_empty() && !contained;
+            let done = survivors.is_empty() && !self.any_populated(&trigger.grants);
             if done || now >= trigger.deadline {
                 let trigger = self.triggers.swap_remove(index);
                 self.record_trigger(&trigger, done);
             } else {
-                // Holders still alive: signal again (a no-op for the dying).
                 survivors
                     .iter()
                     .filter_map(|(_, _, process)| process.as_ref())
                     .for_each(|process| drop(process.kill()));
-                if contained {
-                    let grants = trigger.grants.clone();
-                    self.kill_containers(&grants);
-                }
                 index += 1;
             }
         }
         self.schedule_tick();
+    }
+
+    /// At each tick, kills again the cgroups of pending triggers that still
+    /// hold processes: holders without a handle, and any the guardian never
+    /// learnt of. (Not at each exit: a cgroup.kill signals the whole tree.)
+    pub(super) fn kill_pending_containers(&self) {
+        let Some(cgroups) = &self.cgroups else {
+            return;
+        };
+        let populated: HashSet<GrantId> = self
+            .triggers
+            .iter()
+            .flat_map(|trigger| trigger.grants.iter().copied())
+            .filter(|&grant| cgroups.populated(grant))
+            .collect();
+        self.kill_containers(&populated);
+    }
+
+    /// True while a live process is left in the cgroup of any of `grants`.
+    fn any_populated(&self, grants: &HashSet<GrantId>) -> bool {
+        self.cgroups
+            .as_ref()
+            .is_some_and(|cgroups| grants.iter().any(|&grant| cgroups.populated(grant)))
     }
 
     /// Makes sure a tick comes: every [`RECHECK`] while triggers wait for
