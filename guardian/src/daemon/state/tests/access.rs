@@ -1,0 +1,83 @@
+//! Access: who may get a secret, from where.
+
+use super::*;
+
+#[test]
+fn a_process_of_the_session_gets_the_exact_bytes() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    let other_member = h.member(leader);
+    assert_eq!(h.get(other_member, "tok").unwrap(), b"s3cret");
+}
+
+#[test]
+fn a_descendant_of_the_leader_in_a_new_session_may_use_it() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    let setsid_child = h.spawn(ALICE, leader, -1);
+    assert!(h.get(setsid_child, "tok").is_ok());
+}
+
+#[test]
+fn the_same_user_in_another_session_is_refused() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    let elsewhere = h.leader(ALICE);
+    let err = h.get(elsewhere, "tok").unwrap_err();
+    assert!(
+        matches!(err, RequestError::OutsideSession { leader: l, .. } if l.raw() == leader),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn another_user_never_learns_of_the_secret_even_inside_the_session() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    let sid = leader;
+    let bob_inside = h.spawn(BOB, leader, sid);
+    let err = h.get(bob_inside, "tok").unwrap_err();
+    assert!(matches!(err, RequestError::NoSuchSecret(_)), "{err:?}");
+}
+
+#[test]
+fn a_traced_caller_is_refused() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    let traced = h.member(leader);
+    h.world.lock().procs.get_mut(&traced).unwrap().tracer = 4242;
+    let err = h.get(traced, "tok").unwrap_err();
+    assert!(matches!(err, RequestError::Traced(4242)), "{err:?}");
+}
+
+#[test]
+fn a_leader_in_session_zero_is_matched_by_descent_only() {
+    let mut h = Harness::new();
+    let service = h.spawn(ALICE, 1, 0);
+    let runner = h.spawn(ALICE, 1, 0);
+    assert!(h.put(runner, "tok", Some(service)).is_ok());
+    let child = h.spawn(ALICE, service, 0);
+    assert!(h.get(child, "tok").is_ok());
+    let unrelated = h.spawn(ALICE, 1, 0);
+    let err = h.get(unrelated, "tok").unwrap_err();
+    assert!(
+        matches!(err, RequestError::OutsideSession { .. }),
+        "two processes in session 0 share no session: {err:?}"
+    );
+}
+
+#[test]
+fn a_caller_that_exited_is_refused() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    let gone = h.member(leader);
+    let peer = h.peer(gone);
+    h.exit(gone);
+    let err = h
+        .core
+        .carry_out(&peer, exec_request(&["tok"]), None)
+        .err()
+        .unwrap();
+    assert!(matches!(err, RequestError::CallerExited), "{err:?}");
+    assert!(h.core.sessions.holders.is_empty());
+}

@@ -1,0 +1,61 @@
+//! Describing: list and status.
+
+use super::*;
+
+#[test]
+fn list_shows_only_the_callers_secrets_with_holders_and_ttl() {
+    let mut h = Harness::new();
+    let (alice, bob) = (h.leader(ALICE), h.leader(BOB));
+    h.stored_for(alice, "b-ttl", 100);
+    h.stored(alice, "a");
+    h.stored(bob, "bobs");
+    let holder = h.member(alice);
+    h.holds(holder, &["a"]);
+    h.advance(Duration::from_secs(30));
+    let reply = h.try_request(alice, Request::List {}, None).unwrap();
+    let Response::List { secrets } = reply.response else {
+        panic!("not a list");
+    };
+    let names: Vec<&str> = secrets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "b-ttl"]);
+    assert_eq!(secrets[0].holders, 1);
+    assert_eq!(secrets[0].ttl_left_secs, None);
+    assert_eq!(secrets[1].ttl_left_secs, Some(70));
+    assert_eq!(secrets[1].age_secs, 30);
+}
+
+#[test]
+fn status_names_the_mechanisms_in_force() {
+    let mut full = Harness::new();
+    let status = full.status();
+    assert_eq!(status.watch_mode, WatchMode::EbpfTracepoints);
+    assert_eq!(status.fork_tracking, ForkTracking::Ebpf);
+    assert_eq!(status.containment, Containment::Cgroup);
+    assert_eq!(status.fail_closed, FailClosed::Supervisor);
+    assert_eq!(status.tamper_protection, TamperProtection::EbpfTracepoints);
+    assert!(status.lsm_error.is_some());
+    let mut bare = Harness::with(Parts::NONE, Config::default());
+    let status = bare.status();
+    assert_eq!(status.watch_mode, WatchMode::PidfdFallback);
+    assert_eq!(status.fork_tracking, ForkTracking::ProcScan);
+    assert_eq!(status.containment, Containment::Pidfd);
+    assert_eq!(status.fail_closed, FailClosed::None);
+    assert_eq!(status.tamper_protection, TamperProtection::None);
+    assert_eq!(status.ebpf_error.as_deref(), Some("eBPF switched off"));
+    let json = serde_json::to_value(&status).unwrap();
+    assert_eq!(
+        json["watch_mode"], "pidfd-fallback",
+        "the wire format is unchanged"
+    );
+}
+
+#[test]
+fn tamper_protection_is_disarmed_once_nothing_is_left_to_protect() {
+    let mut h = Harness::new();
+    let (leader, _) = h.session_holding(ALICE);
+    h.revoke(leader, "tok");
+    assert!(h.world.lock().kernel.armed, "a holder still lives");
+    h.settle();
+    assert!(!h.world.lock().kernel.armed);
+    assert!(!h.status().tamper_armed);
+}

@@ -1,0 +1,62 @@
+//! Tamper attempts stopped by the kernel.
+
+use super::*;
+
+#[test]
+fn a_tamper_attempt_on_a_holder_wipes_what_it_holds() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    h.stored(leader, "other");
+    let holder = h.member(leader);
+    h.holds(holder, &["tok"]);
+    h.tamper(4242, holder);
+    assert!(!h.holds_secret(ALICE, "tok"));
+    assert!(h.holds_secret(ALICE, "other"), "only what the target holds");
+    assert!(h.was_killed(holder));
+    let record = h.world.lock().records_of("tamper").pop().unwrap();
+    assert_eq!(record["outcome"], "deny");
+    assert_eq!(record["names"][0], "tok");
+    assert_eq!(record["peer"]["pid"], 4242);
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("process_vm_readv (request 0) on holder"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn with_the_audit_policy_a_tamper_attempt_is_only_recorded() {
+    let config = Config {
+        tamper_response: TamperResponse::Audit,
+        ..Config::default()
+    };
+    let mut h = Harness::with(Parts::ALL, config);
+    let (_, holder) = h.session_holding(ALICE);
+    h.tamper(4242, holder);
+    assert!(h.holds_secret(ALICE, "tok"));
+    assert!(!h.was_killed(holder));
+    assert!(h.world.lock().effects.is_empty(), "nothing was killed");
+    assert_eq!(h.world.lock().records_of("tamper").len(), 1);
+}
+
+#[test]
+fn a_tamper_attempt_on_the_supervisor_continues_it_and_wipes_nothing() {
+    let mut h = Harness::new();
+    h.storing(ALICE);
+    h.tamper(4242, SUPERVISOR);
+    h.tamper(4243, GUARDIAN);
+    assert!(h.holds_secret(ALICE, "tok"));
+    let world = h.world.lock();
+    assert!(
+        world
+            .effects
+            .contains(&Effect::ContinueIfStopped { pid: SUPERVISOR })
+    );
+    let reasons: Vec<String> = world
+        .records_of("tamper")
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(reasons[0].contains("on supervisor"), "{reasons:?}");
+    assert!(reasons[1].contains("on guardian"), "{reasons:?}");
+}
