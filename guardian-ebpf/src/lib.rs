@@ -21,6 +21,19 @@ pub mod maps {
     /// `HashMap<u32, u32>`: tid of a non-main thread of a holder or protected
     /// process -> its tgid, so an attack aimed at a thread is caught too.
     pub const THREADS: &str = "THREADS";
+    /// `HashMap<u32, u64>`: tgid of a process that may ask the guardian for a
+    /// bound leader's secrets (the leader, its session, their descendants) ->
+    /// that leader and the secrets' owner, packed by [`super::ward_value`].
+    /// Children inherit the entry.
+    pub const WARDS: &str = "WARDS";
+    /// `HashMap<u64, u32>`: address of a descriptor table (`files_struct`) that
+    /// holds a protected procfs file some process opened -> the target's tgid.
+    /// Every process using such a table is SIGKILLed at its next syscall.
+    pub const TAINTED: &str = "TAINTED";
+    /// `Array<u32>` with one slot: set by the programs when they taint a
+    /// table, cleared by the guardian once `TAINTED` is empty, so the
+    /// per-syscall check costs one array read while nothing is tainted.
+    pub const TAINT_SEEN: &str = "TAINT_SEEN";
     /// `RingBuf` of [`super::Event`] records.
     pub const EVENTS: &str = "EVENTS";
     /// `PerCpuArray<u64>` with one slot: events the programs could not write
@@ -38,25 +51,31 @@ pub mod programs {
     /// Generation of every signal: SIGHUP aimed at a leader.
     pub const SIGNAL_GENERATE: (&str, &str, &str) =
         ("signal_generate", "signal", "signal_generate");
-    /// Entry of ptrace(2): any request aimed at a protected process or holder.
-    pub const PTRACE: (&str, &str, &str) = ("ptrace_enter", "syscalls", "sys_enter_ptrace");
-    /// Entry of process_vm_readv(2).
-    pub const VM_READV: (&str, &str, &str) =
-        ("vm_readv_enter", "syscalls", "sys_enter_process_vm_readv");
-    /// Entry of process_vm_writev(2).
-    pub const VM_WRITEV: (&str, &str, &str) =
-        ("vm_writev_enter", "syscalls", "sys_enter_process_vm_writev");
+    /// Entry of every system call, native and compat: process_vm_readv/writev
+    /// and pidfd_getfd aimed at a protected process, and any call from a
+    /// process sharing a tainted descriptor table.
+    pub const SYSCALL_ENTER: (&str, &str) = ("syscall_enter", "sys_enter");
+    /// Exit of every system call, native and compat: a successful open of a
+    /// protected process's procfs memory or environment, and a successful
+    /// ptrace attach to a protected process.
+    pub const SYSCALL_EXIT: (&str, &str) = ("syscall_exit", "sys_exit");
     /// The BPF LSM program on the `ptrace_access_check` hook (loaded where the
-    /// kernel allows BPF LSM; the tracepoints above are the fallback).
+    /// kernel allows BPF LSM; the raw syscall tracepoints are the fallback).
     pub const PTRACE_ACCESS_CHECK: &str = "ptrace_access_check";
     /// The tracepoints that watch sessions and holders, attached for the
     /// guardian's whole life.
     pub const WATCH: [(&str, &str, &str); 3] = [PROCESS_EXIT, NEW_TASK, SIGNAL_GENERATE];
-    /// The syscall-entry tracepoints that stop tampering. Attaching any
-    /// syscall tracepoint sends every syscall on the machine through the
-    /// kernel's slow path, so these are attached only while there is
-    /// something to protect.
-    pub const TAMPER: [(&str, &str, &str); 3] = [PTRACE, VM_READV, VM_WRITEV];
+    /// Completion of an io_uring request (classic tracepoint): an
+    /// io_uring open that returned a descriptor for a ward's procfs file.
+    pub const IO_URING_COMPLETE: (&str, &str, &str) =
+        ("io_uring_complete", "io_uring", "io_uring_complete");
+    /// `mmap_lock_start_locking` (raw tracepoint): an io_uring worker about to
+    /// read a ward's memory (through its `environ` or `mem`, however opened).
+    pub const MM_LOCK: (&str, &str) = ("mm_lock", "mmap_lock_start_locking");
+    /// The raw syscall tracepoints that stop reads into protected processes,
+    /// as `(program, raw tracepoint)`. They run on every system call of the
+    /// machine, so they are attached only while there is something to protect.
+    pub const TAMPER: [(&str, &str); 2] = [SYSCALL_ENTER, SYSCALL_EXIT];
 }
 
 /// Globals (read-only data) the guardian fills in before load. Tracepoint field
@@ -73,18 +92,173 @@ pub mod globals {
     pub const SIGNAL_SIG_OFFSET: &str = "SIGNAL_SIG_OFFSET";
     /// Offset of `pid` in `signal_generate`.
     pub const SIGNAL_PID_OFFSET: &str = "SIGNAL_PID_OFFSET";
-    /// Offset of `request` in `sys_enter_ptrace`.
-    pub const PTRACE_REQUEST_OFFSET: &str = "PTRACE_REQUEST_OFFSET";
-    /// Offset of `pid` in `sys_enter_ptrace`.
-    pub const PTRACE_PID_OFFSET: &str = "PTRACE_PID_OFFSET";
-    /// Offset of `pid` in `sys_enter_process_vm_readv` (and `_writev`).
-    pub const VM_PID_OFFSET: &str = "VM_PID_OFFSET";
-    /// Offset of `tgid` in the kernel's `struct task_struct`, from BTF.
-    pub const TASK_TGID_OFFSET: &str = "TASK_TGID_OFFSET";
+    /// Offset of `req` in `io_uring_complete`, or [`super::NO_FIELD`].
+    pub const URING_REQ_OFFSET: &str = "URING_REQ_OFFSET";
+    /// Offset of `res` in `io_uring_complete`, or [`super::NO_FIELD`].
+    pub const URING_RES_OFFSET: &str = "URING_RES_OFFSET";
+    /// `[u64; Layout::COUNT]`: kernel struct offsets and text addresses,
+    /// indexed by [`super::Layout`].
+    pub const LAYOUT: &str = "LAYOUT";
 }
 
-/// PTRACE_TRACEME: its pid argument is ignored by the kernel, so it names no target.
-pub const PTRACE_TRACEME: u64 = 0;
+/// What the programs must know of the running kernel's memory, as indexes
+/// into the `LAYOUT` global: member offsets (from BTF) and the addresses of
+/// the functions that identify a file (from /proc/kallsyms). A zero address
+/// means unknown; the guardian refuses to arm the read-path programs then.
+#[repr(usize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `task_struct.tgid`.
+    TaskTgid,
+    /// `task_struct.thread_info.status` (x86: `TS_COMPAT` marks a 32-bit syscall).
+    TaskStatus,
+    /// `task_struct.files`.
+    TaskFiles,
+    /// `task_struct.thread_pid`.
+    TaskThreadPid,
+    /// `task_struct.pid_links` (`[PIDTYPE_PID]` is first).
+    TaskPidLinks,
+    /// `task_struct.ptraced`: the list of tasks this one traces.
+    TaskPtraced,
+    /// `task_struct.ptrace_entry`: this task's node in its tracer's list.
+    TaskPtraceEntry,
+    /// `task_struct.cred` (the subjective credentials).
+    TaskCred,
+    /// `cred.cap_effective`.
+    CredCapEffective,
+    /// `cred.user_ns`.
+    CredUserNs,
+    /// `user_namespace.level`.
+    UserNsLevel,
+    /// `files_struct.count`: how many tasks share the table.
+    FilesCount,
+    /// `files_struct.fdt`.
+    FilesFdt,
+    /// `fdtable.max_fds`.
+    FdtMaxFds,
+    /// `fdtable.fd`.
+    FdtFd,
+    /// `file.f_op`.
+    FileOp,
+    /// `file.f_inode`.
+    FileInode,
+    /// `file.private_data`.
+    FilePrivate,
+    /// `inode.i_private`.
+    InodePrivate,
+    /// `file_operations.read`.
+    FopRead,
+    /// `file_operations.poll`.
+    FopPoll,
+    /// `proc_inode.pid`.
+    ProcInodePid,
+    /// `proc_inode.vfs_inode`: where the VFS inode sits in its proc_inode.
+    ProcInodeVfs,
+    /// `pid.level`: the depth of the pid's namespace (0 is the initial one).
+    PidLevel,
+    /// `pid.tasks` (`[PIDTYPE_PID]` is first).
+    PidTasks,
+    /// Address of `environ_read`: the read of `/proc/PID/environ`.
+    EnvironRead,
+    /// Address of `mem_read`: the read of `/proc/PID/mem`.
+    MemRead,
+    /// Address of `pidfd_poll`: the poll of a pidfd.
+    PidfdPoll,
+    /// `task_struct.flags` (`PF_IO_WORKER` marks an io_uring worker).
+    TaskFlags,
+    /// `task_struct.mm`.
+    TaskMm,
+    /// `mm_struct.owner` (CONFIG_MEMCG): the task an address space belongs to.
+    MmOwner,
+    /// `io_kiocb.opcode`: which io_uring operation a request is.
+    IoKiocbOpcode,
+    /// `task_struct.signal`.
+    TaskSignal,
+    /// `signal_struct.nr_threads`: the threads of a process.
+    SignalNrThreads,
+}
+
+impl Layout {
+    /// Number of entries.
+    pub const COUNT: usize = Self::SignalNrThreads as usize + 1;
+}
+
+/// The x86-64 system call ABIs as the raw syscall tracepoints see them: the
+/// same number means different calls in the 64-bit, x32 and 32-bit (compat,
+/// `int $0x80`) tables, so a call is named only with the task's compat flag.
+pub mod abi {
+    /// The call a read-path program acts on.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Call {
+        /// ptrace(2).
+        Ptrace,
+        /// process_vm_readv(2).
+        VmReadv,
+        /// process_vm_writev(2).
+        VmWritev,
+        /// pidfd_getfd(2).
+        PidfdGetfd,
+        /// open, openat, openat2 or creat: returns a new descriptor.
+        Open,
+    }
+
+    /// Set in the number of an x32 system call.
+    pub const X32_BIT: i64 = 0x4000_0000;
+    /// `TS_COMPAT` in `thread_info.status`: the current call is a 32-bit one.
+    pub const TS_COMPAT: u32 = 0x0002;
+    /// Offset of `orig_ax` (the system call number) in x86-64 `struct pt_regs`.
+    pub const ORIG_AX: u64 = 120;
+
+    /// Offsets in `struct pt_regs` of the six argument registers: rdi, rsi,
+    /// rdx, r10, r8, r9 for 64-bit calls; ebx, ecx, edx, esi, edi, ebp for
+    /// 32-bit ones (the UAPI layout of arch/x86/include/uapi/asm/ptrace.h).
+    const NATIVE_ARGS: [u64; 6] = [112, 104, 96, 56, 72, 64];
+    const COMPAT_ARGS: [u64; 6] = [40, 88, 96, 104, 112, 32];
+
+    /// Offset in `struct pt_regs` of argument `n` (0-based, below 6).
+    pub const fn arg_offset(n: usize, compat: bool) -> u64 {
+        if compat {
+            COMPAT_ARGS[n]
+        } else {
+            NATIVE_ARGS[n]
+        }
+    }
+
+    /// The call `id` names, if it is one the programs act on.
+    pub const fn classify(id: i64, compat: bool) -> Option<Call> {
+        if compat {
+            return match id {
+                26 => Some(Call::Ptrace),
+                347 => Some(Call::VmReadv),
+                348 => Some(Call::VmWritev),
+                438 => Some(Call::PidfdGetfd),
+                5 | 8 | 295 | 437 => Some(Call::Open),
+                _ => None,
+            };
+        }
+        match id {
+            101 | 0x4000_0209 => Some(Call::Ptrace),
+            310 | 0x4000_021b => Some(Call::VmReadv),
+            311 | 0x4000_021c => Some(Call::VmWritev),
+            438 | 0x4000_01b6 => Some(Call::PidfdGetfd),
+            2 | 85 | 257 | 437 | 0x4000_0002 | 0x4000_0055 | 0x4000_0101 | 0x4000_01b5 => {
+                Some(Call::Open)
+            }
+            _ => None,
+        }
+    }
+
+    /// True when `id` names an interesting call in either table, so the
+    /// compat flag is read only for these few numbers.
+    pub const fn may_matter(id: i64) -> bool {
+        classify(id, false).is_some() || classify(id, true).is_some()
+    }
+}
+
+/// ptrace(2) requests that make the caller a tracer.
+pub const PTRACE_ATTACH: u64 = 16;
+/// See [`PTRACE_ATTACH`].
+pub const PTRACE_SEIZE: u64 = 0x4206;
 
 /// Marks a tracepoint field the running kernel does not have.
 pub const NO_FIELD: u32 = u32::MAX;
@@ -127,6 +301,22 @@ pub const fn holder_is_doomed(value: u64) -> bool {
     value as u32 == HolderState::Doomed as u32
 }
 
+/// Packs a `WARDS` value: the secrets' owner uid in the high half, the
+/// bound leader's tgid in the low half.
+pub const fn ward_value(uid: u32, leader: u32) -> u64 {
+    ((uid as u64) << 32) | leader as u64
+}
+
+/// The leader half of a `WARDS` value.
+pub const fn ward_leader(value: u64) -> u32 {
+    value as u32
+}
+
+/// The owner half of a `WARDS` value.
+pub const fn ward_owner(value: u64) -> u32 {
+    (value >> 32) as u32
+}
+
 /// The syscall of a `Tamper` event (architecture-independent codes).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +331,20 @@ pub enum TamperSyscall {
     /// /proc/PID/environ, pidfd_getfd, ...), refused by the BPF LSM program;
     /// `request` is the PTRACE_MODE_* mask.
     PtraceAccessCheck = 4,
+    /// An open of `/proc/PID/environ` (any spelling, `task/TID` too).
+    OpenEnviron = 5,
+    /// An open of `/proc/PID/mem`.
+    OpenMem = 6,
+    /// pidfd_getfd(2).
+    PidfdGetfd = 7,
+    /// Any system call from a process whose descriptor table holds a
+    /// protected procfs file another process opened.
+    TaintedTable = 8,
+    /// An io_uring open (or fixed-descriptor install) of `/proc/PID/environ`
+    /// or `mem`.
+    IoUringOpen = 9,
+    /// An io_uring worker reading a ward's memory.
+    IoUringRead = 10,
 }
 
 impl TamperSyscall {
@@ -151,9 +355,24 @@ impl TamperSyscall {
             2 => "process_vm_readv",
             3 => "process_vm_writev",
             4 => "ptrace_access_check",
+            5 => "open of environ",
+            6 => "open of mem",
+            7 => "pidfd_getfd",
+            8 => "system call with a tainted descriptor table",
+            9 => "io_uring open of environ or mem",
+            10 => "io_uring read of a process's memory",
             _ => "unknown",
         }
     }
+}
+
+/// Bits of [`Event::flags`] for a `Tamper` event.
+pub mod flags {
+    /// The kernel refuses this caller anyway (another uid without
+    /// CAP_SYS_PTRACE): audit the attempt, leave the target's secrets alone.
+    pub const REFUSED_BY_KERNEL: u32 = 1;
+    /// The call came through the 32-bit (compat) system call table.
+    pub const COMPAT: u32 = 2;
 }
 
 /// Kinds of [`Event`].
@@ -170,10 +389,11 @@ pub enum EventKind {
     HolderFork = 3,
     /// The last thread of a holder exited. `pid` is the holder.
     HolderExit = 4,
-    /// A process called ptrace or process_vm_readv/writev on a holder or a
-    /// protected process and was SIGKILLed at syscall entry. `pid` is the
-    /// attacker, `other` the target's tgid, `uid`/`comm` the attacker's,
-    /// `syscall` and `request` what it called.
+    /// A process reached into a protected process (ptrace, process_vm_*,
+    /// pidfd_getfd, procfs memory or environment) and was SIGKILLed before
+    /// returning to user space. `pid` is the attacker, `other` the target's
+    /// tgid, `uid`/`comm` the attacker's, `syscall` and `request` what it
+    /// called, `flags` whether the kernel would have refused it.
     Tamper = 5,
 }
 
@@ -201,14 +421,16 @@ pub struct Event {
     pub pid: u32,
     /// A second process, depending on the kind; 0 if none.
     pub other: u32,
-    /// For `HolderFork`, the grant the child inherited; otherwise 0.
+    /// For `HolderFork`, the grant the child inherited; for `Tamper`, the
+    /// leader whose session the target is in (0 if none).
     pub grant: u32,
     /// For `Tamper` and `LeaderHangup`, the uid of the caller or sender.
     pub uid: u32,
     /// For `Tamper` and `LeaderHangup`, the gid of the caller or sender.
     pub gid: u32,
-    /// Always 0; keeps `request` 8-byte aligned without implicit padding.
-    pub reserved: u32,
+    /// For `Tamper`, [`flags`] bits. Also keeps `request` 8-byte aligned
+    /// without implicit padding.
+    pub flags: u32,
     /// For `Tamper`, a [`TamperSyscall`] code.
     pub syscall: u32,
     /// For `Tamper` by ptrace, the request.
@@ -231,7 +453,7 @@ impl Event {
         grant: 0,
         uid: 0,
         gid: 0,
-        reserved: 0,
+        flags: 0,
         syscall: 0,
         request: 0,
         ktime_ns: 0,
@@ -277,7 +499,7 @@ impl Event {
             grant: u32_at(12),
             uid: u32_at(16),
             gid: u32_at(20),
-            reserved: u32_at(24),
+            flags: u32_at(24),
             syscall: u32_at(28),
             request: u64_at(32),
             ktime_ns: u64_at(40),
@@ -298,7 +520,7 @@ mod tests {
         out[12..16].copy_from_slice(&event.grant.to_ne_bytes());
         out[16..20].copy_from_slice(&event.uid.to_ne_bytes());
         out[20..24].copy_from_slice(&event.gid.to_ne_bytes());
-        out[24..28].copy_from_slice(&event.reserved.to_ne_bytes());
+        out[24..28].copy_from_slice(&event.flags.to_ne_bytes());
         out[28..32].copy_from_slice(&event.syscall.to_ne_bytes());
         out[32..40].copy_from_slice(&event.request.to_ne_bytes());
         out[40..48].copy_from_slice(&event.ktime_ns.to_ne_bytes());
@@ -317,7 +539,7 @@ mod tests {
             grant: 5,
             uid: 1000,
             gid: 100,
-            reserved: 0,
+            flags: 0,
             syscall: 101,
             request: 0x4206,
             ktime_ns: 123_456_789_012,
@@ -326,6 +548,35 @@ mod tests {
         assert_eq!(Event::from_bytes(&to_bytes(&event)), Some(event));
         assert_eq!(event.kind(), Some(EventKind::Tamper));
         assert_eq!(event.comm_str(), "gdb");
+    }
+
+    #[test]
+    fn syscall_numbers_are_read_per_table() {
+        use abi::{Call, classify, may_matter};
+        // ptrace in each table; 26 is msync in the 64-bit one.
+        assert_eq!(classify(101, false), Some(Call::Ptrace));
+        assert_eq!(classify(26, true), Some(Call::Ptrace));
+        assert_eq!(classify(26, false), None);
+        assert_eq!(classify(abi::X32_BIT | 521, false), Some(Call::Ptrace));
+        assert_eq!(classify(abi::X32_BIT | 539, false), Some(Call::VmReadv));
+        assert_eq!(classify(347, true), Some(Call::VmReadv));
+        assert_eq!(classify(311, false), Some(Call::VmWritev));
+        // openat is 257 in the 64-bit table, 295 in the 32-bit one.
+        assert_eq!(classify(257, false), Some(Call::Open));
+        assert_eq!(classify(295, true), Some(Call::Open));
+        assert_eq!(classify(295, false), None);
+        assert_eq!(classify(abi::X32_BIT | 257, false), Some(Call::Open));
+        assert_eq!(classify(438, true), Some(Call::PidfdGetfd));
+        assert!(may_matter(26) && may_matter(5) && !may_matter(0) && !may_matter(1));
+        // The first argument is rdi natively and ebx through int $0x80.
+        assert_eq!(abi::arg_offset(0, false), 112);
+        assert_eq!(abi::arg_offset(0, true), 40);
+    }
+
+    #[test]
+    fn ward_values_pack_owner_and_leader() {
+        let value = ward_value(1000, 4242);
+        assert_eq!((ward_owner(value), ward_leader(value)), (1000, 4242));
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The eBPF programs: classic tracepoints that watch bound session leaders and
-//! the processes holding their secrets, stop anyone who ptraces or
-//! process_vm_reads/writes a holder or the guardian, and report through a ring
-//! buffer.
+//! the processes holding their secrets (this file), raw syscall tracepoints
+//! that stop every read path into a protected process (`read_paths`), and the
+//! rules of who is protected from whom (`wards`). Events go to the guardian
+//! through a ring buffer.
 //!
-//! Classic tracepoints were chosen because they load on every kernel the guardian
-//! targets (BPF LSM and fentry need trampolines that are often unavailable) and
-//! because their fields are plain integers at offsets tracefs publishes, so no
-//! kernel struct layout is compiled in. The guardian passes those offsets as
-//! globals before loading.
+//! Tracepoints were chosen because they load on every kernel the guardian
+//! targets (BPF LSM and fentry need trampolines that are often unavailable).
+//! No kernel struct layout is compiled in: the guardian passes tracepoint field
+//! offsets (from tracefs) and struct member offsets (from BTF) as globals
+//! before loading, and `kmem` reads kernel memory through them.
 
 #![no_std]
 #![no_main]
@@ -16,20 +17,23 @@
     reason = "the tracepoint macro wraps each program in an undocumented function"
 )]
 
+mod kmem;
+mod read_paths;
+mod wards;
+
 use aya_ebpf::{
     EbpfContext,
-    helpers::bpf_probe_read_kernel,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_ktime_get_ns,
         generated::bpf_send_signal,
     },
-    macros::{lsm, map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{LsmContext, TracePointContext},
+    macros::{lsm, map, raw_tracepoint, tracepoint},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::{LsmContext, RawTracePointContext, TracePointContext},
 };
 use guardian_ebpf::{
-    Event, EventKind, MAX_TRACKED, NO_FIELD, PTRACE_TRACEME, RING_BYTES, TamperSyscall,
-    holder_grant, holder_is_doomed,
+    Event, EventKind, Layout, MAX_TRACKED, NO_FIELD, RING_BYTES, TamperSyscall, holder_grant,
+    holder_is_doomed,
 };
 
 const SIGHUP: i32 = 1;
@@ -49,13 +53,13 @@ static SIGNAL_SIG_OFFSET: u32 = 8;
 #[unsafe(no_mangle)]
 static SIGNAL_PID_OFFSET: u32 = 36;
 #[unsafe(no_mangle)]
-static PTRACE_REQUEST_OFFSET: u32 = 16;
+static URING_REQ_OFFSET: u32 = NO_FIELD;
 #[unsafe(no_mangle)]
-static PTRACE_PID_OFFSET: u32 = 24;
+static URING_RES_OFFSET: u32 = NO_FIELD;
+
+/// Kernel offsets and addresses, indexed by [`Layout`]; read through `kmem`.
 #[unsafe(no_mangle)]
-static VM_PID_OFFSET: u32 = 16;
-#[unsafe(no_mangle)]
-static TASK_TGID_OFFSET: u32 = NO_FIELD;
+static LAYOUT: [u64; Layout::COUNT] = [0; Layout::COUNT];
 
 const EPERM: i32 = 1;
 /// PTRACE_MODE_NOAUDIT: a check whose failure the kernel tolerates quietly
@@ -71,6 +75,12 @@ static HOLDERS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
 static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 #[map]
 static THREADS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
+#[map]
+static WARDS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
+#[map]
+static TAINTED: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
+#[map]
+static TAINT_SEEN: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
@@ -95,22 +105,33 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
     try_signal_generate(&ctx).unwrap_or(0)
 }
 
-/// `syscalls:sys_enter_ptrace`.
-#[tracepoint]
-pub fn ptrace_enter(ctx: TracePointContext) -> u32 {
-    try_ptrace_enter(&ctx).unwrap_or(0)
+/// `raw_syscalls:sys_enter`, for every system call on the machine while armed.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn syscall_enter(ctx: RawTracePointContext) -> i32 {
+    read_paths::on_enter(&ctx);
+    0
 }
 
-/// `syscalls:sys_enter_process_vm_readv`.
-#[tracepoint]
-pub fn vm_readv_enter(ctx: TracePointContext) -> u32 {
-    try_vm_enter(&ctx, TamperSyscall::ProcessVmReadv as u32).unwrap_or(0)
+/// `raw_syscalls:sys_exit`, for every system call on the machine while armed.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn syscall_exit(ctx: RawTracePointContext) -> i32 {
+    read_paths::on_exit(&ctx);
+    0
 }
 
-/// `syscalls:sys_enter_process_vm_writev`.
+/// `io_uring:io_uring_complete`, for every io_uring completion while armed.
 #[tracepoint]
-pub fn vm_writev_enter(ctx: TracePointContext) -> u32 {
-    try_vm_enter(&ctx, TamperSyscall::ProcessVmWritev as u32).unwrap_or(0)
+pub fn io_uring_complete(ctx: TracePointContext) -> u32 {
+    read_paths::on_uring_complete(&ctx);
+    0
+}
+
+/// `mmap_lock_start_locking(struct mm_struct *mm, bool write)`, each time an
+/// address space's lock is taken, while armed.
+#[raw_tracepoint(tracepoint = "mmap_lock_start_locking")]
+pub fn mm_lock(ctx: RawTracePointContext) -> i32 {
+    read_paths::on_mm_lock(&ctx);
+    0
 }
 
 /// BPF LSM `ptrace_access_check(struct task_struct *child, unsigned int mode)`:
@@ -129,31 +150,17 @@ fn try_ptrace_access_check(ctx: &LsmContext) -> Result<i32, i64> {
         return Ok(previous); // an earlier LSM already refused: keep its verdict
     }
     let mode: u32 = ctx.arg(1);
-    let offset = read_global(&TASK_TGID_OFFSET);
-    if mode & PTRACE_MODE_NOAUDIT != 0 || offset == NO_FIELD {
+    if mode & PTRACE_MODE_NOAUDIT != 0 {
         return Ok(0);
     }
-    let child: *const u8 = ctx.arg(0);
-    // SAFETY: `child` is the task the hook was called for, and the offset of
-    // `tgid` in task_struct comes from this kernel's BTF; the helper copies
-    // safely even from a bad address.
-    let tgid: i32 = unsafe { bpf_probe_read_kernel(child.add(offset as usize).cast::<i32>()) }
-        .map_err(i64::from)?;
-    let tgid = tgid as u32;
-    if HOLDERS.get_ptr(tgid).is_none() && PROTECTED.get_ptr(tgid).is_none() {
+    let child: u64 = ctx.arg(0);
+    let Some(tgid) = kmem::task_tgid(child) else {
+        return Ok(0);
+    };
+    if wards::intrusion(tgid).is_none() {
         return Ok(0);
     }
-    let (caller, _) = current_ids();
-    if caller == tgid || PROTECTED.get_ptr(caller).is_some() {
-        return Ok(0); // itself, or the guardian reading /proc/PID/exe
-    }
-    emit(Event {
-        pid: caller,
-        other: tgid,
-        syscall: TamperSyscall::PtraceAccessCheck as u32,
-        request: u64::from(mode),
-        ..caller_event(EventKind::Tamper)
-    });
+    wards::report(tgid, TamperSyscall::PtraceAccessCheck, u64::from(mode), 0);
     Ok(-EPERM)
 }
 
@@ -162,6 +169,7 @@ fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     if tid != tgid && THREADS.get_ptr(tid).is_some() {
         let _ = THREADS.remove(tid);
     }
+    read_paths::untaint_if_last();
     if !is_group_dead(ctx, tgid, tid)? {
         return Ok(0);
     }
@@ -172,6 +180,9 @@ fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
             ktime_ns: now(),
             ..Event::EMPTY
         });
+    }
+    if WARDS.get_ptr(tgid).is_some() {
+        let _ = WARDS.remove(tgid);
     }
     if HOLDERS.get_ptr(tgid).is_some() {
         let _ = HOLDERS.remove(tgid);
@@ -199,29 +210,47 @@ fn is_group_dead(ctx: &TracePointContext, tgid: u32, tid: u32) -> Result<bool, i
 
 fn try_new_task(ctx: &TracePointContext) -> Result<u32, i64> {
     let (parent, _) = current_ids();
-    let holder = HOLDERS.get_ptr(parent);
-    if holder.is_none() && PROTECTED.get_ptr(parent).is_none() {
+    // Copied out of the maps at once: the verifier refuses arithmetic that
+    // combines the two lookup pointers, which testing both for null invites.
+    // SAFETY (both): pointers come from map lookups in this program run; entries are u64.
+    let holder = HOLDERS.get_ptr(parent).map(|value| unsafe { *value });
+    let ward = WARDS.get_ptr(parent).map(|value| unsafe { *value });
+    if holder.is_none() && ward.is_none() && PROTECTED.get_ptr(parent).is_none() {
         return Ok(0);
     }
     // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
     let flags: u64 = unsafe { ctx.read_at(read_global(&NEWTASK_CLONE_FLAGS_OFFSET) as usize)? };
     // SAFETY: as above.
     let child: i32 = unsafe { ctx.read_at(read_global(&NEWTASK_PID_OFFSET) as usize)? };
+    let child = child as u32;
     if flags & CLONE_THREAD != 0 {
         // A thread is part of its process; remember it so attacks on it count.
-        if THREADS.insert(child as u32, parent, 0).is_err() {
+        if THREADS.insert(child, parent, 0).is_err() {
+            aya_log_ebpf::warn!(
+                ctx,
+                "THREADS is full: killing {}, whose thread would be unprotected",
+                parent
+            );
             kill_current();
         }
         return Ok(0);
     }
+    if let Some(ward) = ward {
+        if WARDS.insert(child, ward, 0).is_err() {
+            aya_log_ebpf::warn!(
+                ctx,
+                "WARDS is full: killing {}, whose child would be unprotected",
+                parent
+            );
+            kill_current();
+        }
+    }
     let Some(value) = holder else {
-        return Ok(0); // a protected process's children are not protected
+        return Ok(0); // the guardian's children are not protected
     };
-    // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
-    let value = unsafe { *value };
-    let child = child as u32;
     if HOLDERS.insert(child, value, 0).is_err() {
         // Map full: the child would be untracked, so doom its parent instead.
+        aya_log_ebpf::warn!(ctx, "HOLDERS is full: killing holder {}", parent);
         kill_current();
     }
     if holder_is_doomed(value) {
@@ -257,56 +286,8 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<u32, i64> {
     Ok(0)
 }
 
-fn try_ptrace_enter(ctx: &TracePointContext) -> Result<u32, i64> {
-    // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
-    let request: u64 = unsafe { ctx.read_at(read_global(&PTRACE_REQUEST_OFFSET) as usize)? };
-    if request == PTRACE_TRACEME {
-        return Ok(0);
-    }
-    // SAFETY: as above.
-    let target: i64 = unsafe { ctx.read_at(read_global(&PTRACE_PID_OFFSET) as usize)? };
-    stop_if_protected(target, TamperSyscall::Ptrace as u32, request);
-    Ok(0)
-}
-
-fn try_vm_enter(ctx: &TracePointContext, syscall: u32) -> Result<u32, i64> {
-    // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
-    let target: i64 = unsafe { ctx.read_at(read_global(&VM_PID_OFFSET) as usize)? };
-    stop_if_protected(target, syscall, 0);
-    Ok(0)
-}
-
-/// SIGKILLs the caller if `target` (a pid or a thread id) is a holder or a
-/// protected process. The signal is pending before the syscall body runs, so
-/// ptrace attach fails and process_vm_readv copies nothing.
-fn stop_if_protected(target: i64, syscall: u32, request: u64) {
-    if target <= 0 || target > i64::from(i32::MAX) {
-        return;
-    }
-    let target = target as u32;
-    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
-    let tgid = THREADS
-        .get_ptr(target)
-        .map_or(target, |tgid| unsafe { *tgid });
-    if HOLDERS.get_ptr(tgid).is_none() && PROTECTED.get_ptr(tgid).is_none() {
-        return;
-    }
-    let (caller, _) = current_ids();
-    if caller == tgid {
-        return; // a process inspecting itself reads nothing it does not have
-    }
-    kill_current();
-    emit(Event {
-        pid: caller,
-        other: tgid,
-        syscall,
-        request,
-        ..caller_event(EventKind::Tamper)
-    });
-}
-
 /// An event of `kind` carrying the current task's uid, comm and the time.
-fn caller_event(kind: EventKind) -> Event {
+pub(crate) fn caller_event(kind: EventKind) -> Event {
     let uid_gid = bpf_get_current_uid_gid();
     Event {
         kind: kind as u32,
@@ -319,32 +300,38 @@ fn caller_event(kind: EventKind) -> Event {
 }
 
 /// Writes an event, or counts it in `DROPPED` when the ring buffer is full.
-fn emit(event: Event) {
-    if EVENTS.output::<Event>(&event, 0).is_err()
-        && let Some(count) = DROPPED.get_ptr_mut(0)
-    {
+pub(crate) fn emit(event: Event) {
+    if EVENTS.output::<Event>(&event, 0).is_err() {
+        count_dropped();
+    }
+}
+
+/// Counts something the guardian should have seen and will not: it then
+/// fails closed.
+pub(crate) fn count_dropped() {
+    if let Some(count) = DROPPED.get_ptr_mut(0) {
         // SAFETY: per-CPU slot 0 exists (max_entries 1) and no one else writes it on this CPU now.
         unsafe { *count += 1 };
     }
 }
 
-fn kill_current() {
+pub(crate) fn kill_current() {
     // SAFETY: bpf_send_signal only signals the current task; any error is ignored
     // because the guardian also kills every holder it learns of.
     let _ = unsafe { bpf_send_signal(SIGKILL) };
 }
 
-fn current_ids() -> (u32, u32) {
+pub(crate) fn current_ids() -> (u32, u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     ((pid_tgid >> 32) as u32, pid_tgid as u32)
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     unsafe { bpf_ktime_get_ns() }
 }
 
-fn read_global(global: &'static u32) -> u32 {
+pub(crate) fn read_global<T: Copy>(global: &'static T) -> T {
     // SAFETY: the reference is valid; a volatile read stops the compiler folding
     // in the default value, since the loader rewrites it in the object.
     unsafe { core::ptr::read_volatile(global) }

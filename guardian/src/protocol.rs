@@ -289,6 +289,15 @@ text_enum! {
     }
 }
 
+/// Which read paths into holders and session members are stopped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReadPaths {
+    /// Stopped: the caller is SIGKILLed before a byte is read.
+    pub stopped: Vec<String>,
+    /// Open on this machine, each with why and the fix.
+    pub open: Vec<String>,
+}
+
 /// What `status` reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusInfo {
@@ -310,6 +319,9 @@ pub struct StatusInfo {
     pub tamper_protection: TamperProtection,
     /// Why the BPF LSM program is not in force, when it is not.
     pub lsm_error: Option<String>,
+    /// The read paths into a protected process that are stopped, and those
+    /// left open on this machine, with the fix where there is one.
+    pub read_paths: ReadPaths,
     /// True while the syscall tamper tracepoints are attached: whenever a
     /// secret is held or a holder lives (they cost every syscall on the
     /// machine a slow path, so an idle guardian detaches them).

@@ -47,6 +47,12 @@ pub(super) fn status(status: &StatusInfo) {
     if let Some(err) = &status.lsm_error {
         println!("BPF LSM unused    {err}");
     }
+    for path in &status.read_paths.stopped {
+        println!("read path stopped {path}");
+    }
+    for path in &status.read_paths.open {
+        println!("read path OPEN    {path}");
+    }
     println!("memory backend    {}", status.memory_backend);
     println!("locked bytes      {}", status.locked_bytes);
     println!(

@@ -6,19 +6,27 @@
 //! [`KernelError`] and the guardian runs on pidfds alone (see `status`).
 
 pub mod btf;
+pub mod layout;
 pub mod tracefs;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{Lsm, TracePoint, trace_point::TracePointLinkId},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        Lsm, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
+        trace_point::TracePointLinkId,
+    },
 };
 use guardian_ebpf::{
-    Event, HolderState, LEADER_WATCHED, NO_FIELD, globals, holder_value, maps, programs,
+    Event, HolderState, LEADER_WATCHED, Layout, NO_FIELD, globals, holder_value, maps, programs,
+    ward_leader, ward_value,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
-use crate::os::process::Pid;
+use crate::os::process::{self, Pid, Uid};
+
+/// `BPF_NOEXIST`: insert only if the key is new.
+const NOEXIST: u64 = 1;
 
 /// The compiled programs, embedded by build.rs (empty when not built).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardian-ebpf.o"));
@@ -60,17 +68,31 @@ pub enum KernelError {
     /// The object lacks a program or map the guardian expects.
     #[error("eBPF object has no {0}")]
     Missing(&'static str),
+    /// The kernel's struct layout or symbols could not be read, so the
+    /// read-path programs cannot be armed.
+    #[error("cannot arm the read-path programs: {0}")]
+    Layout(String),
 }
 
 /// The loaded programs and the maps the guardian writes.
 pub struct KernelLink {
     // Dropping the Ebpf detaches the programs, so it lives as long as the link.
     ebpf: Ebpf,
-    /// The attached tamper programs (see [`programs::TAMPER`]), empty while disarmed.
-    tamper_links: Vec<(&'static str, TracePointLinkId)>,
+    /// The attached read-path programs (see [`programs::TAMPER`]), empty while disarmed.
+    tamper_links: Vec<(&'static str, RawTracePointLinkId)>,
+    /// The attached io_uring programs, while armed and available.
+    uring_links: Option<(TracePointLinkId, RawTracePointLinkId)>,
+    /// Why io_uring opens and reads are not covered here, if they are not.
+    uring_error: Option<String>,
     leaders: HashMap<MapData, u32, u32>,
     holders: HashMap<MapData, u32, u64>,
     protected: HashMap<MapData, u32, u32>,
+    wards: HashMap<MapData, u32, u64>,
+    threads: HashMap<MapData, u32, u32>,
+    tainted: HashMap<MapData, u64, u32>,
+    taint_seen: Array<MapData, u32>,
+    /// Why the kernel layout could not be read; the read paths stay unarmed.
+    layout_error: Option<String>,
     lsm_error: Option<String>,
     dropped: PerCpuArray<MapData, u64>,
 }
@@ -86,6 +108,10 @@ impl KernelLink {
         }
         tracefs::ensure_mounted()?;
         let offsets = Offsets::read()?;
+        let (layout, missing, layout_error) = match layout::read() {
+            Ok((layout, missing)) => (layout, missing, None),
+            Err(err) => ([0; Layout::COUNT], Vec::new(), Some(err.to_string())),
+        };
         let mut ebpf = EbpfLoader::new()
             .override_global(
                 globals::EXIT_GROUP_DEAD_OFFSET,
@@ -100,14 +126,9 @@ impl KernelLink {
             )
             .override_global(globals::SIGNAL_SIG_OFFSET, &offsets.signal_sig, true)
             .override_global(globals::SIGNAL_PID_OFFSET, &offsets.signal_pid, true)
-            .override_global(
-                globals::PTRACE_REQUEST_OFFSET,
-                &offsets.ptrace_request,
-                true,
-            )
-            .override_global(globals::PTRACE_PID_OFFSET, &offsets.ptrace_pid, true)
-            .override_global(globals::VM_PID_OFFSET, &offsets.vm_pid, true)
-            .override_global(globals::TASK_TGID_OFFSET, &offsets.task_tgid, true)
+            .override_global(globals::URING_REQ_OFFSET, &offsets.uring_req, true)
+            .override_global(globals::URING_RES_OFFSET, &offsets.uring_res, true)
+            .override_global(globals::LAYOUT, &layout, true)
             .load(OBJECT)?;
         for (name, category, tracepoint) in programs::WATCH {
             tracepoint_mut(&mut ebpf, name)?
@@ -115,23 +136,41 @@ impl KernelLink {
                 .map_err(|source| KernelError::Program { name, source })?;
         }
         // Loaded now, so a verifier refusal shows at start-up; attached by `arm`.
-        for (name, _, _) in programs::TAMPER {
-            tracepoint_mut(&mut ebpf, name)?;
+        for (name, _) in programs::TAMPER {
+            raw_tracepoint_mut(&mut ebpf, name)?;
         }
-        // Preferred where it loads (it also covers /proc/PID/mem and environ);
-        // the tracepoints above stay as the fallback either way.
-        let lsm_error = match offsets.task_tgid {
-            NO_FIELD => Some("task_struct.tgid not found in kernel BTF".to_owned()),
-            _ => attach_lsm(&mut ebpf)
+        if let Some(err) = &layout_error {
+            tracing::warn!(%err, "kernel layout unreadable: read paths into holders stay open");
+        }
+        let uring_error = load_uring_programs(&mut ebpf, &offsets, &missing)
+            .err()
+            .map(|err| without_empty_log(err.to_string()));
+        if let Some(err) = &uring_error {
+            tracing::warn!(%err, "io_uring opens and reads of holders are not stopped");
+        }
+        // Preferred where it loads: it refuses instead of killing. The raw
+        // syscall tracepoints stay as the fallback either way.
+        let lsm_error = match &layout_error {
+            Some(err) => Some(err.clone()),
+            None => attach_lsm(&mut ebpf)
                 .err()
                 .map(|err| without_empty_log(err.to_string())),
         };
         if let Some(err) = &lsm_error {
-            tracing::warn!(%err, "BPF LSM unavailable: ptrace/process_vm_* stopped by tracepoints only");
+            tracing::warn!(%err, "BPF LSM unavailable: read paths stopped by raw syscall tracepoints only");
+        }
+        // After every program is loaded: taking the log map earlier would
+        // close the descriptor the later loads refer to.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            start_program_log(&mut ebpf);
         }
         let leaders = take_map(&mut ebpf, maps::LEADERS)?;
         let holders = take_map(&mut ebpf, maps::HOLDERS)?;
         let protected = take_map(&mut ebpf, maps::PROTECTED)?;
+        let wards = take_map(&mut ebpf, maps::WARDS)?;
+        let threads = take_map(&mut ebpf, maps::THREADS)?;
+        let tainted = take_map(&mut ebpf, maps::TAINTED)?;
+        let taint_seen = take_map(&mut ebpf, maps::TAINT_SEEN)?;
         let dropped = take_map(&mut ebpf, maps::DROPPED)?;
         let ring: RingBuf<MapData> = take_map(&mut ebpf, maps::EVENTS)?;
         // SAFETY: the ring buffer owns its map fd, which stays open and the same
@@ -142,9 +181,16 @@ impl KernelLink {
             Self {
                 ebpf,
                 tamper_links: Vec::new(),
+                uring_links: None,
+                uring_error,
                 leaders,
                 holders,
                 protected,
+                wards,
+                threads,
+                tainted,
+                taint_seen,
+                layout_error,
                 lsm_error,
                 dropped,
             },
@@ -152,20 +198,59 @@ impl KernelLink {
         ))
     }
 
-    /// Starts reporting the exit and hangup of `leader`.
-    pub fn watch_leader(&mut self, leader: Pid) -> Result<(), KernelError> {
+    /// Starts reporting the exit and hangup of `leader`, and protects every
+    /// process that may ask for its secrets (its session `sid` and its
+    /// descendants, as `owner`'s) from read paths by other processes.
+    pub fn watch_leader(
+        &mut self,
+        leader: Pid,
+        sid: Option<Pid>,
+        owner: Uid,
+    ) -> Result<(), KernelError> {
         self.leaders
             .insert(leader.raw() as u32, LEADER_WATCHED, 0)
-            .map_err(|source| KernelError::Map {
-                name: maps::LEADERS,
-                source,
-            })
+            .map_err(map_error(maps::LEADERS))?;
+        let ward = ward_value(owner.0, leader.raw() as u32);
+        // Twice: a child that a member forked before the first pass marked it
+        // is found by the second. From then on the programs mark children as
+        // they are born. A process already a ward of another leader keeps it.
+        for _ in 0..2 {
+            for member in process::session_members(leader, sid) {
+                match self.wards.insert(member.raw() as u32, ward, NOEXIST) {
+                    Ok(()) => self.track_threads(member)?,
+                    Err(aya::maps::MapError::SyscallError(err))
+                        if err.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(source) => return Err(map_error(maps::WARDS)(source)),
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Stops watching `leader`.
+    /// Stops watching `leader`, and protecting its session.
     pub fn unwatch_leader(&mut self, leader: Pid) {
-        // Not-found is fine: the entry may never have been added.
+        let members: Vec<u32> = self
+            .wards
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|&(_, ward)| ward_leader(ward) == leader.raw() as u32)
+            .map(|(pid, _)| pid)
+            .collect();
+        // Not-found is fine: the programs remove members as they exit.
+        for pid in members {
+            let _ = self.wards.remove(&pid);
+        }
         let _ = self.leaders.remove(&(leader.raw() as u32));
+    }
+
+    /// Records `pid`'s existing threads, so an attack aimed at a thread id counts.
+    fn track_threads(&mut self, pid: Pid) -> Result<(), KernelError> {
+        for tid in process::other_threads(pid) {
+            self.threads
+                .insert(tid.raw() as u32, pid.raw() as u32, 0)
+                .map_err(map_error(maps::THREADS))?;
+        }
+        Ok(())
     }
 
     /// Marks `pid` as a holder of `grant` in `state`; its future children inherit both.
@@ -177,10 +262,7 @@ impl KernelLink {
     ) -> Result<(), KernelError> {
         self.holders
             .insert(pid.raw() as u32, holder_value(grant, state), 0)
-            .map_err(|source| KernelError::Map {
-                name: maps::HOLDERS,
-                source,
-            })
+            .map_err(map_error(maps::HOLDERS))
     }
 
     /// Protects `pid` (the guardian, its supervisor) from ptrace and
@@ -188,10 +270,8 @@ impl KernelLink {
     pub fn protect(&mut self, pid: Pid) -> Result<(), KernelError> {
         self.protected
             .insert(pid.raw() as u32, 1, 0)
-            .map_err(|source| KernelError::Map {
-                name: maps::PROTECTED,
-                source,
-            })
+            .map_err(map_error(maps::PROTECTED))?;
+        self.track_threads(pid)
     }
 
     /// Forgets `pid` as a holder.
@@ -200,15 +280,18 @@ impl KernelLink {
         let _ = self.holders.remove(&(pid.raw() as u32));
     }
 
-    /// Attaches the tamper programs (ptrace, process_vm_readv/writev entry),
-    /// if they are not attached yet. On failure none stays attached.
+    /// Attaches the read-path programs, if they are not attached yet. On
+    /// failure none stays attached.
     pub fn arm(&mut self) -> Result<(), KernelError> {
         if self.is_armed() {
             return Ok(());
         }
-        for (name, category, tracepoint) in programs::TAMPER {
-            let attached = tracepoint_mut(&mut self.ebpf, name)?
-                .attach(category, tracepoint)
+        if let Some(err) = &self.layout_error {
+            return Err(KernelError::Layout(err.clone()));
+        }
+        for (name, tracepoint) in programs::TAMPER {
+            let attached = raw_tracepoint_mut(&mut self.ebpf, name)?
+                .attach(tracepoint)
                 .map_err(|source| KernelError::Program { name, source });
             match attached {
                 Ok(link) => self.tamper_links.push((name, link)),
@@ -218,17 +301,50 @@ impl KernelLink {
                 }
             }
         }
+        if self.uring_error.is_none() {
+            match attach_uring_programs(&mut self.ebpf) {
+                Ok(links) => self.uring_links = Some(links),
+                Err(err) => {
+                    tracing::warn!(%err, "io_uring opens and reads of holders are not stopped");
+                    self.uring_error = Some(err.to_string());
+                }
+            }
+        }
         Ok(())
     }
 
-    /// Detaches the tamper programs, giving the machine's syscalls their fast
-    /// path back.
+    /// Detaches the read-path programs, giving the machine's syscalls their
+    /// fast path back.
     pub fn disarm(&mut self) {
         for (name, link) in std::mem::take(&mut self.tamper_links) {
-            if let Ok(program) = tracepoint_mut(&mut self.ebpf, name) {
+            if let Ok(program) = raw_tracepoint_mut(&mut self.ebpf, name) {
                 let _ = program.detach(link);
             }
         }
+        if let Some((complete, mm_lock)) = self.uring_links.take() {
+            if let Ok(program) = tracepoint_mut(&mut self.ebpf, programs::IO_URING_COMPLETE.0) {
+                let _ = program.detach(complete);
+            }
+            if let Ok(program) = raw_tracepoint_mut(&mut self.ebpf, programs::MM_LOCK.0) {
+                let _ = program.detach(mm_lock);
+            }
+        }
+    }
+
+    /// Clears the taint flag once no tainted descriptor table is left, so
+    /// syscalls stop paying for the check; true while one is. The map is read
+    /// again after the flag is cleared: a table tainted meanwhile sets it back.
+    pub fn clear_stale_taint(&mut self) -> bool {
+        let any = |link: &Self| link.tainted.keys().next().is_some();
+        if any(self) {
+            return true;
+        }
+        let _ = self.taint_seen.set(0, 0, 0);
+        if any(self) {
+            let _ = self.taint_seen.set(0, 1, 0);
+            return true;
+        }
+        false
     }
 
     /// True while the tamper programs are attached.
@@ -241,12 +357,96 @@ impl KernelLink {
         self.lsm_error.as_deref()
     }
 
+    /// Which read paths the programs stop, and which stay open here.
+    pub fn read_paths(&self) -> crate::protocol::ReadPaths {
+        let mut paths = crate::protocol::ReadPaths::default();
+        if let Some(err) = &self.layout_error {
+            paths
+                .open
+                .push(format!("all but leader and holder tracking: {err}"));
+            return paths;
+        }
+        paths.stopped = [
+            "ptrace attach and seize (64-bit, x32 and 32-bit tables; any pid namespace)",
+            "process_vm_readv/writev (all three tables; callers in the initial pid namespace)",
+            "pidfd_getfd",
+            "open of /proc/PID/environ and /proc/PID/mem, task/TID too, by any path or dirfd",
+            "a descriptor table shared with the opener (clone CLONE_FILES)",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        match (&self.uring_error, io_uring_gap()) {
+            (None, _) => paths.stopped.push(
+                "io_uring: an open returning a descriptor, and any io_uring read of a ward's memory"
+                    .to_owned(),
+            ),
+            (Some(err), Some(open)) => paths.open.push(format!("{open} ({err})")),
+            (Some(_), None) => {}
+        }
+        paths
+    }
+
     /// Events the programs dropped because the ring buffer was full.
     pub fn dropped_events(&self) -> u64 {
         self.dropped
             .get(&0, 0)
             .map(|values| values.iter().sum())
             .unwrap_or(0)
+    }
+}
+
+/// Loads the io_uring programs, which need fields some kernels lack.
+fn load_uring_programs(
+    ebpf: &mut Ebpf,
+    offsets: &Offsets,
+    missing: &[String],
+) -> Result<(), KernelError> {
+    if let Some(err) = missing.first() {
+        return Err(KernelError::Layout(err.clone()));
+    }
+    if offsets.uring_req == NO_FIELD || offsets.uring_res == NO_FIELD {
+        return Err(KernelError::Layout(
+            "no io_uring:io_uring_complete tracepoint".to_owned(),
+        ));
+    }
+    tracepoint_mut(ebpf, programs::IO_URING_COMPLETE.0)?;
+    raw_tracepoint_mut(ebpf, programs::MM_LOCK.0)?;
+    Ok(())
+}
+
+fn attach_uring_programs(
+    ebpf: &mut Ebpf,
+) -> Result<(TracePointLinkId, RawTracePointLinkId), KernelError> {
+    let (name, category, tracepoint) = programs::IO_URING_COMPLETE;
+    let complete = tracepoint_mut(ebpf, name)?
+        .attach(category, tracepoint)
+        .map_err(|source| KernelError::Program { name, source })?;
+    let (name, tracepoint) = programs::MM_LOCK;
+    let mm_lock = raw_tracepoint_mut(ebpf, name)?.attach(tracepoint);
+    match mm_lock {
+        Ok(link) => Ok((complete, link)),
+        Err(source) => {
+            if let Ok(program) = tracepoint_mut(ebpf, programs::IO_URING_COMPLETE.0) {
+                let _ = program.detach(complete);
+            }
+            Err(KernelError::Program { name, source })
+        }
+    }
+}
+
+/// While unprivileged users may create io_uring rings and the io_uring
+/// programs are not in force, io_uring is a way around the others.
+fn io_uring_gap() -> Option<String> {
+    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        .ok()
+        .and_then(|value| value.trim().parse::<u8>().ok());
+    match disabled {
+        Some(2) | None => None,
+        Some(_) => Some(
+            "io_uring opens and reads of /proc/PID/environ and mem: \
+             set sysctl kernel.io_uring_disabled=2 to close"
+                .to_owned(),
+        ),
     }
 }
 
@@ -268,6 +468,51 @@ fn without_empty_log(message: String) -> String {
         Some(rest) => rest.trim_end().trim_end_matches('.').to_owned(),
         None => message,
     }
+}
+
+/// A `KernelError::Map` maker for the map `name`.
+fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
+    move |source| KernelError::Map { name, source }
+}
+
+/// Sends the programs' own diagnostics (aya-log) to the guardian's log at
+/// debug level. Left off otherwise: the programs only log on error paths, so
+/// an unread log costs nothing on the hot path.
+fn start_program_log(ebpf: &mut Ebpf) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => logger,
+        Err(err) => return tracing::debug!(%err, "eBPF program log unavailable"),
+    };
+    // SAFETY: the logger owns its ring buffer's fd, which stays open and the
+    // same for as long as the logger (now owned by the AsyncFd) lives.
+    let mut logger = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
+        Ok(logger) => logger,
+        Err(err) => return tracing::debug!(%err, "eBPF program log unavailable"),
+    };
+    tokio::spawn(async move {
+        while let Ok(mut ready) = logger.readable_mut().await {
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    });
+}
+
+/// The loaded raw tracepoint program `name` (loading it on first use).
+fn raw_tracepoint_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut RawTracePoint, KernelError> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(KernelError::Missing(name))?
+        .try_into()
+        .map_err(|source| KernelError::Program { name, source })?;
+    if program.fd().is_err() {
+        program
+            .load()
+            .map_err(|source| KernelError::Program { name, source })?;
+    }
+    Ok(program)
 }
 
 /// The loaded tracepoint program `name` (loading it on first use).
@@ -320,10 +565,8 @@ struct Offsets {
     newtask_clone_flags: u32,
     signal_sig: u32,
     signal_pid: u32,
-    ptrace_request: u32,
-    ptrace_pid: u32,
-    vm_pid: u32,
-    task_tgid: u32,
+    uring_req: u32,
+    uring_res: u32,
 }
 
 impl Offsets {
@@ -331,25 +574,21 @@ impl Offsets {
         let exit = tracefs::Format::read("sched", "sched_process_exit")?;
         let newtask = tracefs::Format::read("task", "task_newtask")?;
         let signal = tracefs::Format::read("signal", "signal_generate")?;
-        let ptrace = tracefs::Format::read("syscalls", "sys_enter_ptrace")?;
-        let readv = tracefs::Format::read("syscalls", "sys_enter_process_vm_readv")?;
-        let writev = tracefs::Format::read("syscalls", "sys_enter_process_vm_writev")?;
-        let vm_pid = readv.require("pid")?;
-        if writev.require("pid")? != vm_pid {
-            return Err(std::io::Error::other(
-                "process_vm_readv and _writev differ in layout",
-            ));
-        }
+        let uring = tracefs::Format::read("io_uring", "io_uring_complete").ok();
+        let uring_field = |name| {
+            uring
+                .as_ref()
+                .and_then(|f| f.offset(name))
+                .unwrap_or(NO_FIELD)
+        };
         Ok(Self {
             exit_group_dead: exit.offset("group_dead").unwrap_or(NO_FIELD),
             newtask_pid: newtask.require("pid")?,
             newtask_clone_flags: newtask.require("clone_flags")?,
             signal_sig: signal.require("sig")?,
             signal_pid: signal.require("pid")?,
-            ptrace_request: ptrace.require("request")?,
-            ptrace_pid: ptrace.require("pid")?,
-            vm_pid,
-            task_tgid: btf::member_offset("task_struct", "tgid").unwrap_or(NO_FIELD),
+            uring_req: uring_field("req"),
+            uring_res: uring_field("res"),
         })
     }
 }

@@ -309,6 +309,35 @@ pub fn descendants_of(roots: &HashSet<Pid>) -> Vec<Pid> {
     found
 }
 
+/// `leader`, its descendants and, unless `sid` is `None` (session 0), every
+/// process of session `sid`: the processes that may ask for a secret bound to
+/// `leader`, from one scan of /proc.
+pub fn session_members(leader: Pid, sid: Option<Pid>) -> Vec<Pid> {
+    let mut members = descendants_of(&HashSet::from([leader]));
+    members.push(leader);
+    if let Some(sid) = sid {
+        let in_session = |pid: &Pid| session_of(*pid).ok().flatten() == Some(sid);
+        members.extend(
+            all_pids()
+                .filter(in_session)
+                .filter(|pid| !members.contains(pid))
+                .collect::<Vec<_>>(),
+        );
+    }
+    members
+}
+
+/// The thread ids of `pid` other than its own.
+pub fn other_threads(pid: Pid) -> Vec<Pid> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter_map(Pid::new)
+        .filter(|&tid| tid != pid)
+        .collect()
+}
+
 fn all_pids() -> impl Iterator<Item = Pid> {
     fs::read_dir("/proc")
         .into_iter()

@@ -38,9 +38,14 @@ impl<O: Os> Core<O> {
             // The session was read by pid: it was this leader's only if it lives.
             return Err(RequestError::Exited(leader));
         }
+        let owner = self
+            .os
+            .status(leader)
+            .map_err(|err| RequestError::inspecting(leader, err))?
+            .uid;
         if let Some(kernel) = &mut self.kernel {
             kernel
-                .watch_leader(leader)
+                .watch_leader(leader, sid, owner)
                 .map_err(|source| RequestError::Watch {
                     pid: leader,
                     source,

@@ -31,7 +31,7 @@ use crate::{
         clock,
         hardening::{self, Protections},
         peer::Peer,
-        process::{self, Pid, Pidfd, Status},
+        process::{self, Pid, Pidfd, Status, Uid},
     },
 };
 
@@ -229,8 +229,13 @@ impl KernelMaps for KernelLink {
         KernelLink::is_armed(self)
     }
 
-    fn watch_leader(&mut self, leader: Pid) -> Result<(), KernelError> {
-        KernelLink::watch_leader(self, leader)
+    fn watch_leader(
+        &mut self,
+        leader: Pid,
+        sid: Option<Pid>,
+        owner: Uid,
+    ) -> Result<(), KernelError> {
+        KernelLink::watch_leader(self, leader, sid, owner)
     }
 
     fn unwatch_leader(&mut self, leader: Pid) {
@@ -254,8 +259,16 @@ impl KernelMaps for KernelLink {
         KernelLink::dropped_events(self)
     }
 
+    fn clear_stale_taint(&mut self) -> bool {
+        KernelLink::clear_stale_taint(self)
+    }
+
     fn lsm_error(&self) -> Option<&str> {
         KernelLink::lsm_error(self)
+    }
+
+    fn read_paths(&self) -> crate::protocol::ReadPaths {
+        KernelLink::read_paths(self)
     }
 }
 

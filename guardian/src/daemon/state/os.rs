@@ -24,7 +24,7 @@ use crate::{
         cgroup::GrantId,
         hardening::Protections,
         peer::Peer,
-        process::{Pid, Status},
+        process::{Pid, Status, Uid},
     },
 };
 
@@ -52,8 +52,15 @@ pub trait KernelMaps {
     fn disarm(&mut self);
     /// True while the tamper programs are attached.
     fn is_armed(&self) -> bool;
-    /// Starts reporting the exit and hangup of `leader`.
-    fn watch_leader(&mut self, leader: Pid) -> Result<(), KernelError>;
+    /// Starts reporting the exit and hangup of `leader`, and protects the
+    /// processes that may ask for its secrets (session `sid`, descendants),
+    /// which belong to `owner`.
+    fn watch_leader(
+        &mut self,
+        leader: Pid,
+        sid: Option<Pid>,
+        owner: Uid,
+    ) -> Result<(), KernelError>;
     /// Stops watching `leader` (not-found is fine).
     fn unwatch_leader(&mut self, leader: Pid);
     /// Marks `pid` as a holder of `grant` in `state`; its children inherit both.
@@ -67,8 +74,13 @@ pub trait KernelMaps {
     fn remove_holder(&mut self, pid: Pid);
     /// Events the programs dropped because the ring buffer was full.
     fn dropped_events(&self) -> u64;
+    /// Lets syscalls skip the tainted-table check once no table is tainted;
+    /// true while one still is.
+    fn clear_stale_taint(&mut self) -> bool;
     /// Why the BPF LSM program is not in force, or `None` when it is.
     fn lsm_error(&self) -> Option<&str>;
+    /// Which read paths the programs stop, and which stay open here.
+    fn read_paths(&self) -> crate::protocol::ReadPaths;
 }
 
 /// One container per grant, whose whole tree one call kills (cgroup v2).

@@ -8,7 +8,9 @@ use super::{
 };
 use crate::{
     os::secret_mem,
-    protocol::{Containment, FailClosed, ForkTracking, StatusInfo, TamperProtection, WatchMode},
+    protocol::{
+        Containment, FailClosed, ForkTracking, ReadPaths, StatusInfo, TamperProtection, WatchMode,
+    },
 };
 
 impl<O: Os> Core<O> {
@@ -43,6 +45,14 @@ impl<O: Os> Core<O> {
                 .kernel
                 .as_ref()
                 .and_then(|link| link.lsm_error().map(str::to_owned)),
+            read_paths: self
+                .kernel
+                .as_ref()
+                .map(KernelMaps::read_paths)
+                .unwrap_or_else(|| ReadPaths {
+                    stopped: Vec::new(),
+                    open: vec!["all: eBPF is not loaded (see eBPF unavailable)".to_owned()],
+                }),
             tamper_armed: self.kernel.as_ref().is_some_and(KernelMaps::is_armed),
             memory_backend: secret_mem::backing(),
             locked_bytes: secret_mem::locked_bytes(),

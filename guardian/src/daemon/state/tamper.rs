@@ -1,15 +1,19 @@
-//! Tamper attempts the kernel stopped: a process SIGKILLed at syscall entry
-//! for ptracing or reading a holder, the guardian or its supervisor.
+//! Tamper attempts the kernel stopped: a process SIGKILLed for reaching into
+//! a holder, a member of a bound session, the guardian or its supervisor (by
+//! ptrace, process_vm_*, pidfd_getfd, or procfs `environ`/`mem`). The tamper
+//! policy applies to what the target could reach: a holder's grant, or every
+//! secret bound to a member's leader. An attempt the kernel refused anyway
+//! is audited and costs no secret.
 
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 
-use guardian_ebpf::{Event, TamperSyscall};
+use guardian_ebpf::{Event, TamperSyscall, flags};
 
 use super::{
     Core, SecretKey,
-    os::{Os, Process},
+    os::{KernelMaps, Os, Process},
     triggers::Cause,
 };
 use crate::{
@@ -26,6 +30,9 @@ text_enum! {
     pub enum Role {
         /// A process holding secrets.
         Holder = "holder",
+        /// A process that may ask for a bound leader's secrets (the leader,
+        /// its session, their descendants).
+        Member = "session member",
         /// The supervisor.
         Supervisor = "supervisor",
         /// The guardian itself.
@@ -34,26 +41,30 @@ text_enum! {
 }
 
 impl<O: Os> Core<O> {
-    /// Audits the attempt; if the target is a holder, wipes what it holds
-    /// (unless the policy says audit only).
+    /// Audits the attempt; unless the kernel refused it or the policy says
+    /// audit only, wipes what the target could reach.
     pub(super) fn tamper(&mut self, event: &Event) {
         let (Some(attacker), Some(target)) =
             (Pid::new(event.pid as i32), Pid::new(event.other as i32))
         else {
             return;
         };
-        let grant = self
-            .sessions
-            .holders
-            .get(&target)
-            .map(|holder| holder.grant);
-        let keys: Vec<SecretKey> = grant
-            .and_then(|grant| self.sessions.grants.get(&grant))
-            .map(|grant| grant.secrets.iter().cloned().collect())
-            .unwrap_or_default();
+        if taints_a_table(event.syscall) {
+            self.tainted = true;
+            self.schedule_tick();
+        }
+        let (role, keys) = self.reach_of(target, event.grant);
+        let refused = event.flags & flags::REFUSED_BY_KERNEL != 0;
         let syscall = TamperSyscall::name(event.syscall);
-        let role = self.role_of(target, grant.is_some());
-        tracing::warn!(%attacker, %target, syscall, "tamper attempt stopped");
+        let table = match event.flags & flags::COMPAT != 0 {
+            true => " (32-bit)",
+            false => "",
+        };
+        let verdict = match refused {
+            true => "refused by the kernel; caller SIGKILLed; no secret wiped",
+            false => "caller SIGKILLed",
+        };
+        tracing::warn!(%attacker, %target, syscall, refused, "tamper attempt stopped");
         self.record(Entry {
             action: Action::Tamper,
             names: keys.iter().map(|key| key.name.to_string()).collect(),
@@ -69,28 +80,79 @@ impl<O: Os> Core<O> {
             leader: None,
             outcome: Outcome::Deny,
             reason: Some(format!(
-                "{syscall} (request {}) on {role} {target}; caller SIGKILLed",
+                "{syscall}{table} (request {}) on {role} {target}; {verdict}",
                 event.request
             )),
             latency: None,
         });
-        if role == Role::Supervisor
-            && let Some((supervisor, _)) = &self.supervisor
-        {
-            self.os.continue_if_stopped(Arc::clone(supervisor));
+        // An attach queues a SIGSTOP that the killed tracer cannot undo. A
+        // holder is about to die anyway; the supervisor and a member (a
+        // user's shell) must run on.
+        let stopped = match role {
+            Role::Supervisor => self
+                .supervisor
+                .as_ref()
+                .map(|(process, _)| Arc::clone(process)),
+            Role::Member if event.syscall == TamperSyscall::Ptrace as u32 => {
+                self.os.open(target).ok().map(Arc::new)
+            }
+            _ => None,
+        };
+        if let Some(process) = stopped {
+            self.os.continue_if_stopped(process);
         }
-        if !keys.is_empty() && self.config.tamper_response == TamperResponse::Wipe {
+        // A sharer of a tainted table is stopped for an open already acted on.
+        let acted_on = event.syscall == TamperSyscall::TaintedTable as u32;
+        if !refused
+            && !acted_on
+            && !keys.is_empty()
+            && self.config.tamper_response == TamperResponse::Wipe
+        {
             self.trigger(Cause::Tamper, event.ktime_ns, keys, None);
         }
     }
 
-    fn role_of(&self, target: Pid, holds: bool) -> Role {
+    /// What the target is, and the secrets it could reach: a holder's
+    /// grant's, or those bound to the leader whose session it is in.
+    fn reach_of(&self, target: Pid, leader: u32) -> (Role, Vec<SecretKey>) {
         let supervisor = self.supervisor.as_ref().map(|(process, _)| process.pid());
-        match holds {
-            true => Role::Holder,
-            false if supervisor == Some(target) => Role::Supervisor,
-            false if target == self.os.guardian() => Role::Guardian,
-            false => Role::Holder,
+        if let Some(holder) = self.sessions.holders.get(&target) {
+            let keys = self
+                .sessions
+                .grants
+                .get(&holder.grant)
+                .map(|grant| grant.secrets.iter().cloned().collect())
+                .unwrap_or_default();
+            return (Role::Holder, keys);
+        }
+        if supervisor == Some(target) {
+            return (Role::Supervisor, Vec::new());
+        }
+        if target == self.os.guardian() {
+            return (Role::Guardian, Vec::new());
+        }
+        match Pid::new(leader as i32) {
+            Some(leader) if self.sessions.leaders.contains_key(&leader) => {
+                (Role::Member, self.vault.bound_to(leader))
+            }
+            // A holder the guardian has already forgotten, or a member of a
+            // session whose secrets are gone: nothing left to wipe.
+            _ => (Role::Member, Vec::new()),
         }
     }
+
+    /// Forgets the taint flag once no descriptor table is tainted; true while
+    /// one still is.
+    pub(super) fn clear_stale_taint(&mut self) {
+        if let Some(kernel) = &mut self.kernel {
+            self.tainted = kernel.clear_stale_taint();
+        }
+    }
+}
+
+/// True for attempts that leave a tainted descriptor table behind.
+fn taints_a_table(syscall: u32) -> bool {
+    [TamperSyscall::OpenEnviron, TamperSyscall::OpenMem]
+        .iter()
+        .any(|&kind| kind as u32 == syscall)
 }

@@ -21,7 +21,7 @@ use crate::{
     os::{
         hardening::Protections,
         peer::Peer,
-        process::{Pid, Status},
+        process::{Pid, Status, Uid},
         secret_mem::{self},
     },
 };
@@ -78,7 +78,12 @@ impl KernelMaps for FakeKernel {
         self.0.lock().kernel.armed
     }
 
-    fn watch_leader(&mut self, leader: Pid) -> Result<(), KernelError> {
+    fn watch_leader(
+        &mut self,
+        leader: Pid,
+        _sid: Option<Pid>,
+        _owner: Uid,
+    ) -> Result<(), KernelError> {
         self.0.lock().kernel.leaders.insert(leader.raw());
         Ok(())
     }
@@ -109,8 +114,16 @@ impl KernelMaps for FakeKernel {
         self.0.lock().kernel.dropped
     }
 
+    fn clear_stale_taint(&mut self) -> bool {
+        false
+    }
+
     fn lsm_error(&self) -> Option<&str> {
         Some("BPF LSM is not in this fake")
+    }
+
+    fn read_paths(&self) -> crate::protocol::ReadPaths {
+        crate::protocol::ReadPaths::default()
     }
 }
 

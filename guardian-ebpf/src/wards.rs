@@ -1,0 +1,124 @@
+//! Who is protected from whom. A ward is a process the guardian protects: the
+//! guardian and its supervisor (`PROTECTED`), a holder of a secret (`HOLDERS`),
+//! or a process that may ask for a bound leader's secrets (`WARDS`: the leader,
+//! its session, their descendants). The rules, checked before any read path
+//! is let through:
+//! - a process may always reach into itself, and the guardian into anyone;
+//! - a holder only from a holder of the same grant (`exec -- strace -f cmd`);
+//! - any other ward only from a process of the same leader's session.
+
+use aya_ebpf::helpers::bpf_get_current_uid_gid;
+use guardian_ebpf::{
+    Event, EventKind, TamperSyscall, flags, holder_grant, ward_leader, ward_owner,
+};
+
+use crate::{
+    HOLDERS, PROTECTED, THREADS, WARDS, caller_event, current_ids, emit, kill_current, kmem,
+};
+
+/// What a protected process is.
+pub(crate) enum Ward {
+    /// The guardian or its supervisor.
+    Guardian,
+    /// A holder, with its `HOLDERS` value.
+    Holder(u64),
+    /// A member of a bound leader's session, with its `WARDS` value.
+    Member(u64),
+}
+
+/// The process a pid or thread id belongs to.
+pub(crate) fn thread_group_of(id: u32) -> u32 {
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
+    THREADS.get_ptr(id).map_or(id, |tgid| unsafe { *tgid })
+}
+
+/// The ward `tgid` is, if the current process may not reach into it.
+pub(crate) fn intrusion(tgid: u32) -> Option<Ward> {
+    let ward = ward_of(tgid)?;
+    let (caller, _) = current_ids();
+    if caller == tgid || PROTECTED.get_ptr(caller).is_some() {
+        return None;
+    }
+    // SAFETY (both closures): pointers come from map lookups in this program run.
+    let allowed = match ward {
+        Ward::Guardian => false,
+        Ward::Holder(value) => HOLDERS
+            .get_ptr(caller)
+            .is_some_and(|own| holder_grant(unsafe { *own }) == holder_grant(value)),
+        Ward::Member(value) => WARDS
+            .get_ptr(caller)
+            .is_some_and(|own| ward_leader(unsafe { *own }) == ward_leader(value)),
+    };
+    (!allowed).then_some(ward)
+}
+
+fn ward_of(tgid: u32) -> Option<Ward> {
+    if PROTECTED.get_ptr(tgid).is_some() {
+        return Some(Ward::Guardian);
+    }
+    // SAFETY: pointers come from map lookups in this program run; entries are u64.
+    if let Some(value) = HOLDERS.get_ptr(tgid) {
+        return Some(Ward::Holder(unsafe { *value }));
+    }
+    // SAFETY: as above.
+    WARDS
+        .get_ptr(tgid)
+        .map(|value| Ward::Member(unsafe { *value }))
+}
+
+/// True if the kernel will refuse the current process a ptrace-mode access
+/// to `tgid`: another uid without CAP_SYS_PTRACE. Such an attempt is stopped
+/// and audited, but must not cost the target its secrets.
+pub(crate) fn kernel_refuses(tgid: u32, ward: &Ward) -> bool {
+    let owner = match ward {
+        Ward::Guardian => Some(0),
+        // SAFETY: the pointer came from a map lookup in this program run.
+        _ => WARDS
+            .get_ptr(tgid)
+            .map(|value| ward_owner(unsafe { *value })),
+    };
+    let Some(owner) = owner else {
+        return false; // unknown owner: fail closed, as if the kernel allowed it
+    };
+    bpf_get_current_uid_gid() as u32 != owner && !kmem::has_cap_sys_ptrace(kmem::current_task())
+}
+
+/// Reports an attempt on `tgid` to the guardian, with the leader whose
+/// session it is in (so the guardian knows what a member could reach).
+pub(crate) fn report(tgid: u32, syscall: TamperSyscall, request: u64, flags: u32) {
+    let (caller, _) = current_ids();
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
+    let leader = WARDS
+        .get_ptr(tgid)
+        .map_or(0, |value| ward_leader(unsafe { *value }));
+    emit(Event {
+        pid: caller,
+        other: tgid,
+        grant: leader,
+        syscall: syscall as u32,
+        request,
+        flags,
+        ..caller_event(EventKind::Tamper)
+    });
+}
+
+/// SIGKILLs and reports the current process if it may not reach into `tgid`;
+/// true if it did. With `judge`, the call has not reached the kernel's own
+/// permission check yet, so whether the kernel would refuse it is worked out
+/// here and flagged.
+pub(crate) fn stop(
+    tgid: u32,
+    syscall: TamperSyscall,
+    request: u64,
+    flags: u32,
+    judge: bool,
+) -> bool {
+    let Some(ward) = intrusion(tgid) else {
+        return false;
+    };
+    kill_current();
+    let refused = judge && kernel_refuses(tgid, &ward);
+    let flags = flags | if refused { flags::REFUSED_BY_KERNEL } else { 0 };
+    report(tgid, syscall, request, flags);
+    true
+}
