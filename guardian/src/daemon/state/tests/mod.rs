@@ -118,9 +118,24 @@ impl Harness {
     }
 
     fn tamper(&mut self, attacker: i32, target: i32) {
+        self.tamper_by(attacker, target, TamperSyscall::ProcessVmReadv, 0, 0);
+    }
+
+    /// A tamper report of `syscall` on `target`, a member of `leader`'s
+    /// session (0: none), with event `flags`.
+    fn tamper_by(
+        &mut self,
+        attacker: i32,
+        target: i32,
+        syscall: TamperSyscall,
+        leader: i32,
+        flags: u32,
+    ) {
         let mut attempt = event(EventKind::Tamper, attacker, target);
-        attempt.syscall = TamperSyscall::ProcessVmReadv as u32;
+        attempt.syscall = syscall as u32;
         attempt.uid = ALICE;
+        attempt.grant = leader as u32;
+        attempt.flags = flags;
         self.events(vec![attempt]);
     }
 

@@ -60,3 +60,47 @@ fn a_tamper_attempt_on_the_supervisor_continues_it_and_wipes_nothing() {
     assert!(reasons[0].contains("on supervisor"), "{reasons:?}");
     assert!(reasons[1].contains("on guardian"), "{reasons:?}");
 }
+
+#[test]
+fn an_attempt_on_a_session_member_wipes_what_its_leader_bound() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    h.stored(leader, "other");
+    let shell = h.member(leader);
+    h.tamper_by(4242, shell, TamperSyscall::OpenEnviron, leader, 0);
+    assert!(!h.holds_secret(ALICE, "tok") && !h.holds_secret(ALICE, "other"));
+    let record = h.world.lock().records_of("tamper").pop().unwrap();
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "open of environ (request 0) on session member {shell};"
+        )),
+        "{reason}"
+    );
+}
+
+#[test]
+fn an_attempt_the_kernel_refused_is_recorded_and_wipes_nothing() {
+    let mut h = Harness::new();
+    let (leader, holder) = h.session_holding(ALICE);
+    let refused = guardian_ebpf::flags::REFUSED_BY_KERNEL | guardian_ebpf::flags::COMPAT;
+    h.tamper_by(4242, holder, TamperSyscall::Ptrace, leader, refused);
+    assert!(h.holds_secret(ALICE, "tok"));
+    assert!(!h.was_killed(holder));
+    let record = h.world.lock().records_of("tamper").pop().unwrap();
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.starts_with("ptrace (32-bit)"), "{reason}");
+    assert!(reason.contains("refused by the kernel"), "{reason}");
+}
+
+#[test]
+fn a_sharer_of_a_tainted_table_is_recorded_without_a_second_wipe() {
+    let mut h = Harness::new();
+    let (leader, holder) = h.session_holding(ALICE);
+    h.tamper_by(4242, holder, TamperSyscall::TaintedTable, leader, 0);
+    assert!(
+        h.holds_secret(ALICE, "tok"),
+        "the open it shared was already acted on"
+    );
+    assert_eq!(h.world.lock().records_of("tamper").len(), 1);
+}
