@@ -253,10 +253,13 @@ impl Guardian {
         files
             .iter()
             .flat_map(|file| {
+                // A line is a record once its newline is written: a read that
+                // races the guardian's write may end in part of the next one.
                 fs::read_to_string(file)
                     .unwrap_or_default()
-                    .lines()
-                    .map(str::to_owned)
+                    .split_inclusive('\n')
+                    .filter(|line| line.ends_with('\n'))
+                    .map(|line| line.trim_end().to_owned())
                     .collect::<Vec<_>>()
             })
             .map(|line| serde_json::from_str(&line).expect("audit line is JSON"))
@@ -440,7 +443,39 @@ pub fn escaping_holder(file: &str, secret_var: &str) -> String {
 
 /// Runs the tamper helper (tests/helpers/attacker.py) as root or as `nobody`.
 pub fn attack(mode: &str, target: i32, out: &Path, as_nobody: bool) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/attacker.py");
+    helper("attacker.py", as_nobody)
+        .arg(mode)
+        .arg(target.to_string())
+        .arg(out)
+        .output()
+        .expect("run attacker")
+}
+
+/// Runs the read-path helper (tests/helpers/reader.py) in a session of its
+/// own, as root or as `nobody`: `reader.py MODE TARGET OUT [EXTRA]`.
+pub fn read_attack(mode: &str, target: i32, out: &Path, extra: &[&str], as_nobody: bool) -> Output {
+    let mut command = helper("reader.py", as_nobody);
+    command
+        .arg(mode)
+        .arg(target.to_string())
+        .arg(out)
+        .args(extra);
+    // SAFETY: setsid is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    command.output().expect("run reader")
+}
+
+/// A python3 command running `tests/helpers/SCRIPT`, as root or as `nobody`.
+fn helper(script: &str, as_nobody: bool) -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("helpers")
+        .join(script);
     let mut command = if as_nobody {
         let mut command = Command::new("setpriv");
         command.args([
@@ -453,13 +488,8 @@ pub fn attack(mode: &str, target: i32, out: &Path, as_nobody: bool) -> Output {
     } else {
         Command::new("/usr/bin/python3")
     };
+    command.arg(script);
     command
-        .arg(script)
-        .arg(mode)
-        .arg(target.to_string())
-        .arg(out)
-        .output()
-        .expect("run attacker")
 }
 
 /// The guardian's supervisor: its child running `ningen-shikkaku supervise`.

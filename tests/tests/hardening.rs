@@ -32,7 +32,10 @@ fn assert_marker_only_locked(pid: i32, marker: &[u8], backend: &str, when: &str)
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn the_secret_is_in_no_readable_page_of_the_guardian_before_or_after_the_wipe() {
-    let guardian = Guardian::start("memscan");
+    // Without eBPF: with it, the scan's own open of /proc/PID/mem is stopped
+    // as an attack (tests/tests/read_paths.rs). Where secrets live does not
+    // depend on it.
+    let guardian = Guardian::start_without_ebpf("memscan");
     let backend = guardian.status()["memory_backend"]
         .as_str()
         .unwrap()
@@ -73,7 +76,8 @@ fn the_secret_is_in_no_readable_page_of_the_guardian_before_or_after_the_wipe() 
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn the_client_holds_the_secret_only_in_locked_pages() {
-    let guardian = Guardian::start("clientscan");
+    // Without eBPF, so the scan may open the client's /proc/PID/mem (see above).
+    let guardian = Guardian::start_without_ebpf("clientscan");
     let backend = guardian.status()["memory_backend"]
         .as_str()
         .unwrap()

@@ -1,0 +1,324 @@
+//! Every read path into a bound session, tried as a local attacker would: the
+//! same uid as the secret's owner (`nobody`) but from another session, on a
+//! kernel without BPF LSM. procfs `environ` and `mem` by any spelling, the
+//! 32-bit syscall table, the leader itself, pidfd_getfd, a descriptor table
+//! shared with an accomplice and io_uring are all stopped before a byte is
+//! read, audited, and cost the target its secrets. Attempts the kernel refuses anyway cost
+//! nothing; tracing inside the session and inside a grant stays allowed; a
+//! local pid in another pid namespace means what the kernel says it means.
+
+use std::{fs, os::unix::process::ExitStatusExt, path::Path, process::Output, time::Duration};
+
+use e2e::{
+    Guardian, Session, attack, is_alive, random_bytes, read_attack, start_sleeping_holder,
+    wait_until,
+};
+
+const NOBODY: bool = true;
+
+/// A guardian and a session of `nobody` holding `tok`, with its marker.
+fn victim(tag: &str) -> (Guardian, Session, Vec<u8>) {
+    let guardian = Guardian::start(tag);
+    let mut session = Session::start_as_nobody(&guardian);
+    let marker = put(&mut session, "tok");
+    (guardian, session, marker)
+}
+
+/// Stores a fresh printable marker under `name` and returns it.
+fn put(session: &mut Session, name: &str) -> Vec<u8> {
+    let marker: Vec<u8> = random_bytes(16)
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect();
+    fs::write(session.dir().join(name), &marker).unwrap();
+    let (rc, _, err) = session.run(&format!("$NS put {name} < {name}"));
+    assert_eq!(rc, 0, "{err}");
+    fs::remove_file(session.dir().join(name)).unwrap();
+    marker
+}
+
+fn lines(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The attacker died by SIGKILL before `step` returned to it, and `loot`
+/// holds no byte of the secret.
+fn assert_stopped_before(output: &Output, step: &str, loot: &Path, marker: &[u8]) {
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGKILL),
+        "attacker not killed: {output:?}"
+    );
+    assert!(
+        !lines(output).lines().any(|line| line.starts_with(step)),
+        "{step} returned: {}",
+        lines(output)
+    );
+    let copied = fs::read(loot).unwrap_or_default();
+    assert!(
+        !copied.windows(marker.len()).any(|w| w == marker),
+        "the secret was copied"
+    );
+}
+
+/// The tamper record whose reason mentions each of `what`, once the
+/// guardian wrote it.
+fn tamper_record(guardian: &Guardian, what: &[&str]) -> serde_json::Value {
+    let find = || {
+        guardian.audit_of("tamper").into_iter().find(|record| {
+            let reason = record["reason"].as_str().unwrap_or("");
+            what.iter().all(|part| reason.contains(part))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || find().is_some()),
+        "no tamper record for {what:?}: {:?}",
+        guardian.audit_of("tamper")
+    );
+    find().unwrap()
+}
+
+fn assert_wiped(guardian: &Guardian, session: &mut Session, name: &str) {
+    let gone = || {
+        guardian.audit_of("trigger").iter().any(|record| {
+            record["reason"] == "tamper" && record["names"].to_string().contains(name)
+        })
+    };
+    assert!(wait_until(Duration::from_secs(5), gone), "{name} not wiped");
+    assert_ne!(session.run(&format!("$NS get {name}")).0, 0);
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn procfs_environ_and_mem_by_every_spelling_are_stopped_before_a_byte_is_read() {
+    let (guardian, mut session, _) = victim("procfs");
+    // (mode, the step that must never return, what the record names)
+    let attempts = [
+        ("environ", "opened", "open of environ"),
+        ("mem", "opened", "open of mem"),
+        ("dirfd", "opened", "open of environ"),
+        ("cwd", "opened", "open of environ"),
+        ("task", "opened", "open of environ"),
+        ("creat-mem", "opened", "open of mem"),
+    ];
+    for (index, (mode, step, what)) in attempts.into_iter().enumerate() {
+        let name = format!("s{index}");
+        let marker = put(&mut session, &name);
+        let holder = start_sleeping_holder(&mut session, &name);
+        let loot = session.dir().join(format!("loot-{mode}"));
+        let output = read_attack(mode, holder, &loot, &[], NOBODY);
+        assert_stopped_before(&output, step, &loot, &marker);
+        let on_holder = format!("on holder {holder};");
+        let record = tamper_record(&guardian, &[&format!("{what} (request"), &on_holder]);
+        assert_eq!(record["peer"]["uid"], 65534, "{record}");
+        assert!(
+            wait_until(Duration::from_secs(2), || !is_alive(holder)),
+            "{mode}: holder survived"
+        );
+        assert_wiped(&guardian, &mut session, &name);
+        // One attempt, one record.
+        assert!(
+            guardian.audit_of("tamper").len() == index + 1,
+            "{mode}: {:?}",
+            guardian.audit_of("tamper")
+        );
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn the_32_bit_syscall_table_is_covered_like_the_64_bit_one() {
+    for (mode, step) in [("int80-attach", "ptrace32"), ("int80-readv", "readv32")] {
+        let (guardian, mut session, marker) = victim(mode);
+        let holder = start_sleeping_holder(&mut session, "tok");
+        let loot = session.dir().join("loot");
+        let output = read_attack(mode, holder, &loot, &[], NOBODY);
+        assert_stopped_before(&output, step, &loot, &marker);
+        let record = tamper_record(&guardian, &["(32-bit)"]);
+        let syscall = if mode == "int80-attach" {
+            "ptrace"
+        } else {
+            "process_vm_readv"
+        };
+        assert!(
+            record["reason"].as_str().unwrap().starts_with(syscall),
+            "{record}"
+        );
+        assert_wiped(&guardian, &mut session, "tok");
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn the_leader_is_protected_like_a_holder_from_ptrace_pidfd_getfd_and_procfs() {
+    for mode in ["attach", "pidfd-getfd", "environ"] {
+        let (guardian, mut session, marker) = victim(&format!("leader-{mode}"));
+        let leader = session.leader();
+        let loot = session.dir().join("loot");
+        let output = match mode {
+            "attach" => attack(mode, leader, &loot, NOBODY),
+            _ => read_attack(mode, leader, &loot, &[], NOBODY),
+        };
+        let step = match mode {
+            "attach" => "ptrace returned",
+            "pidfd-getfd" => "got",
+            _ => "opened",
+        };
+        assert_stopped_before(&output, step, &loot, &marker);
+        let record = tamper_record(&guardian, &[&format!("session member {leader};")]);
+        assert_eq!(record["names"], serde_json::json!(["tok"]), "{record}");
+        assert_wiped(&guardian, &mut session, "tok");
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_descriptor_table_shared_with_an_accomplice_is_not_readable_after_the_opener_dies() {
+    let (guardian, mut session, marker) = victim("clone-files");
+    let holder = start_sleeping_holder(&mut session, "tok");
+    let loot = session.dir().join("loot");
+    let output = read_attack("clone-files", holder, &loot, &[], NOBODY);
+    assert_stopped_before(&output, "opened", &loot, &marker);
+    let accomplice: i32 = lines(&output)
+        .lines()
+        .find_map(|line| line.strip_prefix("accomplice pid ")?.trim().parse().ok())
+        .expect("the accomplice's pid");
+    assert!(
+        wait_until(Duration::from_secs(5), || !is_alive(accomplice)),
+        "the accomplice survived"
+    );
+    tamper_record(&guardian, &["tainted descriptor table"]);
+    let copied = fs::read(&loot).unwrap_or_default();
+    assert!(!copied.windows(marker.len()).any(|w| w == marker));
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn io_uring_opens_and_reads_through_direct_descriptors_are_stopped() {
+    // (mode, the step that must never return, what the record names)
+    let attempts = [
+        ("io-uring", "uring open returned", "io_uring open"),
+        ("io-uring-direct", "uring read returned", "io_uring read"),
+    ];
+    for (mode, step, what) in attempts {
+        let (guardian, mut session, marker) = victim(mode);
+        let status = guardian.status();
+        let stopped = status["read_paths"]["stopped"].to_string();
+        assert!(stopped.contains("io_uring"), "{status}");
+        let holder = start_sleeping_holder(&mut session, "tok");
+        let loot = session.dir().join("loot");
+        let output = read_attack(mode, holder, &loot, &[], NOBODY);
+        assert_stopped_before(&output, step, &loot, &marker);
+        tamper_record(&guardian, &[what, &format!("on holder {holder};")]);
+        assert_wiped(&guardian, &mut session, "tok");
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn attempts_the_kernel_refuses_are_audited_but_wipe_nothing() {
+    // Root's secret; nobody, without CAP_SYS_PTRACE, may not touch root's processes.
+    let guardian = Guardian::start("refused");
+    let mut session = Session::start(&guardian);
+    let marker = put(&mut session, "tok");
+    let holder = start_sleeping_holder(&mut session, "tok");
+    for mode in ["readv", "attach"] {
+        let loot = session.dir().join(format!("loot-{mode}"));
+        let output = attack(mode, holder, &loot, NOBODY);
+        let copied = fs::read(&loot).unwrap_or_default();
+        assert!(!copied.windows(marker.len()).any(|w| w == marker));
+        assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{output:?}");
+    }
+    let refused = || {
+        guardian
+            .audit_of("tamper")
+            .iter()
+            .filter(|r| {
+                r["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("refused by the kernel")
+            })
+            .count()
+            == 2
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), refused),
+        "{:?}",
+        guardian.audit_of("tamper")
+    );
+    // A failed open of environ never reaches the programs at all.
+    let output = read_attack(
+        "environ",
+        holder,
+        &session.dir().join("loot-env"),
+        &[],
+        NOBODY,
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", lines(&output));
+    assert!(is_alive(holder), "a refused attempt killed the holder");
+    let (rc, out, _) = session.run("$NS get tok");
+    assert_eq!((rc, out), (0, marker));
+    assert!(guardian.audit_of("trigger").is_empty());
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn tracing_inside_the_session_and_inside_a_grant_stays_allowed() {
+    let (guardian, mut session, marker) = victim("inside");
+    let marker = String::from_utf8(marker).unwrap();
+    // A holder traces its own children: strace -f under exec.
+    let (rc, out, err) = session
+        .run("$NS exec --env T=tok -- strace -f -o trace.out sh -c 'printf %s \"$T\" | wc -c'");
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out).trim(),
+        marker.len().to_string()
+    );
+    // A member traces another member that holds nothing.
+    let tracer = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/attacker.py");
+    let (rc, out, err) = session.run(&format!(
+        "sleep 1000 & P=$!; /usr/bin/python3 {} attach $P loot; kill $P",
+        tracer.display()
+    ));
+    assert_eq!(rc, 0, "{err}");
+    assert!(
+        String::from_utf8_lossy(&out).contains("ptrace returned 0"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        guardian.audit_of("tamper").is_empty(),
+        "{:?}",
+        guardian.audit_of("tamper")
+    );
+    let (rc, out, _) = session.run("$NS get tok");
+    assert_eq!((rc, String::from_utf8(out).unwrap()), (0, marker));
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_local_pid_in_another_pid_namespace_is_not_taken_for_a_global_one() {
+    let (guardian, mut session, marker) = victim("pidns");
+    let holder = start_sleeping_holder(&mut session, "tok");
+    let loot = session.dir().join("loot");
+    // Root in a new pid namespace seizes and reads its own child whose local
+    // pid is the holder's global pid.
+    let output = read_attack("pidns-local", holder, &loot, &[], false);
+    let said = lines(&output);
+    assert_eq!(output.status.code(), Some(0), "{said} {output:?}");
+    assert!(
+        said.contains("seize returned 0") && said.contains("readv returned 4096"),
+        "{said}"
+    );
+    let copied = fs::read(&loot).unwrap_or_default();
+    assert!(!copied.windows(marker.len()).any(|w| w == marker));
+    assert!(is_alive(holder));
+    assert!(
+        guardian.audit_of("tamper").is_empty(),
+        "{:?}",
+        guardian.audit_of("tamper")
+    );
+    let (rc, out, _) = session.run("$NS get tok");
+    assert_eq!((rc, out), (0, marker));
+}
