@@ -1,8 +1,11 @@
-//! Cost to the rest of the machine (a fork-exec-exit loop with and without the
-//! guardian's programs loaded) and the guardian's size (RSS and locked memory
-//! idle, with 10,000 secrets, with 1,000 live sessions).
+//! Cost to the rest of the machine (a fork-exec-exit loop, an open/close loop
+//! and a one-byte read/write loop, with and without the guardian's programs
+//! loaded) and the guardian's size (RSS and locked memory idle, with 10,000
+//! secrets, with 1,000 live sessions).
 
 use std::{
+    fs::File,
+    io::{Read, Write},
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -22,9 +25,44 @@ pub fn fork_exec_rate(duration: Duration) -> f64 {
     runs as f64 / start.elapsed().as_secs_f64()
 }
 
-/// `/bin/true` rates per round: with nothing loaded, with an idle guardian
+/// Opens and closes of /etc/hostname per second for `duration`: every open
+/// passes the read-path program at syscall exit.
+pub fn open_close_rate(duration: Duration) -> f64 {
+    let start = Instant::now();
+    let mut runs = 0u64;
+    while start.elapsed() < duration {
+        for _ in 0..1000 {
+            if File::open("/etc/hostname").is_ok() {
+                runs += 1;
+            }
+        }
+    }
+    runs as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Bytes copied per second, one byte per read(2) and one per write(2), from
+/// /dev/zero to /dev/null for `duration` (as `dd bs=1` does): the cheapest
+/// syscalls there are, so the programs' per-syscall cost shows most.
+pub fn byte_copy_rate(duration: Duration) -> f64 {
+    let (Ok(mut zero), Ok(mut null)) = (File::open("/dev/zero"), File::create("/dev/null")) else {
+        return 0.0;
+    };
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    let mut byte = [0u8; 1];
+    while start.elapsed() < duration {
+        for _ in 0..1000 {
+            if zero.read(&mut byte).is_ok() && null.write(&byte).is_ok() {
+                bytes += 1;
+            }
+        }
+    }
+    bytes as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Rates of a workload per round: with nothing loaded, with an idle guardian
 /// (its watch programs attached) and with a guardian holding a secret (its
-/// syscall tamper programs attached too).
+/// read-path programs attached too).
 #[derive(Default)]
 pub struct ForkRates {
     /// Nothing loaded.
@@ -35,29 +73,30 @@ pub struct ForkRates {
     pub holding: Vec<f64>,
 }
 
-/// `rounds` rounds of the three cases. The order rotates every round, so a
-/// drift in the machine's speed over the run favours no case.
-pub fn fork_exec_rates(
+/// `rounds` rounds of `workload` in the three cases. The order rotates every
+/// round, so a drift in the machine's speed over the run favours no case.
+pub fn rates(
     binary: &Path,
     dir: &Path,
     rounds: usize,
     duration: Duration,
+    workload: fn(Duration) -> f64,
 ) -> anyhow::Result<ForkRates> {
     let mut rates = ForkRates::default();
     for round in 0..rounds {
         for case in 0..3 {
             match (round + case) % 3 {
-                0 => rates.without.push(fork_exec_rate(duration)),
+                0 => rates.without.push(workload(duration)),
                 1 => {
                     let _guardian = Guardian::start(binary, dir, true)?;
-                    rates.idle.push(fork_exec_rate(duration));
+                    rates.idle.push(workload(duration));
                 }
                 _ => {
                     let guardian = Guardian::start(binary, dir, true)?;
                     guardian
                         .connect()?
                         .put("machine", std::process::id() as i32, b"x")?;
-                    rates.holding.push(fork_exec_rate(duration));
+                    rates.holding.push(workload(duration));
                 }
             }
         }
