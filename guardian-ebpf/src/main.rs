@@ -309,6 +309,7 @@ pub(crate) fn emit(event: Event) {
 /// Counts something the guardian should have seen and will not: it then
 /// fails closed.
 pub(crate) fn count_dropped() {
+    aya_log_ebpf::warn!(&(), "an event was lost: the guardian will fail closed");
     if let Some(count) = DROPPED.get_ptr_mut(0) {
         // SAFETY: per-CPU slot 0 exists (max_entries 1) and no one else writes it on this CPU now.
         unsafe { *count += 1 };

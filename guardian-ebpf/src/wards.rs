@@ -117,6 +117,14 @@ pub(crate) fn stop(
         return false;
     };
     kill_current();
+    let (caller, _) = current_ids();
+    aya_log_ebpf::debug!(
+        &(),
+        "SIGKILLed {} reaching into ward {} (tamper code {})",
+        caller,
+        tgid,
+        syscall as u32
+    );
     let refused = judge && kernel_refuses(tgid, &ward);
     let flags = flags | if refused { flags::REFUSED_BY_KERNEL } else { 0 };
     report(tgid, syscall, request, flags);

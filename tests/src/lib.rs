@@ -137,19 +137,19 @@ impl Guardian {
     pub fn start_with_config(tag: &str, config: &str) -> Self {
         let dir = scratch_dir(tag);
         let audit = dir.join("audit/audit.jsonl");
-        Self::start_in(dir, audit, config, &[], None)
+        Self::start_in(dir, audit, config, &[], Launch::Plain)
     }
 
     /// Starts a guardian that writes its audit log at `audit`.
     pub fn start_with_audit(tag: &str, audit: &Path) -> Self {
-        Self::start_in(scratch_dir(tag), audit.to_owned(), "", &[], None)
+        Self::start_in(scratch_dir(tag), audit.to_owned(), "", &[], Launch::Plain)
     }
 
     /// Starts a guardian with `--no-ebpf`: its pidfd and /proc fallback.
     pub fn start_without_ebpf(tag: &str) -> Self {
         let dir = scratch_dir(tag);
         let audit = dir.join("audit/audit.jsonl");
-        Self::start_in(dir, audit, "", &["--no-ebpf"], None)
+        Self::start_in(dir, audit, "", &["--no-ebpf"], Launch::Plain)
     }
 
     /// Starts a guardian whose descriptor limit is `limit` (soft and hard),
@@ -157,7 +157,15 @@ impl Guardian {
     pub fn start_with_open_files(tag: &str, limit: u64) -> Self {
         let dir = scratch_dir(tag);
         let audit = dir.join("audit/audit.jsonl");
-        Self::start_in(dir, audit, "", &[], Some(limit))
+        Self::start_in(dir, audit, "", &[], Launch::OpenFiles(limit))
+    }
+
+    /// Starts a guardian logging at debug level (RUST_LOG=debug), which also
+    /// turns on its eBPF programs' own log.
+    pub fn start_at_debug_level(tag: &str) -> Self {
+        let dir = scratch_dir(tag);
+        let audit = dir.join("audit/audit.jsonl");
+        Self::start_in(dir, audit, "", &[], Launch::DebugLog)
     }
 
     fn start_in(
@@ -165,14 +173,17 @@ impl Guardian {
         audit: PathBuf,
         config: &str,
         extra: &[&str],
-        open_files: Option<u64>,
+        launch: Launch,
     ) -> Self {
         let socket = dir.join("guardian.sock");
         let config_path = dir.join("config.toml");
         fs::write(&config_path, config).expect("write config");
         let log = fs::File::create(dir.join("guardian.log")).expect("guardian log");
         let mut command = Command::new(bin());
-        if let Some(limit) = open_files {
+        if let Launch::DebugLog = launch {
+            command.env("RUST_LOG", "debug");
+        }
+        if let Launch::OpenFiles(limit) = launch {
             // SAFETY: setrlimit is async-signal-safe and touches only the child.
             unsafe {
                 command.pre_exec(move || {
@@ -308,6 +319,16 @@ impl Drop for Guardian {
         let _ = self.child.wait();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// How a test guardian is started, beyond its arguments.
+#[derive(Clone, Copy)]
+enum Launch {
+    Plain,
+    /// With this descriptor limit, soft and hard.
+    OpenFiles(u64),
+    /// With RUST_LOG=debug.
+    DebugLog,
 }
 
 /// A shell that is its own session leader (started with setsid), fed commands

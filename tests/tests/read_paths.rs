@@ -322,3 +322,37 @@ fn a_local_pid_in_another_pid_namespace_is_not_taken_for_a_global_one() {
     let (rc, out, _) = session.run("$NS get tok");
     assert_eq!((rc, out), (0, marker));
 }
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn at_debug_level_the_programs_own_log_names_what_they_stopped() {
+    let guardian = Guardian::start_at_debug_level("program-log");
+    let mut session = Session::start_as_nobody(&guardian);
+    let marker = put(&mut session, "tok");
+    let holder = start_sleeping_holder(&mut session, "tok");
+    let loot = session.dir().join("loot");
+    let output = read_attack("environ", holder, &loot, &[], NOBODY);
+    assert_stopped_before(&output, "opened", &loot, &marker);
+    let logged = format!("reaching into ward {holder} (tamper code 5)");
+    assert!(
+        wait_until(Duration::from_secs(5), || guardian.log().contains(&logged)),
+        "{}",
+        guardian.log()
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn below_debug_level_the_programs_log_nothing() {
+    let (guardian, mut session, marker) = victim("program-log-off");
+    let holder = start_sleeping_holder(&mut session, "tok");
+    let loot = session.dir().join("loot");
+    let output = read_attack("environ", holder, &loot, &[], NOBODY);
+    assert_stopped_before(&output, "opened", &loot, &marker);
+    tamper_record(&guardian, &["open of environ"]);
+    assert!(
+        !guardian.log().contains("reaching into ward"),
+        "{}",
+        guardian.log()
+    );
+}

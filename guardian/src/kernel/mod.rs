@@ -129,6 +129,7 @@ impl KernelLink {
             .override_global(globals::URING_REQ_OFFSET, &offsets.uring_req, true)
             .override_global(globals::URING_RES_OFFSET, &offsets.uring_res, true)
             .override_global(globals::LAYOUT, &layout, true)
+            .override_global(AYA_LOG_LEVEL, &program_log_level(), true)
             .load(OBJECT)?;
         for (name, category, tracepoint) in programs::WATCH {
             tracepoint_mut(&mut ebpf, name)?
@@ -161,7 +162,7 @@ impl KernelLink {
         }
         // After every program is loaded: taking the log map earlier would
         // close the descriptor the later loads refer to.
-        if tracing::enabled!(tracing::Level::DEBUG) {
+        if program_log_level() > 0 {
             start_program_log(&mut ebpf);
         }
         let leaders = take_map(&mut ebpf, maps::LEADERS)?;
@@ -473,6 +474,18 @@ fn without_empty_log(message: String) -> String {
 /// A `KernelError::Map` maker for the map `name`.
 fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
     move |source| KernelError::Map { name, source }
+}
+
+/// aya-log's global in the programs: the most verbose level they write.
+const AYA_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
+
+/// Debug (aya-log's level 4) when the guardian logs at debug level; else 0,
+/// which turns every log statement in the programs into one global read.
+fn program_log_level() -> u8 {
+    match tracing::enabled!(tracing::Level::DEBUG) {
+        true => 4,
+        false => 0,
+    }
 }
 
 /// Sends the programs' own diagnostics (aya-log) to the guardian's log at
