@@ -54,6 +54,42 @@ impl<O: Os> Core<O> {
             self.schedule_tick();
         }
         let (role, keys) = self.reach_of(target, event.grant);
+        self.record_tamper(event, attacker, target, role, &keys);
+        let refused = event.flags & flags::REFUSED_BY_KERNEL != 0;
+        // A sharer of a tainted table is stopped for an open already acted on.
+        let acted_on = event.syscall == TamperSyscall::TaintedTable as u32;
+        let wipes = !refused
+            && !acted_on
+            && !keys.is_empty()
+            && self.config.tamper_response == TamperResponse::Wipe;
+        let attach = event.syscall == TamperSyscall::Ptrace as u32;
+        // An attach queues a SIGSTOP that the killed tracer cannot undo: the
+        // target runs on, unless it is a holder about to die anyway.
+        let stopped = match role {
+            Role::Supervisor => self
+                .supervisor
+                .as_ref()
+                .map(|(process, _)| Arc::clone(process)),
+            Role::Holder if wipes => None,
+            Role::Holder | Role::Member if attach => self.os.open(target).ok().map(Arc::new),
+            _ => None,
+        };
+        if let Some(process) = stopped {
+            self.os.continue_if_stopped(process);
+        }
+        if wipes {
+            self.trigger(Cause::Tamper, event.ktime_ns, keys, None);
+        }
+    }
+
+    fn record_tamper(
+        &mut self,
+        event: &Event,
+        attacker: Pid,
+        target: Pid,
+        role: Role,
+        keys: &[SecretKey],
+    ) {
         let refused = event.flags & flags::REFUSED_BY_KERNEL != 0;
         let syscall = TamperSyscall::name(event.syscall);
         let table = match event.flags & flags::COMPAT != 0 {
@@ -85,31 +121,6 @@ impl<O: Os> Core<O> {
             )),
             latency: None,
         });
-        // An attach queues a SIGSTOP that the killed tracer cannot undo. A
-        // holder is about to die anyway; the supervisor and a member (a
-        // user's shell) must run on.
-        let stopped = match role {
-            Role::Supervisor => self
-                .supervisor
-                .as_ref()
-                .map(|(process, _)| Arc::clone(process)),
-            Role::Member if event.syscall == TamperSyscall::Ptrace as u32 => {
-                self.os.open(target).ok().map(Arc::new)
-            }
-            _ => None,
-        };
-        if let Some(process) = stopped {
-            self.os.continue_if_stopped(process);
-        }
-        // A sharer of a tainted table is stopped for an open already acted on.
-        let acted_on = event.syscall == TamperSyscall::TaintedTable as u32;
-        if !refused
-            && !acted_on
-            && !keys.is_empty()
-            && self.config.tamper_response == TamperResponse::Wipe
-        {
-            self.trigger(Cause::Tamper, event.ktime_ns, keys, None);
-        }
     }
 
     /// What the target is, and the secrets it could reach: a holder's

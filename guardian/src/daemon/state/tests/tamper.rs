@@ -104,3 +104,24 @@ fn a_sharer_of_a_tainted_table_is_recorded_without_a_second_wipe() {
     );
     assert_eq!(h.world.lock().records_of("tamper").len(), 1);
 }
+
+#[test]
+fn an_attach_that_wipes_nothing_leaves_its_target_running() {
+    let config = Config {
+        tamper_response: TamperResponse::Audit,
+        ..Config::default()
+    };
+    let mut h = Harness::with(Parts::ALL, config);
+    let (leader, holder) = h.session_holding(ALICE);
+    h.tamper_by(4242, holder, TamperSyscall::Ptrace, leader, 0);
+    h.tamper_by(4243, leader, TamperSyscall::Ptrace, leader, 0);
+    assert!(h.holds_secret(ALICE, "tok"));
+    let world = h.world.lock();
+    for pid in [holder, leader] {
+        assert!(
+            world.effects.contains(&Effect::ContinueIfStopped { pid }),
+            "{pid} left stopped: {:?}",
+            world.effects
+        );
+    }
+}
