@@ -3,13 +3,20 @@
 //! through `bpf_probe_read_kernel`, which fails cleanly on a bad address, so a
 //! wrong offset yields `None`, never a fault.
 
-use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_get_current_task};
+use aya_ebpf::helpers::{
+    bpf_probe_read_kernel,
+    generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
+};
 use guardian_ebpf::{Layout, abi};
 
 use crate::LAYOUT;
 
 /// `PF_IO_WORKER` in `task_struct.flags`: an io_uring worker thread.
 const PF_IO_WORKER: u32 = 0x0000_0010;
+/// `PF_KTHREAD` in `task_struct.flags`: a kernel thread.
+const PF_KTHREAD: u32 = 0x0020_0000;
+/// `SIGNAL_GROUP_EXIT` in `signal_struct.flags`: the process is being killed.
+const SIGNAL_GROUP_EXIT: u32 = 0x0000_0004;
 
 /// CAP_SYS_PTRACE, as a bit of `cred.cap_effective`.
 const CAP_SYS_PTRACE: u64 = 1 << 19;
@@ -67,22 +74,6 @@ pub(crate) fn syscall_arg(regs: u64, n: usize, compat: bool) -> Option<u64> {
 /// The task's descriptor table (`files_struct`).
 pub(crate) fn files_of(task: u64) -> Option<u64> {
     pointer(task, Layout::TaskFiles)
-}
-
-/// How many tasks share a descriptor table.
-pub(crate) fn files_users(files: u64) -> Option<i32> {
-    member(files, Layout::FilesCount)
-}
-
-/// True if tasks outside `task`'s process (a `clone(CLONE_FILES)` child)
-/// share its descriptor table: more users than the process has threads.
-pub(crate) fn shares_files_outside(task: u64, files: u64) -> bool {
-    let threads = pointer(task, Layout::TaskSignal)
-        .and_then(|signal| member::<i32>(signal, Layout::SignalNrThreads));
-    match (files_users(files), threads) {
-        (Some(users), Some(threads)) => users > threads,
-        _ => true, // unknown: assume shared, which only costs a map entry
-    }
 }
 
 /// The `struct file` behind descriptor `fd` of `task`.
@@ -153,9 +144,39 @@ pub(crate) fn has_cap_sys_ptrace(task: u64) -> bool {
         && user_ns.and_then(|ns| member::<u32>(ns, Layout::UserNsLevel)) == Some(0)
 }
 
-/// True if `task` is an io_uring worker (io-wq or SQPOLL thread).
-pub(crate) fn is_io_worker(task: u64) -> bool {
-    member::<u32>(task, Layout::TaskFlags).is_some_and(|flags| flags & PF_IO_WORKER != 0)
+/// What runs as `task`: an io_uring worker (io-wq or SQPOLL thread), a
+/// kernel thread, or a user thread (which may be in a system call).
+pub(crate) enum Runner {
+    IoWorker,
+    Kernel,
+    User,
+}
+
+pub(crate) fn runner(task: u64) -> Runner {
+    let flags = member::<u32>(task, Layout::TaskFlags).unwrap_or(PF_KTHREAD);
+    if flags & PF_IO_WORKER != 0 {
+        Runner::IoWorker
+    } else if flags & PF_KTHREAD != 0 {
+        Runner::Kernel
+    } else {
+        Runner::User
+    }
+}
+
+/// True once `task`'s process is being killed (a SIGKILL is on its way).
+pub(crate) fn is_dying(task: u64) -> bool {
+    pointer(task, Layout::TaskSignal)
+        .and_then(|signal| member::<u32>(signal, Layout::SignalFlags))
+        .is_some_and(|flags| flags & SIGNAL_GROUP_EXIT != 0)
+}
+
+/// The saved user registers of the current task, whose `orig_ax` is the
+/// system call it is in.
+pub(crate) fn current_regs() -> Option<u64> {
+    // SAFETY: the helpers take and return the current task's BTF pointers;
+    // the result is only ever read through bpf_probe_read_kernel.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) };
+    (regs != 0).then_some(regs as u64)
 }
 
 /// The process whose address space `mm` is, unless it is `task`'s own.

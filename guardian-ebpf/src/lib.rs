@@ -26,14 +26,6 @@ pub mod maps {
     /// that leader and the secrets' owner, packed by [`super::ward_value`].
     /// Children inherit the entry.
     pub const WARDS: &str = "WARDS";
-    /// `HashMap<u64, u32>`: address of a descriptor table (`files_struct`) that
-    /// holds a protected procfs file some process opened -> the target's tgid.
-    /// Every process using such a table is SIGKILLed at its next syscall.
-    pub const TAINTED: &str = "TAINTED";
-    /// `Array<u32>` with one slot: set by the programs when they taint a
-    /// table, cleared by the guardian once `TAINTED` is empty, so the
-    /// per-syscall check costs one array read while nothing is tainted.
-    pub const TAINT_SEEN: &str = "TAINT_SEEN";
     /// `RingBuf` of [`super::Event`] records.
     pub const EVENTS: &str = "EVENTS";
     /// `PerCpuArray<u64>` with one slot: events the programs could not write
@@ -51,9 +43,8 @@ pub mod programs {
     /// Generation of every signal: SIGHUP aimed at a leader.
     pub const SIGNAL_GENERATE: (&str, &str, &str) =
         ("signal_generate", "signal", "signal_generate");
-    /// Entry of every system call, native and compat: process_vm_readv/writev
-    /// and pidfd_getfd aimed at a protected process, and any call from a
-    /// process sharing a tainted descriptor table.
+    /// Entry of every system call, native and compat: process_vm_readv/writev,
+    /// pidfd_getfd and perf_event_open aimed at a protected process.
     pub const SYSCALL_ENTER: (&str, &str) = ("syscall_enter", "sys_enter");
     /// Exit of every system call, native and compat: a successful open of a
     /// protected process's procfs memory or environment, and a successful
@@ -130,8 +121,6 @@ pub enum Layout {
     CredUserNs,
     /// `user_namespace.level`.
     UserNsLevel,
-    /// `files_struct.count`: how many tasks share the table.
-    FilesCount,
     /// `files_struct.fdt`.
     FilesFdt,
     /// `fdtable.max_fds`.
@@ -174,13 +163,13 @@ pub enum Layout {
     IoKiocbOpcode,
     /// `task_struct.signal`.
     TaskSignal,
-    /// `signal_struct.nr_threads`: the threads of a process.
-    SignalNrThreads,
+    /// `signal_struct.flags` (`SIGNAL_GROUP_EXIT`: the process is being killed).
+    SignalFlags,
 }
 
 impl Layout {
     /// Number of entries.
-    pub const COUNT: usize = Self::SignalNrThreads as usize + 1;
+    pub const COUNT: usize = Self::SignalFlags as usize + 1;
 }
 
 /// The x86-64 system call ABIs as the raw syscall tracepoints see them: the
@@ -200,6 +189,8 @@ pub mod abi {
         PidfdGetfd,
         /// open, openat, openat2 or creat: returns a new descriptor.
         Open,
+        /// perf_event_open(2): sampling a process's registers and stack.
+        PerfEventOpen,
     }
 
     /// Set in the number of an x32 system call.
@@ -233,6 +224,7 @@ pub mod abi {
                 348 => Some(Call::VmWritev),
                 438 => Some(Call::PidfdGetfd),
                 5 | 8 | 295 | 437 => Some(Call::Open),
+                336 => Some(Call::PerfEventOpen),
                 _ => None,
             };
         }
@@ -244,6 +236,49 @@ pub mod abi {
             2 | 85 | 257 | 437 | 0x4000_0002 | 0x4000_0055 | 0x4000_0101 | 0x4000_01b5 => {
                 Some(Call::Open)
             }
+            298 | 0x4000_012a => Some(Call::PerfEventOpen),
+            _ => None,
+        }
+    }
+
+    /// How a system call that takes another process's address-space lock
+    /// names what it reaches into.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Reach {
+        /// Through descriptors: the argument indexes of the file(s) read or
+        /// written (a `/proc/PID/environ` or `mem` file).
+        Files(usize, Option<usize>),
+        /// Directly: process_vm_readv/writev, ptrace.
+        Process,
+    }
+
+    /// What a system call in progress reaches into another process through,
+    /// for the read, write and copy calls and process_vm_*/ptrace.
+    pub const fn reach(id: i64, compat: bool) -> Option<Reach> {
+        let (one, pair_in_out, copy) = (
+            Some(Reach::Files(0, None)),
+            Some(Reach::Files(0, Some(1))),
+            Some(Reach::Files(0, Some(2))),
+        );
+        if compat {
+            return match id {
+                3 | 4 | 145 | 146 | 180 | 181 | 333 | 334 | 378 | 379 => one,
+                187 | 239 => pair_in_out,
+                313 | 377 => copy,
+                26 | 347 | 348 => Some(Reach::Process),
+                _ => None,
+            };
+        }
+        let id = if id & X32_BIT != 0 { id & !X32_BIT } else { id };
+        match id {
+            // read, write, pread64, pwrite64, readv, writev, preadv, pwritev,
+            // preadv2, pwritev2 (x32: readv 515, writev 516, preadv 534,
+            // pwritev 535, preadv2 546, pwritev2 547)
+            0 | 1 | 17 | 18 | 19 | 20 | 295 | 296 | 327 | 328 => one,
+            515 | 516 | 534 | 535 | 546 | 547 => one,
+            40 => pair_in_out, // sendfile(out, in)
+            275 | 326 => copy, // splice, copy_file_range
+            101 | 310 | 311 | 521 | 539 | 540 => Some(Reach::Process),
             _ => None,
         }
     }
@@ -337,14 +372,19 @@ pub enum TamperSyscall {
     OpenMem = 6,
     /// pidfd_getfd(2).
     PidfdGetfd = 7,
-    /// Any system call from a process whose descriptor table holds a
-    /// protected procfs file another process opened.
-    TaintedTable = 8,
     /// An io_uring open (or fixed-descriptor install) of `/proc/PID/environ`
     /// or `mem`.
     IoUringOpen = 9,
     /// An io_uring worker reading a ward's memory.
     IoUringRead = 10,
+    /// A read or write through a ward's `/proc/PID/environ` or `mem`,
+    /// however the descriptor was obtained.
+    ProcRead = 11,
+    /// process_vm_readv/writev or ptrace reaching into a ward's memory
+    /// (caught where the kernel takes its address-space lock).
+    MemoryAccess = 12,
+    /// perf_event_open(2) aimed at a ward (samples its registers and stack).
+    PerfEventOpen = 13,
 }
 
 impl TamperSyscall {
@@ -358,9 +398,11 @@ impl TamperSyscall {
             5 => "open of environ",
             6 => "open of mem",
             7 => "pidfd_getfd",
-            8 => "system call with a tainted descriptor table",
             9 => "io_uring open of environ or mem",
             10 => "io_uring read of a process's memory",
+            11 => "read or write through environ or mem",
+            12 => "memory access",
+            13 => "perf_event_open",
             _ => "unknown",
         }
     }
@@ -571,6 +613,24 @@ mod tests {
         // The first argument is rdi natively and ebx through int $0x80.
         assert_eq!(abi::arg_offset(0, false), 112);
         assert_eq!(abi::arg_offset(0, true), 40);
+    }
+
+    #[test]
+    fn calls_that_reach_into_another_address_space_are_read_per_table() {
+        use abi::{Reach, reach};
+        assert_eq!(reach(0, false), Some(Reach::Files(0, None))); // read
+        assert_eq!(reach(3, true), Some(Reach::Files(0, None))); // read, 32-bit
+        assert_eq!(reach(3, false), None); // close
+        assert_eq!(reach(40, false), Some(Reach::Files(0, Some(1)))); // sendfile
+        assert_eq!(
+            reach(abi::X32_BIT | 515, false),
+            Some(Reach::Files(0, None))
+        ); // x32 readv
+        assert_eq!(reach(310, false), Some(Reach::Process));
+        assert_eq!(reach(347, true), Some(Reach::Process));
+        assert_eq!(reach(257, false), None); // openat
+        assert_eq!(abi::classify(298, false), Some(abi::Call::PerfEventOpen));
+        assert_eq!(abi::classify(336, true), Some(abi::Call::PerfEventOpen));
     }
 
     #[test]

@@ -28,7 +28,7 @@ use aya_ebpf::{
         generated::bpf_send_signal,
     },
     macros::{lsm, map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
     programs::{LsmContext, RawTracePointContext, TracePointContext},
 };
 use guardian_ebpf::{
@@ -77,10 +77,6 @@ static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 static THREADS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
 static WARDS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
-#[map]
-static TAINTED: HashMap<u64, u32> = HashMap::with_max_entries(1024, 0);
-#[map]
-static TAINT_SEEN: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
@@ -169,7 +165,6 @@ fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     if tid != tgid && THREADS.get_ptr(tid).is_some() {
         let _ = THREADS.remove(tid);
     }
-    read_paths::untaint_if_last();
     if !is_group_dead(ctx, tgid, tid)? {
         return Ok(0);
     }

@@ -1,36 +1,30 @@
-//! Every read path into a protected process, stopped at the raw syscall
-//! tracepoints, which fire for the 64-bit, x32 and 32-bit (`int $0x80`)
-//! tables alike:
-//! - at entry: process_vm_readv/writev and pidfd_getfd (the caller is
-//!   SIGKILLed before the call body runs, so nothing is copied);
-//! - at exit: an open that returned a descriptor for a protected process's
+//! Every read path into a protected process, stopped where the kernel
+//! would carry it out:
+//! - at syscall entry (raw tracepoint, all three x86-64 tables):
+//!   process_vm_readv/writev, pidfd_getfd and perf_event_open aimed at a
+//!   ward; the caller is SIGKILLed before the call body runs;
+//! - at syscall exit: an open that returned a descriptor for a ward's
 //!   `environ` or `mem` (recognised by the file's read operation, so every
 //!   path spelling is the same), and a ptrace attach that succeeded (the
 //!   target resolved by the kernel, so pid namespaces and the kernel's own
 //!   permission check are already accounted for). The opener never returns
-//!   to user space.
-//!
-//! A descriptor can outlive its opener in a table shared with another
-//! process (`clone(CLONE_FILES)`): the table is marked tainted, and every
-//! process using it is SIGKILLed at its next system call.
-//!
-//! io_uring runs opens and reads in its own workers, outside any system
-//! call: an io_uring open that returned a descriptor is checked at its
-//! completion like a syscall open, and an io_uring worker that takes the
-//! address-space lock of a ward (which every read of another process's
-//! memory does, before copying a page) is SIGKILLed there, however the file
-//! was opened.
+//!   to user space;
+//! - at a ward's address-space lock, which every read of another process's
+//!   memory takes before it copies a page: a read or write through a ward's
+//!   `environ` or `mem` whoever holds the descriptor (a racing thread, a
+//!   `clone(CLONE_FILES)` sharer, an SCM_RIGHTS recipient, an io_uring
+//!   open), process_vm_* and ptrace from any pid namespace, and anything an
+//!   io_uring worker does;
+//! - at io_uring completion: an io_uring open that returned a descriptor.
 
 use aya_ebpf::programs::{RawTracePointContext, TracePointContext};
 use guardian_ebpf::{
     Layout, PTRACE_ATTACH, PTRACE_SEIZE, TamperSyscall,
-    abi::{self, Call},
+    abi::{self, Call, Reach},
     flags,
 };
 
-use crate::{
-    TAINT_SEEN, TAINTED, URING_REQ_OFFSET, URING_RES_OFFSET, kill_current, kmem, read_global, wards,
-};
+use crate::{URING_REQ_OFFSET, URING_RES_OFFSET, kmem, read_global, wards};
 
 /// io_uring operations that put a new descriptor in the process's table:
 /// IORING_OP_OPENAT, IORING_OP_OPENAT2, IORING_OP_FIXED_FD_INSTALL.
@@ -38,9 +32,6 @@ const URING_FD_OPS: [u8; 3] = [18, 28, 54];
 
 /// `raw_syscalls:sys_enter`: `(struct pt_regs *regs, long id)`.
 pub(crate) fn on_enter(ctx: &RawTracePointContext) {
-    if any_taint() {
-        stop_if_tainted();
-    }
     let id: i64 = ctx.arg(1);
     if !abi::may_matter(id) {
         return;
@@ -53,6 +44,7 @@ pub(crate) fn on_enter(ctx: &RawTracePointContext) {
         Some(Call::VmReadv) => by_pid(task, regs, compat, TamperSyscall::ProcessVmReadv, flags),
         Some(Call::VmWritev) => by_pid(task, regs, compat, TamperSyscall::ProcessVmWritev, flags),
         Some(Call::PidfdGetfd) => by_pidfd(task, regs, compat, flags),
+        Some(Call::PerfEventOpen) => by_perf_target(task, regs, compat, flags),
         _ => {}
     }
 }
@@ -100,20 +92,61 @@ pub(crate) fn on_uring_complete(ctx: &TracePointContext) {
     let Some((_, tgid)) = kmem::fd_file(task, res as u64).and_then(ward_file) else {
         return;
     };
-    if wards::stop(tgid, TamperSyscall::IoUringOpen, res as u64, 0, false) {
-        taint(task, tgid);
+    wards::stop(tgid, TamperSyscall::IoUringOpen, res as u64, 0, false);
+}
+
+/// `mmap_lock_start_locking(mm, write)`: every read of another process's
+/// memory takes that process's address-space lock before it copies a page.
+/// Taken on a ward's by someone who may not reach it, it is stopped here,
+/// with the SIGKILL pending before the first page: by an io_uring worker
+/// (whatever it does), or by a system call that reads or writes through a
+/// ward's `environ` or `mem` (however the descriptor was obtained: a racing
+/// thread, a sharer, SCM_RIGHTS, an io_uring open) or that is
+/// process_vm_readv/writev or ptrace (in any pid namespace). Other calls that
+/// take the lock, such as a read of `/proc/PID/cmdline` by `ps`, pass.
+pub(crate) fn on_mm_lock(ctx: &RawTracePointContext) {
+    let task = kmem::current_task();
+    let Some(tgid) = kmem::foreign_mm_owner(task, ctx.arg(0)) else {
+        return;
+    };
+    if kmem::is_dying(task) {
+        return; // already stopped, and reported, by an earlier check
+    }
+    match kmem::runner(task) {
+        kmem::Runner::IoWorker => {
+            wards::stop(tgid, TamperSyscall::IoUringRead, 0, 0, false);
+        }
+        kmem::Runner::User => reaching_syscall(task, tgid),
+        kmem::Runner::Kernel => {}
     }
 }
 
-/// `mmap_lock_start_locking(mm, write)`: an io_uring worker locking a ward's
-/// address space is about to read or write its memory.
-pub(crate) fn on_mm_lock(ctx: &RawTracePointContext) {
-    let task = kmem::current_task();
-    if !kmem::is_io_worker(task) {
+/// Stops the current system call if it reaches into `tgid`'s memory.
+fn reaching_syscall(task: u64, tgid: u32) {
+    let Some(regs) = kmem::current_regs() else {
         return;
-    }
-    if let Some(tgid) = kmem::foreign_mm_owner(task, ctx.arg(0)) {
-        wards::stop(tgid, TamperSyscall::IoUringRead, 0, 0, false);
+    };
+    let Some(id) = kmem::read::<i64>(regs.wrapping_add(abi::ORIG_AX)) else {
+        return;
+    };
+    let compat = kmem::is_compat(task);
+    let flags = if compat { flags::COMPAT } else { 0 };
+    match abi::reach(id, compat) {
+        Some(Reach::Process) => {
+            wards::stop(tgid, TamperSyscall::MemoryAccess, id as u64, flags, false);
+        }
+        Some(Reach::Files(first, second)) => {
+            let through_ward = |index: usize| {
+                kmem::syscall_arg(regs, index, compat)
+                    .and_then(|fd| kmem::fd_file(task, u64::from(fd as u32)))
+                    .and_then(ward_file)
+                    .is_some_and(|(_, target)| target == tgid)
+            };
+            if through_ward(first) || second.is_some_and(through_ward) {
+                wards::stop(tgid, TamperSyscall::ProcRead, id as u64, flags, false);
+            }
+        }
+        None => {}
     }
 }
 
@@ -130,6 +163,20 @@ fn by_pid(task: u64, regs: u64, compat: bool, syscall: TamperSyscall, flags: u32
     };
     if pid > 0 {
         wards::stop(wards::thread_group_of(pid as u32), syscall, 0, flags, true);
+    }
+}
+
+/// perf_event_open(attr, pid, cpu, group_fd, flags): a positive pid names
+/// the process to sample (its registers and user stack), in the caller's pid
+/// namespace.
+fn by_perf_target(task: u64, regs: u64, compat: bool, flags: u32) {
+    if kmem::pid_namespace_level(task) != Some(0) {
+        return;
+    }
+    let pid = kmem::syscall_arg(regs, 1, compat).map_or(0, |raw| raw as i32);
+    if pid > 0 {
+        let tgid = wards::thread_group_of(pid as u32);
+        wards::stop(tgid, TamperSyscall::PerfEventOpen, 0, flags, true);
     }
 }
 
@@ -157,9 +204,7 @@ fn opened(task: u64, fd: u64, flags: u32) {
         return;
     };
     // The open succeeded, so the kernel allowed it: no judging needed.
-    if wards::stop(tgid, syscall, fd, flags, false) {
-        taint(task, tgid);
-    }
+    wards::stop(tgid, syscall, fd, flags, false);
 }
 
 /// For a `/proc/PID/environ` or `mem` file (recognised by its read
@@ -204,65 +249,5 @@ fn attached(task: u64, regs: u64, compat: bool, ret: i64, flags: u32) {
             refused,
             false,
         );
-    }
-}
-
-/// The `TAINT_SEEN` flag: set here when a table is tainted, cleared by the
-/// guardian once `TAINTED` is empty, so that without taint the per-syscall
-/// cost is one array read.
-fn any_taint() -> bool {
-    // SAFETY: the pointer came from a lookup of slot 0, which exists.
-    TAINT_SEEN
-        .get_ptr(0)
-        .is_some_and(|seen| unsafe { *seen } != 0)
-}
-
-/// Marks `task`'s descriptor table tainted, if another process shares it:
-/// otherwise it dies with the opener and its threads, all SIGKILLed.
-fn taint(task: u64, tgid: u32) {
-    let Some(files) = kmem::files_of(task) else {
-        return;
-    };
-    if !kmem::shares_files_outside(task, files) {
-        return;
-    }
-    if TAINTED.insert(files, tgid, 0).is_err() {
-        // Map full: a sharer could go unseen, which is a lost event.
-        crate::count_dropped();
-    }
-    if let Some(seen) = TAINT_SEEN.get_ptr_mut(0) {
-        // SAFETY: slot 0 exists; a racing write stores the same value.
-        unsafe { *seen = 1 };
-    }
-}
-
-/// SIGKILLs the current process if its descriptor table is tainted.
-fn stop_if_tainted() {
-    let Some(files) = kmem::files_of(kmem::current_task()) else {
-        return;
-    };
-    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
-    if let Some(tgid) = TAINTED.get_ptr(files).map(|tgid| unsafe { *tgid }) {
-        kill_current();
-        wards::report(tgid, TamperSyscall::TaintedTable, 0, 0);
-    }
-}
-
-/// Called as each thread exits: forgets a tainted table its last user is
-/// leaving, so the address can be reused by an unrelated table. A thread
-/// that has passed this point but not yet dropped the table still counts,
-/// so two users leaving at once can leave a stale entry: a process that
-/// later gets a table at the same address would be killed at a syscall (and
-/// audited); no secret is wiped for it (see the guardian's tamper handling).
-pub(crate) fn untaint_if_last() {
-    if !any_taint() {
-        return;
-    }
-    let Some(files) = kmem::files_of(kmem::current_task()) else {
-        return;
-    };
-    if TAINTED.get_ptr(files).is_some() && kmem::files_users(files).is_some_and(|users| users <= 1)
-    {
-        let _ = TAINTED.remove(files);
     }
 }

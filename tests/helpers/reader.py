@@ -19,6 +19,13 @@ usage: reader.py MODE PID OUT [EXTRA]
   io-uring      IORING_OP_OPENAT then IORING_OP_READ of /proc/PID/environ
   io-uring-direct  the same through a direct (fixed) descriptor, which never
                 enters the process's descriptor table
+  io-uring-deferred  an io_uring open whose completion is deferred
+                (DEFER_TASKRUN), then a plain pread of the new descriptor
+  late-mem      open /proc/PID/mem read-write while a clone(CLONE_FILES)
+                sharer sleeps; the sharer then reads and writes through it
+  perf          perf_event_open on PID (a sampling event)
+  ns-readv      process_vm_readv from inside PID's user and pid namespace,
+                by its local pid
   pidns-local   (root) in a new pid namespace, PTRACE_SEIZE and
                 process_vm_readv the process whose LOCAL pid is PID; it runs
                 sleep with INNER_MARKER=EXTRA (default pidns-inner-marker)
@@ -41,6 +48,7 @@ import mmap
 import os
 import shutil
 import signal
+import struct
 import sys
 import time
 
@@ -57,6 +65,8 @@ libc.pread.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_
 libc.ptrace.restype = ctypes.c_long
 libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
 libc.process_vm_readv.restype = ctypes.c_ssize_t
+libc.pwrite.restype = ctypes.c_ssize_t
+libc.pwrite.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long]
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
                        ctypes.c_ulong, ctypes.c_void_p]
 
@@ -95,6 +105,13 @@ IORING_OP_READ = 22
 NR_IO_URING_REGISTER = 427
 IORING_REGISTER_FILES = 2
 IOSQE_FIXED_FILE = 1
+IOSQE_ASYNC = 16
+IORING_SETUP_SINGLE_ISSUER = 1 << 12
+IORING_SETUP_DEFER_TASKRUN = 1 << 13
+NR_PERF_EVENT_OPEN = 298
+PERF_TYPE_SOFTWARE = 1
+PERF_COUNT_SW_CPU_CLOCK = 0
+CLONE_NEWUSER = 0x10000000
 
 # int80(args): rdi points at seven u32 (eax, ebx, ecx, edx, esi, edi, ebp).
 # It loads them, does int $0x80 and returns eax sign-extended, so -errno reads
@@ -429,8 +446,9 @@ def clone_files(pid, out):
 class Ring:
     """A bare io_uring: one submission at a time, waited for."""
 
-    def __init__(self, entries=4):
+    def __init__(self, entries=4, flags=0):
         params = UringParams()
+        params.flags = flags
         self.fd = syscall(NR_IO_URING_SETUP, entries, ctypes.addressof(params))
         if self.fd < 0:
             say("io_uring unavailable", -self.fd, errno.errorcode.get(-self.fd, ""))
@@ -453,6 +471,21 @@ class Ring:
         self.sq_array = sq_ring + sq.array
         self.cq_head, self.cq_mask = u32(cq_ring + cq.head), u32(cq_ring + cq.ring_mask).value
         self.cqes = cq_ring + cq.cqes
+
+    def submit(self, **fields):
+        """Submit one SQE with FIELDS and do not wait: io_uring_enter's result."""
+        self.queue(fields)
+        return syscall(NR_IO_URING_ENTER, self.fd, 1, 0, 0, 0, 0)
+
+    def queue(self, fields):
+        tail = self.sq_tail.value
+        index = tail & self.sq_mask
+        sqe = Sqe.from_address(self.sqes + index * ctypes.sizeof(Sqe))
+        ctypes.memset(ctypes.addressof(sqe), 0, ctypes.sizeof(Sqe))
+        for name, value in fields.items():
+            setattr(sqe, name, value)
+        ctypes.c_uint32.from_address(self.sq_array + index * 4).value = index
+        self.sq_tail.value = tail + 1
 
     def run(self, **fields):
         """Submit one SQE with FIELDS and wait: its result, or io_uring_enter's error."""
@@ -506,6 +539,84 @@ def io_uring_direct(pid, out):
     n = ring.run(opcode=IORING_OP_READ, flags=IOSQE_FIXED_FILE, fd=0, addr=buf,
                  len=ENV_SIZE, off=0)
     say("uring read returned", n)
+
+
+def io_uring_deferred(pid, out):
+    """An io_uring open whose completion waits until we ask for it
+    (DEFER_TASKRUN): the worker has already put the descriptor in our table,
+    and a plain pread of it runs before any completion is seen."""
+    buf = shared_buffer(out, ENV_SIZE)
+    ring = Ring(flags=IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN)
+    probe = os.open("/dev/null", os.O_RDONLY)
+    os.close(probe)
+    path = ctypes.create_string_buffer(f"/proc/{pid}/environ".encode())
+    r = ring.submit(opcode=IORING_OP_OPENAT, flags=IOSQE_ASYNC, fd=AT_FDCWD,
+                    addr=ctypes.addressof(path), op_flags=os.O_RDONLY)
+    say("submitted", r, "polling fd", probe)
+    deadline = time.monotonic() + 5
+    n = -errno.EBADF
+    while n == -errno.EBADF and time.monotonic() < deadline:
+        n = result(libc.pread(probe, buf, ENV_SIZE, 0))
+    say("read", n)
+
+
+def late_mem(pid, out):
+    """A clone(CLONE_FILES) sharer asleep while the parent opens /proc/PID/mem
+    read-write (and is killed for it); it wakes afterwards and reads and writes
+    the target's stack through the descriptor it shares."""
+    start, end = stack_range(pid)
+    size = min(end - start, PAGE)
+    buf = shared_buffer(out, size)
+    probe = os.open("/dev/null", os.O_RDONLY)
+    os.close(probe)
+    child = syscall(NR_CLONE, CLONE_FILES | signal.SIGCHLD, 0, 0, 0, 0)
+    if child == 0:
+        time.sleep(1)  # blocked in the kernel through the parent's open
+        n = result(libc.pread(probe, buf, size, end - size))
+        say("sharer read", n)
+        w = result(libc.pwrite(probe, buf, n, end - size)) if n > 0 else n
+        say("sharer wrote", w)
+        os._exit(0)
+    say("sharer pid", child)
+    time.sleep(0.2)
+    opened(f"/proc/{pid}/mem", os.O_RDWR)
+    os.waitpid(child, 0)
+
+
+def perf(pid, out):
+    """perf_event_open on PID: a sampling event could copy its registers and
+    user stack (PERF_SAMPLE_STACK_USER) at each sample."""
+    attr = (ctypes.c_uint8 * 128)()
+    struct.pack_into("<IIQ", attr, 0, PERF_TYPE_SOFTWARE, 128, PERF_COUNT_SW_CPU_CLOCK)
+    # exclude_kernel and exclude_hv: what an unprivileged user may sample
+    struct.pack_into("<Q", attr, 40, (1 << 5) | (1 << 6))
+    fd = syscall(NR_PERF_EVENT_OPEN, ctypes.addressof(attr), pid, -1, -1, 0)
+    say("perf_event_open returned", fd)
+
+
+def ns_readv(pid, out):
+    """process_vm_readv from inside the target's own user and pid namespace
+    (as a process of a rootless container would), by its local pid."""
+    for ns, flag in (("user", CLONE_NEWUSER), ("pid", CLONE_NEWPID)):
+        fd = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY)
+        r = result(libc.setns(fd, flag))
+        say("setns", ns, r)
+        if r < 0:
+            sys.exit(2)
+    with open(f"/proc/{pid}/status") as status:
+        local = int(next(line for line in status if line.startswith("NSpid")).split()[-1])
+    start, end = stack_range(pid)
+    size = min(end - start, ENV_SIZE)
+    buf = shared_buffer(out, size)
+    child = os.fork()
+    if child == 0:
+        local_iov, remote_iov = IoVec(buf, size), IoVec(end - size, size)
+        n = result(libc.process_vm_readv(local, ctypes.byref(local_iov), 1,
+                                         ctypes.byref(remote_iov), 1, 0))
+        say("readv", n)
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    say("reader exit", describe(status))
 
 
 def ns_init(pid, buf, marker):
@@ -591,7 +702,8 @@ def main():
     simple = {"environ": environ, "mem": mem, "dirfd": dirfd, "cwd": cwd,
               "task": task, "creat-mem": creat_mem, "int80-readv": int80_readv,
               "clone-files": clone_files, "io-uring": io_uring,
-              "io-uring-direct": io_uring_direct}
+              "io-uring-direct": io_uring_direct, "io-uring-deferred": io_uring_deferred,
+              "late-mem": late_mem, "perf": perf, "ns-readv": ns_readv}
     with_extra = {"int80-attach": int80_attach, "pidfd-getfd": pidfd_getfd,
                   "pidns-local": pidns_local}
     if mode in simple:

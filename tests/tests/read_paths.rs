@@ -1,9 +1,10 @@
 //! Every read path into a bound session, tried as a local attacker would: the
 //! same uid as the secret's owner (`nobody`) but from another session, on a
 //! kernel without BPF LSM. procfs `environ` and `mem` by any spelling, the
-//! 32-bit syscall table, the leader itself, pidfd_getfd, a descriptor table
-//! shared with an accomplice and io_uring are all stopped before a byte is
-//! read, audited, and cost the target its secrets. Attempts the kernel refuses anyway cost
+//! 32-bit syscall table, the leader itself, pidfd_getfd, perf_event_open, a
+//! descriptor shared with an accomplice, io_uring (plain, direct and
+//! deferred) and a reader inside the holder's own pid namespace are all
+//! stopped before a byte is read, audited, and cost the target its secrets. Attempts the kernel refuses anyway cost
 //! nothing; tracing inside the session and inside a grant stays allowed; a
 //! local pid in another pid namespace means what the kernel says it means.
 
@@ -173,23 +174,130 @@ fn the_leader_is_protected_like_a_holder_from_ptrace_pidfd_getfd_and_procfs() {
 
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
-fn a_descriptor_table_shared_with_an_accomplice_is_not_readable_after_the_opener_dies() {
-    let (guardian, mut session, marker) = victim("clone-files");
+fn a_descriptor_shared_with_an_accomplice_is_not_readable_after_the_opener_dies() {
+    // Audit only: with the default policy the opener's attempt wipes the
+    // session, after which its members hold nothing and are no longer
+    // protected; here they stay wards, and the sharer must still be stopped.
+    let guardian = Guardian::start_with_config("clone-files", "tamper_response = \"audit\"\n");
+    let mut session = Session::start_as_nobody(&guardian);
+    let marker = put(&mut session, "tok");
     let holder = start_sleeping_holder(&mut session, "tok");
-    let loot = session.dir().join("loot");
-    let output = read_attack("clone-files", holder, &loot, &[], NOBODY);
-    assert_stopped_before(&output, "opened", &loot, &marker);
-    let accomplice: i32 = lines(&output)
-        .lines()
-        .find_map(|line| line.strip_prefix("accomplice pid ")?.trim().parse().ok())
-        .expect("the accomplice's pid");
-    assert!(
-        wait_until(Duration::from_secs(5), || !is_alive(accomplice)),
-        "the accomplice survived"
-    );
-    tamper_record(&guardian, &["tainted descriptor table"]);
-    let copied = fs::read(&loot).unwrap_or_default();
-    assert!(!copied.windows(marker.len()).any(|w| w == marker));
+    // A sharer polling for the descriptor to the holder's environ; and one
+    // asleep through an open of the leader's mem that then reads and writes
+    // its stack.
+    for (mode, target, sharer) in [
+        ("clone-files", holder, "accomplice pid "),
+        ("late-mem", session.leader(), "sharer pid "),
+    ] {
+        let loot = session.dir().join(format!("loot-{mode}"));
+        let output = read_attack(mode, target, &loot, &[], NOBODY);
+        assert_stopped_before(&output, "opened", &loot, &marker);
+        let said = lines(&output);
+        assert!(!said.contains("read "), "{mode}: {said}");
+        let accomplice: i32 = said
+            .lines()
+            .find_map(|line| line.strip_prefix(sharer)?.trim().parse().ok())
+            .expect("the sharer's pid");
+        assert!(
+            wait_until(Duration::from_secs(5), || !is_alive(accomplice)),
+            "{mode}: the sharer survived"
+        );
+        let by_sharer = format!("\"pid\":{accomplice},");
+        let stopped = || {
+            guardian.audit_of("tamper").iter().any(|record| {
+                record["peer"].to_string().contains(&by_sharer)
+                    && record["reason"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("read or write through")
+            })
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), stopped),
+            "{mode}: {:?}",
+            guardian.audit_of("tamper")
+        );
+        let copied = fs::read(&loot).unwrap_or_default();
+        assert!(copied.iter().all(|&b| b == 0), "{mode}: bytes were copied");
+    }
+}
+
+/// The `sleep` that `root` runs itself or through its children.
+fn sleeping_descendant(root: i32) -> Option<i32> {
+    let comm = |pid: i32| fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let descends = |pid: i32| {
+        let mut current = pid;
+        for _ in 0..4 {
+            if current == root {
+                return true;
+            }
+            current = e2e::proc_status_field(current, "PPid").unwrap_or(0) as i32;
+        }
+        false
+    };
+    e2e::processes()
+        .map(|(pid, _)| pid)
+        .find(|&pid| comm(pid).trim() == "sleep" && descends(pid))
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_deferred_io_uring_open_perf_and_a_namespaced_reader_are_stopped() {
+    // (mode, holder command, the step that must never return, what the record names)
+    let attempts = [
+        (
+            "io-uring-deferred",
+            "sleep 1000",
+            "read ",
+            "read or write through environ or mem",
+        ),
+        (
+            "perf",
+            "sleep 1000",
+            "perf_event_open returned",
+            "perf_event_open",
+        ),
+        (
+            "ns-readv",
+            "unshare -Urpf --mount-proc sleep 1000",
+            "readv ",
+            "memory access",
+        ),
+    ];
+    for (mode, command, step, what) in attempts {
+        let (guardian, mut session, marker) = victim(mode);
+        let (rc, out, err) = session.run(&format!(
+            "$NS exec --env T=tok -- {command} > /dev/null 2>&1 & echo $!"
+        ));
+        assert_eq!(rc, 0, "{err}");
+        let client: i32 = String::from_utf8_lossy(&out)
+            .trim()
+            .parse()
+            .expect("exec pid");
+        let mut holder = None;
+        wait_until(Duration::from_secs(10), || {
+            holder = sleeping_descendant(client);
+            holder.is_some()
+        });
+        let holder = holder.expect("the holder's sleep");
+        let loot = session.dir().join("loot");
+        let output = read_attack(mode, holder, &loot, &[], NOBODY);
+        let said = lines(&output);
+        if mode == "ns-readv" {
+            // The namespaced reader is the forked child: it dies, the parent reports it.
+            assert!(said.contains("reader exit signal 9"), "{said}");
+            assert!(!said.contains("readv "), "{said}");
+        } else {
+            assert_stopped_before(&output, step, &loot, &marker);
+        }
+        let copied = fs::read(&loot).unwrap_or_default();
+        assert!(
+            !copied.windows(marker.len()).any(|w| w == marker),
+            "{mode}: copied"
+        );
+        tamper_record(&guardian, &[what]);
+        assert_wiped(&guardian, &mut session, "tok");
+    }
 }
 
 #[test]

@@ -38,7 +38,6 @@ fn source(what: Layout) -> Source {
         Layout::CredCapEffective => Member("cred", &["cap_effective"]),
         Layout::CredUserNs => Member("cred", &["user_ns"]),
         Layout::UserNsLevel => Member("user_namespace", &["level"]),
-        Layout::FilesCount => Member("files_struct", &["count"]),
         Layout::FilesFdt => Member("files_struct", &["fdt"]),
         Layout::FdtMaxFds => Member("fdtable", &["max_fds"]),
         Layout::FdtFd => Member("fdtable", &["fd"]),
@@ -60,7 +59,7 @@ fn source(what: Layout) -> Source {
         Layout::MmOwner => Optional("mm_struct", &["owner"]),
         Layout::IoKiocbOpcode => Optional("io_kiocb", &["opcode"]),
         Layout::TaskSignal => Member("task_struct", &["signal"]),
-        Layout::SignalNrThreads => Member("signal_struct", &["nr_threads"]),
+        Layout::SignalFlags => Member("signal_struct", &["flags"]),
     }
 }
 
@@ -77,7 +76,6 @@ const ALL: [Layout; Layout::COUNT] = [
     Layout::CredCapEffective,
     Layout::CredUserNs,
     Layout::UserNsLevel,
-    Layout::FilesCount,
     Layout::FilesFdt,
     Layout::FdtMaxFds,
     Layout::FdtFd,
@@ -99,7 +97,7 @@ const ALL: [Layout; Layout::COUNT] = [
     Layout::MmOwner,
     Layout::IoKiocbOpcode,
     Layout::TaskSignal,
-    Layout::SignalNrThreads,
+    Layout::SignalFlags,
 ];
 
 /// The `LAYOUT` global for the running kernel, and why each optional entry

@@ -11,7 +11,7 @@ pub mod tracefs;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         Lsm, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
         trace_point::TracePointLinkId,
@@ -80,17 +80,16 @@ pub struct KernelLink {
     ebpf: Ebpf,
     /// The attached read-path programs (see [`programs::TAMPER`]), empty while disarmed.
     tamper_links: Vec<(&'static str, RawTracePointLinkId)>,
-    /// The attached io_uring programs, while armed and available.
-    uring_links: Option<(TracePointLinkId, RawTracePointLinkId)>,
-    /// Why io_uring opens and reads are not covered here, if they are not.
-    uring_error: Option<String>,
+    /// The attached address-space-lock and io_uring programs, while armed
+    /// and available.
+    lock_links: Option<(TracePointLinkId, RawTracePointLinkId)>,
+    /// Why those programs are not in force here, if they are not.
+    lock_error: Option<String>,
     leaders: HashMap<MapData, u32, u32>,
     holders: HashMap<MapData, u32, u64>,
     protected: HashMap<MapData, u32, u32>,
     wards: HashMap<MapData, u32, u64>,
     threads: HashMap<MapData, u32, u32>,
-    tainted: HashMap<MapData, u64, u32>,
-    taint_seen: Array<MapData, u32>,
     /// Why the kernel layout could not be read; the read paths stay unarmed.
     layout_error: Option<String>,
     lsm_error: Option<String>,
@@ -143,11 +142,11 @@ impl KernelLink {
         if let Some(err) = &layout_error {
             tracing::warn!(%err, "kernel layout unreadable: read paths into holders stay open");
         }
-        let uring_error = load_uring_programs(&mut ebpf, &offsets, &missing)
+        let lock_error = load_lock_programs(&mut ebpf, &offsets, &missing)
             .err()
             .map(|err| without_empty_log(err.to_string()));
-        if let Some(err) = &uring_error {
-            tracing::warn!(%err, "io_uring opens and reads of holders are not stopped");
+        if let Some(err) = &lock_error {
+            tracing::warn!(%err, "io_uring, and reads through descriptors that escape the open check, are not stopped");
         }
         // Preferred where it loads: it refuses instead of killing. The raw
         // syscall tracepoints stay as the fallback either way.
@@ -170,8 +169,6 @@ impl KernelLink {
         let protected = take_map(&mut ebpf, maps::PROTECTED)?;
         let wards = take_map(&mut ebpf, maps::WARDS)?;
         let threads = take_map(&mut ebpf, maps::THREADS)?;
-        let tainted = take_map(&mut ebpf, maps::TAINTED)?;
-        let taint_seen = take_map(&mut ebpf, maps::TAINT_SEEN)?;
         let dropped = take_map(&mut ebpf, maps::DROPPED)?;
         let ring: RingBuf<MapData> = take_map(&mut ebpf, maps::EVENTS)?;
         // SAFETY: the ring buffer owns its map fd, which stays open and the same
@@ -182,15 +179,13 @@ impl KernelLink {
             Self {
                 ebpf,
                 tamper_links: Vec::new(),
-                uring_links: None,
-                uring_error,
+                lock_links: None,
+                lock_error,
                 leaders,
                 holders,
                 protected,
                 wards,
                 threads,
-                tainted,
-                taint_seen,
                 layout_error,
                 lsm_error,
                 dropped,
@@ -302,12 +297,12 @@ impl KernelLink {
                 }
             }
         }
-        if self.uring_error.is_none() {
-            match attach_uring_programs(&mut self.ebpf) {
-                Ok(links) => self.uring_links = Some(links),
+        if self.lock_error.is_none() {
+            match attach_lock_programs(&mut self.ebpf) {
+                Ok(links) => self.lock_links = Some(links),
                 Err(err) => {
-                    tracing::warn!(%err, "io_uring opens and reads of holders are not stopped");
-                    self.uring_error = Some(err.to_string());
+                    tracing::warn!(%err, "io_uring, and reads through descriptors that escape the open check, are not stopped");
+                    self.lock_error = Some(err.to_string());
                 }
             }
         }
@@ -322,7 +317,7 @@ impl KernelLink {
                 let _ = program.detach(link);
             }
         }
-        if let Some((complete, mm_lock)) = self.uring_links.take() {
+        if let Some((complete, mm_lock)) = self.lock_links.take() {
             if let Ok(program) = tracepoint_mut(&mut self.ebpf, programs::IO_URING_COMPLETE.0) {
                 let _ = program.detach(complete);
             }
@@ -330,22 +325,6 @@ impl KernelLink {
                 let _ = program.detach(mm_lock);
             }
         }
-    }
-
-    /// Clears the taint flag once no tainted descriptor table is left, so
-    /// syscalls stop paying for the check; true while one is. The map is read
-    /// again after the flag is cleared: a table tainted meanwhile sets it back.
-    pub fn clear_stale_taint(&mut self) -> bool {
-        let any = |link: &Self| link.tainted.keys().next().is_some();
-        if any(self) {
-            return true;
-        }
-        let _ = self.taint_seen.set(0, 0, 0);
-        if any(self) {
-            let _ = self.taint_seen.set(0, 1, 0);
-            return true;
-        }
-        false
     }
 
     /// True while the tamper programs are attached.
@@ -371,18 +350,31 @@ impl KernelLink {
             "ptrace attach and seize (64-bit, x32 and 32-bit tables; any pid namespace)",
             "process_vm_readv/writev (all three tables; callers in the initial pid namespace)",
             "pidfd_getfd",
+            "perf_event_open sampling a ward (callers in the initial pid namespace)",
             "open of /proc/PID/environ and /proc/PID/mem, task/TID too, by any path or dirfd",
-            "a descriptor table shared with the opener (clone CLONE_FILES)",
         ]
         .map(str::to_owned)
         .to_vec();
-        match (&self.uring_error, io_uring_gap()) {
-            (None, _) => paths.stopped.push(
-                "io_uring: an open returning a descriptor, and any io_uring read of a ward's memory"
-                    .to_owned(),
+        match &self.lock_error {
+            None => paths.stopped.extend(
+                [
+                    "any read or write through a ward's environ or mem, however the descriptor \
+                     was obtained, and process_vm_* or ptrace memory access from any pid \
+                     namespace (at the address-space lock)",
+                    "io_uring: an open returning a descriptor, and any io_uring read of a ward's \
+                     memory",
+                ]
+                .map(str::to_owned),
             ),
-            (Some(err), Some(open)) => paths.open.push(format!("{open} ({err})")),
-            (Some(_), None) => {}
+            Some(err) => {
+                paths.open.push(format!(
+                    "descriptors that escape the open check (a racing thread or sharer), and \
+                     process_vm_* from other pid namespaces ({err})"
+                ));
+                paths
+                    .open
+                    .extend(io_uring_gap().map(|open| format!("{open} ({err})")));
+            }
         }
         paths
     }
@@ -396,8 +388,9 @@ impl KernelLink {
     }
 }
 
-/// Loads the io_uring programs, which need fields some kernels lack.
-fn load_uring_programs(
+/// Loads the address-space-lock and io_uring programs, which need fields
+/// some kernels lack.
+fn load_lock_programs(
     ebpf: &mut Ebpf,
     offsets: &Offsets,
     missing: &[String],
@@ -415,7 +408,7 @@ fn load_uring_programs(
     Ok(())
 }
 
-fn attach_uring_programs(
+fn attach_lock_programs(
     ebpf: &mut Ebpf,
 ) -> Result<(TracePointLinkId, RawTracePointLinkId), KernelError> {
     let (name, category, tracepoint) = programs::IO_URING_COMPLETE;
@@ -435,8 +428,9 @@ fn attach_uring_programs(
     }
 }
 
-/// While unprivileged users may create io_uring rings and the io_uring
-/// programs are not in force, io_uring is a way around the others.
+/// While unprivileged users may create io_uring rings and the
+/// address-space-lock and io_uring programs are not in force, io_uring is a
+/// way around the others.
 fn io_uring_gap() -> Option<String> {
     let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
         .ok()

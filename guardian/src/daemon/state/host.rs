@@ -259,10 +259,6 @@ impl KernelMaps for KernelLink {
         KernelLink::dropped_events(self)
     }
 
-    fn clear_stale_taint(&mut self) -> bool {
-        KernelLink::clear_stale_taint(self)
-    }
-
     fn lsm_error(&self) -> Option<&str> {
         KernelLink::lsm_error(self)
     }

@@ -193,8 +193,6 @@ pub struct Core<O: Os> {
     draining: HashSet<GrantId>,
     /// The next tick, while one is scheduled, and the interval it was set for.
     tick: Option<(Task, Duration)>,
-    /// A descriptor table may still be tainted (see `KernelMaps::clear_stale_taint`).
-    tainted: bool,
     unsynced: Vec<Unsynced>,
 }
 
@@ -226,7 +224,6 @@ impl<O: Os> Core<O> {
             next_id: 1,
             next_grant: 0,
             draining: HashSet::new(),
-            tainted: false,
             tick: None,
             unsynced: Vec::new(),
         }
@@ -283,7 +280,6 @@ impl<O: Os> Core<O> {
             Msg::Tick => {
                 self.tick = None;
                 self.sweep();
-                self.clear_stale_taint();
                 self.kill_pending_containers();
                 self.check_triggers();
             }

@@ -74,9 +74,6 @@ pub trait KernelMaps {
     fn remove_holder(&mut self, pid: Pid);
     /// Events the programs dropped because the ring buffer was full.
     fn dropped_events(&self) -> u64;
-    /// Lets syscalls skip the tainted-table check once no table is tainted;
-    /// true while one still is.
-    fn clear_stale_taint(&mut self) -> bool;
     /// Why the BPF LSM program is not in force, or `None` when it is.
     fn lsm_error(&self) -> Option<&str>;
     /// Which read paths the programs stop, and which stay open here.

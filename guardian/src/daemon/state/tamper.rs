@@ -13,7 +13,7 @@ use guardian_ebpf::{Event, TamperSyscall, flags};
 
 use super::{
     Core, SecretKey,
-    os::{KernelMaps, Os, Process},
+    os::{Os, Process},
     triggers::Cause,
 };
 use crate::{
@@ -49,19 +49,11 @@ impl<O: Os> Core<O> {
         else {
             return;
         };
-        if taints_a_table(event.syscall) {
-            self.tainted = true;
-            self.schedule_tick();
-        }
         let (role, keys) = self.reach_of(target, event.grant);
         self.record_tamper(event, attacker, target, role, &keys);
         let refused = event.flags & flags::REFUSED_BY_KERNEL != 0;
-        // A sharer of a tainted table is stopped for an open already acted on.
-        let acted_on = event.syscall == TamperSyscall::TaintedTable as u32;
-        let wipes = !refused
-            && !acted_on
-            && !keys.is_empty()
-            && self.config.tamper_response == TamperResponse::Wipe;
+        let wipes =
+            !refused && !keys.is_empty() && self.config.tamper_response == TamperResponse::Wipe;
         let attach = event.syscall == TamperSyscall::Ptrace as u32;
         // An attach queues a SIGSTOP that the killed tracer cannot undo: the
         // target runs on, unless it is a holder about to die anyway.
@@ -151,19 +143,4 @@ impl<O: Os> Core<O> {
             _ => (Role::Member, Vec::new()),
         }
     }
-
-    /// Forgets the taint flag once no descriptor table is tainted; true while
-    /// one still is.
-    pub(super) fn clear_stale_taint(&mut self) {
-        if let Some(kernel) = &mut self.kernel {
-            self.tainted = kernel.clear_stale_taint();
-        }
-    }
-}
-
-/// True for attempts that leave a tainted descriptor table behind.
-fn taints_a_table(syscall: u32) -> bool {
-    [TamperSyscall::OpenEnviron, TamperSyscall::OpenMem]
-        .iter()
-        .any(|&kind| kind as u32 == syscall)
 }

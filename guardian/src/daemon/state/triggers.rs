@@ -251,13 +251,11 @@ impl<O: Os> Core<O> {
     }
 
     /// Makes sure a tick comes: every [`RECHECK`] while triggers wait for
-    /// holders to die, every [`SWEEP`] while grants drain or a descriptor
-    /// table may be tainted, never when idle.
+    /// holders to die, every [`SWEEP`] while grants drain, never when idle.
     pub(super) fn schedule_tick(&mut self) {
         let every = match (self.triggers.is_empty(), self.draining.is_empty()) {
             (false, _) => RECHECK,
             (true, false) => SWEEP,
-            (true, true) if self.tainted => SWEEP,
             (true, true) => return,
         };
         if self.tick.as_ref().is_none_or(|(_, due)| *due > every) {

@@ -114,10 +114,6 @@ impl KernelMaps for FakeKernel {
         self.0.lock().kernel.dropped
     }
 
-    fn clear_stale_taint(&mut self) -> bool {
-        false
-    }
-
     fn lsm_error(&self) -> Option<&str> {
         Some("BPF LSM is not in this fake")
     }

@@ -94,18 +94,6 @@ fn an_attempt_the_kernel_refused_is_recorded_and_wipes_nothing() {
 }
 
 #[test]
-fn a_sharer_of_a_tainted_table_is_recorded_without_a_second_wipe() {
-    let mut h = Harness::new();
-    let (leader, holder) = h.session_holding(ALICE);
-    h.tamper_by(4242, holder, TamperSyscall::TaintedTable, leader, 0);
-    assert!(
-        h.holds_secret(ALICE, "tok"),
-        "the open it shared was already acted on"
-    );
-    assert_eq!(h.world.lock().records_of("tamper").len(), 1);
-}
-
-#[test]
 fn an_attach_that_wipes_nothing_leaves_its_target_running() {
     let config = Config {
         tamper_response: TamperResponse::Audit,
