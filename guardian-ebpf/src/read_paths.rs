@@ -38,14 +38,22 @@ pub(crate) fn on_enter(ctx: &RawTracePointContext) {
     }
     let regs: u64 = ctx.arg(0);
     let task = kmem::current_task();
-    let compat = kmem::is_compat(task);
-    let flags = if compat { flags::COMPAT } else { 0 };
+    let (compat, flags) = table_of(task);
     match abi::classify(id, compat) {
         Some(Call::VmReadv) => by_pid(task, regs, compat, TamperSyscall::ProcessVmReadv, flags),
         Some(Call::VmWritev) => by_pid(task, regs, compat, TamperSyscall::ProcessVmWritev, flags),
         Some(Call::PidfdGetfd) => by_pidfd(task, regs, compat, flags),
         Some(Call::PerfEventOpen) => by_perf_target(task, regs, compat, flags),
         _ => {}
+    }
+}
+
+/// Whether `task`'s current system call came through the 32-bit table, and
+/// the event flags that say so.
+fn table_of(task: u64) -> (bool, u32) {
+    match kmem::is_compat(task) {
+        true => (true, flags::COMPAT),
+        false => (false, 0),
     }
 }
 
@@ -60,8 +68,7 @@ pub(crate) fn on_exit(ctx: &RawTracePointContext) {
     }
     let ret: i64 = ctx.arg(1);
     let task = kmem::current_task();
-    let compat = kmem::is_compat(task);
-    let flags = if compat { flags::COMPAT } else { 0 };
+    let (compat, flags) = table_of(task);
     match abi::classify(id, compat) {
         Some(Call::Open) if ret >= 0 => opened(task, ret as u64, flags),
         Some(Call::Ptrace) => attached(task, regs, compat, ret, flags),
@@ -129,8 +136,7 @@ fn reaching_syscall(task: u64, tgid: u32) {
     let Some(id) = kmem::read::<i64>(regs.wrapping_add(abi::ORIG_AX)) else {
         return;
     };
-    let compat = kmem::is_compat(task);
-    let flags = if compat { flags::COMPAT } else { 0 };
+    let (compat, flags) = table_of(task);
     match abi::reach(id, compat) {
         Some(Reach::Process) => {
             wards::stop(tgid, TamperSyscall::MemoryAccess, id as u64, flags, false);
