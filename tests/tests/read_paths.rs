@@ -464,3 +464,45 @@ fn below_debug_level_the_programs_log_nothing() {
         guardian.log()
     );
 }
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_holder_writes_no_core_file_and_its_limit_cannot_be_raised_from_outside() {
+    let (_guardian, mut session, _) = victim("core");
+    let holder = start_sleeping_holder(&mut session, "tok");
+    let limits = fs::read_to_string(format!("/proc/{holder}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|line| line.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "{core}"
+    );
+    // The same uid, from another session, cannot raise it again.
+    let raise = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "prlimit",
+        ])
+        .arg(format!("--pid={holder}"))
+        .arg("--core=unlimited")
+        .output()
+        .unwrap();
+    assert!(!raise.status.success(), "prlimit raised the core limit");
+    // Where cores go to a file, a crash of the holder leaves none.
+    let pattern = fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    e2e::send_signal(holder, nix::sys::signal::Signal::SIGSEGV);
+    assert!(wait_until(Duration::from_secs(5), || !is_alive(holder)));
+    if !pattern.starts_with('|') {
+        let cores: Vec<_> = fs::read_dir(session.dir())
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("core"))
+            .collect();
+        assert!(cores.is_empty(), "a core file was written: {cores:?}");
+    }
+}

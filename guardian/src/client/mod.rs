@@ -78,6 +78,7 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
 
 /// `exec`: becomes the command, with secrets in its environment. Only returns on error.
 pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
+    forbid_core_files()?;
     // Each secret is asked for once, however many variables it goes into.
     let mut names: Vec<SecretName> = Vec::new();
     for (_, name) in &args.env {
@@ -136,6 +137,16 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     let program = argv.first().ok_or_else(|| anyhow!("no command given"))?;
     let Err(err) = nix::unistd::execvpe(program, &argv, &env);
     Err(anyhow!("cannot run {}: {err}", program.to_string_lossy()))
+}
+
+/// Sets this process's core file limit to 0, soft and hard, before it asks
+/// for a secret: the command it becomes, and everything that command starts,
+/// writes no core file with the secret in it, and another process of the
+/// same uid cannot raise the limit again (raising a hard limit needs
+/// CAP_SYS_RESOURCE). A core_pattern that pipes to a helper ignores the limit.
+fn forbid_core_files() -> anyhow::Result<()> {
+    use nix::sys::resource::{Resource, setrlimit};
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).context("cannot forbid core files")
 }
 
 /// `list`.
