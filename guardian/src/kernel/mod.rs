@@ -5,25 +5,33 @@
 //! buffers (5.8+). When any of that is missing, [`KernelLink::load`] fails with a
 //! [`KernelError`] and the guardian runs on pidfds alone (see `status`).
 
+mod attach;
 pub mod btf;
 pub mod layout;
+mod offsets;
 pub mod tracefs;
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
-        Lsm, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
+        RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
         trace_point::TracePointLinkId,
     },
 };
 use guardian_ebpf::{
-    Event, HolderState, LEADER_WATCHED, Layout, NO_FIELD, globals, holder_value, maps, programs,
-    ward_leader, ward_value,
+    Event, HolderState, LEADER_WATCHED, Layout, globals, holder_value, maps, programs, ward_leader,
+    ward_value,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::os::process::{self, Pid, Uid};
+
+use attach::{
+    AYA_LOG_LEVEL, attach_lock_programs, attach_lsm, io_uring_gap, load_lock_programs,
+    program_log_level, start_program_log, take_map, without_empty_log,
+};
+use offsets::Offsets;
 
 /// `BPF_NOEXIST`: insert only if the key is new.
 const NOEXIST: u64 = 1;
@@ -131,13 +139,13 @@ impl KernelLink {
             .override_global(AYA_LOG_LEVEL, &program_log_level(), true)
             .load(OBJECT)?;
         for (name, category, tracepoint) in programs::WATCH {
-            tracepoint_mut(&mut ebpf, name)?
+            attach::loaded::<TracePoint>(&mut ebpf, name)?
                 .attach(category, tracepoint)
                 .map_err(|source| KernelError::Program { name, source })?;
         }
         // Loaded now, so a verifier refusal shows at start-up; attached by `arm`.
         for (name, _) in programs::TAMPER {
-            raw_tracepoint_mut(&mut ebpf, name)?;
+            attach::loaded::<RawTracePoint>(&mut ebpf, name)?;
         }
         if let Some(err) = &layout_error {
             tracing::warn!(%err, "kernel layout unreadable: read paths into holders stay open");
@@ -286,7 +294,7 @@ impl KernelLink {
             return Err(KernelError::Layout(err.clone()));
         }
         for (name, tracepoint) in programs::TAMPER {
-            let attached = raw_tracepoint_mut(&mut self.ebpf, name)?
+            let attached = attach::loaded::<RawTracePoint>(&mut self.ebpf, name)?
                 .attach(tracepoint)
                 .map_err(|source| KernelError::Program { name, source });
             match attached {
@@ -313,15 +321,19 @@ impl KernelLink {
     /// fast path back.
     pub fn disarm(&mut self) {
         for (name, link) in std::mem::take(&mut self.tamper_links) {
-            if let Ok(program) = raw_tracepoint_mut(&mut self.ebpf, name) {
+            if let Ok(program) = attach::loaded::<RawTracePoint>(&mut self.ebpf, name) {
                 let _ = program.detach(link);
             }
         }
         if let Some((complete, mm_lock)) = self.lock_links.take() {
-            if let Ok(program) = tracepoint_mut(&mut self.ebpf, programs::IO_URING_COMPLETE.0) {
+            if let Ok(program) =
+                attach::loaded::<TracePoint>(&mut self.ebpf, programs::IO_URING_COMPLETE.0)
+            {
                 let _ = program.detach(complete);
             }
-            if let Ok(program) = raw_tracepoint_mut(&mut self.ebpf, programs::MM_LOCK.0) {
+            if let Ok(program) =
+                attach::loaded::<RawTracePoint>(&mut self.ebpf, programs::MM_LOCK.0)
+            {
                 let _ = program.detach(mm_lock);
             }
         }
@@ -388,63 +400,6 @@ impl KernelLink {
     }
 }
 
-/// Loads the address-space-lock and io_uring programs, which need fields
-/// some kernels lack.
-fn load_lock_programs(
-    ebpf: &mut Ebpf,
-    offsets: &Offsets,
-    missing: &[String],
-) -> Result<(), KernelError> {
-    if let Some(err) = missing.first() {
-        return Err(KernelError::Layout(err.clone()));
-    }
-    if offsets.uring_req == NO_FIELD || offsets.uring_res == NO_FIELD {
-        return Err(KernelError::Layout(
-            "no io_uring:io_uring_complete tracepoint".to_owned(),
-        ));
-    }
-    tracepoint_mut(ebpf, programs::IO_URING_COMPLETE.0)?;
-    raw_tracepoint_mut(ebpf, programs::MM_LOCK.0)?;
-    Ok(())
-}
-
-fn attach_lock_programs(
-    ebpf: &mut Ebpf,
-) -> Result<(TracePointLinkId, RawTracePointLinkId), KernelError> {
-    let (name, category, tracepoint) = programs::IO_URING_COMPLETE;
-    let complete = tracepoint_mut(ebpf, name)?
-        .attach(category, tracepoint)
-        .map_err(|source| KernelError::Program { name, source })?;
-    let (name, tracepoint) = programs::MM_LOCK;
-    let mm_lock = raw_tracepoint_mut(ebpf, name)?.attach(tracepoint);
-    match mm_lock {
-        Ok(link) => Ok((complete, link)),
-        Err(source) => {
-            if let Ok(program) = tracepoint_mut(ebpf, programs::IO_URING_COMPLETE.0) {
-                let _ = program.detach(complete);
-            }
-            Err(KernelError::Program { name, source })
-        }
-    }
-}
-
-/// While unprivileged users may create io_uring rings and the
-/// address-space-lock and io_uring programs are not in force, io_uring is a
-/// way around the others.
-fn io_uring_gap() -> Option<String> {
-    let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-        .ok()
-        .and_then(|value| value.trim().parse::<u8>().ok());
-    match disabled {
-        Some(2) | None => None,
-        Some(_) => Some(
-            "io_uring opens and reads of /proc/PID/environ and mem: \
-             set sysctl kernel.io_uring_disabled=2 to close"
-                .to_owned(),
-        ),
-    }
-}
-
 /// Reads every event waiting in the ring buffer.
 pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<Event> {
     let mut events = Vec::new();
@@ -456,163 +411,7 @@ pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<Event> {
     events
 }
 
-/// aya ends a load error with "Verifier output: " and the log; when the kernel
-/// refused before the verifier ran, the log is empty and the label misleads.
-fn without_empty_log(message: String) -> String {
-    match message.strip_suffix("Verifier output: ") {
-        Some(rest) => rest.trim_end().trim_end_matches('.').to_owned(),
-        None => message,
-    }
-}
-
 /// A `KernelError::Map` maker for the map `name`.
 fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> KernelError {
     move |source| KernelError::Map { name, source }
-}
-
-/// aya-log's global in the programs: the most verbose level they write.
-const AYA_LOG_LEVEL: &str = "AYA_LOG_LEVEL";
-
-/// Debug (aya-log's level 4) when the guardian logs at debug level; else 0,
-/// which turns every log statement in the programs into one global read.
-fn program_log_level() -> u8 {
-    match tracing::enabled!(tracing::Level::DEBUG) {
-        true => 4,
-        false => 0,
-    }
-}
-
-/// Sends the programs' own diagnostics (aya-log) to the guardian's log at
-/// debug level. Left off otherwise: the programs only log on error paths, so
-/// an unread log costs nothing on the hot path.
-fn start_program_log(ebpf: &mut Ebpf) {
-    let logger = match aya_log::EbpfLogger::init(ebpf) {
-        Ok(logger) => logger,
-        Err(err) => return tracing::debug!(%err, "eBPF program log unavailable"),
-    };
-    // SAFETY: the logger owns its ring buffer's fd, which stays open and the
-    // same for as long as the logger (now owned by the AsyncFd) lives.
-    let mut logger = match unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) } {
-        Ok(logger) => logger,
-        Err(err) => return tracing::debug!(%err, "eBPF program log unavailable"),
-    };
-    tokio::spawn(async move {
-        while let Ok(mut ready) = logger.readable_mut().await {
-            ready.get_inner_mut().flush();
-            ready.clear_ready();
-        }
-    });
-}
-
-/// The loaded raw tracepoint program `name` (loading it on first use).
-fn raw_tracepoint_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut RawTracePoint, KernelError> {
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(KernelError::Missing(name))?
-        .try_into()
-        .map_err(|source| KernelError::Program { name, source })?;
-    if program.fd().is_err() {
-        program
-            .load()
-            .map_err(|source| KernelError::Program { name, source })?;
-    }
-    Ok(program)
-}
-
-/// The loaded tracepoint program `name` (loading it on first use).
-fn tracepoint_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut TracePoint, KernelError> {
-    let program: &mut TracePoint = ebpf
-        .program_mut(name)
-        .ok_or(KernelError::Missing(name))?
-        .try_into()
-        .map_err(|source| KernelError::Program { name, source })?;
-    if program.fd().is_err() {
-        program
-            .load()
-            .map_err(|source| KernelError::Program { name, source })?;
-    }
-    Ok(program)
-}
-
-fn attach_lsm(ebpf: &mut Ebpf) -> Result<(), KernelError> {
-    let name = programs::PTRACE_ACCESS_CHECK;
-    let btf = aya::Btf::from_sys_fs()?;
-    let program: &mut Lsm = ebpf
-        .program_mut(name)
-        .ok_or(KernelError::Missing(name))?
-        .try_into()
-        .map_err(|source| KernelError::Program { name, source })?;
-    program
-        .load(name, &btf)
-        .map_err(|source| KernelError::Program { name, source })?;
-    program
-        .attach()
-        .map_err(|source| KernelError::Program { name, source })?;
-    Ok(())
-}
-
-fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, KernelError>
-where
-    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf.take_map(name).ok_or(KernelError::Missing(name))?;
-    M::try_from(map).map_err(|source| KernelError::Map { name, source })
-}
-
-/// Tracepoint field offsets of the running kernel.
-struct Offsets {
-    exit_group_dead: u32,
-    newtask_pid: u32,
-    newtask_clone_flags: u32,
-    signal_sig: u32,
-    signal_pid: u32,
-    uring_req: u32,
-    uring_res: u32,
-}
-
-impl Offsets {
-    fn read() -> std::io::Result<Self> {
-        let exit = tracefs::Format::read("sched", "sched_process_exit")?;
-        let newtask = tracefs::Format::read("task", "task_newtask")?;
-        let signal = tracefs::Format::read("signal", "signal_generate")?;
-        let uring = tracefs::Format::read("io_uring", "io_uring_complete").ok();
-        let uring_field = |name| {
-            uring
-                .as_ref()
-                .and_then(|f| f.offset(name))
-                .unwrap_or(NO_FIELD)
-        };
-        Ok(Self {
-            exit_group_dead: exit.offset("group_dead").unwrap_or(NO_FIELD),
-            newtask_pid: newtask.require("pid")?,
-            newtask_clone_flags: newtask.require("clone_flags")?,
-            signal_sig: signal.require("sig")?,
-            signal_pid: signal.require("pid")?,
-            uring_req: uring_field("req"),
-            uring_res: uring_field("res"),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_empty_verifier_log_is_not_announced() {
-        let refused = "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1). \
-                       Verifier output: ";
-        assert_eq!(
-            without_empty_log(refused.to_owned()),
-            "the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1)"
-        );
-        let verified = "load failed. Verifier output: R1 invalid mem access";
-        assert_eq!(without_empty_log(verified.to_owned()), verified);
-    }
 }
