@@ -478,6 +478,8 @@ class Ring:
         return syscall(NR_IO_URING_ENTER, self.fd, 1, 0, 0, 0, 0)
 
     def queue(self, fields):
+        """Writes one SQE with FIELDS; the next io_uring_enter, a syscall,
+        orders these stores before the kernel reads the tail."""
         tail = self.sq_tail.value
         index = tail & self.sq_mask
         sqe = Sqe.from_address(self.sqes + index * ctypes.sizeof(Sqe))
@@ -489,15 +491,7 @@ class Ring:
 
     def run(self, **fields):
         """Submit one SQE with FIELDS and wait: its result, or io_uring_enter's error."""
-        tail = self.sq_tail.value
-        index = tail & self.sq_mask
-        sqe = Sqe.from_address(self.sqes + index * ctypes.sizeof(Sqe))
-        ctypes.memset(ctypes.addressof(sqe), 0, ctypes.sizeof(Sqe))
-        for name, value in fields.items():
-            setattr(sqe, name, value)
-        ctypes.c_uint32.from_address(self.sq_array + index * 4).value = index
-        # the syscall below orders these stores before the kernel reads the tail
-        self.sq_tail.value = tail + 1
+        self.queue(fields)
         r = syscall(NR_IO_URING_ENTER, self.fd, 1, 1, IORING_ENTER_GETEVENTS, 0, 0)
         if r < 0:
             return r

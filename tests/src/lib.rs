@@ -524,6 +524,20 @@ pub fn supervisor_of(guardian: i32) -> i32 {
         .expect("the guardian has a supervisor")
 }
 
+/// Stores a fresh printable marker (it travels in an environment variable)
+/// as the secret `name` in the session, and returns it.
+pub fn put_marker(session: &mut Session, name: &str) -> Vec<u8> {
+    let marker: Vec<u8> = random_bytes(16)
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect();
+    fs::write(session.dir().join(name), &marker).unwrap();
+    let (rc, _, err) = session.run(&format!("$NS put {name} < {name}"));
+    assert_eq!(rc, 0, "{err}");
+    fs::remove_file(session.dir().join(name)).unwrap();
+    marker
+}
+
 /// Starts `exec --env T=NAME -- sleep 1000` in the session and returns the
 /// holder's pid once it runs `sleep`.
 pub fn start_sleeping_holder(session: &mut Session, name: &str) -> i32 {

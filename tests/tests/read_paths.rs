@@ -11,8 +11,7 @@
 use std::{fs, os::unix::process::ExitStatusExt, path::Path, process::Output, time::Duration};
 
 use e2e::{
-    Guardian, Session, attack, is_alive, random_bytes, read_attack, start_sleeping_holder,
-    wait_until,
+    Guardian, Session, attack, is_alive, put_marker, read_attack, start_sleeping_holder, wait_until,
 };
 
 const NOBODY: bool = true;
@@ -21,21 +20,8 @@ const NOBODY: bool = true;
 fn victim(tag: &str) -> (Guardian, Session, Vec<u8>) {
     let guardian = Guardian::start(tag);
     let mut session = Session::start_as_nobody(&guardian);
-    let marker = put(&mut session, "tok");
+    let marker = put_marker(&mut session, "tok");
     (guardian, session, marker)
-}
-
-/// Stores a fresh printable marker under `name` and returns it.
-fn put(session: &mut Session, name: &str) -> Vec<u8> {
-    let marker: Vec<u8> = random_bytes(16)
-        .iter()
-        .flat_map(|b| format!("{b:02x}").into_bytes())
-        .collect();
-    fs::write(session.dir().join(name), &marker).unwrap();
-    let (rc, _, err) = session.run(&format!("$NS put {name} < {name}"));
-    assert_eq!(rc, 0, "{err}");
-    fs::remove_file(session.dir().join(name)).unwrap();
-    marker
 }
 
 fn lines(output: &Output) -> String {
@@ -104,7 +90,7 @@ fn procfs_environ_and_mem_by_every_spelling_are_stopped_before_a_byte_is_read() 
     ];
     for (index, (mode, step, what)) in attempts.into_iter().enumerate() {
         let name = format!("s{index}");
-        let marker = put(&mut session, &name);
+        let marker = put_marker(&mut session, &name);
         let holder = start_sleeping_holder(&mut session, &name);
         let loot = session.dir().join(format!("loot-{mode}"));
         let output = read_attack(mode, holder, &loot, &[], NOBODY);
@@ -180,7 +166,7 @@ fn a_descriptor_shared_with_an_accomplice_is_not_readable_after_the_opener_dies(
     // protected; here they stay wards, and the sharer must still be stopped.
     let guardian = Guardian::start_with_config("clone-files", "tamper_response = \"audit\"\n");
     let mut session = Session::start_as_nobody(&guardian);
-    let marker = put(&mut session, "tok");
+    let marker = put_marker(&mut session, "tok");
     let holder = start_sleeping_holder(&mut session, "tok");
     // A sharer polling for the descriptor to the holder's environ; and one
     // asleep through an open of the leader's mem that then reads and writes
@@ -328,7 +314,7 @@ fn attempts_the_kernel_refuses_are_audited_but_wipe_nothing() {
     // Root's secret; nobody, without CAP_SYS_PTRACE, may not touch root's processes.
     let guardian = Guardian::start("refused");
     let mut session = Session::start(&guardian);
-    let marker = put(&mut session, "tok");
+    let marker = put_marker(&mut session, "tok");
     let holder = start_sleeping_holder(&mut session, "tok");
     for mode in ["readv", "attach"] {
         let loot = session.dir().join(format!("loot-{mode}"));
@@ -436,7 +422,7 @@ fn a_local_pid_in_another_pid_namespace_is_not_taken_for_a_global_one() {
 fn at_debug_level_the_programs_own_log_names_what_they_stopped() {
     let guardian = Guardian::start_at_debug_level("program-log");
     let mut session = Session::start_as_nobody(&guardian);
-    let marker = put(&mut session, "tok");
+    let marker = put_marker(&mut session, "tok");
     let holder = start_sleeping_holder(&mut session, "tok");
     let loot = session.dir().join("loot");
     let output = read_attack("environ", holder, &loot, &[], NOBODY);

@@ -5,20 +5,7 @@
 
 use std::{fs, os::unix::process::ExitStatusExt, process::Command, time::Duration};
 
-use e2e::{Guardian, Session, attack, is_alive, random_bytes, start_sleeping_holder, wait_until};
-
-fn put_marker(session: &mut Session, name: &str) -> Vec<u8> {
-    // A printable marker: it travels in an environment variable.
-    let marker: Vec<u8> = random_bytes(16)
-        .iter()
-        .flat_map(|b| format!("{b:02x}").into_bytes())
-        .collect();
-    fs::write(session.dir().join(name), &marker).unwrap();
-    let (rc, _, err) = session.run(&format!("$NS put {name} < {name}"));
-    assert_eq!(rc, 0, "{err}");
-    fs::remove_file(session.dir().join(name)).unwrap();
-    marker
-}
+use e2e::{Guardian, Session, attack, is_alive, put_marker, start_sleeping_holder, wait_until};
 
 fn assert_killed_before_reading(
     output: &std::process::Output,
