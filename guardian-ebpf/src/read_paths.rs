@@ -157,31 +157,30 @@ fn reaching_syscall(task: u64, tgid: u32) {
 }
 
 /// process_vm_readv/writev name their target by a pid in the caller's pid
-/// namespace. Only the initial namespace's pids are global, and a BPF program
-/// cannot translate others, so callers in other namespaces are left to the
-/// exit-time checks (see the README's limits).
+/// namespace; callers in other namespaces are stopped at the address-space
+/// lock instead (`on_mm_lock`).
 fn by_pid(task: u64, regs: u64, compat: bool, syscall: TamperSyscall, flags: u32) {
+    if let Some(tgid) = pid_argument(task, regs, 0, compat) {
+        wards::stop(tgid, syscall, 0, flags, true);
+    }
+}
+
+/// The process named by pid argument `index`, when the caller is in the
+/// initial pid namespace (the only one whose pids are global; a BPF program
+/// cannot translate others) and the pid names one process.
+fn pid_argument(task: u64, regs: u64, index: usize, compat: bool) -> Option<u32> {
     if kmem::pid_namespace_level(task) != Some(0) {
-        return;
+        return None;
     }
-    let Some(pid) = kmem::syscall_arg(regs, 0, compat).map(|raw| raw as i32) else {
-        return;
-    };
-    if pid > 0 {
-        wards::stop(wards::thread_group_of(pid as u32), syscall, 0, flags, true);
-    }
+    let pid = kmem::syscall_arg(regs, index, compat)? as i32;
+    (pid > 0).then(|| wards::thread_group_of(pid as u32))
 }
 
 /// perf_event_open(attr, pid, cpu, group_fd, flags): a positive pid names
 /// the process to sample (its registers and user stack), in the caller's pid
 /// namespace.
 fn by_perf_target(task: u64, regs: u64, compat: bool, flags: u32) {
-    if kmem::pid_namespace_level(task) != Some(0) {
-        return;
-    }
-    let pid = kmem::syscall_arg(regs, 1, compat).map_or(0, |raw| raw as i32);
-    if pid > 0 {
-        let tgid = wards::thread_group_of(pid as u32);
+    if let Some(tgid) = pid_argument(task, regs, 1, compat) {
         wards::stop(tgid, TamperSyscall::PerfEventOpen, 0, flags, true);
     }
 }
@@ -242,18 +241,9 @@ fn attached(task: u64, regs: u64, compat: bool, ret: i64, flags: u32) {
         }
         return;
     }
-    if kmem::pid_namespace_level(task) != Some(0) {
-        return; // a refused attach by a local pid: nothing to resolve or lose
-    }
-    let pid = kmem::syscall_arg(regs, 1, compat).map_or(0, |raw| raw as i32);
-    if pid > 0 {
+    // A refused attach by a local pid has nothing to resolve or lose.
+    if let Some(tgid) = pid_argument(task, regs, 1, compat) {
         let refused = flags | flags::REFUSED_BY_KERNEL;
-        wards::stop(
-            wards::thread_group_of(pid as u32),
-            TamperSyscall::Ptrace,
-            request,
-            refused,
-            false,
-        );
+        wards::stop(tgid, TamperSyscall::Ptrace, request, refused, false);
     }
 }

@@ -313,18 +313,14 @@ pub fn descendants_of(roots: &HashSet<Pid>) -> Vec<Pid> {
 /// process of session `sid`: the processes that may ask for a secret bound to
 /// `leader`, from one scan of /proc.
 pub fn session_members(leader: Pid, sid: Option<Pid>) -> Vec<Pid> {
-    let mut members = descendants_of(&HashSet::from([leader]));
-    members.push(leader);
+    let mut members: HashSet<Pid> = descendants_of(&HashSet::from([leader]))
+        .into_iter()
+        .collect();
+    members.insert(leader);
     if let Some(sid) = sid {
-        let in_session = |pid: &Pid| session_of(*pid).ok().flatten() == Some(sid);
-        members.extend(
-            all_pids()
-                .filter(in_session)
-                .filter(|pid| !members.contains(pid))
-                .collect::<Vec<_>>(),
-        );
+        members.extend(all_pids().filter(|&pid| session_of(pid).ok().flatten() == Some(sid)));
     }
-    members
+    members.into_iter().collect()
 }
 
 /// The thread ids of `pid` other than its own.

@@ -15,29 +15,13 @@ use super::guardian::Guardian;
 
 /// `/bin/true` runs per second for `duration`.
 pub fn fork_exec_rate(duration: Duration) -> f64 {
-    let start = Instant::now();
-    let mut runs = 0u64;
-    while start.elapsed() < duration {
-        if Command::new("/bin/true").status().is_ok() {
-            runs += 1;
-        }
-    }
-    runs as f64 / start.elapsed().as_secs_f64()
+    per_second(duration, 1, || Command::new("/bin/true").status().is_ok())
 }
 
 /// Opens and closes of /etc/hostname per second for `duration`: every open
 /// passes the read-path program at syscall exit.
 pub fn open_close_rate(duration: Duration) -> f64 {
-    let start = Instant::now();
-    let mut runs = 0u64;
-    while start.elapsed() < duration {
-        for _ in 0..1000 {
-            if File::open("/etc/hostname").is_ok() {
-                runs += 1;
-            }
-        }
-    }
-    runs as f64 / start.elapsed().as_secs_f64()
+    per_second(duration, 1000, || File::open("/etc/hostname").is_ok())
 }
 
 /// Bytes copied per second, one byte per read(2) and one per write(2), from
@@ -47,17 +31,23 @@ pub fn byte_copy_rate(duration: Duration) -> f64 {
     let (Ok(mut zero), Ok(mut null)) = (File::open("/dev/zero"), File::create("/dev/null")) else {
         return 0.0;
     };
-    let start = Instant::now();
-    let mut bytes = 0u64;
     let mut byte = [0u8; 1];
+    per_second(duration, 1000, || {
+        zero.read(&mut byte).is_ok() && null.write(&byte).is_ok()
+    })
+}
+
+/// Successful runs of `op` per second for `duration`, the clock read once
+/// per `batch` runs so that it weighs nothing in a fast loop.
+fn per_second(duration: Duration, batch: u32, mut op: impl FnMut() -> bool) -> f64 {
+    let start = Instant::now();
+    let mut runs = 0u64;
     while start.elapsed() < duration {
-        for _ in 0..1000 {
-            if zero.read(&mut byte).is_ok() && null.write(&byte).is_ok() {
-                bytes += 1;
-            }
+        for _ in 0..batch {
+            runs += u64::from(op());
         }
     }
-    bytes as f64 / start.elapsed().as_secs_f64()
+    runs as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Rates of a workload per round: with nothing loaded, with an idle guardian

@@ -19,12 +19,12 @@ use crate::{
 impl<O: Os> Core<O> {
     /// Refuses a leader that never exits, is not a live process of the
     /// caller's (root may bind to anyone's), or is the guardian itself;
-    /// returns a handle on it.
+    /// returns a handle on it and its uid, the owner of what it is bound to.
     pub(super) fn check_bindable(
         &self,
         peer: &Peer,
         leader: Pid,
-    ) -> Result<O::Process, RequestError> {
+    ) -> Result<(O::Process, Uid), RequestError> {
         if leader.raw() == 1 {
             return Err(RequestError::BindInit);
         }
@@ -47,7 +47,7 @@ impl<O: Os> Core<O> {
         if !process.is_alive() {
             return Err(RequestError::Exited(leader));
         }
-        Ok(process)
+        Ok((process, status.uid))
     }
 
     /// The secrets of `names` that the peer may use, after checking once that

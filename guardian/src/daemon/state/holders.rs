@@ -26,6 +26,7 @@ impl<O: Os> Core<O> {
         &mut self,
         leader: Pid,
         process: O::Process,
+        owner: Uid,
     ) -> Result<(), RequestError> {
         if self.sessions.leaders.contains_key(&leader) {
             return Ok(());
@@ -38,11 +39,6 @@ impl<O: Os> Core<O> {
             // The session was read by pid: it was this leader's only if it lives.
             return Err(RequestError::Exited(leader));
         }
-        let owner = self
-            .os
-            .status(leader)
-            .map_err(|err| RequestError::inspecting(leader, err))?
-            .uid;
         if let Some(kernel) = &mut self.kernel {
             kernel
                 .watch_leader(leader, sid, owner)

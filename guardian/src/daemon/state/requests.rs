@@ -191,10 +191,10 @@ impl<O: Os> Core<O> {
                 .map_err(RequestError::CallerSession)?
                 .ok_or(RequestError::NoSession)?,
         };
-        let process = self.check_bindable(peer, leader)?;
+        let (process, owner) = self.check_bindable(peer, leader)?;
         // The caller's session was read by pid: make sure it was the caller's.
         self.still_connected(peer)?;
-        self.watch_leader(leader, process)?;
+        self.watch_leader(leader, process, owner)?;
         let id = self.fresh_id();
         let expiry = expires.map(|(ttl, at)| {
             let expired = super::Msg::Expired {
