@@ -12,8 +12,16 @@ usage:
       open IDLE connections that send nothing and STALLED connections that send
       requests and never read a reply, hold them for SECONDS, then print how
       many the guardian took and how many it refused
+  abuser.py after-exec SOCKET JSON
+      connect, then hand the connection to a child and exec `sleep` (as an
+      `exec` client becomes its command); the child sends the request on the
+      connection and prints the reply
+
+Like the real client, it makes itself non-dumpable before it connects, unless
+ABUSER_DUMPABLE is set in the environment.
 """
 
+import ctypes
 import json
 import os
 import resource
@@ -21,6 +29,9 @@ import socket
 import struct
 import sys
 import time
+
+
+PR_SET_DUMPABLE = 4
 
 
 def frame(request):
@@ -54,6 +65,25 @@ def request(path, header, payload_len=0):
         print(json.dumps(read_reply(sock)))
     except EOFError as err:
         print(json.dumps({"reply": "closed", "message": str(err)}))
+
+
+def after_exec(path, header):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    child = os.fork()
+    if child == 0:
+        # Wait until the process that connected has exec'd, as a thief would.
+        parent = os.getppid()
+        while open(f"/proc/{parent}/comm").read().strip() != "sleep":
+            time.sleep(0.01)
+        sock.sendall(frame(json.loads(header)))
+        try:
+            print(json.dumps(read_reply(sock)), flush=True)
+        except EOFError as err:
+            print(json.dumps({"reply": "closed", "message": str(err)}), flush=True)
+        os._exit(0)
+    sock.close()
+    os.execvp("sleep", ["sleep", "5"])
 
 
 def orphan(path, header):
@@ -115,10 +145,14 @@ def flood(path, idle, stalled, seconds):
 
 def main():
     mode, path = sys.argv[1], sys.argv[2]
+    if "ABUSER_DUMPABLE" not in os.environ:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     if mode == "request":
         request(path, sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else 0)
     elif mode == "orphan":
         orphan(path, sys.argv[3])
+    elif mode == "after-exec":
+        after_exec(path, sys.argv[3])
     elif mode == "flood":
         flood(path, int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
     else:

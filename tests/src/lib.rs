@@ -492,6 +492,21 @@ pub fn read_attack(mode: &str, target: i32, out: &Path, extra: &[&str], as_nobod
     command.output().expect("run reader")
 }
 
+/// Runs the hostile client (tests/helpers/abuser.py) inside `session`, as
+/// its user, with `args` after `MODE SOCKET` spliced in (`request '{json}' 0`),
+/// and parses the one reply it prints. Inside the session, the guardian's
+/// access rules do not stop it first.
+pub fn abuser_in(session: &mut Session, args: &str) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/abuser.py");
+    let (mode, rest) = args.split_once(' ').unwrap_or((args, ""));
+    let (_, out, err) = session.run(&format!(
+        "/usr/bin/python3 {} {mode} \"$NINGEN_SHIKKAKU_SOCKET\" {rest}",
+        script.display()
+    ));
+    let text = String::from_utf8_lossy(&out);
+    serde_json::from_str(text.trim()).unwrap_or_else(|_| panic!("no reply: {text} {err}"))
+}
+
 /// A python3 command running `tests/helpers/SCRIPT`, as root or as `nobody`.
 fn helper(script: &str, as_nobody: bool) -> Command {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))

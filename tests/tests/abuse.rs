@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{Guardian, Session, supervisor_of, wait_until};
+use e2e::{Guardian, Session, abuser_in, supervisor_of, wait_until};
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::Value;
 
@@ -34,18 +34,6 @@ fn abuser(uid: &str) -> Command {
         ])
         .arg(script);
     command
-}
-
-/// One raw request sent from inside `session` (as its user), and the reply:
-/// inside the session, an old guardian's access rules do not stop it first.
-fn request_in(session: &mut Session, header: &str, payload: usize) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("helpers/abuser.py");
-    let (_, out, err) = session.run(&format!(
-        "/usr/bin/python3 {} request \"$NINGEN_SHIKKAKU_SOCKET\" '{header}' {payload}",
-        script.display()
-    ));
-    let text = String::from_utf8_lossy(&out);
-    serde_json::from_str(text.trim()).unwrap_or_else(|_| panic!("no reply: {text} {err}"))
 }
 
 /// Runs the CLI as `uid` and returns how long it took to succeed; an error
@@ -114,7 +102,7 @@ fn a_ttl_past_the_end_of_time_is_refused_and_the_guardian_lives_on() {
     assert!(err.contains("TTL"), "{err}");
     assert!(guardian.is_running(), "{}", guardian.log());
     let header = r#"{"op":"put","name":"t","bind":null,"ttl_secs":18446744073709551615,"len":1}"#;
-    let reply = request_in(&mut session, header, 1);
+    let reply = abuser_in(&mut session, &format!("request '{header}' 1"));
     assert_eq!(reply["reply"], "error", "{reply}");
     assert!(
         reply["message"].as_str().unwrap().contains("TTL"),
@@ -195,7 +183,7 @@ fn asking_for_one_big_secret_thousands_of_times_locks_nothing() {
         let names = vec!["big"; copies];
         let header = serde_json::json!({ "op": "exec", "names": names }).to_string();
         let start = Instant::now();
-        let reply = request_in(&mut session, &header, 0);
+        let reply = abuser_in(&mut session, &format!("request '{header}' 0"));
         let took = start.elapsed();
         assert!(took < Duration::from_secs(2), "took {took:?}");
         assert_eq!(reply["reply"], "error", "{reply}");

@@ -62,7 +62,6 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
 
 /// `get`: writes the secret's bytes to standard output, exactly.
 pub fn get(args: GetArgs) -> anyhow::Result<()> {
-    hardening::forbid_core_dumps().context("cannot disable core dumps")?;
     let request = Request::Get { name: args.name };
     let (response, secrets) = call(&args.socket.socket, &request, None)?;
     let Response::Secrets { .. } = response else {
@@ -78,7 +77,9 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
 
 /// `exec`: becomes the command, with secrets in its environment. Only returns on error.
 pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
-    forbid_core_files()?;
+    // Before it asks: the command it becomes, and all that command starts,
+    // inherit the core limit of 0, which the same uid cannot raise again.
+    hardening::forbid_core_dumps().context("cannot disable core dumps")?;
     // Each secret is asked for once, however many variables it goes into.
     let mut names: Vec<SecretName> = Vec::new();
     for (_, name) in &args.env {
@@ -137,16 +138,6 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     let program = argv.first().ok_or_else(|| anyhow!("no command given"))?;
     let Err(err) = nix::unistd::execvpe(program, &argv, &env);
     Err(anyhow!("cannot run {}: {err}", program.to_string_lossy()))
-}
-
-/// Sets this process's core file limit to 0, soft and hard, before it asks
-/// for a secret: the command it becomes, and everything that command starts,
-/// writes no core file with the secret in it, and another process of the
-/// same uid cannot raise the limit again (raising a hard limit needs
-/// CAP_SYS_RESOURCE). A core_pattern that pipes to a helper ignores the limit.
-fn forbid_core_files() -> anyhow::Result<()> {
-    use nix::sys::resource::{Resource, setrlimit};
-    setrlimit(Resource::RLIMIT_CORE, 0, 0).context("cannot forbid core files")
 }
 
 /// `list`.

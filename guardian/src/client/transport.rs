@@ -13,16 +13,20 @@ use std::{
 use anyhow::{Context, bail};
 
 use crate::{
-    os::secret_mem::SecretBuf,
+    os::{hardening, secret_mem::SecretBuf},
     protocol::{self, Request, Response},
 };
 
 /// Sends one request and reads the answer, with any secrets into locked memory.
+/// The process is made non-dumpable before it connects: no other process of
+/// its uid can then take the socket (pidfd_getfd) or its memory, and the
+/// guardian refuses requests from a dumpable peer.
 pub(super) fn call(
     socket: &Path,
     request: &Request,
     payload: Option<&SecretBuf>,
 ) -> anyhow::Result<(Response, Vec<SecretBuf>)> {
+    hardening::forbid_core_dumps().context("cannot make this process non-dumpable")?;
     let mut stream = UnixStream::connect(socket).with_context(|| {
         format!(
             "cannot reach the guardian at {} (is it running?)",

@@ -160,6 +160,9 @@ async fn connection(mut stream: UnixStream, peer: Peer, shared: &Shared) {
             Ok(Err(err)) => return refuse(&mut stream, to_core, peer, err.to_string()).await,
             Err(_) => return refuse(&mut stream, to_core, peer, "request timed out".into()).await,
         };
+        if let Err(err) = peer.check_in_control() {
+            return refuse(&mut stream, to_core, peer, err.to_string()).await;
+        }
         let (request, payload) = request;
         let (reply_to, reply) = oneshot::channel();
         let msg = Msg::Request {

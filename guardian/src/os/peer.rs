@@ -5,7 +5,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::{io, os::fd::AsFd, sync::Arc};
+use std::{
+    io,
+    os::{fd::AsFd, unix::fs::MetadataExt},
+    sync::Arc,
+};
 
 use nix::sys::socket::{getsockopt, sockopt};
 use serde::Serialize;
@@ -47,6 +51,14 @@ pub enum PeerError {
     /// Its pidfd or /proc entry could not be had.
     #[error("cannot identify the peer: {0}")]
     Io(#[from] io::Error),
+    /// It is dumpable now: it never made itself non-dumpable, or it has
+    /// exec'd since it connected.
+    #[error(
+        "refused: the client (PID {0}) is dumpable, so another process of its uid could have \
+         taken its connection; a client must call prctl(PR_SET_DUMPABLE, 0) before it \
+         connects, and a connection ends when its process execs"
+    )]
+    Dumpable(Pid),
 }
 
 impl Peer {
@@ -71,6 +83,38 @@ impl Peer {
             status: Some(Arc::new(status)),
             process: Some(Arc::new(process)),
         })
+    }
+}
+
+impl Peer {
+    /// Refuses a request unless the process that connected still runs the
+    /// program that connected, non-dumpable. A client makes itself
+    /// non-dumpable before it connects, so no other process of its uid can
+    /// take its socket (pidfd_getfd and ptrace need a dumpable target, or
+    /// CAP_SYS_PTRACE); exec makes a process dumpable again, so a request
+    /// after the client became its command is refused, whoever sends it.
+    /// Root's requests pass: root could take any socket anyway.
+    pub fn check_in_control(&self) -> Result<(), PeerError> {
+        let Some(process) = &self.process else {
+            return Ok(());
+        };
+        if self.uid.0 == 0 {
+            return Ok(());
+        }
+        // The kernel shows the /proc files of a non-dumpable process as
+        // root's (the root of its user namespace), and refreshes that owner
+        // at each path lookup, so this stat sees the current state.
+        let owner = std::fs::metadata(format!("/proc/{}/status", self.pid))
+            .map_err(|_| PeerError::Gone)?
+            .uid();
+        // Read while the pidfd shows the process alive: it was this process.
+        if !process.is_alive() {
+            return Err(PeerError::Gone);
+        }
+        match owner == self.uid.0 {
+            true => Err(PeerError::Dumpable(self.pid)),
+            false => Ok(()),
+        }
     }
 }
 

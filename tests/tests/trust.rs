@@ -1,0 +1,126 @@
+//! Trust at the edges (issue 16): a connection belongs to the process that
+//! made it, for as long as that process runs the program that made it.
+//! Attackers are the same uid outside the session and another uid.
+
+use std::{
+    fs,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use e2e::{Guardian, Session, abuser_in, put_marker, read_attack, scratch_dir, wait_until};
+
+/// The socket descriptors `pid` holds, from /proc/PID/fd.
+fn sockets_of(pid: u32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|entry| {
+                    fs::read_link(entry.path())
+                        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+                })
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_dumpable_client_is_refused_and_a_non_dumpable_one_served() {
+    let guardian = Guardian::start("dumpable-client");
+    let mut session = Session::start_as_nobody(&guardian);
+    let marker = put_marker(&mut session, "tok");
+    let get = r#"'{"op":"get","name":"tok"}'"#;
+    let served = abuser_in(&mut session, &format!("request {get}"));
+    assert_eq!(served["reply"], "secrets", "{served}");
+    assert_eq!(
+        served["secret_bytes"][0].as_str().unwrap().as_bytes(),
+        marker
+    );
+    let (_, out, err) = session.run(&format!(
+        "ABUSER_DUMPABLE=1 /usr/bin/python3 {} request \"$NINGEN_SHIKKAKU_SOCKET\" {get}",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/helpers/abuser.py")
+    ));
+    let refused: serde_json::Value =
+        serde_json::from_slice(&out).unwrap_or_else(|_| panic!("{err}"));
+    assert_eq!(refused["reply"], "error", "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("dumpable"),
+        "{refused}"
+    );
+    let audited = guardian.audit_of("malformed");
+    assert!(
+        audited
+            .iter()
+            .any(|r| r["reason"].as_str().unwrap().contains("dumpable")),
+        "the refusal is audited: {audited:?}"
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_connection_kept_after_its_process_execs_is_refused() {
+    let guardian = Guardian::start("after-exec");
+    let mut session = Session::start_as_nobody(&guardian);
+    put_marker(&mut session, "tok");
+    // As a thief holding an `exec` client's socket after the client became
+    // its command: the process that connected is now `sleep`.
+    let reply = abuser_in(&mut session, r#"after-exec '{"op":"get","name":"tok"}'"#);
+    assert_eq!(reply["reply"], "error", "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("dumpable"),
+        "{reply}"
+    );
+    assert_eq!(guardian.status()["secrets"], 1, "nothing else changed");
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_waiting_client_s_socket_cannot_be_taken_by_its_own_uid() {
+    // A root listener that takes requests and never answers holds a real
+    // client mid-call, its socket open, as long as the test needs.
+    let dir = scratch_dir("stolen");
+    let everyone = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+    fs::set_permissions(&dir, everyone).expect("open the dir to nobody");
+    let path = dir.join("mute.sock");
+    let mut mute = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import socket,sys,time\n\
+             import os;s=socket.socket(socket.AF_UNIX);s.bind(sys.argv[1]);os.chmod(sys.argv[1],0o666);s.listen()\n\
+             c=s.accept()[0];print('up',flush=True);time.sleep(30)",
+        ])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start mute listener");
+    assert!(wait_until(Duration::from_secs(5), || path.exists()));
+    let mut client = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(e2e::bin())
+        .args(["status", "--socket"])
+        .arg(&path)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start client");
+    let mut socket = None;
+    assert!(wait_until(Duration::from_secs(5), || {
+        socket = sockets_of(client.id()).pop();
+        socket.is_some()
+    }));
+    let fd = socket.unwrap();
+    let out = dir.join("stolen.bin");
+    let attempt = read_attack("pidfd-getfd", client.id() as i32, &out, &[&fd], true);
+    let said = String::from_utf8_lossy(&attempt.stdout);
+    assert!(
+        said.contains("got -1"),
+        "pidfd_getfd was not refused (EPERM): {said} {}",
+        e2e::stderr(&attempt)
+    );
+    let _ = client.kill();
+    let _ = client.wait();
+    let _ = mute.kill();
+    let _ = mute.wait();
+}
