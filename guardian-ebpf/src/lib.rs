@@ -26,8 +26,19 @@ pub mod maps {
     /// that leader and the secrets' owner, packed by [`super::ward_value`].
     /// Children inherit the entry.
     pub const WARDS: &str = "WARDS";
-    /// `RingBuf` of [`super::Event`] records.
+    /// `RingBuf` of the [`super::Event`] records that decide the switch:
+    /// leader exit and hangup, holder fork and exit. Nothing else writes
+    /// here, so no flood of tamper attempts can crowd them out.
     pub const EVENTS: &str = "EVENTS";
+    /// `RingBuf` of [`super::EventKind::Tamper`] records, at most
+    /// [`super::TAMPER_BURST`] per caller uid per second.
+    pub const TAMPER_EVENTS: &str = "TAMPER_EVENTS";
+    /// `LruPerCpuHashMap<u32, RateWindow>`: caller uid -> its tamper records
+    /// in the current second on this CPU, and how many were suppressed.
+    pub const TAMPER_RATE: &str = "TAMPER_RATE";
+    /// `PerCpuArray<u64>` with one slot: tamper records lost to a full
+    /// `TAMPER_EVENTS` (each caller was still killed).
+    pub const TAMPER_LOST: &str = "TAMPER_LOST";
     /// `PerCpuArray<u64>` with one slot: events the programs could not write
     /// because the ring buffer was full. Any increase means the guardian missed
     /// something and must fail closed.
@@ -90,6 +101,15 @@ pub mod globals {
     /// `[u64; Layout::COUNT]`: kernel struct offsets and text addresses,
     /// indexed by [`super::Layout`].
     pub const LAYOUT: &str = "LAYOUT";
+    /// `u32`: tamper records each CPU lets one uid send per second.
+    pub const TAMPER_BURST_PER_CPU: &str = "TAMPER_BURST_PER_CPU";
+}
+
+/// The share of [`TAMPER_BURST`] each of `cpus` CPUs lets one uid send per
+/// second (at least one).
+pub const fn tamper_burst_per_cpu(cpus: u32) -> u32 {
+    let share = TAMPER_BURST / if cpus == 0 { 1 } else { cpus };
+    if share == 0 { 1 } else { share }
 }
 
 /// What the programs must know of the running kernel's memory, as indexes
@@ -306,6 +326,31 @@ pub const MAX_TRACKED: u32 = 65_536;
 
 /// Size of the ring buffer in bytes (a power of two, a multiple of the page size).
 pub const RING_BYTES: u32 = 1 << 20;
+
+/// Size of the tamper ring buffer: room for thousands of callers' bursts.
+pub const TAMPER_RING_BYTES: u32 = 1 << 19;
+
+/// Tamper records sent per caller uid per [`TAMPER_WINDOW_NS`]; past that,
+/// the caller is still killed and its attempts only counted.
+pub const TAMPER_BURST: u32 = 16;
+
+/// The rate limit's window: one second.
+pub const TAMPER_WINDOW_NS: u64 = 1_000_000_000;
+
+/// Uids whose tamper rate is tracked at once (least recently seen go first).
+pub const MAX_RATED_UIDS: u32 = 4096;
+
+/// One uid's tamper records on one CPU, in `TAMPER_RATE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateWindow {
+    /// `bpf_ktime_get_ns()` when the current window began.
+    pub start_ns: u64,
+    /// Records sent in the current window.
+    pub sent: u64,
+    /// Records suppressed since the uid was first seen.
+    pub suppressed: u64,
+}
 
 /// What a holder is doing, stored in the low half of its `HOLDERS` value.
 #[repr(u32)]

@@ -18,6 +18,7 @@
 )]
 
 mod kmem;
+mod rate;
 mod read_paths;
 mod wards;
 
@@ -28,12 +29,12 @@ use aya_ebpf::{
         generated::bpf_send_signal,
     },
     macros::{lsm, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::{LsmContext, RawTracePointContext, TracePointContext},
 };
 use guardian_ebpf::{
-    Event, EventKind, Layout, MAX_TRACKED, NO_FIELD, RING_BYTES, TamperSyscall, holder_grant,
-    holder_is_doomed,
+    Event, EventKind, Layout, MAX_RATED_UIDS, MAX_TRACKED, NO_FIELD, RING_BYTES, RateWindow,
+    TAMPER_RING_BYTES, TamperSyscall, holder_grant, holder_is_doomed,
 };
 
 const SIGHUP: i32 = 1;
@@ -52,6 +53,8 @@ static NEWTASK_CLONE_FLAGS_OFFSET: u32 = 32;
 static SIGNAL_SIG_OFFSET: u32 = 8;
 #[unsafe(no_mangle)]
 static SIGNAL_PID_OFFSET: u32 = 36;
+#[unsafe(no_mangle)]
+static TAMPER_BURST_PER_CPU: u32 = 1;
 #[unsafe(no_mangle)]
 static URING_REQ_OFFSET: u32 = NO_FIELD;
 #[unsafe(no_mangle)]
@@ -81,6 +84,13 @@ static WARDS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static TAMPER_EVENTS: RingBuf = RingBuf::with_byte_size(TAMPER_RING_BYTES, 0);
+#[map]
+static TAMPER_RATE: LruPerCpuHashMap<u32, RateWindow> =
+    LruPerCpuHashMap::with_max_entries(MAX_RATED_UIDS, 0);
+#[map]
+static TAMPER_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// `sched:sched_process_exit`, once per exiting thread.
 #[tracepoint]
@@ -294,7 +304,8 @@ pub(crate) fn caller_event(kind: EventKind) -> Event {
     }
 }
 
-/// Writes an event, or counts it in `DROPPED` when the ring buffer is full.
+/// Writes an event that decides the switch, or counts it in `DROPPED` when
+/// the ring buffer is full.
 pub(crate) fn emit(event: Event) {
     if EVENTS.output::<Event>(&event, 0).is_err() {
         count_dropped();
@@ -305,7 +316,20 @@ pub(crate) fn emit(event: Event) {
 /// fails closed.
 pub(crate) fn count_dropped() {
     aya_log_ebpf::warn!(&(), "an event was lost: the guardian will fail closed");
-    if let Some(count) = DROPPED.get_ptr_mut(0) {
+    count(&DROPPED);
+}
+
+/// Writes a tamper record, or counts it in `TAMPER_LOST` when its ring
+/// buffer is full (the caller was killed all the same).
+pub(crate) fn emit_tamper(event: Event) {
+    if TAMPER_EVENTS.output::<Event>(&event, 0).is_err() {
+        aya_log_ebpf::warn!(&(), "a tamper record was lost");
+        count(&TAMPER_LOST);
+    }
+}
+
+fn count(counter: &PerCpuArray<u64>) {
+    if let Some(count) = counter.get_ptr_mut(0) {
         // SAFETY: per-CPU slot 0 exists (max_entries 1) and no one else writes it on this CPU now.
         unsafe { *count += 1 };
     }

@@ -13,7 +13,8 @@ use guardian_ebpf::{
 };
 
 use crate::{
-    HOLDERS, PROTECTED, THREADS, WARDS, caller_event, current_ids, emit, kill_current, kmem,
+    HOLDERS, PROTECTED, THREADS, WARDS, caller_event, current_ids, emit_tamper, kill_current, kmem,
+    rate,
 };
 
 /// What a protected process is.
@@ -85,20 +86,26 @@ pub(crate) fn kernel_refuses(tgid: u32, ward: &Ward) -> bool {
 
 /// Reports an attempt on `tgid` to the guardian, with the leader whose
 /// session it is in (so the guardian knows what a member could reach).
+/// At most [`guardian_ebpf::TAMPER_BURST`] a second per caller uid; the rest
+/// are counted in `TAMPER_RATE` for the guardian's summary.
 pub(crate) fn report(tgid: u32, syscall: TamperSyscall, request: u64, flags: u32) {
+    let event = caller_event(EventKind::Tamper);
+    if !rate::admit(event.uid) {
+        return;
+    }
     let (caller, _) = current_ids();
     // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
     let leader = WARDS
         .get_ptr(tgid)
         .map_or(0, |value| ward_leader(unsafe { *value }));
-    emit(Event {
+    emit_tamper(Event {
         pid: caller,
         other: tgid,
         grant: leader,
         syscall: syscall as u32,
         request,
         flags,
-        ..caller_event(EventKind::Tamper)
+        ..event
     });
 }
 

@@ -328,18 +328,34 @@ pub struct StatusInfo {
     pub tamper_armed: bool,
     /// Where secret bytes live.
     pub memory_backend: crate::os::secret_mem::Backing,
-    /// Bytes of secrets in pages known to be locked.
+    /// Bytes of secrets in pages known to be locked (root); for another
+    /// user, the bytes charged to that user.
     pub locked_bytes: usize,
-    /// Secrets held.
+    /// Secrets held (root: everyone's; another user: that user's).
     pub secrets: usize,
-    /// Session leaders watched.
+    /// Session leaders watched (root: all; another user: those its secrets
+    /// are bound to).
     pub leaders: usize,
-    /// Processes holding secrets.
+    /// Processes holding secrets (root: all; another user: its own).
     pub holders: usize,
     /// Kernel events lost to a full ring buffer (each one wipes everything).
     pub dropped_events: u64,
+    /// The kernel's limit on tamper records, and what it held back.
+    pub tamper_limit: TamperLimit,
     /// The guardian's self-protection.
     pub hardening: crate::os::hardening::Protections,
+}
+
+/// The in-kernel rate limit on tamper records: past it, attempts are still
+/// stopped but only counted, and summed up in the audit log once a second.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TamperLimit {
+    /// Records sent per caller uid per second.
+    pub records_per_uid_per_second: u32,
+    /// Attempts past the limit (root: by anyone; another user: by itself).
+    pub suppressed: u64,
+    /// Records lost to a full tamper ring buffer (no wipe; root only).
+    pub lost: u64,
 }
 
 /// Why a frame was refused.

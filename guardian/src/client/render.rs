@@ -59,6 +59,11 @@ pub(super) fn status(status: &StatusInfo) {
         "secrets {}  leaders {}  holders {}  dropped events {}",
         status.secrets, status.leaders, status.holders, status.dropped_events
     );
+    let limit = &status.tamper_limit;
+    println!(
+        "tamper records    at most {} per uid per second; {} attempts past it counted, {} records lost",
+        limit.records_per_uid_per_second, limit.suppressed, limit.lost
+    );
     let h = &status.hardening;
     println!(
         "hardening         dumpable {}  core limit {}  no_new_privs {}  mlockall {}  \

@@ -185,11 +185,8 @@ async fn step(
 ) -> anyhow::Result<bool> {
     tokio::select! {
         biased;
-        ready = readable(events) => {
-            let mut guard = ready.context("kernel ring buffer failed")?;
-            let batch = kernel::drain(guard.get_inner_mut());
-            guard.clear_ready();
-            core.kernel_events(batch);
+        batch = next_batch(events) => {
+            core.kernel_events(batch.context("kernel ring buffer failed")?);
             core.disarm_if_idle();
             Ok(true)
         }
@@ -211,14 +208,12 @@ async fn step(
     }
 }
 
-/// Waits until the ring buffer has events; never completes without eBPF.
-async fn readable(
+/// The next batch of kernel events; never completes without eBPF.
+async fn next_batch(
     events: &mut Option<kernel::EventStream>,
-) -> std::io::Result<
-    tokio::io::unix::AsyncFdReadyMutGuard<'_, aya::maps::RingBuf<aya::maps::MapData>>,
-> {
+) -> std::io::Result<Vec<guardian_ebpf::Event>> {
     match events {
-        Some(events) => events.readable_mut().await,
+        Some(events) => events.next_batch().await,
         None => std::future::pending().await,
     }
 }

@@ -7,23 +7,23 @@
 
 mod attach;
 pub mod btf;
+mod events;
 pub mod layout;
 mod offsets;
 pub mod tracefs;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray},
     programs::{
         RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
         trace_point::TracePointLinkId,
     },
 };
 use guardian_ebpf::{
-    Event, HolderState, LEADER_WATCHED, Layout, globals, holder_value, maps, programs, ward_leader,
+    HolderState, LEADER_WATCHED, Layout, globals, holder_value, maps, programs, ward_leader,
     ward_value,
 };
-use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::os::process::{self, Pid, Uid};
 
@@ -31,6 +31,7 @@ use attach::{
     AYA_LOG_LEVEL, attach_lock_programs, attach_lsm, io_uring_gap, load_lock_programs,
     program_log_level, start_program_log, take_map, without_empty_log,
 };
+use events::TamperCounters;
 use offsets::Offsets;
 
 /// `BPF_NOEXIST`: insert only if the key is new.
@@ -102,10 +103,10 @@ pub struct KernelLink {
     layout_error: Option<String>,
     lsm_error: Option<String>,
     dropped: PerCpuArray<MapData, u64>,
+    tamper: TamperCounters,
 }
 
-/// The ring buffer the programs write events to, ready for async reads.
-pub type EventStream = AsyncFd<RingBuf<MapData>>;
+pub use events::EventStream;
 
 impl KernelLink {
     /// Loads and attaches every program.
@@ -136,6 +137,7 @@ impl KernelLink {
             .override_global(globals::URING_REQ_OFFSET, &offsets.uring_req, true)
             .override_global(globals::URING_RES_OFFSET, &offsets.uring_res, true)
             .override_global(globals::LAYOUT, &layout, true)
+            .override_global(globals::TAMPER_BURST_PER_CPU, &burst_per_cpu(), true)
             .override_global(AYA_LOG_LEVEL, &program_log_level(), true)
             .load(OBJECT)?;
         for (name, category, tracepoint) in programs::WATCH {
@@ -178,11 +180,15 @@ impl KernelLink {
         let wards = take_map(&mut ebpf, maps::WARDS)?;
         let threads = take_map(&mut ebpf, maps::THREADS)?;
         let dropped = take_map(&mut ebpf, maps::DROPPED)?;
-        let ring: RingBuf<MapData> = take_map(&mut ebpf, maps::EVENTS)?;
-        // SAFETY: the ring buffer owns its map fd, which stays open and the same
-        // for as long as the RingBuf (now owned by the AsyncFd) lives.
-        let events = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-            .map_err(|err| KernelError::Tracefs(err.into()))?;
+        let tamper = TamperCounters {
+            rate: take_map(&mut ebpf, maps::TAMPER_RATE)?,
+            lost: take_map(&mut ebpf, maps::TAMPER_LOST)?,
+        };
+        let events = EventStream::new(
+            take_map(&mut ebpf, maps::EVENTS)?,
+            take_map(&mut ebpf, maps::TAMPER_EVENTS)?,
+        )
+        .map_err(KernelError::Tracefs)?;
         Ok((
             Self {
                 ebpf,
@@ -197,6 +203,7 @@ impl KernelLink {
                 layout_error,
                 lsm_error,
                 dropped,
+                tamper,
             },
             events,
         ))
@@ -400,15 +407,10 @@ impl KernelLink {
     }
 }
 
-/// Reads every event waiting in the ring buffer.
-pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<Event> {
-    let mut events = Vec::new();
-    while let Some(item) = ring.next() {
-        if let Some(event) = Event::from_bytes(&item) {
-            events.push(event);
-        }
-    }
-    events
+/// Tamper records each CPU lets one uid send per second.
+fn burst_per_cpu() -> u32 {
+    let cpus = aya::util::nr_cpus().map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX));
+    guardian_ebpf::tamper_burst_per_cpu(cpus)
 }
 
 /// A `KernelError::Map` maker for the map `name`.

@@ -259,6 +259,14 @@ impl KernelMaps for KernelLink {
         KernelLink::dropped_events(self)
     }
 
+    fn tamper_suppressed(&self) -> Vec<(Uid, u64)> {
+        KernelLink::tamper_suppressed(self)
+    }
+
+    fn tamper_lost(&self) -> u64 {
+        KernelLink::tamper_lost(self)
+    }
+
     fn lsm_error(&self) -> Option<&str> {
         KernelLink::lsm_error(self)
     }

@@ -49,6 +49,7 @@ use self::{
     budget::{Budget, Charge},
     os::{KernelMaps, Os, Task},
     sessions::{GrantId, Sessions},
+    tamper::TamperBooks,
     triggers::{Cause, PendingTrigger},
     vault::Vault,
 };
@@ -106,6 +107,9 @@ pub enum Msg {
     /// draining grants (scheduled only while either exists, so an idle
     /// guardian never wakes).
     Tick,
+    /// Time to audit the tamper attempts the kernel counted but did not
+    /// report one by one (scheduled only after a tamper record).
+    TamperSummary,
     /// Wipe everything and stop.
     Shutdown,
     /// The syncer could not make a batch's records durable.
@@ -181,6 +185,7 @@ pub struct Core<O: Os> {
     kernel: Option<O::Kernel>,
     kernel_error: Option<String>,
     dropped_seen: u64,
+    tamper_books: TamperBooks,
     config: Config,
     budget: Budget,
     cgroups: Option<O::Containment>,
@@ -216,6 +221,7 @@ impl<O: Os> Core<O> {
             kernel,
             kernel_error,
             dropped_seen: 0,
+            tamper_books: TamperBooks::default(),
             budget: setup.budget,
             config: setup.config,
             cgroups: setup.cgroups,
@@ -283,6 +289,7 @@ impl<O: Os> Core<O> {
                 self.kill_pending_containers();
                 self.check_triggers();
             }
+            Msg::TamperSummary => self.summarize_tamper(),
             Msg::Shutdown => {
                 self.wipe_everything(Cause::Shutdown);
                 return false;

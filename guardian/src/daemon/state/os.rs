@@ -74,6 +74,10 @@ pub trait KernelMaps {
     fn remove_holder(&mut self, pid: Pid);
     /// Events the programs dropped because the ring buffer was full.
     fn dropped_events(&self) -> u64;
+    /// Tamper attempts each uid made past the kernel's rate limit, in total.
+    fn tamper_suppressed(&self) -> Vec<(Uid, u64)>;
+    /// Tamper records lost to a full tamper ring buffer, in total.
+    fn tamper_lost(&self) -> u64;
     /// Why the BPF LSM program is not in force, or `None` when it is.
     fn lsm_error(&self) -> Option<&str>;
     /// Which read paths the programs stop, and which stay open here.

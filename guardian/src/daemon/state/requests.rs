@@ -102,7 +102,9 @@ impl<O: Os> Core<O> {
             Request::List {} => Ok(self.list(peer)),
             Request::Revoke { name } => self.revoke(peer, name),
             Request::WipeAll {} => Ok(self.wipe_all(peer)),
-            Request::Status {} => Ok(Reply::plain(Response::Status(Box::new(self.status())))),
+            Request::Status {} => Ok(Reply::plain(Response::Status(Box::new(
+                self.status(peer.uid),
+            )))),
         }
     }
 

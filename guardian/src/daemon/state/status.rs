@@ -2,19 +2,33 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashSet;
+
+use guardian_ebpf::TAMPER_BURST;
+
 use super::{
     Core,
     os::{KernelMaps, Os},
 };
 use crate::{
-    os::secret_mem,
+    os::{
+        process::{Pid, Uid},
+        secret_mem,
+    },
     protocol::{
-        Containment, FailClosed, ForkTracking, ReadPaths, StatusInfo, TamperProtection, WatchMode,
+        Containment, FailClosed, ForkTracking, ReadPaths, StatusInfo, TamperLimit,
+        TamperProtection, WatchMode,
     },
 };
 
 impl<O: Os> Core<O> {
-    pub(super) fn status(&self) -> StatusInfo {
+    /// The report as `viewer` may see it: the counts are all of them for
+    /// root, and only the viewer's own for anyone else.
+    pub(super) fn status(&self, viewer: Uid) -> StatusInfo {
+        let counts = match viewer.0 {
+            0 => self.counts_for_root(),
+            _ => self.counts_for(viewer),
+        };
         let ebpf = self.kernel.is_some();
         StatusInfo {
             pid: self.os.guardian().raw(),
@@ -55,12 +69,73 @@ impl<O: Os> Core<O> {
                 }),
             tamper_armed: self.kernel.as_ref().is_some_and(KernelMaps::is_armed),
             memory_backend: secret_mem::backing(),
+            locked_bytes: counts.locked_bytes,
+            secrets: counts.secrets,
+            leaders: counts.leaders,
+            holders: counts.holders,
+            dropped_events: self.dropped_seen,
+            tamper_limit: TamperLimit {
+                records_per_uid_per_second: TAMPER_BURST,
+                suppressed: counts.suppressed,
+                lost: counts.lost,
+            },
+            hardening: self.os.hardening(),
+        }
+    }
+
+    fn counts_for_root(&self) -> Counts {
+        let suppressed = self.kernel.as_ref().map_or(0, |kernel| {
+            kernel.tamper_suppressed().iter().map(|&(_, n)| n).sum()
+        });
+        Counts {
             locked_bytes: secret_mem::locked_bytes(),
             secrets: self.vault.len(),
             leaders: self.sessions.leaders.len(),
             holders: self.sessions.holders.len(),
-            dropped_events: self.dropped_seen,
-            hardening: self.os.hardening(),
+            suppressed,
+            lost: self.kernel.as_ref().map_or(0, KernelMaps::tamper_lost),
         }
     }
+
+    fn counts_for(&self, uid: Uid) -> Counts {
+        let leaders: HashSet<Pid> = self
+            .vault
+            .owned_by(uid)
+            .map(|(_, secret)| secret.leader)
+            .collect();
+        let holders = self
+            .sessions
+            .holders
+            .values()
+            .filter(|holder| {
+                let grant = self.sessions.grants.get(&holder.grant);
+                grant.is_some_and(|grant| grant.owner == uid)
+            })
+            .count();
+        let suppressed = self.kernel.as_ref().map_or(0, |kernel| {
+            let own = kernel
+                .tamper_suppressed()
+                .into_iter()
+                .find(|&(u, _)| u == uid);
+            own.map_or(0, |(_, n)| n)
+        });
+        Counts {
+            locked_bytes: self.budget.used(uid),
+            secrets: self.vault.owned_by(uid).count(),
+            leaders: leaders.len(),
+            holders,
+            suppressed,
+            lost: 0,
+        }
+    }
+}
+
+/// The counts in a status report, as one viewer may see them.
+struct Counts {
+    locked_bytes: usize,
+    secrets: usize,
+    leaders: usize,
+    holders: usize,
+    suppressed: u64,
+    lost: u64,
 }

@@ -4,16 +4,21 @@
 //! policy applies to what the target could reach: a holder's grant, or every
 //! secret bound to a member's leader. An attempt the kernel refused anyway
 //! is audited and costs no secret.
+//!
+//! The kernel sends at most [`TAMPER_BURST`] records per caller uid a second
+//! (each caller is killed all the same); the attempts past that, and records
+//! lost to a full ring, are summed up in the audit log once a second while
+//! they keep coming. Neither wipes anything: the attempts failed.
 
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use guardian_ebpf::{Event, TamperSyscall, flags};
+use guardian_ebpf::{Event, TAMPER_BURST, TamperSyscall, flags};
 
 use super::{
-    Core, SecretKey,
-    os::{Os, Process},
+    Core, Msg, SecretKey,
+    os::{KernelMaps, Os, Process, Task},
     triggers::Cause,
 };
 use crate::{
@@ -40,10 +45,26 @@ text_enum! {
     }
 }
 
+/// How often attempts the kernel only counted are summed up, while they come.
+const SUMMARY_EVERY: Duration = Duration::from_secs(1);
+
+/// What the audit log has already said of the attempts the kernel counted
+/// but did not report one by one.
+#[derive(Default)]
+pub(super) struct TamperBooks {
+    /// Per uid, the kernel's total of suppressed attempts last audited.
+    suppressed: HashMap<Uid, u64>,
+    /// The kernel's total of lost records last audited.
+    lost: u64,
+    /// The next summary, while one is due.
+    summary: Option<Task>,
+}
+
 impl<O: Os> Core<O> {
     /// Audits the attempt; unless the kernel refused it or the policy says
     /// audit only, wipes what the target could reach.
     pub(super) fn tamper(&mut self, event: &Event) {
+        self.expect_tamper_summary();
         let (Some(attacker), Some(target)) =
             (Pid::new(event.pid as i32), Pid::new(event.other as i32))
         else {
@@ -113,6 +134,59 @@ impl<O: Os> Core<O> {
             )),
             latency: None,
         });
+    }
+
+    /// Audits what the kernel counted since the last summary: per uid, the
+    /// attempts past the rate limit, and records lost to a full ring. Looks
+    /// again in a second if there were any, since a flood may go on.
+    pub(super) fn summarize_tamper(&mut self) {
+        self.tamper_books.summary = None;
+        let Some(kernel) = &self.kernel else {
+            return;
+        };
+        let (suppressed, lost) = (kernel.tamper_suppressed(), kernel.tamper_lost());
+        let mut reasons = Vec::new();
+        for (uid, total) in suppressed {
+            let before = self.tamper_books.suppressed.insert(uid, total);
+            // A uid evicted from the kernel's table starts again from zero.
+            let new = total.saturating_sub(before.filter(|&b| b <= total).unwrap_or(0));
+            if new > 0 {
+                reasons.push(format!(
+                    "{new} more attempts by uid {uid} past the limit of {TAMPER_BURST} records \
+                     a second; each caller SIGKILLed, none recorded one by one, no secret wiped"
+                ));
+            }
+        }
+        if lost > self.tamper_books.lost {
+            reasons.push(format!(
+                "{} tamper records lost to a full ring buffer; each caller SIGKILLed, no \
+                 secret wiped for them",
+                lost - self.tamper_books.lost
+            ));
+            self.tamper_books.lost = lost;
+        }
+        if reasons.is_empty() {
+            return;
+        }
+        for reason in reasons {
+            tracing::warn!(%reason, "tamper flood");
+            self.record(Entry {
+                action: Action::Tamper,
+                names: Vec::new(),
+                peer: None,
+                leader: None,
+                outcome: Outcome::Deny,
+                reason: Some(reason),
+                latency: None,
+            });
+        }
+        self.expect_tamper_summary();
+    }
+
+    fn expect_tamper_summary(&mut self) {
+        if self.tamper_books.summary.is_none() {
+            self.tamper_books.summary = Some(self.os.after(SUMMARY_EVERY, Msg::TamperSummary));
+        }
     }
 
     /// What the target is, and the secrets it could reach: a holder's

@@ -14,7 +14,7 @@ mod harness;
 mod system;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     io,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
@@ -130,6 +130,10 @@ pub struct KernelState {
     pub holders: HashMap<i32, (GrantId, HolderState)>,
     /// Events dropped so far.
     pub dropped: u64,
+    /// Tamper attempts past the rate limit, per uid, in total.
+    pub suppressed: BTreeMap<Uid, u64>,
+    /// Tamper records lost to a full tamper ring.
+    pub tamper_lost: u64,
     /// Attaching the tamper programs fails.
     pub fail_arm: bool,
     /// The holders map is full.

@@ -114,6 +114,20 @@ impl KernelMaps for FakeKernel {
         self.0.lock().kernel.dropped
     }
 
+    fn tamper_suppressed(&self) -> Vec<(Uid, u64)> {
+        let world = self.0.lock();
+        world
+            .kernel
+            .suppressed
+            .iter()
+            .map(|(&uid, &n)| (uid, n))
+            .collect()
+    }
+
+    fn tamper_lost(&self) -> u64 {
+        self.0.lock().kernel.tamper_lost
+    }
+
     fn lsm_error(&self) -> Option<&str> {
         Some("BPF LSM is not in this fake")
     }

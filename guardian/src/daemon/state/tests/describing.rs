@@ -59,3 +59,25 @@ fn tamper_protection_is_disarmed_once_nothing_is_left_to_protect() {
     assert!(!h.world.lock().kernel.armed);
     assert!(!h.status().tamper_armed);
 }
+
+#[test]
+fn another_user_s_status_counts_only_its_own_secrets_leaders_and_holders() {
+    let mut h = Harness::new();
+    h.session_holding(ALICE);
+    let alice_too = h.leader(ALICE);
+    h.stored(alice_too, "more");
+    h.stored(alice_too, "most");
+    let bob = h.storing(BOB);
+    let mine = match h
+        .try_request(bob, Request::Status {}, None)
+        .unwrap()
+        .response
+    {
+        Response::Status(status) => *status,
+        other => panic!("not a status: {other:?}"),
+    };
+    assert_eq!((mine.secrets, mine.leaders, mine.holders), (1, 1, 0));
+    assert_eq!(mine.locked_bytes, b"s3cret".len(), "only bob's bytes");
+    let all = h.status();
+    assert_eq!((all.secrets, all.leaders, all.holders), (4, 3, 1));
+}

@@ -113,3 +113,41 @@ fn an_attach_that_wipes_nothing_leaves_its_target_running() {
         );
     }
 }
+
+#[test]
+fn attempts_past_the_rate_limit_are_summed_up_while_they_come_and_wipe_nothing() {
+    let mut h = Harness::new();
+    let (_, holder) = h.session_holding(ALICE);
+    h.world.lock().kernel.suppressed.insert(Uid(BOB), 500);
+    h.world.lock().kernel.tamper_lost = 3;
+    h.tamper(4242, GUARDIAN);
+    h.advance(Duration::from_secs(1));
+    h.world.lock().kernel.suppressed.insert(Uid(BOB), 700);
+    h.advance(Duration::from_secs(1));
+    h.advance(Duration::from_secs(5));
+    let reasons: Vec<String> = h
+        .world
+        .lock()
+        .records_of("tamper")
+        .iter()
+        .filter_map(|r| r["reason"].as_str().map(str::to_owned))
+        .filter(|reason| !reason.contains("on guardian"))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("500 more attempts by uid 1001"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].starts_with("3 tamper records lost"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].starts_with("200 more attempts by uid 1001"),
+        "{reasons:?}"
+    );
+    assert_eq!(h.pending_timers(), 0, "no summary once the flood stops");
+    assert!(h.holds_secret(ALICE, "tok"));
+    assert!(!h.was_killed(holder));
+    assert_eq!(h.status().tamper_limit.suppressed, 700);
+}

@@ -1,0 +1,73 @@
+//! A tamper flood for the end-to-end tests: `tamper_flood PID SECONDS` starts
+//! processes as fast as it can for SECONDS, each calling process_vm_readv on
+//! PID at once (and being SIGKILLed for it), then prints how many it started.
+//! Each child shares our memory and runs on a stack of its own, as vfork
+//! children do, so a start costs little more than the kernel's own work.
+
+use std::{
+    ffi::c_void,
+    time::{Duration, Instant},
+};
+
+const STACK: usize = 64 * 1024;
+
+/// The child: one process_vm_readv of one byte at PID's address 0x1000.
+extern "C" fn attempt(target: *mut c_void) -> libc::c_int {
+    let mut byte = 0u8;
+    let local = libc::iovec {
+        iov_base: (&raw mut byte).cast(),
+        iov_len: 1,
+    };
+    let remote = libc::iovec {
+        iov_base: 0x1000 as *mut c_void,
+        iov_len: 1,
+    };
+    // SAFETY: both iovecs point at live memory of the right length (the
+    // remote one is only read by the kernel, in the target).
+    unsafe {
+        libc::syscall(
+            libc::SYS_process_vm_readv,
+            target as usize as libc::pid_t,
+            &raw const local,
+            1,
+            &raw const remote,
+            1,
+            0,
+        );
+    }
+    0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(target), Some(seconds)) = (
+        args.get(1).and_then(|a| a.parse::<usize>().ok()),
+        args.get(2).and_then(|a| a.parse::<u64>().ok()),
+    ) else {
+        eprintln!("usage: tamper_flood PID SECONDS");
+        std::process::exit(2);
+    };
+    let mut stack = vec![0u8; STACK];
+    // The stack grows down: the child starts at the (16-byte aligned) top.
+    let top = (stack.as_mut_ptr() as usize + STACK) & !15;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut started = 0u64;
+    while Instant::now() < deadline {
+        // SAFETY: with CLONE_VFORK we are suspended until the child is gone,
+        // so it has the stack to itself, and `attempt` touches nothing else.
+        let child = unsafe {
+            libc::clone(
+                attempt,
+                top as *mut c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                target as *mut c_void,
+            )
+        };
+        if child > 0 {
+            // SAFETY: reaping our own child; no status is wanted.
+            unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+            started += 1;
+        }
+    }
+    println!("{started}");
+}
