@@ -124,3 +124,78 @@ fn a_waiting_client_s_socket_cannot_be_taken_by_its_own_uid() {
     let _ = mute.kill();
     let _ = mute.wait();
 }
+
+/// The cgroup v2 directory of `pid`, from /proc/PID/cgroup.
+fn cgroup_of(pid: i32) -> std::path::PathBuf {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = mountinfo
+        .lines()
+        .find(|line| line.contains(" - cgroup2 "))
+        .and_then(|line| line.split_whitespace().nth(4))
+        .expect("a cgroup v2 mount");
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = own.lines().find_map(|line| line.strip_prefix("0::")).unwrap();
+    std::path::Path::new(mount).join(path.trim_start_matches('/'))
+}
+
+/// Runs `sh -c script` as uid 12345 and returns its exit code and output.
+fn as_stranger(script: &str) -> (i32, String) {
+    let out = Command::new("setpriv")
+        .args(["--reuid=12345", "--regid=12345", "--clear-groups", "sh", "-c"])
+        .arg(script)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &e2e::stderr(&out);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn another_uid_learns_nothing_of_a_user_s_secrets_or_holders() {
+    let guardian = Guardian::start("privacy");
+    let mut session = Session::start_as_nobody(&guardian);
+    put_marker(&mut session, "tok");
+    let holder = e2e::start_sleeping_holder(&mut session, "tok");
+    let socket = guardian.socket.display();
+    let (rc, status) = as_stranger(&format!("{} status --json --socket {socket}", e2e::bin().display()));
+    assert_eq!(rc, 0, "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        (&status["secrets"], &status["leaders"], &status["holders"]),
+        (&0.into(), &0.into(), &0.into()),
+        "{status}"
+    );
+    let grant = cgroup_of(holder);
+    let procs = grant.join("cgroup.procs");
+    assert!(fs::read_to_string(&procs).unwrap().contains(&holder.to_string()));
+    let (rc, said) = as_stranger(&format!("cat {}", procs.display()));
+    assert_ne!(rc, 0, "another uid read the holders' pids: {said}");
+    let instance = grant.parent().unwrap();
+    let (rc, said) = as_stranger(&format!("ls {}", instance.display()));
+    assert_ne!(rc, 0, "another uid listed the grants: {said}");
+    assert_eq!(guardian.status()["holders"], 1, "root sees them all");
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn grant_cgroups_go_once_their_holders_exit() {
+    let guardian = Guardian::start("cgroup-cleanup");
+    let mut session = Session::start_as_nobody(&guardian);
+    put_marker(&mut session, "tok");
+    let holder = e2e::start_sleeping_holder(&mut session, "tok");
+    let instance = cgroup_of(holder).parent().unwrap().to_owned();
+    let (rc, _, err) = session.run(
+        "for i in $(seq 100); do $NS exec --env T=tok -- true; done; \
+         for i in $(seq 30); do $NS exec --env T=tok -- true & p=\"$p $!\"; done; wait $p",
+    );
+    assert_eq!(rc, 0, "{err}");
+    let grants = || {
+        fs::read_dir(&instance)
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("grant-"))
+            .count()
+    };
+    let settled = wait_until(Duration::from_secs(5), || grants() == 1);
+    assert!(settled, "{} grant cgroups left for 1 live holder", grants());
+}

@@ -3,7 +3,8 @@
 //! (it cannot write to root's cgroup.procs), every process it forks is born
 //! inside, and one write to `cgroup.kill` kills them all with no fork race.
 //!
-//! Layout: `<cgroup2 mount>/ningen-shikkaku/guardian-<pid>/grant-<id>`.
+//! Layout: `<cgroup2 mount>/ningen-shikkaku/guardian-<pid>/grant-<id>`, the
+//! instance directory mode 0700.
 //!
 //! A grant's `cgroup.kill` and `cgroup.events` are opened when the grant is
 //! made, not when it is killed: a trigger needs no new descriptor, so a
@@ -16,7 +17,7 @@ use std::{
     collections::HashMap,
     fs::{self, File},
     io,
-    os::unix::fs::FileExt,
+    os::unix::fs::{FileExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
     time::{Duration, Instant},
@@ -57,6 +58,9 @@ impl Cgroups {
             remove_tree(&instance);
         }
         fs::create_dir(&instance)?;
+        // Root's alone: another user could otherwise list the grants and
+        // read each one's cgroup.procs, the pids of everyone's holders.
+        fs::set_permissions(&instance, fs::Permissions::from_mode(0o700))?;
         if !instance.join("cgroup.kill").exists() {
             let _ = fs::remove_dir(&instance);
             return Err(io::Error::new(
