@@ -134,14 +134,23 @@ fn cgroup_of(pid: i32) -> std::path::PathBuf {
         .and_then(|line| line.split_whitespace().nth(4))
         .expect("a cgroup v2 mount");
     let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path = own.lines().find_map(|line| line.strip_prefix("0::")).unwrap();
+    let path = own
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .unwrap();
     std::path::Path::new(mount).join(path.trim_start_matches('/'))
 }
 
 /// Runs `sh -c script` as uid 12345 and returns its exit code and output.
 fn as_stranger(script: &str) -> (i32, String) {
     let out = Command::new("setpriv")
-        .args(["--reuid=12345", "--regid=12345", "--clear-groups", "sh", "-c"])
+        .args([
+            "--reuid=12345",
+            "--regid=12345",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
         .arg(script)
         .output()
         .unwrap();
@@ -157,7 +166,10 @@ fn another_uid_learns_nothing_of_a_user_s_secrets_or_holders() {
     put_marker(&mut session, "tok");
     let holder = e2e::start_sleeping_holder(&mut session, "tok");
     let socket = guardian.socket.display();
-    let (rc, status) = as_stranger(&format!("{} status --json --socket {socket}", e2e::bin().display()));
+    let (rc, status) = as_stranger(&format!(
+        "{} status --json --socket {socket}",
+        e2e::bin().display()
+    ));
     assert_eq!(rc, 0, "{status}");
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(
@@ -167,7 +179,11 @@ fn another_uid_learns_nothing_of_a_user_s_secrets_or_holders() {
     );
     let grant = cgroup_of(holder);
     let procs = grant.join("cgroup.procs");
-    assert!(fs::read_to_string(&procs).unwrap().contains(&holder.to_string()));
+    assert!(
+        fs::read_to_string(&procs)
+            .unwrap()
+            .contains(&holder.to_string())
+    );
     let (rc, said) = as_stranger(&format!("cat {}", procs.display()));
     assert_ne!(rc, 0, "another uid read the holders' pids: {said}");
     let instance = grant.parent().unwrap();
@@ -198,4 +214,42 @@ fn grant_cgroups_go_once_their_holders_exit() {
     };
     let settled = wait_until(Duration::from_secs(5), || grants() == 1);
     assert!(settled, "{} grant cgroups left for 1 live holder", grants());
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_same_uid_outsider_cannot_plant_a_value_in_another_session() {
+    let guardian = Guardian::start("plant");
+    let mut victim = Session::start_as_nobody(&guardian);
+    let mut outsider = Session::start_as_nobody(&guardian);
+    let (rc, _, err) = outsider.run(&format!(
+        "printf planted | $NS put tok --bind {}",
+        victim.leader()
+    ));
+    assert_ne!(rc, 0, "planted a secret in another session");
+    assert!(err.contains("session you are not in"), "{err}");
+    let marker = put_marker(&mut victim, "tok");
+    let (rc, out, err) = victim.run("$NS exec --env T=tok -- printenv T");
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out.trim_ascii(), marker, "the victim's own value");
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn bind_is_read_in_the_caller_s_pid_namespace() {
+    let guardian = Guardian::start("pidns-bind");
+    let mut session = Session::start(&guardian);
+    // Inside the new namespace the shell is PID 1; outside it is another.
+    let (rc, _, err) =
+        session.run("unshare --pid --fork --mount-proc sh -c 'printf x | $NS put tok --bind $$'");
+    assert_eq!(rc, 0, "{err}");
+    let bound: i32 = err
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in: {err}"));
+    assert_ne!(bound, 1, "read as the initial namespace's PID 1");
+    let audited = guardian.audit_of("put");
+    assert_eq!(audited.last().unwrap()["leader"], bound, "{audited:?}");
 }

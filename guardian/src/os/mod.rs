@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod clock;
 pub mod hardening;
 pub mod peer;
+pub mod pid_namespace;
 pub mod process;
 pub mod seccomp;
 pub mod secret_mem;

@@ -44,10 +44,21 @@ impl<O: Os> Core<O> {
         if peer.uid != Uid::ROOT && status.uid != peer.uid {
             return Err(RequestError::OtherUser(leader));
         }
+        if peer.uid != Uid::ROOT && !self.in_session_of(peer, leader) {
+            return Err(RequestError::BindOutsideSession(leader));
+        }
         if !process.is_alive() {
             return Err(RequestError::Exited(leader));
         }
         Ok((process, status.uid))
+    }
+
+    /// True if the peer shares `leader`'s session (not session 0), or
+    /// descends from `leader`: the same test `get` and `exec` pass.
+    fn in_session_of(&self, peer: &Peer, leader: Pid) -> bool {
+        let sid = |pid| self.os.session_of(pid).ok().flatten();
+        let shared = sid(leader).is_some_and(|leader_sid| sid(peer.pid) == Some(leader_sid));
+        shared || self.os.descends_from(peer.pid, leader)
     }
 
     /// The secrets of `names` that the peer may use, after checking once that

@@ -84,6 +84,13 @@ pub enum RequestError {
     /// A non-root caller named another user's process.
     #[error("PID {0} belongs to another user")]
     OtherUser(Pid),
+    /// A non-root caller named a process of a session it is not in: it
+    /// could otherwise plant a value under a name the session will use.
+    #[error(
+        "PID {0} is in a session you are not in; a secret may be bound only to a process of \
+         your own session, or one you descend from (root may bind anywhere)"
+    )]
+    BindOutsideSession(Pid),
     /// The process exited while it was being checked.
     #[error("process {0} has exited")]
     Exited(Pid),

@@ -31,6 +31,7 @@ use crate::{
         clock,
         hardening::{self, Protections},
         peer::Peer,
+        pid_namespace,
         process::{self, Pid, Pidfd, Status, Uid},
     },
 };
@@ -130,6 +131,10 @@ impl Os for Host {
 
     fn session_of(&self, pid: Pid) -> io::Result<Option<Pid>> {
         process::session_of(pid)
+    }
+
+    fn global_pid(&self, viewer: Pid, local: Pid) -> io::Result<Option<Pid>> {
+        pid_namespace::global_pid(viewer, local)
     }
 
     fn descends_from(&self, pid: Pid, ancestor: Pid) -> bool {

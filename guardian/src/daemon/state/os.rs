@@ -143,6 +143,9 @@ pub trait Os {
     fn open_caller(&self, peer: &Peer) -> io::Result<Self::Process>;
     /// The session of `pid`; `None` for session 0.
     fn session_of(&self, pid: Pid) -> io::Result<Option<Pid>>;
+    /// The pid of the process that `viewer` calls `local` in its own pid
+    /// namespace; `None` if it sees no such process.
+    fn global_pid(&self, viewer: Pid, local: Pid) -> io::Result<Option<Pid>>;
     /// True if `ancestor` is `pid` or one of its ancestors.
     fn descends_from(&self, pid: Pid, ancestor: Pid) -> bool;
     /// Every live descendant of `roots`, roots excluded.

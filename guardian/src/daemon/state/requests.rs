@@ -186,7 +186,12 @@ impl<O: Os> Core<O> {
             kernel.arm().map_err(RequestError::Arm)?;
         }
         let leader = match bind {
-            Some(pid) => pid,
+            // As the caller sees it, in its own pid namespace.
+            Some(pid) => self
+                .os
+                .global_pid(peer.pid, pid)
+                .map_err(|err| RequestError::inspecting(pid, err))?
+                .ok_or(RequestError::NoSuchProcess(pid))?,
             None => self
                 .os
                 .session_of(peer.pid)

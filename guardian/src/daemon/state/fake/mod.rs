@@ -159,6 +159,9 @@ pub struct World {
     pub cgroups: HashMap<GrantId, HashSet<i32>>,
     /// cgroup.kill fails (as when out of descriptors).
     pub fail_cgroup_kill: bool,
+    /// Pids as a process in a pid namespace gives them: (viewer, local) ->
+    /// global. A viewer not listed is in the initial namespace.
+    pub local_pids: HashMap<(i32, i32), i32>,
     elapsed: Duration,
     ns_reads: u64,
     timers: Vec<Timer>,

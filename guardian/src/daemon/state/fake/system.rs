@@ -262,6 +262,18 @@ impl Os for FakeOs {
         Ok(Pid::new(self.proc(pid)?.sid))
     }
 
+    fn global_pid(&self, viewer: Pid, local: Pid) -> io::Result<Option<Pid>> {
+        let world = self.world.lock();
+        let namespaced = world.local_pids.keys().any(|&(v, _)| v == viewer.raw());
+        Ok(match namespaced {
+            true => world
+                .local_pids
+                .get(&(viewer.raw(), local.raw()))
+                .and_then(|&global| Pid::new(global)),
+            false => Some(local),
+        })
+    }
+
     fn descends_from(&self, pid: Pid, ancestor: Pid) -> bool {
         let world = self.world.lock();
         let mut current = pid.raw();

@@ -54,8 +54,14 @@ fn a_traced_caller_is_refused() {
 fn a_leader_in_session_zero_is_matched_by_descent_only() {
     let mut h = Harness::new();
     let service = h.spawn(ALICE, 1, 0);
-    let runner = h.spawn(ALICE, 1, 0);
+    let runner = h.spawn(ALICE, service, 0);
     assert!(h.put(runner, "tok", Some(service)).is_ok());
+    let sibling = h.spawn(ALICE, 1, 0);
+    let err = h.put(sibling, "other", Some(service)).unwrap_err();
+    assert!(
+        matches!(err, RequestError::BindOutsideSession(_)),
+        "{err:?}"
+    );
     let child = h.spawn(ALICE, service, 0);
     assert!(h.get(child, "tok").is_ok());
     let unrelated = h.spawn(ALICE, 1, 0);
@@ -80,4 +86,21 @@ fn a_caller_that_exited_is_refused() {
         .unwrap();
     assert!(matches!(err, RequestError::CallerExited), "{err:?}");
     assert!(h.core.sessions.holders.is_empty());
+}
+
+#[test]
+fn only_a_member_of_a_session_or_root_may_bind_a_secret_to_it() {
+    let mut h = Harness::new();
+    let victim = h.leader(ALICE);
+    let outsider = h.leader(ALICE);
+    let err = h.put(outsider, "tok", Some(victim)).unwrap_err();
+    assert!(
+        matches!(err, RequestError::BindOutsideSession(pid) if pid.raw() == victim),
+        "{err:?}"
+    );
+    assert!(h.vault_contents().is_empty(), "nothing planted");
+    let member = h.member(victim);
+    assert!(h.put(member, "tok", Some(victim)).is_ok());
+    let root = h.leader(0);
+    assert!(h.put(root, "root-tok", Some(victim)).is_ok());
 }

@@ -161,3 +161,21 @@ fn an_exec_cannot_ask_for_more_than_one_reply_carries() {
     assert!(matches!(err, RequestError::ReplyTooLarge { .. }), "{err:?}");
     assert!(h.core.sessions.holders.is_empty(), "nothing handed out");
 }
+
+#[test]
+fn bind_names_a_pid_as_the_caller_sees_it_in_its_pid_namespace() {
+    let mut h = Harness::new();
+    let leader = h.leader(ALICE);
+    let caller = h.member(leader);
+    h.world.lock().local_pids.insert((caller, 7), leader);
+    let reply = h.put(caller, "tok", Some(7)).unwrap();
+    assert!(
+        matches!(reply.response, Response::Stored { leader: bound } if bound == leader),
+        "{reply:?}"
+    );
+    let err = h.put(caller, "other", Some(8)).unwrap_err();
+    assert!(
+        matches!(err, RequestError::NoSuchProcess(pid) if pid.raw() == 8),
+        "{err:?}"
+    );
+}
