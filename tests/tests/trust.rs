@@ -253,3 +253,43 @@ fn bind_is_read_in_the_caller_s_pid_namespace() {
     let audited = guardian.audit_of("put");
     assert_eq!(audited.last().unwrap()["leader"], bound, "{audited:?}");
 }
+
+/// Runs `put tok` on a new terminal, waits for its prompt, types `keys`,
+/// and prints whether echo was off at the prompt, whether it is on after the
+/// client ended, and the client's exit code.
+const PROMPT_ON_A_TERMINAL: &str = r#"
+import os, pty, sys, termios, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "put", "tok"])
+seen = b""
+while b"secret for" not in seen:
+    seen += os.read(fd, 100)
+time.sleep(0.3)
+echo_at_prompt = bool(termios.tcgetattr(fd)[3] & termios.ECHO)
+os.write(fd, sys.argv[2].encode())
+_, status = os.waitpid(pid, 0)
+echo_after = bool(termios.tcgetattr(fd)[3] & termios.ECHO)
+print(echo_at_prompt, echo_after, os.waitstatus_to_exitcode(status))
+"#;
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn ctrl_c_at_the_prompt_gives_the_terminal_its_echo_back() {
+    let guardian = Guardian::start("prompt");
+    // The client leads the terminal's session, so a stored secret is
+    // wiped when it exits; its exit code tells what happened.
+    for (keys, code) in [("\x03", "130"), ("\x1c", "131"), ("typed\n", "0")] {
+        let out = Command::new("/usr/bin/python3")
+            .args(["-c", PROMPT_ON_A_TERMINAL])
+            .arg(e2e::bin())
+            .arg(keys)
+            .env("NINGEN_SHIKKAKU_SOCKET", &guardian.socket)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        let fields: Vec<&str> = said.split_whitespace().collect();
+        let expected = ["False", "True", code];
+        assert_eq!(fields, expected, "{keys:?}: {said} {}", e2e::stderr(&out));
+    }
+}

@@ -11,6 +11,10 @@ use std::{
 };
 
 use anyhow::Context;
+use nix::sys::{
+    signal::{SigSet, Signal},
+    termios::{LocalFlags, SetArg, Termios, tcgetattr, tcsetattr},
+};
 use zeroize::Zeroize;
 
 use crate::{os::secret_mem::SecretBuf, protocol::MAX_SECRET};
@@ -32,14 +36,59 @@ pub(super) fn read_secret(name: &str) -> anyhow::Result<SecretBuf> {
 }
 
 fn read_line_without_echo(tty: &mut File) -> anyhow::Result<SecretBuf> {
-    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
     let saved = tcgetattr(&*tty).context("cannot read terminal settings")?;
     let mut silent = saved.clone();
     silent.local_flags.remove(LocalFlags::ECHO);
+    restore_on_signal(tty, saved.clone())?;
+    let echo = EchoOff {
+        tty: tty.try_clone()?,
+        saved,
+    };
     tcsetattr(&*tty, SetArg::TCSANOW, &silent).context("cannot turn off echo")?;
     let line = read_line(tty);
-    tcsetattr(&*tty, SetArg::TCSANOW, &saved).context("cannot restore terminal settings")?;
+    drop(echo);
     line
+}
+
+/// Echo is off while this lives; dropping it (on every return path, and
+/// when a panic unwinds) turns it back on.
+struct EchoOff {
+    tty: File,
+    saved: Termios,
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        let _ = tcsetattr(&self.tty, SetArg::TCSANOW, &self.saved);
+    }
+}
+
+/// A signal that ends the process would skip every Drop, and leave the
+/// terminal without echo. So from here on SIGINT, SIGQUIT, SIGTERM and SIGHUP
+/// are blocked in this thread and taken by a helper thread (which inherits
+/// the mask), which restores the terminal and ends the process with the
+/// status a shell shows for that signal (128 + its number).
+fn restore_on_signal(tty: &File, saved: Termios) -> anyhow::Result<()> {
+    let signals: SigSet = [
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+    ]
+    .into_iter()
+    .collect();
+    signals
+        .thread_block()
+        .context("cannot hold back signals at the prompt")?;
+    let tty = tty.try_clone()?;
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            let _ = tcsetattr(&tty, SetArg::TCSANOW, &saved);
+            eprintln!();
+            std::process::exit(128 + signal as i32);
+        }
+    });
+    Ok(())
 }
 
 /// A duplicate of `fd` as a File, for reads and writes without std's buffers.
