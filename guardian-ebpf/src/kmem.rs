@@ -144,6 +144,22 @@ pub(crate) fn has_cap_sys_ptrace(task: u64) -> bool {
         && user_ns.and_then(|ns| member::<u32>(ns, Layout::UserNsLevel)) == Some(0)
 }
 
+/// True if every uid of `task` (real, saved, effective, filesystem) is
+/// `uid`; false if any differs or cannot be read.
+pub(crate) fn uids_are(task: u64, uid: u32) -> bool {
+    let Some(cred) = pointer(task, Layout::TaskCred) else {
+        return false;
+    };
+    [
+        Layout::CredUid,
+        Layout::CredSuid,
+        Layout::CredEuid,
+        Layout::CredFsuid,
+    ]
+    .iter()
+    .all(|&which| member::<u32>(cred, which) == Some(uid))
+}
+
 /// What runs as `task`: an io_uring worker (io-wq or SQPOLL thread), a
 /// kernel thread, or a user thread (which may be in a system call).
 pub(crate) enum Runner {

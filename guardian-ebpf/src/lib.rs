@@ -26,6 +26,9 @@ pub mod maps {
     /// that leader and the secrets' owner, packed by [`super::ward_value`].
     /// Children inherit the entry.
     pub const WARDS: &str = "WARDS";
+    /// `HashMap<u32, u32>`: grant -> the uid whose `exec` made it. A holder
+    /// whose credentials stop matching it has left the grant.
+    pub const GRANT_OWNERS: &str = "GRANT_OWNERS";
     /// `RingBuf` of the [`super::Event`] records that decide the switch:
     /// leader exit and hangup, holder fork and exit. Nothing else writes
     /// here, so no flood of tamper attempts can crowd them out.
@@ -137,6 +140,14 @@ pub enum Layout {
     TaskCred,
     /// `cred.cap_effective`.
     CredCapEffective,
+    /// `cred.uid`.
+    CredUid,
+    /// `cred.suid`.
+    CredSuid,
+    /// `cred.euid`.
+    CredEuid,
+    /// `cred.fsuid`.
+    CredFsuid,
     /// `cred.user_ns`.
     CredUserNs,
     /// `user_namespace.level`.
@@ -211,6 +222,9 @@ pub mod abi {
         Open,
         /// perf_event_open(2): sampling a process's registers and stack.
         PerfEventOpen,
+        /// A call that may change the caller's uids: the setuid family, and
+        /// execve/execveat (of a setuid program).
+        Credentials,
     }
 
     /// Set in the number of an x32 system call.
@@ -245,6 +259,9 @@ pub mod abi {
                 438 => Some(Call::PidfdGetfd),
                 5 | 8 | 295 | 437 => Some(Call::Open),
                 336 => Some(Call::PerfEventOpen),
+                // execve, setuid, setreuid, setfsuid, setresuid, their
+                // 32-bit-uid twins, execveat
+                11 | 23 | 70 | 138 | 164 | 203 | 208 | 213 | 215 | 358 => Some(Call::Credentials),
                 _ => None,
             };
         }
@@ -257,6 +274,12 @@ pub mod abi {
                 Some(Call::Open)
             }
             298 | 0x4000_012a => Some(Call::PerfEventOpen),
+            // execve, setuid, setreuid, setresuid, setfsuid, execveat; on
+            // x32 the same setuid numbers, execve 520 and execveat 545
+            59 | 105 | 113 | 117 | 122 | 322 => Some(Call::Credentials),
+            0x4000_0069 | 0x4000_0071 | 0x4000_0075 | 0x4000_007a | 0x4000_0208 | 0x4000_0221 => {
+                Some(Call::Credentials)
+            }
             _ => None,
         }
     }
@@ -430,6 +453,9 @@ pub enum TamperSyscall {
     MemoryAccess = 12,
     /// perf_event_open(2) aimed at a ward (samples its registers and stack).
     PerfEventOpen = 13,
+    /// A holder's uids changed (setuid family, or the exec of a setuid
+    /// program): it left its grant.
+    Credentials = 14,
 }
 
 impl TamperSyscall {
@@ -448,6 +474,7 @@ impl TamperSyscall {
             11 => "read or write through environ or mem",
             12 => "memory access",
             13 => "perf_event_open",
+            14 => "credential change (setuid, or exec of a setuid program)",
             _ => "unknown",
         }
     }

@@ -75,6 +75,8 @@ static LEADERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
 static HOLDERS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
+static GRANT_OWNERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
+#[map]
 static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 #[map]
 static THREADS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);

@@ -72,6 +72,7 @@ pub(crate) fn on_exit(ctx: &RawTracePointContext) {
     match abi::classify(id, compat) {
         Some(Call::Open) if ret >= 0 => opened(task, ret as u64, flags),
         Some(Call::Ptrace) => attached(task, regs, compat, ret, flags),
+        Some(Call::Credentials) if ret >= 0 => wards::check_uids(task, flags),
         _ => {}
     }
 }

@@ -13,8 +13,8 @@ use guardian_ebpf::{
 };
 
 use crate::{
-    HOLDERS, PROTECTED, THREADS, WARDS, caller_event, current_ids, emit_tamper, kill_current, kmem,
-    rate,
+    GRANT_OWNERS, HOLDERS, PROTECTED, THREADS, WARDS, caller_event, current_ids, emit_tamper,
+    kill_current, kmem, rate,
 };
 
 /// What a protected process is.
@@ -136,4 +136,35 @@ pub(crate) fn stop(
     let flags = flags | if refused { flags::REFUSED_BY_KERNEL } else { 0 };
     report(tgid, syscall, request, flags);
     true
+}
+
+/// After a call that may change uids: a holder whose uids no longer all
+/// match its grant's owner (it ran `su`, `sudo`, a setuid program, or
+/// called setuid) has left its grant. It is SIGKILLed before it returns to
+/// user space as the new user, and reported as an attempt on itself, so the
+/// guardian applies the tamper policy to what it holds.
+pub(crate) fn check_uids(task: u64, flags: u32) {
+    let (tgid, _) = current_ids();
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
+    let Some(grant) = HOLDERS
+        .get_ptr(tgid)
+        .map(|value| holder_grant(unsafe { *value }))
+    else {
+        return;
+    };
+    // SAFETY: as above; entries are u32.
+    let Some(owner) = GRANT_OWNERS.get_ptr(grant).map(|owner| unsafe { *owner }) else {
+        return;
+    };
+    if kmem::uids_are(task, owner) {
+        return;
+    }
+    kill_current();
+    aya_log_ebpf::debug!(
+        &(),
+        "SIGKILLed holder {} whose uids left owner {}",
+        tgid,
+        owner
+    );
+    report(tgid, TamperSyscall::Credentials, 0, flags);
 }

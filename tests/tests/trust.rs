@@ -293,3 +293,43 @@ fn ctrl_c_at_the_prompt_gives_the_terminal_its_echo_back() {
         assert_eq!(fields, expected, "{keys:?}: {said} {}", e2e::stderr(&out));
     }
 }
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_holder_that_becomes_another_user_is_killed_and_its_secret_wiped() {
+    let guardian = Guardian::start("setuid-holder");
+    // A setuid program of another user, as `su otheruser` would be.
+    let mut session = Session::start_as_nobody(&guardian);
+    let other_id = session.dir().join("id-as-12345");
+    fs::copy("/usr/bin/id", &other_id).unwrap();
+    nix::unistd::chown(&other_id, Some(12345.into()), None).unwrap();
+    let setuid = std::os::unix::fs::PermissionsExt::from_mode(0o4755);
+    fs::set_permissions(&other_id, setuid).unwrap();
+    put_marker(&mut session, "tok");
+    let (rc, out, _) = session.run(&format!("$NS exec --env T=tok -- {}", other_id.display()));
+    assert_eq!(rc, 128 + 9, "not killed: {}", String::from_utf8_lossy(&out));
+    assert!(
+        out.is_empty(),
+        "it ran as uid 12345: {}",
+        String::from_utf8_lossy(&out)
+    );
+    let (rc, _, _) = session.run("$NS get tok");
+    assert_ne!(rc, 0, "the secret survived its holder leaving the grant");
+    let records = guardian.audit_of("tamper");
+    assert!(
+        records.iter().any(|r| r["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("credential change")),
+        "{records:?}"
+    );
+
+    // Root's holder dropping to another uid with setresuid.
+    let mut root = Session::start(&guardian);
+    put_marker(&mut root, "tok");
+    let (rc, out, _) = root.run(
+        "$NS exec --env T=tok -- setpriv --reuid=65534 --regid=65534 --clear-groups printenv T",
+    );
+    assert_eq!(rc, 128 + 9, "not killed: {}", String::from_utf8_lossy(&out));
+    assert!(out.is_empty(), "the other uid got the secret");
+}

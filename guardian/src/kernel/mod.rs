@@ -96,6 +96,7 @@ pub struct KernelLink {
     lock_error: Option<String>,
     leaders: HashMap<MapData, u32, u32>,
     holders: HashMap<MapData, u32, u64>,
+    grant_owners: HashMap<MapData, u32, u32>,
     protected: HashMap<MapData, u32, u32>,
     wards: HashMap<MapData, u32, u64>,
     threads: HashMap<MapData, u32, u32>,
@@ -176,6 +177,7 @@ impl KernelLink {
         }
         let leaders = take_map(&mut ebpf, maps::LEADERS)?;
         let holders = take_map(&mut ebpf, maps::HOLDERS)?;
+        let grant_owners = take_map(&mut ebpf, maps::GRANT_OWNERS)?;
         let protected = take_map(&mut ebpf, maps::PROTECTED)?;
         let wards = take_map(&mut ebpf, maps::WARDS)?;
         let threads = take_map(&mut ebpf, maps::THREADS)?;
@@ -197,6 +199,7 @@ impl KernelLink {
                 lock_error,
                 leaders,
                 holders,
+                grant_owners,
                 protected,
                 wards,
                 threads,
@@ -274,6 +277,19 @@ impl KernelLink {
         self.holders
             .insert(pid.raw() as u32, holder_value(grant, state), 0)
             .map_err(map_error(maps::HOLDERS))
+    }
+
+    /// Records `owner` as the uid of `grant`'s holders: one whose uids
+    /// change is killed and reported.
+    pub fn own_grant(&mut self, grant: u32, owner: Uid) -> Result<(), KernelError> {
+        self.grant_owners
+            .insert(grant, owner.0, 0)
+            .map_err(map_error(maps::GRANT_OWNERS))
+    }
+
+    /// Forgets `grant`'s owner, once the grant is gone.
+    pub fn forget_grant(&mut self, grant: u32) {
+        let _ = self.grant_owners.remove(&grant);
     }
 
     /// Protects `pid` (the guardian, its supervisor) from ptrace and

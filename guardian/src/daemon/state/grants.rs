@@ -25,6 +25,9 @@ impl<O: Os> Core<O> {
             None => true,
         };
         if gone {
+            if let Some(kernel) = &mut self.kernel {
+                kernel.forget_grant(grant);
+            }
             self.sessions.grants.remove(&grant);
             self.draining.remove(&grant);
         } else {

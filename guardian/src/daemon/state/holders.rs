@@ -101,7 +101,7 @@ impl<O: Os> Core<O> {
         }
         // The caller waits for this reply, so it has forked nothing yet:
         // from here on every descendant is born inside the grant's cgroup.
-        if let Err(err) = self.report_holder(pid, grant, &process) {
+        if let Err(err) = self.report_holder(pid, (grant, peer.uid), &process) {
             self.retire_grant(grant);
             return Err(err);
         }
@@ -152,12 +152,15 @@ impl<O: Os> Core<O> {
     fn report_holder(
         &mut self,
         pid: Pid,
-        grant: GrantId,
+        (grant, owner): (GrantId, Uid),
         process: &O::Process,
     ) -> Result<(), RequestError> {
         let Some(kernel) = &mut self.kernel else {
             return Ok(());
         };
+        kernel
+            .own_grant(grant, owner)
+            .map_err(RequestError::HolderMap)?;
         kernel
             .set_holder(pid, grant, HolderState::Holding)
             .map_err(RequestError::HolderMap)?;

@@ -260,6 +260,14 @@ impl KernelMaps for KernelLink {
         KernelLink::remove_holder(self, pid);
     }
 
+    fn own_grant(&mut self, grant: GrantId, owner: Uid) -> Result<(), KernelError> {
+        KernelLink::own_grant(self, grant, owner)
+    }
+
+    fn forget_grant(&mut self, grant: GrantId) {
+        KernelLink::forget_grant(self, grant);
+    }
+
     fn dropped_events(&self) -> u64 {
         KernelLink::dropped_events(self)
     }

@@ -72,6 +72,10 @@ pub trait KernelMaps {
     ) -> Result<(), KernelError>;
     /// Forgets `pid` as a holder (not-found is fine).
     fn remove_holder(&mut self, pid: Pid);
+    /// Records `owner` as the uid of `grant`'s holders.
+    fn own_grant(&mut self, grant: GrantId, owner: Uid) -> Result<(), KernelError>;
+    /// Forgets `grant`'s owner (not-found is fine).
+    fn forget_grant(&mut self, grant: GrantId);
     /// Events the programs dropped because the ring buffer was full.
     fn dropped_events(&self) -> u64;
     /// Tamper attempts each uid made past the kernel's rate limit, in total.

@@ -128,6 +128,8 @@ pub struct KernelState {
     pub leaders: HashSet<i32>,
     /// Holders, with their grant and state.
     pub holders: HashMap<i32, (GrantId, HolderState)>,
+    /// The uid of each grant's holders.
+    pub grant_owners: HashMap<GrantId, Uid>,
     /// Events dropped so far.
     pub dropped: u64,
     /// Tamper attempts past the rate limit, per uid, in total.

@@ -110,6 +110,15 @@ impl KernelMaps for FakeKernel {
         self.0.lock().kernel.holders.remove(&pid.raw());
     }
 
+    fn own_grant(&mut self, grant: GrantId, owner: Uid) -> Result<(), KernelError> {
+        self.0.lock().kernel.grant_owners.insert(grant, owner);
+        Ok(())
+    }
+
+    fn forget_grant(&mut self, grant: GrantId) {
+        self.0.lock().kernel.grant_owners.remove(&grant);
+    }
+
     fn dropped_events(&self) -> u64 {
         self.0.lock().kernel.dropped
     }

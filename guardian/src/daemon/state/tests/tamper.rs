@@ -151,3 +151,16 @@ fn attempts_past_the_rate_limit_are_summed_up_while_they_come_and_wipe_nothing()
     assert!(!h.was_killed(holder));
     assert_eq!(h.status().tamper_limit.suppressed, 700);
 }
+
+#[test]
+fn a_holder_whose_uids_changed_costs_its_grant_its_secrets() {
+    let mut h = Harness::new();
+    let (leader, holder) = h.session_holding(ALICE);
+    h.stored(leader, "other");
+    h.tamper_by(holder, holder, TamperSyscall::Credentials, leader, 0);
+    assert!(!h.holds_secret(ALICE, "tok"), "what it held is wiped");
+    assert!(h.holds_secret(ALICE, "other"));
+    let record = h.world.lock().records_of("tamper").pop().unwrap();
+    let reason = record["reason"].as_str().unwrap();
+    assert!(reason.starts_with("credential change"), "{reason}");
+}
