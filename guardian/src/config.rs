@@ -2,7 +2,9 @@
 //!
 //! Two phases: [`RawConfig`] only parses (unknown keys are errors, with the
 //! line named by the TOML parser), then [`Config::resolve`] checks values and
-//! turns durations into `Duration`s, naming the line of a bad value.
+//! turns durations into `Duration`s, naming the line of a bad value. The file
+//! is read only if no user but root could have written it, nor any directory
+//! above it ([`crate::os::trusted_path`]).
 //!
 //! ```toml
 //! tamper_response = "wipe"     # or "audit": audit tamper attempts without wiping
@@ -16,11 +18,14 @@
 
 #![forbid(unsafe_code)]
 
-use std::{fs, io, path::Path, time::Duration};
+use std::{io, path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::protocol::{MAX_SECRET, MAX_TTL};
+use crate::{
+    os::trusted_path::{self, PathError},
+    protocol::{MAX_SECRET, MAX_TTL},
+};
 
 /// What to do when someone ptraces or process_vm_reads a holder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -90,6 +95,10 @@ pub enum ConfigError {
         /// Why.
         source: io::Error,
     },
+    /// The file, or a directory above it, is a link or could be changed by
+    /// a user other than root.
+    #[error("refusing the policy file: {0}")]
+    Untrusted(#[from] PathError),
     /// Not TOML, an unknown key, or a value of the wrong type.
     #[error("{path}: {message}")]
     Parse {
@@ -117,18 +126,23 @@ impl Config {
     /// (the default path); a path the user named must exist.
     pub fn load(path: &Path, required: bool) -> Result<Self, ConfigError> {
         let display = path.display().to_string();
-        let text = match fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == io::ErrorKind::NotFound && !required => {
+        let file = match trusted_path::open_read_only(path) {
+            Ok(file) => file,
+            Err(PathError::Io { source, .. })
+                if source.kind() == io::ErrorKind::NotFound && !required =>
+            {
                 return Ok(Self::default());
             }
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: display,
-                    source,
-                });
+            Err(PathError::Io { path, source }) => {
+                let path = path.display().to_string();
+                return Err(ConfigError::Read { path, source });
             }
+            Err(err) => return Err(err.into()),
         };
+        let text = io::read_to_string(file).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
         Self::parse(&text, &display)
     }
 

@@ -6,7 +6,8 @@
 //! - [`os`]: operating-system primitives: pids, pidfds and /proc
 //!   ([`os::process`]), locked memory ([`os::secret_mem`]), per-exec cgroups
 //!   ([`os::cgroup`]), self-hardening and the seccomp allowlist, the kernel
-//!   clock, and connected peers.
+//!   clock, connected peers, who answers on the socket ([`os::socket_path`])
+//!   and paths no other user can redirect ([`os::trusted_path`]).
 //! - [`daemon`]: `guard`: set-up, the socket server ([`daemon::server`]), the
 //!   supervisor that kills holders if the guardian dies
 //!   ([`daemon::supervisor`]), and the state machine that owns every secret

@@ -707,3 +707,137 @@ pub fn proc_status_field(pid: i32, key: &str) -> Option<u64> {
             .ok()
     })
 }
+
+/// Where a guardian started by [`Guardian::try_start_at`] keeps its socket,
+/// audit log and policy file: a test plants what it attacks at one of them.
+pub struct Paths {
+    /// The socket.
+    pub socket: PathBuf,
+    /// The audit log.
+    pub audit: PathBuf,
+    /// The policy file, used as it is found.
+    pub config: PathBuf,
+}
+
+impl Guardian {
+    /// Starts `guard` at `paths`, logging to `dir/guardian.log`. Returns the
+    /// guardian once it answers `status`, or its log if it exits first;
+    /// `dir` is removed only with a guardian that came up.
+    pub fn try_start_at(dir: &Path, paths: &Paths) -> Result<Self, String> {
+        let log = fs::File::create(dir.join("guardian.log")).expect("guardian log");
+        let mut child = Command::new(bin())
+            .arg("guard")
+            .arg("--socket")
+            .arg(&paths.socket)
+            .arg("--audit")
+            .arg(&paths.audit)
+            .arg("--config")
+            .arg(&paths.config)
+            .stderr(log)
+            .spawn()
+            .expect("start guardian");
+        // This guardian answers, not one already listening at the path.
+        let pid = child.id();
+        let status = || {
+            let output = Command::new(bin())
+                .args(["status", "--json"])
+                .env("NINGEN_SHIKKAKU_SOCKET", &paths.socket)
+                .output();
+            output.is_ok_and(|output| {
+                serde_json::from_slice::<Value>(&output.stdout)
+                    .is_ok_and(|status| status["pid"] == pid)
+            })
+        };
+        let settled = wait_until(Duration::from_secs(10), || {
+            child.try_wait().ok().flatten().is_some() || status()
+        });
+        let log = || fs::read_to_string(dir.join("guardian.log")).unwrap_or_default();
+        if !settled {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("guardian neither came up nor exited: {}", log());
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return Err(log());
+        }
+        Ok(Self {
+            child,
+            dir: dir.to_owned(),
+            socket: paths.socket.clone(),
+            audit: paths.audit.clone(),
+        })
+    }
+}
+
+/// A Unix socket listener run as `nobody` (python3): it appends every byte
+/// each connection sends to a file and prints how many once the peer closes
+/// or has sent nothing for 5 s.
+pub struct NobodyListener {
+    child: Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    /// The file holding everything received.
+    pub received: PathBuf,
+}
+
+impl NobodyListener {
+    /// Listens at `socket`, whose directory `nobody` may write, and keeps
+    /// what it receives in `socket` + `.received`.
+    pub fn start(socket: &Path) -> Self {
+        const LISTENER: &str = "import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+s.listen(8)
+print('listening', flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    got = b''
+    try:
+        while chunk := c.recv(65536):
+            got += chunk
+    except TimeoutError:
+        pass
+    c.close()
+    with open(sys.argv[2], 'ab') as f:
+        f.write(got)
+    print(len(got), flush=True)
+";
+        let received = PathBuf::from(format!("{}.received", socket.display()));
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(["/usr/bin/python3", "-c", LISTENER])
+            .arg(socket)
+            .arg(&received)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start listener");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut listener = Self {
+            child,
+            lines: std::io::BufRead::lines(std::io::BufReader::new(stdout)),
+            received,
+        };
+        assert_eq!(listener.next_line(), "listening");
+        listener
+    }
+
+    /// The listener's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The next line it prints: the byte count of a closed connection.
+    pub fn next_line(&mut self) -> String {
+        self.lines
+            .next()
+            .expect("the listener is running")
+            .expect("read the listener")
+    }
+}
+
+impl Drop for NobodyListener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

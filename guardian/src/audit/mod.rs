@@ -19,7 +19,7 @@ pub mod verify;
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufRead, BufReader, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
@@ -28,7 +28,11 @@ use std::{
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::os::{clock, peer::Peer};
+use crate::os::{
+    clock,
+    peer::Peer,
+    trusted_path::{Leaf, TrustedDir},
+};
 
 text_enum! {
     /// What a record is about: a request's verb, or an event of the guardian's own.
@@ -133,20 +137,11 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Opens (creating, mode 0600, in a 0700 directory) and resumes the chain;
-    /// rotates once the file passes `max_bytes`.
+    /// rotates once the file passes `max_bytes`. No directory on the way and
+    /// not the file may be a link or another user's (see [`crate::os::trusted_path`]).
     pub fn open(path: &Path, max_bytes: u64) -> io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)?;
+        let (dir, name) = TrustedDir::of_file(path, Leaf::Private).map_err(io::Error::other)?;
+        let file = dir.open_log(&name).map_err(io::Error::other)?;
         let tail = Tail::read(&file)?;
         let mut log = Self {
             path: path.to_owned(),
@@ -226,11 +221,13 @@ impl AuditLog {
         fs::rename(&self.path, numbered(&self.path, 1))?;
         // What was written to the old file is durable before the new one starts.
         self.sync()?;
+        // The name was just moved away: a new file, never through a link.
         self.file = Arc::new(
             OpenOptions::new()
                 .append(true)
-                .create(true)
+                .create_new(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&self.path)?,
         );
         self.written = 0;
@@ -308,14 +305,24 @@ fn numbered(path: &Path, n: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The rotated files of `path`, oldest first (`.N` down to `.1`).
+/// The rotated files of `path`, oldest first (`.N` down to `.1`). A link
+/// among them is listed, so reading it fails in [`open_to_read`].
 pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    while numbered(path, files.len() + 1).exists() {
+    while fs::symlink_metadata(numbered(path, files.len() + 1)).is_ok() {
         files.push(numbered(path, files.len() + 1));
     }
     files.reverse();
     files
+}
+
+/// Opens a file of the log to read, never through a link: a link in the
+/// log's place is reported, not followed.
+pub fn open_to_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Every file of the log, oldest first, ending with `path` itself.

@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    fs::File,
     io::{self, BufRead, BufReader, Seek, SeekFrom, Write},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
@@ -77,7 +76,7 @@ pub fn human(record: &Value) -> String {
 /// Prints the matching records of `files` (oldest first).
 pub fn print(files: &[PathBuf], filter: &Filter, out: &mut impl Write) -> io::Result<()> {
     for file in files {
-        let reader = BufReader::new(File::open(file)?);
+        let reader = BufReader::new(super::open_to_read(file)?);
         for line in reader.lines() {
             emit(&line?, filter, out)?;
         }
@@ -88,7 +87,7 @@ pub fn print(files: &[PathBuf], filter: &Filter, out: &mut impl Write) -> io::Re
 /// After [`print`], waits for new records in `path` and prints them, reopening
 /// the file when it is rotated. Runs until interrupted.
 pub fn follow(path: &Path, filter: &Filter, out: &mut impl Write) -> io::Result<()> {
-    let mut file = File::open(path)?;
+    let mut file = super::open_to_read(path)?;
     let mut inode = file.metadata()?.ino();
     let mut offset = file.seek(SeekFrom::End(0))?;
     let mut pending = String::new();
@@ -107,7 +106,7 @@ pub fn follow(path: &Path, filter: &Filter, out: &mut impl Write) -> io::Result<
         }
         out.flush()?;
         thread::sleep(Duration::from_millis(200));
-        if let Ok(current) = File::open(path)
+        if let Ok(current) = super::open_to_read(path)
             && current.metadata()?.ino() != inode
         {
             inode = current.metadata()?.ino();

@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{fmt, fs, path::PathBuf};
+use std::{fmt, io::Read, path::PathBuf};
 
 use super::chain::{self, GENESIS};
 
@@ -56,7 +56,7 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Broken> {
         last_seq: 0,
     };
     for file in files {
-        let bytes = fs::read(file).map_err(|err| Broken {
+        let bytes = read(file).map_err(|err| Broken {
             file: file.clone(),
             line: 0,
             expected_seq: report.last_seq + 1,
@@ -113,4 +113,11 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Broken> {
         report.first_seq = 1;
     }
     Ok(report)
+}
+
+/// The whole of one file of the log, never read through a link.
+fn read(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    super::open_to_read(file)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }

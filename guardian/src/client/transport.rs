@@ -1,6 +1,6 @@
-//! The client's side of the socket: connect, send one request (and the secret
-//! bytes that follow its header), and read the answer, with any secrets it
-//! carries read straight into locked memory.
+//! The client's side of the socket: connect, make sure root answers, send one
+//! request (and the secret bytes that follow its header), and read the
+//! answer, with any secrets it carries read straight into locked memory.
 
 #![forbid(unsafe_code)]
 
@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, bail};
 
 use crate::{
-    os::{hardening, secret_mem::SecretBuf},
+    os::{hardening, secret_mem::SecretBuf, socket_path::Listener},
     protocol::{self, Request, Response},
 };
 
@@ -33,6 +33,7 @@ pub(super) fn call(
             socket.display()
         )
     })?;
+    check_listener(&stream, socket)?;
     stream.write_all(&protocol::encode(request))?;
     if let Some(secret) = payload {
         stream.write_all(secret.as_slice())?;
@@ -57,4 +58,20 @@ pub(super) fn call(
         _ => {}
     }
     Ok((response, secrets))
+}
+
+/// Refuses a listener that is not root before anything is sent: whoever
+/// listens on the path would otherwise get a `put`'s secret, or answer an
+/// `exec` with values of their choosing.
+fn check_listener(stream: &UnixStream, socket: &Path) -> anyhow::Result<()> {
+    let listener = Listener::of(stream)
+        .with_context(|| format!("cannot tell who listens on {}", socket.display()))?;
+    if !listener.is_root() {
+        bail!(
+            "refusing to talk to {listener} on {}: the guardian runs as root; \
+             someone else is listening there",
+            socket.display()
+        );
+    }
+    Ok(())
 }

@@ -5,15 +5,13 @@
 //! its reply.
 
 use std::{
-    fs,
     io::IoSlice,
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{UnixListener, UnixStream},
@@ -47,26 +45,22 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one log line per interval for a condition that repeats.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Binds the socket, refusing to take over from a live guardian.
+/// Binds the socket, refusing to take over from a live guardian, from another
+/// user's listener, or in a directory another user could redirect.
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!("a guardian is already listening on {}", path.display());
-        }
-        fs::remove_file(path).with_context(|| format!("cannot remove stale {}", path.display()))?;
-    }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
-    // Any local user may connect; SO_PEERCRED decides what each may do.
-    fs::set_permissions(path, fs::Permissions::from_mode(0o666))?;
-    Ok(listener)
+    use nix::sys::stat::{Mode, umask};
+
+    crate::os::socket_path::clear(path)?;
+    // A socket is created with mode 0777 less the umask: 0666 lets any local
+    // user connect (SO_PEERCRED decides what each may do), set as it is made
+    // rather than by a chmod of the path after, which would follow a link
+    // swapped in. The umask is the whole process's: changing it is safe here
+    // because the guardian has one thread until the audit syncer starts,
+    // after bind, so nothing else creates a file meanwhile.
+    let saved = umask(Mode::from_bits_truncate(0o111));
+    let bound = UnixListener::bind(path);
+    umask(saved);
+    bound.with_context(|| format!("cannot listen on {}", path.display()))
 }
 
 /// Accepts connections until the listener fails, serving each in a task.

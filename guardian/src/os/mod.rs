@@ -1,7 +1,8 @@
 //! Operating-system primitives the guardian is built on: processes and
 //! pidfds, locked memory for secrets, cgroup containment, the guardian's
-//! self-hardening and its seccomp allowlist, the kernel clock, and who is on
-//! the other end of a connection. Each wraps the raw calls of one concern;
+//! self-hardening and its seccomp allowlist, the kernel clock, who is on the
+//! other end of a connection, who answers on the socket path, and paths no
+//! other user can redirect. Each wraps the raw calls of one concern;
 //! the rest of the guardian uses these safe wrappers.
 
 pub mod cgroup;
@@ -12,3 +13,5 @@ pub mod pid_namespace;
 pub mod process;
 pub mod seccomp;
 pub mod secret_mem;
+pub mod socket_path;
+pub mod trusted_path;

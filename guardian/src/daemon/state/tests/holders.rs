@@ -235,7 +235,10 @@ fn a_grant_s_owner_is_in_the_kernel_for_as_long_as_the_grant() {
     let mut h = Harness::new();
     let (_, holder) = h.session_holding(BOB);
     let grant = h.world.lock().kernel.holders[&holder].0;
-    assert_eq!(h.world.lock().kernel.grant_owners.get(&grant), Some(&Uid(BOB)));
+    assert_eq!(
+        h.world.lock().kernel.grant_owners.get(&grant),
+        Some(&Uid(BOB))
+    );
     h.exit(holder);
     h.settle();
     assert!(h.world.lock().kernel.grant_owners.is_empty());
