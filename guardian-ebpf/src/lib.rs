@@ -10,7 +10,10 @@
 
 /// Names of the maps, exactly as the programs declare them.
 pub mod maps {
-    /// `HashMap<u32, u32>`: tgid of a bound session leader -> [`super::LEADER_WATCHED`].
+    /// `HashMap<u32, u32>`: tgid of a bound session leader ->
+    /// [`super::LEADER_WATCHED`], or [`super::LEADER_HUNG_UP`] once a SIGHUP
+    /// for it was reported (further ones are not: a flood of them cannot fill
+    /// the ring).
     pub const LEADERS: &str = "LEADERS";
     /// `HashMap<u32, u64>`: tgid of a process holding a secret -> its grant and
     /// state, packed by [`super::holder_value`].
@@ -30,9 +33,15 @@ pub mod maps {
     /// whose credentials stop matching it has left the grant.
     pub const GRANT_OWNERS: &str = "GRANT_OWNERS";
     /// `RingBuf` of the [`super::Event`] records that decide the switch:
-    /// leader exit and hangup, holder fork and exit. Nothing else writes
-    /// here, so no flood of tamper attempts can crowd them out.
+    /// leader exit and hangup, at most two per leader. Nothing else writes
+    /// here, so no flood of any kind can crowd them out.
     pub const EVENTS: &str = "EVENTS";
+    /// `RingBuf` of holder fork and exit records: as many as holders fork.
+    pub const HOLDER_EVENTS: &str = "HOLDER_EVENTS";
+    /// `PerCpuArray<u64>` with one slot: holder records lost to a full
+    /// `HOLDER_EVENTS`. The guardian then reads its holders off the kernel
+    /// map and the grants' cgroups (and fails closed without cgroups).
+    pub const HOLDER_DROPPED: &str = "HOLDER_DROPPED";
     /// `RingBuf` of [`super::EventKind::Tamper`] records, at most
     /// [`super::TAMPER_BURST`] per caller uid per second.
     pub const TAMPER_EVENTS: &str = "TAMPER_EVENTS";
@@ -42,8 +51,8 @@ pub mod maps {
     /// `PerCpuArray<u64>` with one slot: tamper records lost to a full
     /// `TAMPER_EVENTS` (each caller was still killed).
     pub const TAMPER_LOST: &str = "TAMPER_LOST";
-    /// `PerCpuArray<u64>` with one slot: events the programs could not write
-    /// because the ring buffer was full. Any increase means the guardian missed
+    /// `PerCpuArray<u64>` with one slot: leader events the programs could not
+    /// write because `EVENTS` was full. Any increase means the guardian missed
     /// something and must fail closed.
     pub const DROPPED: &str = "DROPPED";
 }
@@ -343,6 +352,9 @@ pub const NO_FIELD: u32 = u32::MAX;
 
 /// Value stored in `LEADERS` for a watched leader.
 pub const LEADER_WATCHED: u32 = 1;
+
+/// Value in `LEADERS` for a leader whose hangup was reported.
+pub const LEADER_HUNG_UP: u32 = 2;
 
 /// Maximum entries in `LEADERS` and `HOLDERS`.
 pub const MAX_TRACKED: u32 = 65_536;

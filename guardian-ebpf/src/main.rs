@@ -33,8 +33,9 @@ use aya_ebpf::{
     programs::{LsmContext, RawTracePointContext, TracePointContext},
 };
 use guardian_ebpf::{
-    Event, EventKind, Layout, MAX_RATED_UIDS, MAX_TRACKED, NO_FIELD, RING_BYTES, RateWindow,
-    TAMPER_RING_BYTES, TamperSyscall, holder_grant, holder_is_doomed,
+    Event, EventKind, LEADER_HUNG_UP, LEADER_WATCHED, Layout, MAX_RATED_UIDS, MAX_TRACKED,
+    NO_FIELD, RING_BYTES, RateWindow, TAMPER_RING_BYTES, TamperSyscall, holder_grant,
+    holder_is_doomed,
 };
 
 const SIGHUP: i32 = 1;
@@ -86,6 +87,10 @@ static WARDS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static HOLDER_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+#[map]
+static HOLDER_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static TAMPER_EVENTS: RingBuf = RingBuf::with_byte_size(TAMPER_RING_BYTES, 0);
 #[map]
@@ -193,7 +198,7 @@ fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     }
     if HOLDERS.get_ptr(tgid).is_some() {
         let _ = HOLDERS.remove(tgid);
-        emit(Event {
+        emit_holder(Event {
             kind: EventKind::HolderExit as u32,
             pid: tgid,
             ktime_ns: now(),
@@ -263,7 +268,7 @@ fn try_new_task(ctx: &TracePointContext) -> Result<u32, i64> {
     if holder_is_doomed(value) {
         kill_current();
     }
-    emit(Event {
+    emit_holder(Event {
         kind: EventKind::HolderFork as u32,
         pid: child,
         other: parent,
@@ -283,7 +288,9 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<u32, i64> {
     // SAFETY: as above.
     let target: i32 = unsafe { ctx.read_at(read_global(&SIGNAL_PID_OFFSET) as usize)? };
     let target = target as u32;
-    if LEADERS.get_ptr(target).is_some() {
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
+    if LEADERS.get_ptr(target).map(|state| unsafe { *state }) == Some(LEADER_WATCHED) {
+        let _ = LEADERS.insert(target, LEADER_HUNG_UP, 0);
         emit(Event {
             pid: target,
             other: ctx.tgid(),
@@ -306,11 +313,20 @@ pub(crate) fn caller_event(kind: EventKind) -> Event {
     }
 }
 
-/// Writes an event that decides the switch, or counts it in `DROPPED` when
-/// the ring buffer is full.
+/// Writes a leader event, or counts it in `DROPPED` when the ring buffer is
+/// full.
 pub(crate) fn emit(event: Event) {
     if EVENTS.output::<Event>(&event, 0).is_err() {
         count_dropped();
+    }
+}
+
+/// Writes a holder event, or counts it in `HOLDER_DROPPED` when its ring
+/// buffer is full.
+fn emit_holder(event: Event) {
+    if HOLDER_EVENTS.output::<Event>(&event, 0).is_err() {
+        aya_log_ebpf::warn!(&(), "a holder event was lost: the guardian reconciles");
+        count(&HOLDER_DROPPED);
     }
 }
 

@@ -324,7 +324,8 @@ pub struct StatusInfo {
     pub read_paths: ReadPaths,
     /// True while the syscall tamper tracepoints are attached: whenever a
     /// secret is held or a holder lives (they cost every syscall on the
-    /// machine a slow path, so an idle guardian detaches them).
+    /// machine a slow path, so an idle guardian detaches them). For another
+    /// user than root, true only while that user has a secret or holder.
     pub tamper_armed: bool,
     /// Where secret bytes live.
     pub memory_backend: crate::os::secret_mem::Backing,
@@ -338,8 +339,12 @@ pub struct StatusInfo {
     pub leaders: usize,
     /// Processes holding secrets (root: all; another user: its own).
     pub holders: usize,
-    /// Kernel events lost to a full ring buffer (each one wipes everything).
+    /// Leader events lost to a full ring buffer (each one wipes everything).
     pub dropped_events: u64,
+    /// Holder fork and exit events lost to a full ring buffer (the holders
+    /// are then read off the kernel's map; without cgroups, everything is
+    /// wiped).
+    pub holder_events_lost: u64,
     /// The kernel's limit on tamper records, and what it held back.
     pub tamper_limit: TamperLimit,
     /// The guardian's self-protection.

@@ -90,3 +90,36 @@ fn a_tamper_flood_from_another_uid_wipes_nothing_and_keeps_the_books() {
         || guardian.status()["holders"] == 0
     ));
 }
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_flood_of_hangups_costs_only_the_hung_up_session_its_secrets() {
+    let guardian = Guardian::start("hangup-flood");
+    let mut bystander = Session::start_as_nobody(&guardian);
+    let marker = put_marker(&mut bystander, "calm");
+    let mut target = Session::start_as_nobody(&guardian);
+    assert_eq!(target.run("trap '' HUP").0, 0, "the leader ignores SIGHUP");
+    put_marker(&mut target, "tok");
+    // 50,000 hangups while nothing reads the ring (the supervisor un-stops
+    // a stopped guardian, so it is stopped first): only the first is a
+    // record, so the ring that decides the switch cannot overflow.
+    let supervisor = e2e::supervisor_of(guardian.pid());
+    for pid in [supervisor, guardian.pid()] {
+        send_signal(pid, Signal::SIGSTOP);
+        assert!(wait_until(Duration::from_secs(2), || e2e::is_stopped(pid)));
+    }
+    for _ in 0..50_000 {
+        send_signal(target.leader(), Signal::SIGHUP);
+    }
+    for pid in [guardian.pid(), supervisor] {
+        send_signal(pid, Signal::SIGCONT);
+    }
+    assert!(wait_until(
+        Duration::from_secs(5),
+        || guardian.status()["secrets"] == 1
+    ));
+    let status = guardian.status();
+    assert_eq!(status["dropped_events"], 0, "{status}");
+    let (rc, out, err) = bystander.run("$NS get calm");
+    assert_eq!((rc, out), (0, marker), "{err}");
+}

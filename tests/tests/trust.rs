@@ -228,6 +228,27 @@ fn a_same_uid_outsider_cannot_plant_a_value_in_another_session() {
     ));
     assert_ne!(rc, 0, "planted a secret in another session");
     assert!(err.contains("session you are not in"), "{err}");
+    // Nor to an ancestor that every terminal shares (a tmux server, a
+    // `systemd --user`), whose secrets each terminal's `exec` could use.
+    let server = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "bash",
+            "-c",
+        ])
+        .arg("setsid bash -c \"printf planted | $NS put tok --bind \\$PPID\"; exit $?")
+        .env("NS", e2e::bin())
+        .env("NINGEN_SHIKKAKU_SOCKET", &guardian.socket)
+        .output()
+        .unwrap();
+    assert!(!server.status.success(), "planted at the shared ancestor");
+    assert!(
+        e2e::stderr(&server).contains("session you are not in"),
+        "{}",
+        e2e::stderr(&server)
+    );
     let marker = put_marker(&mut victim, "tok");
     let (rc, out, err) = victim.run("$NS exec --env T=tok -- printenv T");
     assert_eq!(rc, 0, "{err}");

@@ -56,8 +56,12 @@ pub(super) fn status(status: &StatusInfo) {
     println!("memory backend    {}", status.memory_backend);
     println!("locked bytes      {}", status.locked_bytes);
     println!(
-        "secrets {}  leaders {}  holders {}  dropped events {}",
-        status.secrets, status.leaders, status.holders, status.dropped_events
+        "secrets {}  leaders {}  holders {}  dropped events {}  holder events lost {}",
+        status.secrets,
+        status.leaders,
+        status.holders,
+        status.dropped_events,
+        status.holder_events_lost
     );
     let limit = &status.tamper_limit;
     println!(
@@ -67,14 +71,15 @@ pub(super) fn status(status: &StatusInfo) {
     let h = &status.hardening;
     println!(
         "hardening         dumpable {}  core limit {}  no_new_privs {}  mlockall {}  \
-         seccomp {} ({} syscalls)  VmLck {} kB  open files {}",
+         seccomp {} ({} syscalls)  VmLck {}  open files {}",
         h.dumpable,
         h.core_limit,
         h.no_new_privs,
         h.mlockall,
         h.seccomp,
         h.seccomp_allowed,
-        h.locked_kib,
+        h.locked_kib
+            .map_or_else(|| "(root only)".to_owned(), |kib| format!("{kib} kB")),
         h.open_files_limit
     );
 }

@@ -200,6 +200,11 @@ async fn step(
                     Ok(msg) if running => running = core.handle(msg),
                     _ => break,
                 }
+                // A request can take a while (a leader's /proc scan): read
+                // the switch's rings between them, so they never fill behind.
+                if let Some(events) = events {
+                    core.kernel_events(events.switch_events_now());
+                }
             }
             core.commit();
             core.disarm_if_idle();

@@ -1,8 +1,11 @@
-//! The programs' two ring buffers, and the tamper counters beside them. The
-//! events that decide the switch (leader exit and hangup, holder fork and
-//! exit) have a ring of their own, read first, so no flood of tamper
-//! attempts can delay or crowd them out; tamper records are limited per
-//! caller uid in the kernel, and what the limit held back is counted.
+//! The programs' three ring buffers, and the counters beside them. The
+//! events that decide the switch (leader exit and hangup, at most two per
+//! leader) have a ring of their own, read first, so no flood can delay or
+//! crowd them out. Holder fork and exit records come next: a user's own
+//! holders can fill that ring, and the guardian then reads its holders off
+//! the kernel map and the cgroups instead. Tamper records come last,
+//! limited per caller uid in the kernel, with what the limit held back
+//! counted.
 
 use std::io;
 
@@ -16,28 +19,44 @@ use tokio::io::{Interest, unix::AsyncFd};
 use super::KernelLink;
 use crate::os::process::Uid;
 
-/// The two ring buffers, ready for async reads.
+/// The three ring buffers, ready for async reads.
 pub struct EventStream {
-    switch: AsyncFd<RingBuf<MapData>>,
+    leaders: AsyncFd<RingBuf<MapData>>,
+    holders: AsyncFd<RingBuf<MapData>>,
     tamper: AsyncFd<RingBuf<MapData>>,
 }
 
 impl EventStream {
-    pub(super) fn new(switch: RingBuf<MapData>, tamper: RingBuf<MapData>) -> io::Result<Self> {
+    pub(super) fn new(
+        leaders: RingBuf<MapData>,
+        holders: RingBuf<MapData>,
+        tamper: RingBuf<MapData>,
+    ) -> io::Result<Self> {
         Ok(Self {
-            switch: watch(switch)?,
+            leaders: watch(leaders)?,
+            holders: watch(holders)?,
             tamper: watch(tamper)?,
         })
     }
 
-    /// Waits for events and takes every one waiting in one ring: the
-    /// switch's ring whenever it has any, else the tamper ring.
+    /// Waits for events and takes every one waiting in one ring: leaders'
+    /// whenever it has any, then holders', then tamper records.
     pub async fn next_batch(&mut self) -> io::Result<Vec<Event>> {
         tokio::select! {
             biased;
-            ready = self.switch.readable_mut() => Ok(take_all(ready?)),
+            ready = self.leaders.readable_mut() => Ok(take_all(ready?)),
+            ready = self.holders.readable_mut() => Ok(take_all(ready?)),
             ready = self.tamper.readable_mut() => Ok(take_all(ready?)),
         }
+    }
+
+    /// Takes what waits in the leader and holder rings now, without
+    /// waiting: called between requests, so a burst of them does not leave
+    /// the rings unread.
+    pub fn switch_events_now(&mut self) -> Vec<Event> {
+        let mut events = drain(self.leaders.get_mut());
+        events.extend(drain(self.holders.get_mut()));
+        events
     }
 }
 
@@ -49,14 +68,18 @@ fn watch(ring: RingBuf<MapData>) -> io::Result<AsyncFd<RingBuf<MapData>>> {
 
 /// Reads every event waiting, then waits for the next wake-up.
 fn take_all(mut ready: tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>>) -> Vec<Event> {
-    let ring = ready.get_inner_mut();
+    let events = drain(ready.get_inner_mut());
+    ready.clear_ready();
+    events
+}
+
+fn drain(ring: &mut RingBuf<MapData>) -> Vec<Event> {
     let mut events = Vec::new();
     while let Some(item) = ring.next() {
         if let Some(event) = Event::from_bytes(&item) {
             events.push(event);
         }
     }
-    ready.clear_ready();
     events
 }
 
@@ -89,10 +112,24 @@ impl KernelLink {
 
     /// Tamper records lost to a full tamper ring buffer.
     pub fn tamper_lost(&self) -> u64 {
-        self.tamper
-            .lost
-            .get(&0, 0)
-            .map(|values| values.iter().sum())
-            .unwrap_or(0)
+        sum(&self.tamper.lost)
     }
+
+    /// Holder records lost to a full holder ring buffer.
+    pub fn holder_events_lost(&self) -> u64 {
+        sum(&self.holder_dropped)
+    }
+
+    /// Leader records lost to a full leader ring buffer.
+    pub fn dropped_events(&self) -> u64 {
+        sum(&self.dropped)
+    }
+}
+
+/// A per-CPU counter's total.
+fn sum(counter: &PerCpuArray<MapData, u64>) -> u64 {
+    counter
+        .get(&0, 0)
+        .map(|values| values.iter().sum())
+        .unwrap_or(0)
 }

@@ -21,8 +21,8 @@ use aya::{
     },
 };
 use guardian_ebpf::{
-    HolderState, LEADER_WATCHED, Layout, globals, holder_value, maps, programs, ward_leader,
-    ward_value,
+    HolderState, LEADER_WATCHED, Layout, globals, holder_grant, holder_value, maps, programs,
+    ward_leader, ward_value,
 };
 
 use crate::os::process::{self, Pid, Uid};
@@ -104,6 +104,7 @@ pub struct KernelLink {
     layout_error: Option<String>,
     lsm_error: Option<String>,
     dropped: PerCpuArray<MapData, u64>,
+    holder_dropped: PerCpuArray<MapData, u64>,
     tamper: TamperCounters,
 }
 
@@ -182,12 +183,14 @@ impl KernelLink {
         let wards = take_map(&mut ebpf, maps::WARDS)?;
         let threads = take_map(&mut ebpf, maps::THREADS)?;
         let dropped = take_map(&mut ebpf, maps::DROPPED)?;
+        let holder_dropped = take_map(&mut ebpf, maps::HOLDER_DROPPED)?;
         let tamper = TamperCounters {
             rate: take_map(&mut ebpf, maps::TAMPER_RATE)?,
             lost: take_map(&mut ebpf, maps::TAMPER_LOST)?,
         };
         let events = EventStream::new(
             take_map(&mut ebpf, maps::EVENTS)?,
+            take_map(&mut ebpf, maps::HOLDER_EVENTS)?,
             take_map(&mut ebpf, maps::TAMPER_EVENTS)?,
         )
         .map_err(KernelError::Tracefs)?;
@@ -206,6 +209,7 @@ impl KernelLink {
                 layout_error,
                 lsm_error,
                 dropped,
+                holder_dropped,
                 tamper,
             },
             events,
@@ -299,6 +303,17 @@ impl KernelLink {
             .insert(pid.raw() as u32, 1, 0)
             .map_err(map_error(maps::PROTECTED))?;
         self.track_threads(pid)
+    }
+
+    /// Every process in the holder map, with its grant: the programs add a
+    /// holder's children as they are born and take holders out as they
+    /// exit, so this is the kernel's word on who holds what.
+    pub fn holders(&self) -> Vec<(Pid, u32)> {
+        self.holders
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(pid, value)| Some((Pid::new(pid as i32)?, holder_grant(value))))
+            .collect()
     }
 
     /// Forgets `pid` as a holder.
@@ -412,14 +427,6 @@ impl KernelLink {
             }
         }
         paths
-    }
-
-    /// Events the programs dropped because the ring buffer was full.
-    pub fn dropped_events(&self) -> u64 {
-        self.dropped
-            .get(&0, 0)
-            .map(|values| values.iter().sum())
-            .unwrap_or(0)
     }
 }
 

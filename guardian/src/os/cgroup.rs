@@ -51,6 +51,9 @@ impl Cgroups {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup v2 mount"))?;
         let top = mount.join(TOP);
         fs::create_dir_all(&top)?;
+        // Root's alone, like each instance: its cgroup.stat would count
+        // everyone's grants for anyone.
+        fs::set_permissions(&top, fs::Permissions::from_mode(0o700))?;
         remove_stale_instances(&top);
         let instance = top.join(format!("guardian-{}", Pid::current()));
         if instance.exists() {

@@ -23,8 +23,9 @@ pub struct Protections {
     pub seccomp: String,
     /// Syscalls the allowlist permits (0 without seccomp).
     pub seccomp_allowed: usize,
-    /// VmLck of the guardian, in KiB.
-    pub locked_kib: u64,
+    /// VmLck of the guardian, in KiB; shown to root only, since it grows
+    /// with every user's secrets.
+    pub locked_kib: Option<u64>,
     /// RLIMIT_NOFILE (soft) after raising it.
     #[serde(default)]
     pub open_files_limit: u64,
@@ -129,7 +130,7 @@ pub fn current(protections: &Protections) -> Protections {
             "disabled"
         }
         .to_owned(),
-        locked_kib: field("VmLck").unwrap_or(0),
+        locked_kib: field("VmLck"),
         ..protections.clone()
     }
 }

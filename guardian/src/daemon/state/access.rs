@@ -53,12 +53,17 @@ impl<O: Os> Core<O> {
         Ok((process, status.uid))
     }
 
-    /// True if the peer shares `leader`'s session (not session 0), or
-    /// descends from `leader`: the same test `get` and `exec` pass.
+    /// True if the peer is in `leader`'s session; a peer in session 0 (a
+    /// service, a CI runner), which has no session of its own, may bind to
+    /// an ancestor instead. Not to an ancestor from inside a session: every
+    /// terminal of a tmux server or `systemd --user` descends from it, and
+    /// each could plant a value that all the others' `exec`s would use.
     fn in_session_of(&self, peer: &Peer, leader: Pid) -> bool {
         let sid = |pid| self.os.session_of(pid).ok().flatten();
-        let shared = sid(leader).is_some_and(|leader_sid| sid(peer.pid) == Some(leader_sid));
-        shared || self.os.descends_from(peer.pid, leader)
+        match sid(peer.pid) {
+            Some(own) => sid(leader) == Some(own),
+            None => self.os.descends_from(peer.pid, leader),
+        }
     }
 
     /// The secrets of `names` that the peer may use, after checking once that

@@ -88,7 +88,7 @@ pub enum RequestError {
     /// could otherwise plant a value under a name the session will use.
     #[error(
         "PID {0} is in a session you are not in; a secret may be bound only to a process of \
-         your own session, or one you descend from (root may bind anywhere)"
+         your own session (from session 0, to an ancestor; root may bind anywhere)"
     )]
     BindOutsideSession(Pid),
     /// The process exited while it was being checked.

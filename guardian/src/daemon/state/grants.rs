@@ -1,4 +1,6 @@
-//! Grants after their known holders: a grant is forgotten only once its
+//! Holders the guardian did not hear of, and grants after their known
+//! holders. After holder events were lost, the books are read off the
+//! kernel's holder map. A grant is forgotten only once its
 //! cgroup is empty and removed. Until then it drains: the processes in it
 //! that the guardian never heard of (a fork report lost, or no eBPF to make
 //! one) still hold its secrets, so its secrets still doom it and a trigger
@@ -7,12 +9,13 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::{
     Core,
     os::{Containment, KernelMaps, Os, Process},
     sessions::GrantId,
+    triggers::Cause,
 };
 use crate::os::process::Pid;
 
@@ -46,6 +49,56 @@ impl<O: Os> Core<O> {
                 self.draining.remove(&grant);
             } else {
                 self.retire_grant(grant);
+            }
+        }
+    }
+
+    /// After holder events were lost (a user's holders forked faster than
+    /// the guardian read): with cgroups, the books are set right from the
+    /// kernel's holder map, since every holder the guardian missed is in
+    /// that map and in its grant's cgroup, which a trigger kills whole.
+    /// Without cgroups a missed holder would outlive a trigger, so every
+    /// secret is wiped.
+    pub(super) fn holder_events_lost(&mut self) {
+        let lost = self
+            .kernel
+            .as_ref()
+            .map_or(0, KernelMaps::holder_events_lost);
+        if lost <= self.holder_lost_seen {
+            return;
+        }
+        self.holder_lost_seen = lost;
+        if self.cgroups.is_none() {
+            tracing::error!(
+                lost,
+                "holder events were lost without cgroups; wiping every secret"
+            );
+            return self.wipe_everything(Cause::KernelEventsLost);
+        }
+        tracing::warn!(
+            lost,
+            "holder events were lost; reading holders off the kernel map"
+        );
+        self.reconcile_holders();
+    }
+
+    /// Makes the known holders those of the kernel's map: the ones gone from
+    /// it have exited, the ones missing from the books were forked unseen.
+    fn reconcile_holders(&mut self) {
+        let Some(kernel) = &self.kernel else {
+            return;
+        };
+        let in_kernel: HashMap<Pid, GrantId> = kernel.holders().into_iter().collect();
+        let gone: Vec<Pid> = (self.sessions.holders.keys())
+            .filter(|pid| !in_kernel.contains_key(pid))
+            .copied()
+            .collect();
+        for pid in gone {
+            self.holder_exited(pid, self.os.now_ns());
+        }
+        for (pid, grant) in in_kernel {
+            if !self.sessions.holders.contains_key(&pid) {
+                self.holder_forked(pid, grant);
             }
         }
     }

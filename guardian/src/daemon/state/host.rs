@@ -272,6 +272,14 @@ impl KernelMaps for KernelLink {
         KernelLink::dropped_events(self)
     }
 
+    fn holder_events_lost(&self) -> u64 {
+        KernelLink::holder_events_lost(self)
+    }
+
+    fn holders(&self) -> Vec<(Pid, GrantId)> {
+        KernelLink::holders(self)
+    }
+
     fn tamper_suppressed(&self) -> Vec<(Uid, u64)> {
         KernelLink::tamper_suppressed(self)
     }

@@ -185,6 +185,8 @@ pub struct Core<O: Os> {
     kernel: Option<O::Kernel>,
     kernel_error: Option<String>,
     dropped_seen: u64,
+    /// Holder events lost so far, as last seen.
+    holder_lost_seen: u64,
     tamper_books: TamperBooks,
     config: Config,
     budget: Budget,
@@ -221,6 +223,7 @@ impl<O: Os> Core<O> {
             kernel,
             kernel_error,
             dropped_seen: 0,
+            holder_lost_seen: 0,
             tamper_books: TamperBooks::default(),
             budget: setup.budget,
             config: setup.config,
@@ -336,6 +339,7 @@ impl<O: Os> Core<O> {
             self.dropped_seen = dropped;
             self.wipe_everything(Cause::KernelEventsLost);
         }
+        self.holder_events_lost();
     }
 
     /// True while triggers are still waiting for holders to die.

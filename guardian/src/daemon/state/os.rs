@@ -76,8 +76,12 @@ pub trait KernelMaps {
     fn own_grant(&mut self, grant: GrantId, owner: Uid) -> Result<(), KernelError>;
     /// Forgets `grant`'s owner (not-found is fine).
     fn forget_grant(&mut self, grant: GrantId);
-    /// Events the programs dropped because the ring buffer was full.
+    /// Leader events the programs dropped because their ring buffer was full.
     fn dropped_events(&self) -> u64;
+    /// Holder events the programs dropped because their ring buffer was full.
+    fn holder_events_lost(&self) -> u64;
+    /// Every holder in the kernel map, with its grant.
+    fn holders(&self) -> Vec<(Pid, GrantId)>;
     /// Tamper attempts each uid made past the kernel's rate limit, in total.
     fn tamper_suppressed(&self) -> Vec<(Uid, u64)>;
     /// Tamper records lost to a full tamper ring buffer, in total.

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::{
     os::{
+        hardening::Protections,
         process::{Pid, Uid},
         secret_mem,
     },
@@ -67,19 +68,26 @@ impl<O: Os> Core<O> {
                     stopped: Vec::new(),
                     open: vec!["all: eBPF is not loaded (see eBPF unavailable)".to_owned()],
                 }),
-            tamper_armed: self.kernel.as_ref().is_some_and(KernelMaps::is_armed),
+            // For another user, armed only over something of its own, so
+            // the flag says nothing of others' secrets.
+            tamper_armed: self.kernel.as_ref().is_some_and(KernelMaps::is_armed)
+                && (viewer == Uid::ROOT || counts.secrets > 0 || counts.holders > 0),
             memory_backend: secret_mem::backing(),
             locked_bytes: counts.locked_bytes,
             secrets: counts.secrets,
             leaders: counts.leaders,
             holders: counts.holders,
             dropped_events: self.dropped_seen,
+            holder_events_lost: self.holder_lost_seen,
             tamper_limit: TamperLimit {
                 records_per_uid_per_second: TAMPER_BURST,
                 suppressed: counts.suppressed,
                 lost: counts.lost,
             },
-            hardening: self.os.hardening(),
+            hardening: Protections {
+                locked_kib: counts.guardian_locked_kib,
+                ..self.os.hardening()
+            },
         }
     }
 
@@ -88,6 +96,7 @@ impl<O: Os> Core<O> {
             kernel.tamper_suppressed().iter().map(|&(_, n)| n).sum()
         });
         Counts {
+            guardian_locked_kib: self.os.hardening().locked_kib,
             locked_bytes: secret_mem::locked_bytes(),
             secrets: self.vault.len(),
             leaders: self.sessions.leaders.len(),
@@ -120,6 +129,7 @@ impl<O: Os> Core<O> {
             own.map_or(0, |(_, n)| n)
         });
         Counts {
+            guardian_locked_kib: None,
             locked_bytes: self.budget.used(uid),
             secrets: self.vault.owned_by(uid).count(),
             leaders: leaders.len(),
@@ -132,6 +142,7 @@ impl<O: Os> Core<O> {
 
 /// The counts in a status report, as one viewer may see them.
 struct Counts {
+    guardian_locked_kib: Option<u64>,
     locked_bytes: usize,
     secrets: usize,
     leaders: usize,

@@ -262,7 +262,7 @@ impl Harness {
             if leader {
                 events.push(self.event(EventKind::LeaderExit, pid, 0));
             }
-            if holder {
+            if holder && !self.holder_event_lost() {
                 events.push(self.event(EventKind::HolderExit, pid, 0));
             }
             self.events(events);
@@ -305,12 +305,21 @@ impl Harness {
         };
         if self.parts.kernel
             && let Some(grant) = grant
+            && !self.holder_event_lost()
         {
             let mut fork = self.event(EventKind::HolderFork, child, parent);
             fork.grant = grant;
             self.events(vec![fork]);
         }
         child
+    }
+
+    /// True, and counted, when holder events are being lost.
+    fn holder_event_lost(&self) -> bool {
+        let mut world = self.world.lock();
+        let kernel = &mut world.kernel;
+        kernel.holder_dropped += u64::from(kernel.lose_holder_events);
+        kernel.lose_holder_events
     }
 
     /// Moves the clock on by `by`, firing the timers that fall due, in order.

@@ -130,8 +130,13 @@ pub struct KernelState {
     pub holders: HashMap<i32, (GrantId, HolderState)>,
     /// The uid of each grant's holders.
     pub grant_owners: HashMap<GrantId, Uid>,
-    /// Events dropped so far.
+    /// Leader events dropped so far.
     pub dropped: u64,
+    /// Holder events dropped so far.
+    pub holder_dropped: u64,
+    /// Holder fork and exit events are lost (counted in `holder_dropped`)
+    /// instead of delivered, as when their ring is full.
+    pub lose_holder_events: bool,
     /// Tamper attempts past the rate limit, per uid, in total.
     pub suppressed: BTreeMap<Uid, u64>,
     /// Tamper records lost to a full tamper ring.

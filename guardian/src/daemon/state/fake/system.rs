@@ -123,6 +123,18 @@ impl KernelMaps for FakeKernel {
         self.0.lock().kernel.dropped
     }
 
+    fn holder_events_lost(&self) -> u64 {
+        self.0.lock().kernel.holder_dropped
+    }
+
+    fn holders(&self) -> Vec<(Pid, GrantId)> {
+        let world = self.0.lock();
+        let holders = world.kernel.holders.iter();
+        holders
+            .filter_map(|(&pid, &(grant, _))| Some((Pid::new(pid)?, grant)))
+            .collect()
+    }
+
     fn tamper_suppressed(&self) -> Vec<(Uid, u64)> {
         let world = self.0.lock();
         world

@@ -243,3 +243,38 @@ fn a_grant_s_owner_is_in_the_kernel_for_as_long_as_the_grant() {
     h.settle();
     assert!(h.world.lock().kernel.grant_owners.is_empty());
 }
+
+#[test]
+fn lost_holder_events_are_made_good_from_the_kernel_map_and_cost_no_secret() {
+    let mut h = Harness::new();
+    let (alice, holder) = h.session_holding(ALICE);
+    let bob = h.storing(BOB);
+    h.world.lock().kernel.lose_holder_events = true;
+    let unseen = h.fork(holder);
+    h.exit(holder);
+    h.world.lock().kernel.lose_holder_events = false;
+    h.events(Vec::new());
+    assert_eq!(h.world.lock().kernel.holder_dropped, 2);
+    assert!(h.holds_secret(ALICE, "tok") && h.holds_secret(BOB, "tok"));
+    let status = h.status();
+    assert_eq!((status.holders, status.holder_events_lost), (1, 2));
+    assert!(h.alive(unseen));
+    h.revoke(bob, "tok");
+    h.revoke(alice, "tok");
+    assert!(h.was_killed(unseen), "the unseen child dies with its grant");
+}
+
+#[test]
+fn without_cgroups_lost_holder_events_wipe_everything() {
+    let parts = Parts {
+        cgroups: false,
+        ..Parts::ALL
+    };
+    let mut h = Harness::with(parts, Config::default());
+    let (_, holder) = h.session_holding(ALICE);
+    h.storing(BOB);
+    h.world.lock().kernel.lose_holder_events = true;
+    h.fork(holder);
+    h.events(Vec::new());
+    assert!(!h.holds_secret(ALICE, "tok") && !h.holds_secret(BOB, "tok"));
+}
