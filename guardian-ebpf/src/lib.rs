@@ -19,8 +19,14 @@ pub mod maps {
     /// state, packed by [`super::holder_value`].
     pub const HOLDERS: &str = "HOLDERS";
     /// `HashMap<u32, u32>`: tgid of a process no one may ptrace or
-    /// process_vm_read/write (the guardian and its supervisor) -> 1.
+    /// process_vm_read/write -> [`super::PROTECTED_GUARDIAN`] for the
+    /// guardian, [`super::PROTECTED_OTHER`] for its supervisor.
     pub const PROTECTED: &str = "PROTECTED";
+    /// `RingBuf` that gets one record (a `u64`, the time) when the
+    /// guardian's last thread starts to exit, before the kernel tears
+    /// anything of it down: the supervisor polls it, and kills every holder
+    /// at once.
+    pub const GUARDIAN_DEATH: &str = "GUARDIAN_DEATH";
     /// `HashMap<u32, u32>`: tid of a non-main thread of a holder or protected
     /// process -> its tgid, so an attack aimed at a thread is caught too.
     pub const THREADS: &str = "THREADS";
@@ -352,6 +358,12 @@ pub const NO_FIELD: u32 = u32::MAX;
 
 /// Value stored in `LEADERS` for a watched leader.
 pub const LEADER_WATCHED: u32 = 1;
+
+/// Value in `PROTECTED` for the guardian.
+pub const PROTECTED_GUARDIAN: u32 = 2;
+
+/// Value in `PROTECTED` for another protected process (the supervisor).
+pub const PROTECTED_OTHER: u32 = 1;
 
 /// Value in `LEADERS` for a leader whose hangup was reported.
 pub const LEADER_HUNG_UP: u32 = 2;

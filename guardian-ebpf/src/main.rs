@@ -34,11 +34,13 @@ use aya_ebpf::{
 };
 use guardian_ebpf::{
     Event, EventKind, LEADER_HUNG_UP, LEADER_WATCHED, Layout, MAX_RATED_UIDS, MAX_TRACKED,
-    NO_FIELD, RING_BYTES, RateWindow, TAMPER_RING_BYTES, TamperSyscall, holder_grant,
-    holder_is_doomed,
+    NO_FIELD, PROTECTED_GUARDIAN, RING_BYTES, RateWindow, TAMPER_RING_BYTES, TamperSyscall,
+    holder_grant, holder_is_doomed,
 };
 
 const SIGHUP: i32 = 1;
+/// `BPF_RB_FORCE_WAKEUP`: wake the reader now, whatever the ring's notification policy.
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const SIGKILL: u32 = 9;
 const CLONE_THREAD: u64 = 0x0001_0000;
 
@@ -87,6 +89,8 @@ static WARDS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 static DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static GUARDIAN_DEATH: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static HOLDER_EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
@@ -185,6 +189,10 @@ fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     if !is_group_dead(ctx, tgid, tid)? {
         return Ok(0);
     }
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
+    if PROTECTED.get_ptr(tgid).map(|role| unsafe { *role }) == Some(PROTECTED_GUARDIAN) {
+        announce_guardian_death();
+    }
     if LEADERS.get_ptr(tgid).is_some() {
         emit(Event {
             kind: EventKind::LeaderExit as u32,
@@ -206,6 +214,18 @@ fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
         });
     }
     Ok(0)
+}
+
+/// Wakes the supervisor now, before the guardian's files are closed (closing
+/// its tracepoint links alone takes the kernel hundreds of milliseconds).
+fn announce_guardian_death() {
+    // The record is the time; the supervisor only needs to be woken.
+    if GUARDIAN_DEATH
+        .output::<u64>(&now(), BPF_RB_FORCE_WAKEUP)
+        .is_err()
+    {
+        aya_log_ebpf::warn!(&(), "cannot announce the guardian's death");
+    }
 }
 
 /// True when the exiting thread is the last of its process. Kernels without the

@@ -16,11 +16,13 @@ pub mod supervisor;
 
 use std::{
     fs,
+    os::fd::BorrowedFd,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use anyhow::Context;
+use guardian_ebpf::{PROTECTED_GUARDIAN, PROTECTED_OTHER};
 use nix::sys::signal::{self as nix_signal, SigHandler, Signal};
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -101,14 +103,20 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     let cgroups = Cgroups::create()
         .inspect_err(|err| tracing::warn!(%err, "no cgroup v2: holders are killed one by one"))
         .ok();
+    let death_notice = link.as_ref().ok().map(KernelLink::death_notice);
     let supervisor = cgroups
         .as_ref()
-        .and_then(|cgroups| start_supervisor(cgroups.instance()));
+        .and_then(|cgroups| start_supervisor(cgroups.instance(), death_notice));
     if let Ok(link) = &mut link {
-        let protected = [Some(Pid::current()), supervisor.as_ref().map(Pidfd::pid)];
-        for pid in protected.into_iter().flatten() {
-            link.protect(pid)
-                .context("cannot protect the guardian from ptrace")?;
+        let protected = [
+            (Some(Pid::current()), PROTECTED_GUARDIAN),
+            (supervisor.as_ref().map(Pidfd::pid), PROTECTED_OTHER),
+        ];
+        for (pid, role) in protected {
+            if let Some(pid) = pid {
+                link.protect(pid, role)
+                    .context("cannot protect the guardian from ptrace")?;
+            }
         }
     }
     let listener = server::bind(&options.socket)?;
@@ -159,15 +167,17 @@ fn max_grants(open_files: u64) -> usize {
         .clamp(16, 1 << 16)
 }
 
-/// Starts the supervisor; without one the guardian still runs, and says so.
-fn start_supervisor(instance: &Path) -> Option<Pidfd> {
+/// Starts the supervisor (handing it the kernel's notice of the guardian's
+/// death, where eBPF is loaded); without one the guardian still runs, and
+/// says so.
+fn start_supervisor(instance: &Path, death_notice: Option<BorrowedFd<'_>>) -> Option<Pidfd> {
     // With SIGCHLD ignored the kernel reaps the supervisor if it dies, so no
     // zombie is left and no wait call is needed under seccomp; the pidfd
     // (opened while the child certainly lives) still reports its exit.
     // SAFETY: SIG_IGN installs no handler code.
     let ignored = unsafe { nix_signal::signal(Signal::SIGCHLD, SigHandler::SigIgn) };
     let started = ignored.map_err(std::io::Error::from).and_then(|_| {
-        let child = supervisor::spawn(instance)?;
+        let child = supervisor::spawn(instance, death_notice)?;
         let pid = Pid::new(child.id() as i32).ok_or(std::io::ErrorKind::InvalidData)?;
         Pidfd::open(pid)
     });

@@ -20,7 +20,7 @@
 use std::{
     io,
     os::{
-        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
         unix::process::CommandExt,
     },
     path::{Path, PathBuf},
@@ -38,11 +38,16 @@ use crate::os::{
     process::{self, Pid, Pidfd},
 };
 
-/// Returns once the guardian has exited (or cannot be watched), continuing it
-/// whenever it is found stopped.
-fn watch(guardian: &Pidfd) {
+/// Returns once the guardian has begun to exit (the kernel's death notice,
+/// when there is one: it comes before the guardian's teardown, the pidfd
+/// only after) or has exited (or cannot be watched), continuing it whenever
+/// it is found stopped.
+fn watch(guardian: &Pidfd, death_notice: Option<&OwnedFd>) {
     loop {
-        let mut fds = [PollFd::new(guardian.as_fd(), PollFlags::POLLIN)];
+        let mut fds: Vec<PollFd<'_>> = std::iter::once(guardian.as_fd())
+            .chain(death_notice.map(AsFd::as_fd))
+            .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+            .collect();
         match poll(&mut fds, PollTimeout::from(WATCHDOG_MS)) {
             Ok(0) | Err(Errno::EINTR) => {}
             Ok(_) => return,
@@ -100,6 +105,19 @@ fn inherited_guardian() -> Result<Pidfd, NotTheGuardian> {
     Ok(Pidfd::from_owned(fd, pid))
 }
 
+/// The guardian's death notice, inherited at [`DEATH_FD`] when the guardian
+/// runs with eBPF: a BPF map (the ring buffer the exit program writes to).
+/// Anything else there is left alone; the pidfd still reports the death.
+fn inherited_death_notice() -> Option<OwnedFd> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{DEATH_FD}")).ok()?;
+    if link.as_os_str() != "anon_inode:bpf-map" {
+        return None;
+    }
+    // SAFETY: the descriptor is open (its link was read) and nothing in this
+    // process owns it: it came across exec, and only this call takes it.
+    Some(unsafe { OwnedFd::from_raw_fd(DEATH_FD) })
+}
+
 /// The pid the pidfd at `fd` refers to, from /proc/self/fdinfo (-1, so none,
 /// once that process has exited).
 fn pid_of_pidfd(fd: i32) -> Option<Pid> {
@@ -115,13 +133,24 @@ fn pid_of_pidfd(fd: i32) -> Option<Pid> {
 
 /// The descriptor number the guardian's pidfd has in the supervisor.
 const GUARDIAN_FD: i32 = 3;
+/// The descriptor number of the guardian's death notice (a BPF ring buffer)
+/// in the supervisor, when eBPF is loaded.
+const DEATH_FD: i32 = 4;
 /// How often, in milliseconds, the supervisor checks that the guardian is not stopped.
 const WATCHDOG_MS: u16 = 50;
 
-/// Starts the supervisor for the guardian's cgroup directory `instance`.
-pub fn spawn(instance: &Path) -> io::Result<Child> {
+/// Starts the supervisor for the guardian's cgroup directory `instance`,
+/// handing it the guardian's pidfd and, with eBPF, the ring that announces
+/// the guardian's death.
+pub fn spawn(instance: &Path, death_notice: Option<BorrowedFd<'_>>) -> io::Result<Child> {
     let me = Pidfd::open(Pid::current())?;
-    let fd = me.as_raw_fd();
+    // Copies above every number they are moved to, so that moving one
+    // cannot overwrite the other.
+    let pidfd = high_copy(me.as_fd())?;
+    let notice = death_notice.map(high_copy).transpose()?;
+    let moves: Vec<(i32, i32)> = std::iter::once((pidfd.as_raw_fd(), GUARDIAN_FD))
+        .chain(notice.as_ref().map(|fd| (fd.as_raw_fd(), DEATH_FD)))
+        .collect();
     let mut command = Command::new("/proc/self/exe");
     command
         .arg0("ningen-shikkaku")
@@ -130,24 +159,27 @@ pub fn spawn(instance: &Path) -> io::Result<Child> {
         .arg(instance)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    // A pidfd is opened close-on-exec. dup2 gives the copy at GUARDIAN_FD no
-    // such flag, but onto itself it does nothing, so when the pidfd already
-    // is GUARDIAN_FD the flag is cleared instead.
-    // SAFETY: between fork and exec the child only calls dup2 or fcntl, which
-    // are async-signal-safe, on a descriptor it inherited.
+    // dup2 gives the copies at their numbers no close-on-exec flag.
+    // SAFETY: between fork and exec the child only calls dup2, which is
+    // async-signal-safe, on descriptors it inherited.
     unsafe {
         command.pre_exec(move || {
-            let rc = match fd == GUARDIAN_FD {
-                true => libc::fcntl(fd, libc::F_SETFD, 0),
-                false => libc::dup2(fd, GUARDIAN_FD),
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
+            for &(from, to) in &moves {
+                if libc::dup2(from, to) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
             Ok(())
         });
     }
     command.spawn()
+}
+
+/// A close-on-exec copy of `fd` numbered above the supervisor's inherited ones.
+fn high_copy(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let high = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(DEATH_FD + 1))?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(high) })
 }
 
 /// The `supervise` subcommand: waits for the guardian to die, then kills the
@@ -161,14 +193,20 @@ pub fn run(instance: &Path) -> anyhow::Result<()> {
         // SAFETY: SIG_IGN installs no handler code.
         unsafe { signal(sig, SigHandler::SigIgn) }?;
     }
+    // Opened now, so the kill needs no path lookup when it counts.
+    let kill = std::fs::OpenOptions::new()
+        .write(true)
+        .open(instance.join("cgroup.kill"));
     match inherited_guardian() {
-        Ok(guardian) => watch(&guardian),
+        Ok(guardian) => watch(&guardian, inherited_death_notice().as_ref()),
         // Nothing trustworthy to watch, so fail closed at once.
         Err(why) => eprintln!("ningen-shikkaku supervisor: {why}; killing holders"),
     }
-    if instance.exists() {
-        cgroup::kill_tree(instance)?;
-        cgroup::remove_tree(instance);
+    match kill {
+        Ok(mut kill) => std::io::Write::write_all(&mut kill, b"1")?,
+        Err(_) if instance.exists() => cgroup::kill_tree(instance)?,
+        Err(_) => {}
     }
+    cgroup::remove_tree(instance);
     Ok(())
 }

@@ -12,9 +12,11 @@ pub mod layout;
 mod offsets;
 pub mod tracefs;
 
+use std::os::fd::{AsFd, BorrowedFd};
+
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         RawTracePoint, TracePoint, raw_trace_point::RawTracePointLinkId,
         trace_point::TracePointLinkId,
@@ -104,6 +106,8 @@ pub struct KernelLink {
     layout_error: Option<String>,
     lsm_error: Option<String>,
     dropped: PerCpuArray<MapData, u64>,
+    /// Kept open for the supervisor, which inherits it.
+    death: RingBuf<MapData>,
     holder_dropped: PerCpuArray<MapData, u64>,
     tamper: TamperCounters,
 }
@@ -184,6 +188,7 @@ impl KernelLink {
         let threads = take_map(&mut ebpf, maps::THREADS)?;
         let dropped = take_map(&mut ebpf, maps::DROPPED)?;
         let holder_dropped = take_map(&mut ebpf, maps::HOLDER_DROPPED)?;
+        let death = take_map(&mut ebpf, maps::GUARDIAN_DEATH)?;
         let tamper = TamperCounters {
             rate: take_map(&mut ebpf, maps::TAMPER_RATE)?,
             lost: take_map(&mut ebpf, maps::TAMPER_LOST)?,
@@ -209,6 +214,7 @@ impl KernelLink {
                 layout_error,
                 lsm_error,
                 dropped,
+                death,
                 holder_dropped,
                 tamper,
             },
@@ -296,11 +302,17 @@ impl KernelLink {
         let _ = self.grant_owners.remove(&grant);
     }
 
-    /// Protects `pid` (the guardian, its supervisor) from ptrace and
+    /// The ring that gets a record when the guardian starts to exit, for
+    /// the supervisor to poll (see [`maps::GUARDIAN_DEATH`]).
+    pub fn death_notice(&self) -> BorrowedFd<'_> {
+        self.death.as_fd()
+    }
+
+    /// Protects `pid` (the guardian, its supervisor: `role` says which) from ptrace and
     /// process_vm_readv/writev: callers are SIGKILLed and reported.
-    pub fn protect(&mut self, pid: Pid) -> Result<(), KernelError> {
+    pub fn protect(&mut self, pid: Pid, role: u32) -> Result<(), KernelError> {
         self.protected
-            .insert(pid.raw() as u32, 1, 0)
+            .insert(pid.raw() as u32, role, 0)
             .map_err(map_error(maps::PROTECTED))?;
         self.track_threads(pid)
     }

@@ -1,0 +1,102 @@
+//! Nothing outlives the switch (issue 12): however the guardian dies, every
+//! holder dies within a tick of it, not after the kernel has torn the
+//! guardian's eBPF links down (which alone took 300 ms or more).
+//!
+//! The bound asserted here is loose (50 ms) so a noisy machine passes; the
+//! figures are printed, and `cargo xtask bench` measures them properly.
+
+use std::{
+    os::fd::{AsFd, OwnedFd},
+    time::{Duration, Instant},
+};
+
+use e2e::{Guardian, Session, proc_status_field, processes, send_signal, wait_until};
+use nix::{
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+    sys::signal::Signal,
+};
+
+const BOUND: Duration = Duration::from_millis(50);
+
+/// Starts `n` holders running `sleep 1000` in `session`; their pidfds.
+fn start_holders(session: &mut Session, n: usize) -> Vec<OwnedFd> {
+    let (rc, _, err) = session.run(&format!(
+        "for i in $(seq {n}); do $NS exec --env T=tok -- sleep 1000 > /dev/null 2>&1 & done"
+    ));
+    assert_eq!(rc, 0, "{err}");
+    let leader = session.leader() as u64;
+    let holders = || -> Vec<i32> {
+        processes()
+            .filter(|(_, cmdline)| cmdline == b"sleep\x001000\x00")
+            .map(|(pid, _)| pid)
+            .filter(|&pid| proc_status_field(pid, "NSsid") == Some(leader))
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(30), || holders().len() == n));
+    holders()
+        .into_iter()
+        .map(|pid| {
+            let pid = rustix::process::Pid::from_raw(pid).unwrap();
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap()
+        })
+        .collect()
+}
+
+/// Waits until every process behind `pidfds` has exited; how long that
+/// took from `start`, or `None` if some outlived 2 s.
+fn all_dead(pidfds: &[OwnedFd], start: Instant) -> Option<Duration> {
+    let mut alive: Vec<&OwnedFd> = pidfds.iter().collect();
+    while !alive.is_empty() {
+        let mut fds: Vec<PollFd<'_>> = alive
+            .iter()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let ready = poll(&mut fds, PollTimeout::from(2000u16)).unwrap();
+        if ready == 0 {
+            return None;
+        }
+        let exited: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        let mut exited = exited.into_iter();
+        alive.retain(|_| !exited.next().unwrap_or(false));
+    }
+    Some(start.elapsed())
+}
+
+/// Kills (with `signal`) a guardian whose session has `n` holders, and
+/// returns how long until the last holder was dead.
+fn death_to_last_holder(tag: &str, n: usize, signal: Signal) -> Duration {
+    let guardian = Guardian::start(tag);
+    let mut session = Session::start(&guardian);
+    assert_eq!(session.run("printf x | $NS put tok").0, 0);
+    let holders = start_holders(&mut session, n);
+    let start = Instant::now();
+    send_signal(guardian.pid(), signal);
+    let took = all_dead(&holders, start)
+        .unwrap_or_else(|| panic!("{n} holders outlived a guardian killed by {signal}"));
+    eprintln!("{signal} to the guardian, {n} holders: last dead after {took:?}");
+    took
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn every_holder_dies_within_a_tick_of_a_killed_guardian() {
+    for n in [1, 10, 100] {
+        let took = death_to_last_holder("killed", n, Signal::SIGKILL);
+        assert!(took < BOUND, "{n} holders: {took:?}");
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn every_holder_dies_within_a_tick_of_a_crashed_guardian() {
+    // A crash, and an abort (where a panic that is not caught ends). A crash
+    // is stood in for by SIGILL: a SIGSEGV or SIGBUS sent with kill(2) is
+    // absorbed once by Rust's stack-overflow handler, a fault is not.
+    for signal in [Signal::SIGILL, Signal::SIGABRT] {
+        let took = death_to_last_holder("crashed", 10, signal);
+        assert!(took < BOUND, "{signal}: {took:?}");
+    }
+}
