@@ -72,6 +72,9 @@ pub mod programs {
     /// Generation of every signal: SIGHUP aimed at a leader.
     pub const SIGNAL_GENERATE: (&str, &str, &str) =
         ("signal_generate", "signal", "signal_generate");
+    /// Delivery of every signal: a holder about to dump core is SIGKILLed
+    /// instead, so no core of it reaches a file or a piped helper.
+    pub const SIGNAL_DELIVER: (&str, &str, &str) = ("signal_deliver", "signal", "signal_deliver");
     /// Entry of every system call, native and compat: process_vm_readv/writev,
     /// pidfd_getfd and perf_event_open aimed at a protected process.
     pub const SYSCALL_ENTER: (&str, &str) = ("syscall_enter", "sys_enter");
@@ -84,7 +87,8 @@ pub mod programs {
     pub const PTRACE_ACCESS_CHECK: &str = "ptrace_access_check";
     /// The tracepoints that watch sessions and holders, attached for the
     /// guardian's whole life.
-    pub const WATCH: [(&str, &str, &str); 3] = [PROCESS_EXIT, NEW_TASK, SIGNAL_GENERATE];
+    pub const WATCH: [(&str, &str, &str); 4] =
+        [PROCESS_EXIT, NEW_TASK, SIGNAL_GENERATE, SIGNAL_DELIVER];
     /// Completion of an io_uring request (classic tracepoint): an
     /// io_uring open that returned a descriptor for a ward's procfs file.
     pub const IO_URING_COMPLETE: (&str, &str, &str) =
@@ -112,6 +116,10 @@ pub mod globals {
     pub const SIGNAL_SIG_OFFSET: &str = "SIGNAL_SIG_OFFSET";
     /// Offset of `pid` in `signal_generate`.
     pub const SIGNAL_PID_OFFSET: &str = "SIGNAL_PID_OFFSET";
+    /// Offset of `sig` in `signal_deliver`.
+    pub const DELIVER_SIG_OFFSET: &str = "DELIVER_SIG_OFFSET";
+    /// Offset of `sa_handler` in `signal_deliver`.
+    pub const DELIVER_HANDLER_OFFSET: &str = "DELIVER_HANDLER_OFFSET";
     /// Offset of `req` in `io_uring_complete`, or [`super::NO_FIELD`].
     pub const URING_REQ_OFFSET: &str = "URING_REQ_OFFSET";
     /// Offset of `res` in `io_uring_complete`, or [`super::NO_FIELD`].

@@ -39,6 +39,21 @@ use guardian_ebpf::{
 };
 
 const SIGHUP: i32 = 1;
+/// The signals whose default action dumps core: SIGQUIT, SIGILL, SIGTRAP,
+/// SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGXCPU, SIGXFSZ, SIGSYS (bit n is
+/// signal n).
+const CORE_SIGNALS: u64 = (1 << 3)
+    | (1 << 4)
+    | (1 << 5)
+    | (1 << 6)
+    | (1 << 7)
+    | (1 << 8)
+    | (1 << 11)
+    | (1 << 24)
+    | (1 << 25)
+    | (1 << 31);
+/// `SIG_DFL` as `sa_handler`.
+const SIG_DFL: u64 = 0;
 /// `BPF_RB_FORCE_WAKEUP`: wake the reader now, whatever the ring's notification policy.
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const SIGKILL: u32 = 9;
@@ -56,6 +71,10 @@ static NEWTASK_CLONE_FLAGS_OFFSET: u32 = 32;
 static SIGNAL_SIG_OFFSET: u32 = 8;
 #[unsafe(no_mangle)]
 static SIGNAL_PID_OFFSET: u32 = 36;
+#[unsafe(no_mangle)]
+static DELIVER_SIG_OFFSET: u32 = 8;
+#[unsafe(no_mangle)]
+static DELIVER_HANDLER_OFFSET: u32 = 24;
 #[unsafe(no_mangle)]
 static TAMPER_BURST_PER_CPU: u32 = 1;
 #[unsafe(no_mangle)]
@@ -120,6 +139,12 @@ pub fn new_task(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
     try_signal_generate(&ctx).unwrap_or(0)
+}
+
+/// `signal:signal_deliver`, for every signal a task is about to act on.
+#[tracepoint]
+pub fn signal_deliver(ctx: TracePointContext) -> u32 {
+    try_signal_deliver(&ctx).unwrap_or(0)
 }
 
 /// `raw_syscalls:sys_enter`, for every system call on the machine while armed.
@@ -316,6 +341,32 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<u32, i64> {
             other: ctx.tgid(),
             ..caller_event(EventKind::LeaderHangup)
         });
+    }
+    Ok(0)
+}
+
+/// A holder about to act on a signal whose default action dumps core is
+/// SIGKILLed: the kernel then writes no core (it checks for a fatal signal
+/// before it dumps), wherever `core_pattern` points, so no core of a holder,
+/// and none of its secret, reaches a file or a piped helper. The holder was
+/// dying anyway.
+fn try_signal_deliver(ctx: &TracePointContext) -> Result<u32, i64> {
+    // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
+    let sig: i32 = unsafe { ctx.read_at(read_global(&DELIVER_SIG_OFFSET) as usize)? };
+    if !(1..64).contains(&sig) || CORE_SIGNALS & (1 << sig) == 0 {
+        return Ok(0);
+    }
+    // SAFETY: as above.
+    let handler: u64 = unsafe { ctx.read_at(read_global(&DELIVER_HANDLER_OFFSET) as usize)? };
+    let (tgid, _) = current_ids();
+    if handler == SIG_DFL && HOLDERS.get_ptr(tgid).is_some() {
+        kill_current();
+        aya_log_ebpf::debug!(
+            ctx,
+            "SIGKILLed holder {} before it dumped core on signal {}",
+            tgid,
+            sig
+        );
     }
     Ok(0)
 }

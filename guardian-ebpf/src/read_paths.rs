@@ -204,7 +204,7 @@ fn by_pidfd(task: u64, regs: u64, compat: bool, flags: u32) {
 }
 
 /// A new descriptor: stop the opener if it is a protected process's
-/// `environ` or `mem`, and taint its descriptor table.
+/// `environ` or `mem`.
 fn opened(task: u64, fd: u64, flags: u32) {
     let Some((syscall, tgid)) = kmem::fd_file(task, fd).and_then(ward_file) else {
         return;

@@ -100,3 +100,76 @@ fn every_holder_dies_within_a_tick_of_a_crashed_guardian() {
         assert!(took < BOUND, "{signal}: {took:?}");
     }
 }
+
+/// Puts `/proc/sys/kernel/core_pattern` back as it was when dropped.
+struct CorePattern(String);
+
+impl CorePattern {
+    fn set(pattern: &str) -> Self {
+        let path = "/proc/sys/kernel/core_pattern";
+        let saved = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, pattern).unwrap();
+        Self(saved)
+    }
+}
+
+impl Drop for CorePattern {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/kernel/core_pattern", self.0.trim_end());
+    }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn no_core_of_a_holder_reaches_a_file_or_a_piped_helper() {
+    let guardian = Guardian::start("cores");
+    let mut session = Session::start_as_nobody(&guardian);
+    let marker = e2e::put_marker(&mut session, "tok");
+    let dir = session.dir().to_owned();
+    let helper = dir.join("core-helper.sh");
+    let piped = dir.join("piped-core");
+    std::fs::write(&helper, format!("#!/bin/sh\ncat > {}\n", piped.display())).unwrap();
+    let runnable = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(&helper, runnable).unwrap();
+    // The same uid, from outside the session, lowers the core limit to 0
+    // (the kernel ignores that limit for pipes, but not 1), then crashes it.
+    let outsider = |script: String| {
+        let done = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+            ])
+            .arg(script)
+            .status()
+            .unwrap();
+        assert!(done.success());
+    };
+    for pattern in [format!("|{}", helper.display()), "core".to_owned()] {
+        let _pattern = CorePattern::set(&pattern);
+        let holder = e2e::start_sleeping_holder(&mut session, "tok");
+        outsider(format!(
+            "prlimit --pid={holder} --core=0 && kill -SEGV {holder}"
+        ));
+        assert!(wait_until(Duration::from_secs(5), || !e2e::is_alive(
+            holder
+        )));
+        std::thread::sleep(Duration::from_millis(300));
+        let dumped: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .filter(|name| {
+                name.starts_with("core") && name != "core-helper.sh" || name == "piped-core"
+            })
+            .collect();
+        assert!(
+            dumped.is_empty(),
+            "{pattern}: a core was dumped: {dumped:?}"
+        );
+    }
+    let (rc, out, _) = session.run("$NS get tok");
+    assert_eq!((rc, out), (0, marker), "a crashed holder costs no secret");
+}

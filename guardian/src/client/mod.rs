@@ -78,8 +78,8 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
 /// `exec`: becomes the command, with secrets in its environment. Only returns on error.
 pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
     // Before it asks: the command it becomes, and all that command starts,
-    // inherit the core limit of 0, which the same uid cannot raise again.
-    hardening::forbid_core_dumps().context("cannot disable core dumps")?;
+    // inherit a core limit under which the kernel dumps nothing anywhere.
+    hardening::limit_holder_cores().context("cannot limit core dumps")?;
     // Each secret is asked for once, however many variables it goes into.
     let mut names: Vec<SecretName> = Vec::new();
     for (_, name) in &args.env {

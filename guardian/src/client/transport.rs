@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, bail};
 
 use crate::{
-    os::{hardening, secret_mem::SecretBuf, socket_path::Listener},
+    os::{secret_mem::SecretBuf, socket_path::Listener},
     protocol::{self, Request, Response},
 };
 
@@ -26,7 +26,7 @@ pub(super) fn call(
     request: &Request,
     payload: Option<&SecretBuf>,
 ) -> anyhow::Result<(Response, Vec<SecretBuf>)> {
-    hardening::forbid_core_dumps().context("cannot make this process non-dumpable")?;
+    nix::sys::prctl::set_dumpable(false).context("cannot make this process non-dumpable")?;
     let mut stream = UnixStream::connect(socket).with_context(|| {
         format!(
             "cannot reach the guardian at {} (is it running?)",

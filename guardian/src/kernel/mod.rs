@@ -140,6 +140,12 @@ impl KernelLink {
             )
             .override_global(globals::SIGNAL_SIG_OFFSET, &offsets.signal_sig, true)
             .override_global(globals::SIGNAL_PID_OFFSET, &offsets.signal_pid, true)
+            .override_global(globals::DELIVER_SIG_OFFSET, &offsets.deliver_sig, true)
+            .override_global(
+                globals::DELIVER_HANDLER_OFFSET,
+                &offsets.deliver_handler,
+                true,
+            )
             .override_global(globals::URING_REQ_OFFSET, &offsets.uring_req, true)
             .override_global(globals::URING_RES_OFFSET, &offsets.uring_res, true)
             .override_global(globals::LAYOUT, &layout, true)

@@ -39,6 +39,25 @@ pub fn forbid_core_dumps() -> io::Result<()> {
     Ok(())
 }
 
+/// The core limit holders start with, soft and hard: 1 byte. The kernel
+/// writes no core file smaller than a page, and pipes none to a
+/// `core_pattern` helper at exactly 1 (its mark of a recursive crash),
+/// whereas a limit of 0 still lets a piped helper have the whole dump. The
+/// same uid cannot raise a hard limit, and the kernel programs stop anyone
+/// else lowering it (see `prlimit64` in the read paths).
+pub const HOLDER_CORE_LIMIT: u64 = 1;
+
+/// Makes the process non-dumpable until it execs, and sets its core limit
+/// to [`HOLDER_CORE_LIMIT`] (or leaves a lower one, which cannot be raised).
+pub fn limit_holder_cores() -> io::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    nix::sys::prctl::set_dumpable(false)?;
+    let (_, hard) = getrlimit(Resource::RLIMIT_CORE)?;
+    let limit = HOLDER_CORE_LIMIT.min(hard);
+    setrlimit(Resource::RLIMIT_CORE, limit, limit)?;
+    Ok(())
+}
+
 /// Applies everything but mlockall and seccomp, which wait until
 /// initialisation is done.
 pub fn harden_process() -> io::Result<Protections> {
