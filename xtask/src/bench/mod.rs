@@ -3,16 +3,20 @@
 //!
 //! 1. Trigger latency (kill of the leader to secret wiped, and to the last
 //!    holder dead) for trees of 1, 10 and 100 holders: the eBPF guardian, the
-//!    same guardian with `--no-ebpf`, and the Python reference.
+//!    same guardian with `--no-ebpf`, and the Python reference; and the
+//!    guardian's own death to the last holder dead.
 //! 2. Request cost: `get` with 1, 16 and 64 clients against ssh-agent.
 //! 3. Cost to the machine: fork-exec-exit, open/close and one-byte read/write
 //!    loops with and without the guardian.
 //! 4. Size: RSS and locked memory idle, with 10,000 secrets, 1,000 sessions.
 //!
-//! `NINGEN_SHIKKAKU_BENCH_TRIGGERS` sets the triggers per row (default 200);
-//! `NINGEN_SHIKKAKU_BENCH_ONLY=requests` (or `=machine`) runs only the
-//! request rows (or the cost to the machine) and prints them without writing
-//! the report (for iterating on one figure).
+//! `NINGEN_SHIKKAKU_BENCH_TRIGGERS` sets the triggers per row (default 200),
+//! `NINGEN_SHIKKAKU_BENCH_DEATHS` the guardian deaths per row (default 50,
+//! each a guardian start);
+//! `NINGEN_SHIKKAKU_BENCH_ONLY=requests` (or `=machine`, or `=deaths`) runs
+//! only the request rows (or the cost to the machine, or the guardian's
+//! death beside the kernel-alone rows) and prints them without writing the
+//! report (for iterating on one figure).
 
 mod guardian;
 mod machine;
@@ -58,19 +62,33 @@ pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
         root,
         dir: dir.join("trigger"),
     };
-    let mut results: Vec<(Subject, usize, Vec<Sample>)> = Vec::new();
-    for tree in TREES {
-        for subject in [
+    // `=deaths`: the guardian's death and the kernel-alone floor only.
+    let subjects: &[Subject] = match only.as_deref() {
+        Ok("deaths") => &[Subject::Kernel],
+        _ => &[
             Subject::Ebpf,
             Subject::Pidfd,
             Subject::Python,
             Subject::Kernel,
-        ] {
+        ],
+    };
+    let mut results: Vec<(Subject, usize, Vec<Sample>)> = Vec::new();
+    for tree in TREES {
+        for &subject in subjects {
             eprintln!("bench:   {} with {tree} holder(s)", subject.label());
             results.push((subject, tree, bench.run(subject, tree, runs)?));
         }
     }
     trigger_tables(&mut md, &results);
+    let deaths: usize = std::env::var("NINGEN_SHIKKAKU_BENCH_DEATHS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    death_table(&mut md, &bench, &results, deaths)?;
+    if matches!(only.as_deref(), Ok("deaths")) {
+        println!("{}", md.0);
+        return Ok(());
+    }
     let svg = root.join("docs/bench-latency.svg");
     let kill_to_dead: Vec<(String, Vec<u64>)> = results
         .iter()
@@ -182,6 +200,45 @@ fn trigger_tables(md: &mut Markdown, results: &[(Subject, usize, Vec<Sample>)]) 
         ));
     }
     md.line("");
+}
+
+/// Guardian SIGKILL to the last holder dead, beside the kernel-alone floor
+/// (one cgroup.kill) of the same run.
+fn death_table(
+    md: &mut Markdown,
+    bench: &Bench<'_>,
+    results: &[(Subject, usize, Vec<Sample>)],
+    runs: usize,
+) -> anyhow::Result<()> {
+    md.line("## Guardian killed to last holder dead
+");
+    md.line(format!(
+        "SIGKILL to the guardian (a fresh one each time, {runs} per row) to the last holder of its \
+         one session seen dead through the harness's pidfds. The supervisor is woken by the \
+         guardian's exit program, before the kernel tears the guardian's eBPF links down, and \
+         writes cgroup.kill. The floor is the kernel-alone row above: one cgroup.kill.\n"
+    ));
+    md.line("| holders | guardian killed to last holder dead: median | p99 | max | floor: median | ratio of medians |");
+    md.line("|---|---|---|---|---|---|");
+    for tree in TREES {
+        eprintln!("bench:   guardian deaths with {tree} holder(s)");
+        let deaths = Summary::of(&bench.guardian_deaths(tree, runs)?);
+        let floor: Vec<u64> = results
+            .iter()
+            .filter(|(subject, size, _)| *subject == Subject::Kernel && *size == tree)
+            .flat_map(|(_, _, samples)| samples.iter().map(|s| s.kill_to_dead))
+            .collect();
+        let floor = Summary::of(&floor).median;
+        md.line(format!(
+            "| {tree} | {:.0} | {:.0} | {:.0} | {floor:.0} | {:.2} |",
+            deaths.median,
+            deaths.p99,
+            deaths.max,
+            deaths.median / floor.max(1.0)
+        ));
+    }
+    md.line("");
+    Ok(())
 }
 
 fn request_table(md: &mut Markdown, binary: &Path, dir: &Path) -> anyhow::Result<()> {

@@ -105,18 +105,41 @@ impl Bench<'_> {
         Ok(samples)
     }
 
-    fn guardian_trigger(
+    /// `runs` deaths of a guardian (SIGKILL, a fresh guardian each time)
+    /// whose one session holds a tree of `tree` holders: from the kill to
+    /// the last holder dead, in nanoseconds.
+    pub fn guardian_deaths(&self, tree: usize, runs: usize) -> anyhow::Result<Vec<u64>> {
+        let dir = self.dir.join(format!("death-{tree}"));
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("tree.sh"), TREE)?;
+        let mut samples = Vec::with_capacity(runs);
+        for run in 0..runs {
+            let guardian = Guardian::start(self.binary, &dir.join("guardian"), true)?;
+            let (mut leader, pids) = self.start_tree(&guardian, &dir, tree, run)?;
+            let guardian_pid = guardian.pid();
+            let (kill_ns, dead_ns) = kill_when_ready(&[leader.id() as i32], &pids, tree, || {
+                sys::kill(guardian_pid)
+            })?;
+            samples.push(dead_ns - kill_ns);
+            leader.kill()?;
+            leader.wait()?;
+        }
+        Ok(samples)
+    }
+
+    /// A session leader that stores `s{run}` and runs a tree of `tree`
+    /// holders of it, writing their pids to the returned file.
+    fn start_tree(
         &self,
-        guardian: &mut Guardian,
+        guardian: &Guardian,
         dir: &Path,
         tree: usize,
         run: usize,
-    ) -> anyhow::Result<Sample> {
+    ) -> anyhow::Result<(std::process::Child, PathBuf)> {
         let pids = dir.join(format!("pids-{run}"));
-        let name = format!("s{run}");
         let script = format!(
-            "printf x | \"$NS\" put {name} 2>/dev/null || exit 1
-             \"$NS\" exec --env T={name} -- sh tree.sh {tree} {} &
+            "printf x | \"$NS\" put s{run} 2>/dev/null || exit 1
+             \"$NS\" exec --env T=s{run} -- sh tree.sh {tree} {} &
              exec sleep 1000",
             pids.display()
         );
@@ -127,10 +150,21 @@ impl Bench<'_> {
             .env("NINGEN_SHIKKAKU_SOCKET", &guardian.socket)
             .stdout(Stdio::null())
             .spawn()?;
+        Ok((leader, pids))
+    }
+
+    fn guardian_trigger(
+        &self,
+        guardian: &mut Guardian,
+        dir: &Path,
+        tree: usize,
+        run: usize,
+    ) -> anyhow::Result<Sample> {
+        let name = format!("s{run}");
+        let (mut leader, pids) = self.start_tree(guardian, dir, tree, run)?;
         let leader_pid = leader.id() as i32;
         let (kill_ns, dead_ns) =
             kill_when_ready(&[leader_pid], &pids, tree, || sys::kill(leader_pid))?;
-        let mut leader = leader;
         leader.wait()?;
         let latency = guardian.trigger_latency(&name)?;
         let number = |key: &str| latency[key].as_u64();
