@@ -1,7 +1,7 @@
 //! What /proc says about a process: its state, its pipes, its memory
 //! mappings and their contents, its status fields.
 
-use std::fs;
+use std::{fs, path::Path};
 
 use nix::sys::signal::Signal;
 
@@ -9,6 +9,15 @@ use nix::sys::signal::Signal;
 fn proc_state(pid: i32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// True if the task whose /proc directory is `task` (`/proc/PID/task/TID`)
+/// exists and is not a zombie.
+pub fn is_alive_task(task: &Path) -> bool {
+    fs::read_to_string(task.join("stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')')?.1.trim_start().chars().next())
+        .is_some_and(|state| state != 'Z')
 }
 
 /// True if `pid` exists and is not a zombie.

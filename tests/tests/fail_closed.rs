@@ -173,3 +173,45 @@ fn no_core_of_a_holder_reaches_a_file_or_a_piped_helper() {
     let (rc, out, _) = session.run("$NS get tok");
     assert_eq!((rc, out), (0, marker), "a crashed holder costs no secret");
 }
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_holder_trapped_by_fuse_is_freed_and_the_trigger_says_so() {
+    let guardian = Guardian::start("fuse-trap");
+    let mut session = Session::start(&guardian);
+    assert_eq!(session.run("printf x | $NS put tok").0, 0);
+    let trap = concat!(env!("CARGO_MANIFEST_DIR"), "/helpers/fuse_trap.py");
+    session.spawn(&format!(
+        "$NS exec --env T=tok -- /usr/bin/python3 {trap} mnt > trap.out 2>&1"
+    ));
+    let said = || std::fs::read_to_string(session.dir().join("trap.out")).unwrap_or_default();
+    assert!(wait_until(Duration::from_secs(10), || !said().is_empty()));
+    if said().starts_with("no fuse") {
+        eprintln!("skipped: FUSE is not available here ({})", said().trim());
+        return;
+    }
+    assert!(said().starts_with("trapped"), "{}", said());
+    let leader = session.leader() as u64;
+    let holder = processes()
+        .filter(|(_, cmdline)| cmdline.windows(12).any(|w| w == b"fuse_trap.py"))
+        .map(|(pid, _)| pid)
+        .find(|&pid| proc_status_field(pid, "NSsid") == Some(leader))
+        .expect("the trapped holder");
+    assert_eq!(session.run("$NS revoke tok").0, 0);
+    // Its main thread dies at once; the trapped one is what matters.
+    let threads_alive = || {
+        std::fs::read_dir(format!("/proc/{holder}/task"))
+            .map(|tasks| tasks.flatten().any(|task| e2e::is_alive_task(&task.path())))
+            .unwrap_or(false)
+    };
+    let freed = wait_until(Duration::from_secs(3), || !threads_alive());
+    assert!(freed, "the trapped holder outlived its trigger");
+    let aborted = guardian.audit_of("fuse_abort");
+    assert_eq!(aborted.len(), 1, "{aborted:?}");
+    let recorded = || {
+        let triggers = guardian.audit_of("trigger");
+        triggers.last().map(|record| record["outcome"].clone())
+    };
+    assert!(wait_until(Duration::from_secs(3), || recorded()
+        == Some("wiped".into())));
+}

@@ -59,6 +59,8 @@ text_enum! {
         Tamper = "tamper",
         /// A torn line cut off the end of the log at start-up.
         AuditTornTail = "audit_torn_tail",
+        /// FUSE connections aborted to free a holder that outlived SIGKILL.
+        FuseAbort = "fuse_abort",
     }
 }
 

@@ -37,7 +37,7 @@ use crate::{
     kernel::{self, KernelLink},
     os::{
         cgroup::Cgroups,
-        hardening,
+        fuse, hardening,
         process::{Pid, Pidfd},
     },
 };
@@ -100,6 +100,9 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
         libc::malloc_trim(0);
     }
     hardening::lock_all_memory(&mut protections);
+    if let Err(why) = fuse::mount_control() {
+        tracing::warn!(%why, "holders trapped by FUSE cannot be freed");
+    }
     let cgroups = Cgroups::create()
         .inspect_err(|err| tracing::warn!(%err, "no cgroup v2: holders are killed one by one"))
         .ok();

@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod clock;
+pub mod fuse;
 pub mod hardening;
 pub mod peer;
 pub mod pid_namespace;

@@ -210,8 +210,10 @@ fn death_table(
     results: &[(Subject, usize, Vec<Sample>)],
     runs: usize,
 ) -> anyhow::Result<()> {
-    md.line("## Guardian killed to last holder dead
-");
+    md.line(
+        "## Guardian killed to last holder dead
+",
+    );
     md.line(format!(
         "SIGKILL to the guardian (a fresh one each time, {runs} per row) to the last holder of its \
          one session seen dead through the harness's pidfds. The supervisor is woken by the \

@@ -28,7 +28,7 @@ use crate::{
     kernel::{KernelError, KernelLink},
     os::{
         cgroup::{Cgroups, GrantId},
-        clock,
+        clock, fuse,
         hardening::{self, Protections},
         peer::Peer,
         pid_namespace,
@@ -127,6 +127,10 @@ impl Os for Host {
             )),
             None => Pidfd::open(peer.pid),
         }
+    }
+
+    fn free_from_fuse(&self, pid: Pid) -> Vec<u32> {
+        fuse::abort_traps(pid)
     }
 
     fn session_of(&self, pid: Pid) -> io::Result<Option<Pid>> {

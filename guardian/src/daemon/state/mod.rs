@@ -34,6 +34,7 @@ pub mod os;
 mod requests;
 pub mod sessions;
 mod status;
+mod stuck;
 mod tamper;
 #[cfg(test)]
 mod tests;
@@ -289,6 +290,7 @@ impl<O: Os> Core<O> {
             Msg::Tick => {
                 self.tick = None;
                 self.sweep();
+                self.free_stuck_holders();
                 self.kill_pending_containers();
                 self.check_triggers();
             }

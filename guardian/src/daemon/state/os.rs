@@ -149,6 +149,9 @@ pub trait Os {
     fn caller_status(&self, peer: &Peer) -> io::Result<Status>;
     /// A handle on the process that connected as `peer`.
     fn open_caller(&self, peer: &Peer) -> io::Result<Self::Process>;
+    /// Aborts the FUSE connections that keep `pid` from dying (see
+    /// `os::fuse`); their numbers.
+    fn free_from_fuse(&self, pid: Pid) -> Vec<u32>;
     /// The session of `pid`; `None` for session 0.
     fn session_of(&self, pid: Pid) -> io::Result<Option<Pid>>;
     /// The pid of the process that `viewer` calls `local` in its own pid

@@ -166,6 +166,9 @@ pub struct World {
     pub cgroups: HashMap<GrantId, HashSet<i32>>,
     /// cgroup.kill fails (as when out of descriptors).
     pub fail_cgroup_kill: bool,
+    /// Processes kept alive by a FUSE connection (they are `unkillable`
+    /// until it is aborted): pid -> connection.
+    pub fuse_traps: HashMap<i32, u32>,
     /// Pids as a process in a pid namespace gives them: (viewer, local) ->
     /// global. A viewer not listed is in the initial namespace.
     pub local_pids: HashMap<(i32, i32), i32>,

@@ -279,6 +279,17 @@ impl Os for FakeOs {
         self.open(peer.pid)
     }
 
+    fn free_from_fuse(&self, pid: Pid) -> Vec<u32> {
+        let mut world = self.world.lock();
+        let Some(connection) = world.fuse_traps.remove(&pid.raw()) else {
+            return Vec::new();
+        };
+        if let Some(proc) = world.procs.get_mut(&pid.raw()) {
+            proc.unkillable = false;
+        }
+        vec![connection]
+    }
+
     fn session_of(&self, pid: Pid) -> io::Result<Option<Pid>> {
         Ok(Pid::new(self.proc(pid)?.sid))
     }

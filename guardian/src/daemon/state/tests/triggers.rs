@@ -269,3 +269,26 @@ fn a_process_left_in_the_cgroup_keeps_the_trigger_from_reporting_wiped() {
     let record = h.last_trigger();
     assert_eq!(record["outcome"], "holders_survived");
 }
+
+#[test]
+fn a_holder_that_fuse_keeps_alive_is_freed_at_the_next_tick_and_audited() {
+    let mut h = Harness::new();
+    let (leader, stuck) = h.session_holding(ALICE);
+    {
+        let mut world = h.world.lock();
+        world.procs.get_mut(&stuck).unwrap().unkillable = true;
+        world.fuse_traps.insert(stuck, 40);
+    }
+    h.revoke(leader, "tok");
+    h.settle();
+    assert!(h.alive(stuck), "SIGKILL alone does not end it");
+    h.advance(Duration::from_millis(100));
+    h.settle();
+    assert!(!h.alive(stuck));
+    let aborted = h.world.lock().records_of("fuse_abort");
+    assert_eq!(aborted.len(), 1);
+    let reason = aborted[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("connection(s) [40]"), "{reason}");
+    h.advance(Duration::from_millis(100));
+    assert_eq!(h.last_trigger()["outcome"], "wiped", "0 survivors, truly");
+}
