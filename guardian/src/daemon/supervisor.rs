@@ -193,12 +193,16 @@ pub fn run(instance: &Path) -> anyhow::Result<()> {
         // SAFETY: SIG_IGN installs no handler code.
         unsafe { signal(sig, SigHandler::SigIgn) }?;
     }
+    // The inherited descriptors first: anything opened before them could
+    // take a number one of them should have had.
+    let guardian = inherited_guardian();
+    let death_notice = inherited_death_notice();
     // Opened now, so the kill needs no path lookup when it counts.
     let kill = std::fs::OpenOptions::new()
         .write(true)
         .open(instance.join("cgroup.kill"));
-    match inherited_guardian() {
-        Ok(guardian) => watch(&guardian, inherited_death_notice().as_ref()),
+    match guardian {
+        Ok(guardian) => watch(&guardian, death_notice.as_ref()),
         // Nothing trustworthy to watch, so fail closed at once.
         Err(why) => eprintln!("ningen-shikkaku supervisor: {why}; killing holders"),
     }
