@@ -174,11 +174,10 @@ fn no_core_of_a_holder_reaches_a_file_or_a_piped_helper() {
     assert_eq!((rc, out), (0, marker), "a crashed holder costs no secret");
 }
 
-#[test]
-#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
-fn a_holder_trapped_by_fuse_is_freed_and_the_trigger_says_so() {
-    let guardian = Guardian::start("fuse-trap");
-    let mut session = Session::start(&guardian);
+/// Stores `tok` in `session` and starts a holder of it that FUSE keeps from
+/// dying once killed (tests/helpers/fuse_trap.py); its pid, or `None`
+/// (having said why) where FUSE is not available.
+fn trapped_holder(session: &mut Session) -> Option<i32> {
     assert_eq!(session.run("printf x | $NS put tok").0, 0);
     let trap = concat!(env!("CARGO_MANIFEST_DIR"), "/helpers/fuse_trap.py");
     session.spawn(&format!(
@@ -188,23 +187,35 @@ fn a_holder_trapped_by_fuse_is_freed_and_the_trigger_says_so() {
     assert!(wait_until(Duration::from_secs(10), || !said().is_empty()));
     if said().starts_with("no fuse") {
         eprintln!("skipped: FUSE is not available here ({})", said().trim());
-        return;
+        return None;
     }
     assert!(said().starts_with("trapped"), "{}", said());
     let leader = session.leader() as u64;
     let holder = processes()
         .filter(|(_, cmdline)| cmdline.windows(12).any(|w| w == b"fuse_trap.py"))
         .map(|(pid, _)| pid)
-        .find(|&pid| proc_status_field(pid, "NSsid") == Some(leader))
-        .expect("the trapped holder");
-    assert_eq!(session.run("$NS revoke tok").0, 0);
-    // Its main thread dies at once; the trapped one is what matters.
-    let threads_alive = || {
-        std::fs::read_dir(format!("/proc/{holder}/task"))
-            .map(|tasks| tasks.flatten().any(|task| e2e::is_alive_task(&task.path())))
-            .unwrap_or(false)
+        .find(|&pid| proc_status_field(pid, "NSsid") == Some(leader));
+    Some(holder.expect("the trapped holder"))
+}
+
+/// True while a thread of `pid` is alive: a killed holder's main thread
+/// dies at once, and the one FUSE holds is what matters.
+fn threads_alive(pid: i32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| tasks.flatten().any(|task| e2e::is_alive_task(&task.path())))
+        .unwrap_or(false)
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_holder_trapped_by_fuse_is_freed_and_the_trigger_says_so() {
+    let guardian = Guardian::start("fuse-trap");
+    let mut session = Session::start(&guardian);
+    let Some(holder) = trapped_holder(&mut session) else {
+        return;
     };
-    let freed = wait_until(Duration::from_secs(3), || !threads_alive());
+    assert_eq!(session.run("$NS revoke tok").0, 0);
+    let freed = wait_until(Duration::from_secs(3), || !threads_alive(holder));
     assert!(freed, "the trapped holder outlived its trigger");
     let aborted = guardian.audit_of("fuse_abort");
     assert_eq!(aborted.len(), 1, "{aborted:?}");
@@ -214,4 +225,20 @@ fn a_holder_trapped_by_fuse_is_freed_and_the_trigger_says_so() {
     };
     assert!(wait_until(Duration::from_secs(3), || recorded()
         == Some("wiped".into())));
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_holder_trapped_by_fuse_dies_with_a_killed_guardian() {
+    let guardian = Guardian::start("fuse-death");
+    let mut session = Session::start(&guardian);
+    let Some(holder) = trapped_holder(&mut session) else {
+        return;
+    };
+    send_signal(guardian.pid(), Signal::SIGKILL);
+    // The supervisor frees it: nothing would stop a read of its memory now.
+    assert!(
+        wait_until(Duration::from_secs(3), || !threads_alive(holder)),
+        "a holder trapped by FUSE outlived the guardian"
+    );
 }

@@ -211,6 +211,12 @@ pub fn run(instance: &Path) -> anyhow::Result<()> {
         Err(_) if instance.exists() => cgroup::kill_tree(instance)?,
         Err(_) => {}
     }
+    let aborted = cgroup::free_stuck(instance);
+    if !aborted.is_empty() {
+        eprintln!(
+            "ningen-shikkaku supervisor: aborted FUSE connection(s) {aborted:?} that kept holders alive"
+        );
+    }
     cgroup::remove_tree(instance);
     Ok(())
 }

@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::os::process::Pid;
+use crate::os::{fuse, process::Pid};
 
 /// Identifies one grant (the holders of one `exec`, which share a cgroup);
 /// 32 bits because the kernel map packs it beside the holder's state.
@@ -162,6 +162,47 @@ pub fn kill_tree(dir: &Path) -> io::Result<()> {
     fs::write(dir.join("cgroup.kill"), "1")
 }
 
+/// After a kill of the tree `dir`: if a process is still in it after a
+/// moment, aborts the FUSE connections that keep any of them from dying
+/// (see [`fuse`]), and kills the tree again. Returns what was aborted.
+pub fn free_stuck(dir: &Path) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while is_populated(dir) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !is_populated(dir) {
+        return Vec::new();
+    }
+    let aborted: Vec<u32> = procs_in_tree(dir)
+        .into_iter()
+        .flat_map(fuse::abort_traps)
+        .collect();
+    let _ = kill_tree(dir);
+    aborted
+}
+
+/// Every process in `dir` and the cgroups under it.
+fn procs_in_tree(dir: &Path) -> Vec<Pid> {
+    let mut dirs = vec![dir.to_owned()];
+    if let Ok(entries) = fs::read_dir(dir) {
+        dirs.extend(
+            entries
+                .flatten()
+                .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|entry| entry.path()),
+        );
+    }
+    dirs.iter()
+        .filter_map(|dir| fs::read_to_string(dir.join("cgroup.procs")).ok())
+        .flat_map(|procs| {
+            procs
+                .lines()
+                .filter_map(|line| Pid::new(line.trim().parse().ok()?))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Waits briefly for `dir` to empty, then removes its child cgroups and itself.
 pub fn remove_tree(dir: &Path) {
     let deadline = Instant::now() + Duration::from_millis(500);
@@ -200,6 +241,13 @@ fn remove_stale_instances(top: &Path) {
         }
         tracing::warn!(instance = %entry.path().display(), "killing holders left by a dead guardian");
         let _ = kill_tree(&entry.path());
+        let aborted = free_stuck(&entry.path());
+        if !aborted.is_empty() {
+            tracing::warn!(
+                ?aborted,
+                "aborted FUSE connections that kept those holders alive"
+            );
+        }
         remove_tree(&entry.path());
     }
 }

@@ -5,8 +5,9 @@
 //! lives as long as that thread. Aborting the FUSE connection (fusectl's
 //! `abort`) ends the request, and the pending SIGKILL then finishes it.
 //!
-//! Only connections mounted in the holder's own mount namespace and not in
-//! the guardian's are aborted: a mount that other processes share is not the
+//! Only connections that have requests waiting and are mounted in the
+//! holder's own mount namespace, but neither in the initial one nor in the
+//! guardian's, are aborted: a mount that other processes share is not the
 //! holder's to take away.
 
 #![forbid(unsafe_code)]
@@ -47,17 +48,19 @@ pub fn abort_traps(pid: Pid) -> Vec<u32> {
         return Vec::new();
     };
     let own_namespace = fs::read_link("/proc/self/ns/mnt").ok();
-    let shared = connections(Path::new("/proc/self/mountinfo"));
+    let mut shared = connections(Path::new("/proc/self/mountinfo"));
+    shared.extend(connections(Path::new("/proc/1/mountinfo")));
     let mut aborted = Vec::new();
     for task in tasks.flatten().map(|entry| entry.path()) {
         if !stuck(&task) || fs::read_link(task.join("ns/mnt")).ok() == own_namespace {
             continue;
         }
         for connection in connections(&task.join("mountinfo")).difference(&shared) {
-            let abort = Path::new(CONTROL)
-                .join(connection.to_string())
-                .join("abort");
-            if fs::write(abort, "1").is_ok() && !aborted.contains(connection) {
+            let dir = Path::new(CONTROL).join(connection.to_string());
+            let waiting = fs::read_to_string(dir.join("waiting"))
+                .is_ok_and(|count| count.trim().parse::<u64>().is_ok_and(|n| n > 0));
+            if waiting && fs::write(dir.join("abort"), "1").is_ok() && !aborted.contains(connection)
+            {
                 aborted.push(*connection);
             }
         }

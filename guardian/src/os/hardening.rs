@@ -63,6 +63,11 @@ pub fn limit_holder_cores() -> io::Result<()> {
 pub fn harden_process() -> io::Result<Protections> {
     forbid_core_dumps()?;
     nix::sys::prctl::set_no_new_privs()?;
+    // The OOM killer's last choice, and the supervisor's (it inherits this):
+    // a user who can exhaust memory must not make either die in its place.
+    if let Err(err) = std::fs::write("/proc/self/oom_score_adj", "-1000") {
+        tracing::warn!(%err, "cannot exempt the guardian from the OOM killer");
+    }
     // One malloc arena: with mlockall(MCL_FUTURE), the 64 MiB arena glibc
     // reserves for each new thread would count as locked memory.
     #[cfg(target_env = "gnu")]
