@@ -1,7 +1,10 @@
 //! What /proc says about a process: its state, its pipes, its memory
 //! mappings and their contents, its status fields.
 
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use nix::sys::signal::Signal;
 
@@ -185,5 +188,17 @@ pub fn proc_status_field(pid: i32, key: &str) -> Option<u64> {
             .next()?
             .parse()
             .ok()
+    })
+}
+
+/// Where cgroup v2 is mounted, from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        let (mount, fs_type) = line.split_once(" - ")?;
+        let point = mount.split_whitespace().nth(4)?;
+        fs_type
+            .starts_with("cgroup2 ")
+            .then(|| PathBuf::from(point))
     })
 }

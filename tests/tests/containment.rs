@@ -8,7 +8,6 @@ use std::{
         fd::{AsRawFd, OwnedFd},
         unix::process::CommandExt,
     },
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -185,13 +184,8 @@ fn lost_holder_events_cost_no_one_a_secret_and_the_books_are_set_right() {
 /// guardian puts its pidfd. Checks that the supervisor failed closed at once,
 /// killing the sleeper and removing the cgroup, and returns its stderr.
 fn supervise_with(tag: &str, fd3: impl FnOnce(&Child) -> Option<OwnedFd>) -> String {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mount = mountinfo
-        .lines()
-        .find(|line| line.contains(" - cgroup2 "))
-        .and_then(|line| line.split_whitespace().nth(4))
-        .expect("a cgroup v2 mount");
-    let cgroup = PathBuf::from(mount).join(format!("ns-e2e-{}-{tag}", std::process::id()));
+    let mount = e2e::cgroup2_mount().expect("a cgroup v2 mount");
+    let cgroup = mount.join(format!("ns-e2e-{}-{tag}", std::process::id()));
     fs::create_dir(&cgroup).unwrap();
     let mut sleeper = Command::new("sleep")
         .arg("1000")

@@ -127,18 +127,13 @@ fn a_waiting_client_s_socket_cannot_be_taken_by_its_own_uid() {
 
 /// The cgroup v2 directory of `pid`, from /proc/PID/cgroup.
 fn cgroup_of(pid: i32) -> std::path::PathBuf {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mount = mountinfo
-        .lines()
-        .find(|line| line.contains(" - cgroup2 "))
-        .and_then(|line| line.split_whitespace().nth(4))
-        .expect("a cgroup v2 mount");
+    let mount = e2e::cgroup2_mount().expect("a cgroup v2 mount");
     let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let path = own
         .lines()
         .find_map(|line| line.strip_prefix("0::"))
         .unwrap();
-    std::path::Path::new(mount).join(path.trim_start_matches('/'))
+    mount.join(path.trim_start_matches('/'))
 }
 
 /// Runs `sh -c script` as uid 12345 and returns its exit code and output.

@@ -249,15 +249,8 @@ fn kernel_trigger(dir: &Path, tree: usize, run: usize) -> anyhow::Result<Sample>
 
 /// `<cgroup2 mount>/ningen-shikkaku-bench`, for the kernel-alone rows.
 fn bench_cgroup() -> anyhow::Result<PathBuf> {
-    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
-    let mount = mountinfo
-        .lines()
-        .find_map(|line| {
-            let (mount, fs_type) = line.split_once(" - ")?;
-            (fs_type.starts_with("cgroup2 ")).then(|| mount.split_whitespace().nth(4))?
-        })
-        .context("no cgroup2 mount for the kernel-alone rows")?;
-    Ok(Path::new(mount).join("ningen-shikkaku-bench"))
+    let mount = e2e::cgroup2_mount().context("no cgroup2 mount for the kernel-alone rows")?;
+    Ok(mount.join("ningen-shikkaku-bench"))
 }
 
 /// Waits until the tree has written all its pids and every process in it and
