@@ -26,6 +26,7 @@ impl<O: Os> Core<O> {
     /// The report as `viewer` may see it: the counts are all of them for
     /// root, and only the viewer's own for anyone else.
     pub(super) fn status(&self, viewer: Uid) -> StatusInfo {
+        let hardening = self.os.hardening();
         let counts = match viewer.0 {
             0 => self.counts_for_root(),
             _ => self.counts_for(viewer),
@@ -85,8 +86,9 @@ impl<O: Os> Core<O> {
                 lost: counts.lost,
             },
             hardening: Protections {
-                locked_kib: counts.guardian_locked_kib,
-                ..self.os.hardening()
+                // It grows with every user's secrets.
+                locked_kib: hardening.locked_kib.filter(|_| viewer == Uid::ROOT),
+                ..hardening
             },
         }
     }
@@ -96,7 +98,6 @@ impl<O: Os> Core<O> {
             kernel.tamper_suppressed().iter().map(|&(_, n)| n).sum()
         });
         Counts {
-            guardian_locked_kib: self.os.hardening().locked_kib,
             locked_bytes: secret_mem::locked_bytes(),
             secrets: self.vault.len(),
             leaders: self.sessions.leaders.len(),
@@ -129,7 +130,6 @@ impl<O: Os> Core<O> {
             own.map_or(0, |(_, n)| n)
         });
         Counts {
-            guardian_locked_kib: None,
             locked_bytes: self.budget.used(uid),
             secrets: self.vault.owned_by(uid).count(),
             leaders: leaders.len(),
@@ -142,7 +142,6 @@ impl<O: Os> Core<O> {
 
 /// The counts in a status report, as one viewer may see them.
 struct Counts {
-    guardian_locked_kib: Option<u64>,
     locked_bytes: usize,
     secrets: usize,
     leaders: usize,
