@@ -215,8 +215,9 @@ async fn step(
                 }
                 // A request can take a while (a leader's /proc scan): read
                 // the switch's rings between them, so they never fill behind.
-                if let Some(events) = events {
-                    core.kernel_events(events.switch_events_now());
+                let waiting = events.as_mut().map(kernel::EventStream::switch_events_now);
+                if let Some(batch) = waiting.filter(|batch| !batch.is_empty()) {
+                    core.kernel_events(batch);
                 }
             }
             core.commit();
