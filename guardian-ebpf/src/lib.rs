@@ -35,6 +35,10 @@ pub mod maps {
     /// that leader and the secrets' owner, packed by [`super::ward_value`].
     /// Children inherit the entry.
     pub const WARDS: &str = "WARDS";
+    /// `HashMap<u32, u32>`: tgid of a bound session leader -> the newest
+    /// holder bound to it, which the kernel SIGKILLs itself when the leader
+    /// exits (where the kfuncs for that exist).
+    pub const EARLY_KILL: &str = "EARLY_KILL";
     /// `HashMap<u32, u32>`: grant -> the uid whose `exec` made it. A holder
     /// whose credentials stop matching it has left the grant.
     pub const GRANT_OWNERS: &str = "GRANT_OWNERS";
@@ -82,6 +86,10 @@ pub mod programs {
     /// protected process's procfs memory or environment, and a successful
     /// ptrace attach to a protected process.
     pub const SYSCALL_EXIT: (&str, &str) = ("syscall_exit", "sys_exit");
+    /// `tp_btf/sched_process_exit`, as `(program, tracepoint)`: a watched
+    /// leader's exit SIGKILLs its newest holder from the kernel (loaded where
+    /// the kernel has the kfuncs for it, Linux 6.13+).
+    pub const LEADER_EXIT_KILL: (&str, &str) = ("leader_exit_kill", "sched_process_exit");
     /// The BPF LSM program on the `ptrace_access_check` hook (loaded where the
     /// kernel allows BPF LSM; the raw syscall tracepoints are the fallback).
     pub const PTRACE_ACCESS_CHECK: &str = "ptrace_access_check";
@@ -100,6 +108,28 @@ pub mod programs {
     /// as `(program, raw tracepoint)`. They run on every system call of the
     /// machine, so they are attached only while there is something to protect.
     pub const TAMPER: [(&str, &str); 2] = [SYSCALL_ENTER, SYSCALL_EXIT];
+}
+
+/// Placeholder ids of the kfunc calls the programs make (`early_kill`), as
+/// the `imm` of each call instruction; the guardian writes the running
+/// kernel's BTF id of the function over each before loading.
+pub const KFUNCS: [(&str, i32); 3] = [
+    ("bpf_task_from_pid", KFUNC_TASK_FROM_PID),
+    ("bpf_send_signal_task", KFUNC_SEND_SIGNAL_TASK),
+    ("bpf_task_release", KFUNC_TASK_RELEASE),
+];
+/// See [`KFUNCS`].
+pub const KFUNC_TASK_FROM_PID: i32 = 0x6e73_6b01;
+/// See [`KFUNCS`].
+pub const KFUNC_SEND_SIGNAL_TASK: i32 = 0x6e73_6b02;
+/// See [`KFUNCS`].
+pub const KFUNC_TASK_RELEASE: i32 = 0x6e73_6b03;
+
+/// The 8 bytes of a call to the kfunc whose BTF id is `id` (vmlinux's), as
+/// a little-endian u64: `BPF_JMP | BPF_CALL`, `src_reg` =
+/// `BPF_PSEUDO_KFUNC_CALL`, `off` 0, `imm` the id.
+pub const fn kfunc_call(id: i32) -> u64 {
+    0x85 | (2 << 12) | ((id as u32 as u64) << 32)
 }
 
 /// Globals (read-only data) the guardian fills in before load. Tracepoint field

@@ -12,11 +12,13 @@
 
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 #![expect(
     missing_docs,
     reason = "the tracepoint macro wraps each program in an undocumented function"
 )]
 
+mod early_kill;
 mod kmem;
 mod rate;
 mod read_paths;
@@ -56,7 +58,7 @@ const CORE_SIGNALS: u64 = (1 << 3)
 const SIG_DFL: u64 = 0;
 /// `BPF_RB_FORCE_WAKEUP`: wake the reader now, whatever the ring's notification policy.
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
-const SIGKILL: u32 = 9;
+pub(crate) const SIGKILL: u32 = 9;
 const CLONE_THREAD: u64 = 0x0001_0000;
 
 // Globals set by the guardian at load time (see `guardian_ebpf::globals`). The
@@ -93,9 +95,11 @@ const PTRACE_MODE_NOAUDIT: u32 = 0x04;
 
 // Map statics carry the names in `guardian_ebpf::maps`.
 #[map]
-static LEADERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
+pub(crate) static LEADERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
-static HOLDERS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
+pub(crate) static HOLDERS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
+#[map]
+pub(crate) static EARLY_KILL: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
 static GRANT_OWNERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]

@@ -319,6 +319,9 @@ pub struct StatusInfo {
     pub tamper_protection: TamperProtection,
     /// Why the BPF LSM program is not in force, when it is not.
     pub lsm_error: Option<String>,
+    /// Why the kernel does not SIGKILL a leader's newest holder at the
+    /// leader's exit itself (before the guardian wakes), when it does not.
+    pub early_kill_error: Option<String>,
     /// The read paths into a protected process that are stopped, and those
     /// left open on this machine, with the fix where there is one.
     pub read_paths: ReadPaths,

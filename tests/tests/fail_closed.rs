@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use e2e::{Guardian, Session, proc_status_field, processes, send_signal, wait_until};
+use e2e::{
+    Guardian, Session, proc_status_field, processes, send_signal, supervisor_of, wait_until,
+};
 use nix::{
     poll::{PollFd, PollFlags, PollTimeout, poll},
     sys::signal::Signal,
@@ -87,6 +89,53 @@ fn every_holder_dies_within_a_tick_of_a_killed_guardian() {
         let took = death_to_last_holder("killed", n, Signal::SIGKILL);
         assert!(took < BOUND, "{n} holders: {took:?}");
     }
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn the_kernel_kills_the_newest_holder_at_its_leaders_exit_before_the_guardian_wakes() {
+    let guardian = Guardian::start("early-kill");
+    if let Some(why) = guardian.status()["early_kill_error"].as_str() {
+        assert!(
+            !kernel_at_least(6, 13),
+            "the kernel has the kfuncs (6.13+) yet the early kill is off: {why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let mut session = Session::start(&guardian);
+    assert_eq!(session.run("printf x | $NS put tok").0, 0);
+    let holders = start_holders(&mut session, 1);
+    // A stopped guardian reads no event and kills nothing: only the kernel
+    // can. (Its supervisor, which would continue it, is stopped first.)
+    let supervisor = supervisor_of(guardian.pid());
+    send_signal(supervisor, Signal::SIGSTOP);
+    send_signal(guardian.pid(), Signal::SIGSTOP);
+    let start = Instant::now();
+    session.signal_leader(Signal::SIGKILL);
+    let took = all_dead(&holders, start);
+    send_signal(guardian.pid(), Signal::SIGCONT);
+    send_signal(supervisor, Signal::SIGCONT);
+    let took = took.expect("the holder outlived its leader while the guardian was stopped");
+    eprintln!("leader SIGKILL to its holder dead, guardian stopped: {took:?}");
+    assert!(took < BOUND, "{took:?}");
+    // Once it runs again the guardian wipes, and records the holder dead.
+    let recorded = wait_until(Duration::from_secs(5), || {
+        guardian
+            .audit_of("trigger")
+            .iter()
+            .any(|r| r["reason"] == "leader_exit" && r["outcome"] == "wiped")
+    });
+    assert!(recorded, "{:?}", guardian.audit_records());
+}
+
+/// True if the running kernel is `major.minor` or later.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .split(['.', '-'])
+        .map(|part| part.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
 #[test]

@@ -47,6 +47,10 @@ pub(super) fn status(status: &StatusInfo) {
     if let Some(err) = &status.lsm_error {
         println!("BPF LSM unused    {err}");
     }
+    match &status.early_kill_error {
+        None => println!("early kill        the kernel kills a leader's newest holder at its exit"),
+        Some(err) => println!("early kill        off: {err}"),
+    }
     for path in &status.read_paths.stopped {
         println!("read path stopped {path}");
     }

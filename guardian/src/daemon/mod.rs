@@ -44,6 +44,9 @@ use crate::{
 
 /// Most messages handled between two audit fdatasyncs.
 const BATCH: usize = 256;
+/// How often the holder ring is read while holders are being killed (see
+/// `EventStream::next_batch`).
+const KILLING_DRAIN: Duration = Duration::from_millis(1);
 /// How long shutdown waits for holders to die before exiting anyway.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(2);
 
@@ -196,10 +199,17 @@ async fn step(
     events: &mut Option<kernel::EventStream>,
     inbox: &mut mpsc::UnboundedReceiver<Msg>,
 ) -> anyhow::Result<bool> {
+    let killing = core.is_settling();
     tokio::select! {
         biased;
-        batch = next_batch(events) => {
+        batch = next_batch(events, !killing) => {
             core.kernel_events(batch.context("kernel ring buffer failed")?);
+            core.disarm_if_idle();
+            Ok(true)
+        }
+        () = tokio::time::sleep(KILLING_DRAIN), if killing && events.is_some() => {
+            let batch = events.as_mut().map(kernel::EventStream::switch_events_now);
+            core.kernel_events(batch.unwrap_or_default());
             core.disarm_if_idle();
             Ok(true)
         }
@@ -227,12 +237,14 @@ async fn step(
     }
 }
 
-/// The next batch of kernel events; never completes without eBPF.
+/// The next batch of kernel events (holders' too if `holders`); never
+/// completes without eBPF.
 async fn next_batch(
     events: &mut Option<kernel::EventStream>,
+    holders: bool,
 ) -> std::io::Result<Vec<guardian_ebpf::Event>> {
     match events {
-        Some(events) => events.next_batch().await,
+        Some(events) => events.next_batch(holders).await,
         None => std::future::pending().await,
     }
 }

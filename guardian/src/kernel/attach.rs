@@ -5,7 +5,7 @@
 use aya::{
     Ebpf,
     programs::{
-        Lsm, Program, ProgramError, RawTracePoint, TracePoint,
+        BtfTracePoint, Lsm, Program, ProgramError, RawTracePoint, TracePoint,
         raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId,
     },
 };
@@ -165,21 +165,60 @@ where
     Ok(program)
 }
 
-pub(super) fn attach_lsm(ebpf: &mut Ebpf) -> Result<(), KernelError> {
+pub(super) fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), KernelError> {
     let name = programs::PTRACE_ACCESS_CHECK;
-    let btf = aya::Btf::from_sys_fs()?;
-    let program: &mut Lsm = ebpf
+    attach_btf_program::<Lsm>(ebpf, name, name, btf)
+}
+
+/// A program type loaded against the kernel's BTF (its hook or tracepoint
+/// is found there), attached for the guardian's whole life.
+pub(super) trait WithBtf {
+    /// Loads it for `target`.
+    fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError>;
+    /// Attaches it; the link lives as long as the program.
+    fn attach_now(&mut self) -> Result<(), ProgramError>;
+}
+
+impl WithBtf for Lsm {
+    fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError> {
+        self.load(target, btf)
+    }
+
+    fn attach_now(&mut self) -> Result<(), ProgramError> {
+        self.attach().map(drop)
+    }
+}
+
+impl WithBtf for BtfTracePoint {
+    fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError> {
+        self.load(target, btf)
+    }
+
+    fn attach_now(&mut self) -> Result<(), ProgramError> {
+        self.attach().map(drop)
+    }
+}
+
+/// Loads program `name` as a `P` for `target` and attaches it.
+pub(super) fn attach_btf_program<'a, P>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    target: &str,
+    btf: &aya::Btf,
+) -> Result<(), KernelError>
+where
+    P: WithBtf + 'a,
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let program: &mut P = ebpf
         .program_mut(name)
         .ok_or(KernelError::Missing(name))?
         .try_into()
         .map_err(|source| KernelError::Program { name, source })?;
     program
-        .load(name, &btf)
-        .map_err(|source| KernelError::Program { name, source })?;
-    program
-        .attach()
-        .map_err(|source| KernelError::Program { name, source })?;
-    Ok(())
+        .load_for(target, btf)
+        .and_then(|()| program.attach_now())
+        .map_err(|source| KernelError::Program { name, source })
 }
 
 pub(super) fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, KernelError>

@@ -13,6 +13,7 @@ const MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ARRAY: u32 = 3;
+const KIND_FUNC: u32 = 12;
 const TYPE_HEADER: usize = 12;
 /// Kinds that only qualify or rename another type: TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG.
 const WRAPPERS: [u32; 5] = [8, 9, 10, 11, 18];
@@ -64,6 +65,15 @@ impl Btf {
                 format!("BTF has no struct {name} with member {}", path.join(".")),
             )
         })
+    }
+
+    /// The type id of function `name` (a kfunc's id, for a call to it).
+    pub fn function(&self, name: &str) -> Option<u32> {
+        let index = self.types.iter().position(|&at| {
+            self.info(at).is_some_and(|(kind, _, _)| kind == KIND_FUNC)
+                && self.name_of(at) == Some(name)
+        })?;
+        u32::try_from(index + 1).ok()
     }
 
     fn find(&self, name: &str, path: &[&str]) -> Option<u32> {
@@ -185,6 +195,19 @@ mod tests {
             "pid_t pid; pid_t tgid; are adjacent in task_struct"
         );
         assert!(btf.offset("task_struct", &["no_such_member"]).is_err());
+    }
+
+    #[test]
+    fn kfuncs_are_found_by_name_and_nothing_else_is() {
+        let btf = Btf::from_kernel().unwrap();
+        let id = btf
+            .function("bpf_task_from_pid")
+            .expect("a kernel with BTF has this kfunc");
+        assert!(id > 0);
+        assert_ne!(btf.function("bpf_task_release"), Some(id));
+        // A struct of that name would not do, nor a function that is not there.
+        assert_eq!(btf.function("task_struct"), None);
+        assert_eq!(btf.function("no_such_function_here"), None);
     }
 
     #[test]

@@ -40,12 +40,20 @@ impl EventStream {
     }
 
     /// Waits for events and takes every one waiting in one ring: leaders'
-    /// whenever it has any, then holders', then tamper records.
-    pub async fn next_batch(&mut self) -> io::Result<Vec<Event>> {
+    /// whenever it has any, then holders' (unless `holders` is false), then
+    /// tamper records.
+    ///
+    /// While holders are being killed the caller leaves their ring unread
+    /// and drains it on a timer instead ([`Self::switch_events_now`]): the
+    /// kernel wakes a reader only for a record written when the reader had
+    /// read everything, so a hundred dying holders then cost the guardian
+    /// one wake-up per drain rather than one each, and the CPU goes to the
+    /// dying.
+    pub async fn next_batch(&mut self, holders: bool) -> io::Result<Vec<Event>> {
         tokio::select! {
             biased;
             ready = self.leaders.readable_mut() => Ok(take_all(ready?)),
-            ready = self.holders.readable_mut() => Ok(take_all(ready?)),
+            ready = self.holders.readable_mut(), if holders => Ok(take_all(ready?)),
             ready = self.tamper.readable_mut() => Ok(take_all(ready?)),
         }
     }

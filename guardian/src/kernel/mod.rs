@@ -7,6 +7,7 @@
 
 mod attach;
 pub mod btf;
+mod early_kill;
 mod events;
 pub mod layout;
 mod offsets;
@@ -99,6 +100,9 @@ pub struct KernelLink {
     leaders: HashMap<MapData, u32, u32>,
     holders: HashMap<MapData, u32, u64>,
     grant_owners: HashMap<MapData, u32, u32>,
+    early_kill: HashMap<MapData, u32, u32>,
+    /// Why the kernel does not kill a leader's holder at its exit, if it does not.
+    early_kill_error: Option<String>,
     protected: HashMap<MapData, u32, u32>,
     wards: HashMap<MapData, u32, u64>,
     threads: HashMap<MapData, u32, u32>,
@@ -126,6 +130,10 @@ impl KernelLink {
             Ok((layout, missing)) => (layout, missing, None),
             Err(err) => ([0; Layout::COUNT], Vec::new(), Some(err.to_string())),
         };
+        // Where this kernel lacks the kfuncs, the object loads as built and
+        // only the early-kill program is left out.
+        let resolved = early_kill::Object::resolve(OBJECT);
+        let object = resolved.as_ref().map_or(OBJECT, early_kill::Object::bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global(
                 globals::EXIT_GROUP_DEAD_OFFSET,
@@ -151,7 +159,20 @@ impl KernelLink {
             .override_global(globals::LAYOUT, &layout, true)
             .override_global(globals::TAMPER_BURST_PER_CPU, &burst_per_cpu(), true)
             .override_global(AYA_LOG_LEVEL, &program_log_level(), true)
-            .load(OBJECT)?;
+            .load(object)?;
+        // First on the exit tracepoint, so that the holder's kill is queued
+        // before the guardian's wake-up.
+        let btf = aya::Btf::from_sys_fs();
+        let early_kill_error = match (resolved, &btf) {
+            (Ok(_), Ok(btf)) => early_kill::attach(&mut ebpf, &offsets, btf)
+                .err()
+                .map(without_empty_log),
+            (Err(err), _) => Some(err),
+            (_, Err(err)) => Some(format!("cannot read kernel BTF: {err}")),
+        };
+        if let Some(err) = &early_kill_error {
+            tracing::info!(%err, "holders are killed by the guardian alone, once it wakes");
+        }
         for (name, category, tracepoint) in programs::WATCH {
             attach::loaded::<TracePoint>(&mut ebpf, name)?
                 .attach(category, tracepoint)
@@ -172,12 +193,14 @@ impl KernelLink {
         }
         // Preferred where it loads: it refuses instead of killing. The raw
         // syscall tracepoints stay as the fallback either way.
-        let lsm_error = match &layout_error {
-            Some(err) => Some(err.clone()),
-            None => attach_lsm(&mut ebpf)
+        let lsm_error = match (&layout_error, &btf) {
+            (Some(err), _) => Some(err.clone()),
+            (None, Ok(btf)) => attach_lsm(&mut ebpf, btf)
                 .err()
                 .map(|err| without_empty_log(err.to_string())),
+            (None, Err(err)) => Some(format!("cannot read kernel BTF: {err}")),
         };
+        drop(btf);
         if let Some(err) = &lsm_error {
             tracing::warn!(%err, "BPF LSM unavailable: read paths stopped by raw syscall tracepoints only");
         }
@@ -189,6 +212,7 @@ impl KernelLink {
         let leaders = take_map(&mut ebpf, maps::LEADERS)?;
         let holders = take_map(&mut ebpf, maps::HOLDERS)?;
         let grant_owners = take_map(&mut ebpf, maps::GRANT_OWNERS)?;
+        let early_kill = take_map(&mut ebpf, maps::EARLY_KILL)?;
         let protected = take_map(&mut ebpf, maps::PROTECTED)?;
         let wards = take_map(&mut ebpf, maps::WARDS)?;
         let threads = take_map(&mut ebpf, maps::THREADS)?;
@@ -214,6 +238,8 @@ impl KernelLink {
                 leaders,
                 holders,
                 grant_owners,
+                early_kill,
+                early_kill_error,
                 protected,
                 wards,
                 threads,
@@ -271,6 +297,19 @@ impl KernelLink {
             let _ = self.wards.remove(&pid);
         }
         let _ = self.leaders.remove(&(leader.raw() as u32));
+        let _ = self.early_kill.remove(&(leader.raw() as u32));
+    }
+
+    /// Has the kernel SIGKILL holder `pid` itself when `leader` exits (see
+    /// guardian-ebpf's `early_kill`), in place of the holder named before.
+    /// Best effort: where that program is not loaded, or the map is full,
+    /// only the guardian's own kill follows the exit.
+    pub fn kill_at_exit_of(&mut self, leader: Pid, pid: Pid) {
+        if self.early_kill_error.is_none() {
+            let _ = self
+                .early_kill
+                .insert(leader.raw() as u32, pid.raw() as u32, 0);
+        }
     }
 
     /// Records `pid`'s existing threads, so an attack aimed at a thread id counts.
@@ -403,6 +442,12 @@ impl KernelLink {
     /// Why the BPF LSM program is not in force, or `None` when it is.
     pub fn lsm_error(&self) -> Option<&str> {
         self.lsm_error.as_deref()
+    }
+
+    /// Why the kernel does not kill a leader's holder at the leader's exit
+    /// itself, or `None` when it does.
+    pub fn early_kill_error(&self) -> Option<&str> {
+        self.early_kill_error.as_deref()
     }
 
     /// Which read paths the programs stop, and which stay open here.

@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs::{self, File},
     io,
     os::unix::fs::{FileExt, PermissionsExt},
@@ -124,6 +124,18 @@ impl Cgroups {
                 .any(|line| line == "populated 1"),
             Err(_) => true,
         }
+    }
+
+    /// The processes in the cgroup of `grant` now (none if it has no cgroup).
+    pub fn members(&self, grant: GrantId) -> io::Result<HashSet<Pid>> {
+        if !self.grants().contains_key(&grant) {
+            return Ok(HashSet::new());
+        }
+        let procs = fs::read_to_string(self.grant_dir(grant).join("cgroup.procs"))?;
+        Ok(procs
+            .lines()
+            .filter_map(|line| Pid::new(line.trim().parse().ok()?))
+            .collect())
     }
 
     /// Removes the cgroup of `grant` if it is empty, and closes its files;

@@ -15,8 +15,9 @@
 //! each a guardian start);
 //! `NINGEN_SHIKKAKU_BENCH_ONLY=requests` (or `=machine`, or `=deaths`) runs
 //! only the request rows (or the cost to the machine, or the guardian's
-//! death beside the kernel-alone rows) and prints them without writing the
-//! report (for iterating on one figure).
+//! death beside the kernel-alone rows, or `=triggers` the eBPF guardian's
+//! trigger rows beside them) and prints them without writing the report (for
+//! iterating on one figure).
 
 mod guardian;
 mod machine;
@@ -62,9 +63,11 @@ pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
         root,
         dir: dir.join("trigger"),
     };
-    // `=deaths`: the guardian's death and the kernel-alone floor only.
+    // `=deaths`: the guardian's death and the kernel-alone floor only;
+    // `=triggers`: the eBPF guardian's triggers and that floor only.
     let subjects: &[Subject] = match only.as_deref() {
         Ok("deaths") => &[Subject::Kernel],
+        Ok("triggers") => &[Subject::Ebpf, Subject::Kernel],
         _ => &[
             Subject::Ebpf,
             Subject::Pidfd,
@@ -80,6 +83,10 @@ pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
         }
     }
     trigger_tables(&mut md, &results);
+    if matches!(only.as_deref(), Ok("triggers")) {
+        println!("{}", md.0);
+        return Ok(());
+    }
     let deaths: usize = std::env::var("NINGEN_SHIKKAKU_BENCH_DEATHS")
         .ok()
         .and_then(|v| v.parse().ok())

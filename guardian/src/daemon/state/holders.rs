@@ -121,7 +121,25 @@ impl<O: Os> Core<O> {
         );
         let process = self.needs_handle(contained, peer.uid).then_some(process);
         self.track_holder(pid, grant, process);
+        self.kill_early(pid, grant);
         Ok(())
+    }
+
+    /// Has the kernel kill `pid` at the exit of each leader its grant's
+    /// secrets are bound to, without waiting for the guardian to wake.
+    fn kill_early(&mut self, pid: Pid, grant: GrantId) {
+        let (Some(kernel), Some(grant)) = (&mut self.kernel, self.sessions.grants.get(&grant))
+        else {
+            return;
+        };
+        let leaders: HashSet<Pid> = grant
+            .secrets
+            .iter()
+            .filter_map(|key| self.vault.get(key).map(|secret| secret.leader))
+            .collect();
+        for leader in leaders {
+            kernel.kill_at_exit_of(leader, pid);
+        }
     }
 
     /// Refuses a new grant past the limits: each costs descriptors (its

@@ -264,6 +264,10 @@ impl KernelMaps for KernelLink {
         KernelLink::remove_holder(self, pid);
     }
 
+    fn kill_at_exit_of(&mut self, leader: Pid, pid: Pid) {
+        KernelLink::kill_at_exit_of(self, leader, pid);
+    }
+
     fn own_grant(&mut self, grant: GrantId, owner: Uid) -> Result<(), KernelError> {
         KernelLink::own_grant(self, grant, owner)
     }
@@ -296,6 +300,10 @@ impl KernelMaps for KernelLink {
         KernelLink::lsm_error(self)
     }
 
+    fn early_kill_error(&self) -> Option<&str> {
+        KernelLink::early_kill_error(self)
+    }
+
     fn read_paths(&self) -> crate::protocol::ReadPaths {
         KernelLink::read_paths(self)
     }
@@ -312,6 +320,10 @@ impl Containment for Cgroups {
 
     fn populated(&self, grant: GrantId) -> bool {
         Cgroups::populated(self, grant)
+    }
+
+    fn members(&self, grant: GrantId) -> io::Result<HashSet<Pid>> {
+        Cgroups::members(self, grant)
     }
 
     fn remove(&self, grant: GrantId) -> bool {

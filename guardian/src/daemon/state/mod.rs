@@ -292,6 +292,7 @@ impl<O: Os> Core<O> {
                 self.sweep();
                 self.free_stuck_holders();
                 self.kill_pending_containers();
+                self.signal_survivors();
                 self.check_triggers();
             }
             Msg::TamperSummary => self.summarize_tamper(),

@@ -72,6 +72,9 @@ pub trait KernelMaps {
     ) -> Result<(), KernelError>;
     /// Forgets `pid` as a holder (not-found is fine).
     fn remove_holder(&mut self, pid: Pid);
+    /// Asks the kernel to SIGKILL holder `pid` itself when `leader` exits,
+    /// where it can (best effort: the guardian's own kill follows anyway).
+    fn kill_at_exit_of(&mut self, leader: Pid, pid: Pid);
     /// Records `owner` as the uid of `grant`'s holders.
     fn own_grant(&mut self, grant: GrantId, owner: Uid) -> Result<(), KernelError>;
     /// Forgets `grant`'s owner (not-found is fine).
@@ -88,6 +91,9 @@ pub trait KernelMaps {
     fn tamper_lost(&self) -> u64;
     /// Why the BPF LSM program is not in force, or `None` when it is.
     fn lsm_error(&self) -> Option<&str>;
+    /// Why the kernel does not kill a leader's holder at the leader's exit
+    /// itself, or `None` when it does.
+    fn early_kill_error(&self) -> Option<&str>;
     /// Which read paths the programs stop, and which stay open here.
     fn read_paths(&self) -> crate::protocol::ReadPaths;
 }
@@ -100,6 +106,8 @@ pub trait Containment {
     fn kill(&self, grant: GrantId) -> io::Result<bool>;
     /// True while a live process is left in the container of `grant`.
     fn populated(&self, grant: GrantId) -> bool;
+    /// The processes in the container of `grant` now.
+    fn members(&self, grant: GrantId) -> io::Result<HashSet<Pid>>;
     /// Removes the container of `grant` if it is empty; false if it is not
     /// gone (its handles are then kept, for a later try).
     fn remove(&self, grant: GrantId) -> bool;

@@ -115,6 +115,13 @@ impl<P> Sessions<P> {
             .collect()
     }
 
+    /// True while any holder belongs to one of `grants`.
+    pub fn any_holder_in(&self, grants: &HashSet<GrantId>) -> bool {
+        self.holders
+            .values()
+            .any(|holder| grants.contains(&holder.grant))
+    }
+
     /// Grants made by `owner`'s execs that still have holders.
     pub fn grants_of(&self, owner: Uid) -> usize {
         self.grants

@@ -61,6 +61,10 @@ impl<O: Os> Core<O> {
                 .kernel
                 .as_ref()
                 .and_then(|link| link.lsm_error().map(str::to_owned)),
+            early_kill_error: match &self.kernel {
+                Some(link) => link.early_kill_error().map(str::to_owned),
+                None => Some("eBPF is not loaded".to_owned()),
+            },
             read_paths: self
                 .kernel
                 .as_ref()

@@ -147,8 +147,11 @@ impl<O: Os> Core<O> {
         let holders = self.sessions.holders_in(grants);
         // Kill first: the dying processes need the CPU more than the map does.
         let contained = self.kill_containers(grants);
+        let inside = self.members_of(&contained);
         for (pid, grant, process) in &holders {
             let killed = match process {
+                // Killed with its cgroup, which it was in after the kill.
+                Some(_) if inside.contains(pid) => Ok(()),
                 Some(process) => process.kill(),
                 None if contained.contains(grant) => Ok(()),
                 // Its cgroup could not be killed: a handle now is the best left.
@@ -200,31 +203,56 @@ impl<O: Os> Core<O> {
         contained
     }
 
+    /// Who is in the containers of `grants`, read after they were killed: a
+    /// holder there had SIGKILL from the kill, so a handle need not signal
+    /// it again (a hundred dying holders need the CPU more). One that is not
+    /// there (root's holders can leave their cgroup) is signalled by its
+    /// handle; a cgroup that cannot be read counts as empty, so all of its
+    /// holders are.
+    fn members_of(&self, grants: &HashSet<GrantId>) -> HashSet<Pid> {
+        let Some(cgroups) = &self.cgroups else {
+            return HashSet::new();
+        };
+        grants
+            .iter()
+            .filter_map(|&grant| cgroups.members(grant).ok())
+            .flatten()
+            .collect()
+    }
+
     /// Records every trigger whose holders are all dead, or that waited too
-    /// long; signals the known survivors of the rest again (a no-op for the
-    /// dying). Runs at each holder's exit, so it reads a cgroup only once no
+    /// long. Runs at each holder's exit, so it reads a cgroup only once no
     /// known holder is left.
     pub(super) fn check_triggers(&mut self) {
         let now = self.os.now();
         let mut index = 0;
         while index < self.triggers.len() {
             let trigger = &self.triggers[index];
-            let survivors = self.sessions.holders_in(&trigger.grants);
             // Holders the guardian never learnt of (their forks lost, or made
             // without eBPF) are still seen in their cgroup.
-            let done = survivors.is_empty() && !self.any_populated(&trigger.grants);
+            let done = !self.sessions.any_holder_in(&trigger.grants)
+                && !self.any_populated(&trigger.grants);
             if done || now >= trigger.deadline {
                 let trigger = self.triggers.swap_remove(index);
                 self.record_trigger(&trigger, done);
             } else {
-                survivors
-                    .iter()
-                    .filter_map(|(_, _, process)| process.as_ref())
-                    .for_each(|process| drop(process.kill()));
                 index += 1;
             }
         }
         self.schedule_tick();
+    }
+
+    /// Signals the known survivors of pending triggers again (a no-op for
+    /// the dying). At each tick, not at each exit: a hundred holders with
+    /// handles would cost five thousand signals while they die.
+    pub(super) fn signal_survivors(&self) {
+        for trigger in &self.triggers {
+            self.sessions
+                .holders_in(&trigger.grants)
+                .iter()
+                .filter_map(|(_, _, process)| process.as_ref())
+                .for_each(|process| drop(process.kill()));
+        }
     }
 
     /// At each tick, kills again the cgroups of pending triggers that still

@@ -130,6 +130,8 @@ pub struct KernelState {
     pub holders: HashMap<i32, (GrantId, HolderState)>,
     /// The uid of each grant's holders.
     pub grant_owners: HashMap<GrantId, Uid>,
+    /// The holder the kernel kills at each leader's exit.
+    pub early_kills: HashMap<i32, i32>,
     /// Leader events dropped so far.
     pub dropped: u64,
     /// Holder events dropped so far.

@@ -89,7 +89,9 @@ impl KernelMaps for FakeKernel {
     }
 
     fn unwatch_leader(&mut self, leader: Pid) {
-        self.0.lock().kernel.leaders.remove(&leader.raw());
+        let kernel = &mut self.0.lock().kernel;
+        kernel.leaders.remove(&leader.raw());
+        kernel.early_kills.remove(&leader.raw());
     }
 
     fn set_holder(
@@ -108,6 +110,14 @@ impl KernelMaps for FakeKernel {
 
     fn remove_holder(&mut self, pid: Pid) {
         self.0.lock().kernel.holders.remove(&pid.raw());
+    }
+
+    fn kill_at_exit_of(&mut self, leader: Pid, pid: Pid) {
+        self.0
+            .lock()
+            .kernel
+            .early_kills
+            .insert(leader.raw(), pid.raw());
     }
 
     fn own_grant(&mut self, grant: GrantId, owner: Uid) -> Result<(), KernelError> {
@@ -151,6 +161,10 @@ impl KernelMaps for FakeKernel {
 
     fn lsm_error(&self) -> Option<&str> {
         Some("BPF LSM is not in this fake")
+    }
+
+    fn early_kill_error(&self) -> Option<&str> {
+        None
     }
 
     fn read_paths(&self) -> crate::protocol::ReadPaths {
@@ -202,6 +216,18 @@ impl Containment for FakeCgroups {
                 .iter()
                 .any(|pid| world.procs.get(pid).is_some_and(|p| p.alive))
         })
+    }
+
+    fn members(&self, grant: GrantId) -> io::Result<HashSet<Pid>> {
+        let world = self.0.lock();
+        Ok(world
+            .cgroups
+            .get(&grant)
+            .into_iter()
+            .flatten()
+            .filter(|&pid| world.procs.get(pid).is_some_and(|p| p.alive))
+            .filter_map(|&pid| Pid::new(pid))
+            .collect())
     }
 
     fn remove(&self, grant: GrantId) -> bool {

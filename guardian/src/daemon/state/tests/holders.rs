@@ -1,5 +1,7 @@
 //! Holders: exec, forks, exits, grants that drain.
 
+use std::collections::HashMap;
+
 use super::*;
 
 #[test]
@@ -277,4 +279,51 @@ fn without_cgroups_lost_holder_events_wipe_everything() {
     h.fork(holder);
     h.events(Vec::new());
     assert!(!h.holds_secret(ALICE, "tok") && !h.holds_secret(BOB, "tok"));
+}
+
+#[test]
+fn the_kernel_is_asked_to_kill_the_newest_holder_at_its_leaders_exit() {
+    let mut h = Harness::new();
+    let (leader, first) = h.session_holding(ALICE);
+    assert_eq!(
+        h.world.lock().kernel.early_kills,
+        HashMap::from([(leader, first)])
+    );
+    let newest = h.member(leader);
+    h.holds(newest, &["tok"]);
+    assert_eq!(
+        h.world.lock().kernel.early_kills,
+        HashMap::from([(leader, newest)])
+    );
+    // Once the leader is no longer watched no entry is left that could
+    // name a later process with the same pid.
+    h.exit(leader);
+    h.settle();
+    assert_eq!(h.world.lock().kernel.early_kills, HashMap::new());
+}
+
+#[test]
+fn a_root_holder_killed_with_its_cgroup_is_not_signalled_again_but_one_that_left_it_is() {
+    let mut h = Harness::new();
+    let (leader, inside) = h.session_holding(0);
+    let outside = h.fork(inside);
+    // Root may move its own holder out of the grant's cgroup.
+    for members in h.world.lock().cgroups.values_mut() {
+        members.remove(&outside);
+    }
+    h.world.lock().effects.clear();
+    h.revoke(leader, "tok");
+    let signalled: Vec<i32> = h
+        .world
+        .lock()
+        .effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Signal { pid, .. } => Some(*pid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(signalled, vec![outside]);
+    h.settle();
+    assert!(!h.core.is_settling(), "both are dead");
 }
