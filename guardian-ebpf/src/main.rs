@@ -1,8 +1,9 @@
 //! The eBPF programs: classic tracepoints that watch bound session leaders and
 //! the processes holding their secrets (this file), raw syscall tracepoints
-//! that stop every read path into a protected process (`read_paths`), and the
-//! rules of who is protected from whom (`wards`). Events go to the guardian
-//! through a ring buffer.
+//! that stop every read path into a protected process (`read_paths`), the
+//! rules of who is protected from whom (`wards`), and a BTF tracepoint that
+//! kills a leader's newest holder at the leader's exit, from the kernel
+//! (`early_kill`). Events go to the guardian through ring buffers.
 //!
 //! Tracepoints were chosen because they load on every kernel the guardian
 //! targets (BPF LSM and fentry need trampolines that are often unavailable).

@@ -10,7 +10,8 @@
 use aya::{Ebpf, programs::BtfTracePoint};
 use guardian_ebpf::{KFUNCS, NO_FIELD, kfunc_call, programs};
 
-use super::{KernelError, attach::attach_btf_program, btf::Btf, offsets::Offsets};
+use super::{KernelError, KernelLink, attach::attach_btf_program, btf::Btf, offsets::Offsets};
+use crate::os::process::Pid;
 
 /// The ELF parser reads headers in place, so the copy is aligned as
 /// `include_bytes_aligned!` aligns the original.
@@ -77,6 +78,26 @@ pub(super) fn attach(ebpf: &mut Ebpf, offsets: &Offsets, btf: &aya::Btf) -> Resu
     let (name, tracepoint) = programs::LEADER_EXIT_KILL;
     attach_btf_program::<BtfTracePoint>(ebpf, name, tracepoint, btf)
         .map_err(|err: KernelError| err.to_string())
+}
+
+impl KernelLink {
+    /// Has the kernel SIGKILL holder `pid` itself when `leader` exits, in
+    /// place of the holder named before. Best effort: where the program is
+    /// not loaded, or the map is full, only the guardian's own kill follows
+    /// the exit.
+    pub fn kill_at_exit_of(&mut self, leader: Pid, pid: Pid) {
+        if self.early_kill_error.is_none() {
+            let _ = self
+                .early_kill
+                .insert(leader.raw() as u32, pid.raw() as u32, 0);
+        }
+    }
+
+    /// Why the kernel does not kill a leader's holder at the leader's exit
+    /// itself, or `None` when it does.
+    pub fn early_kill_error(&self) -> Option<&str> {
+        self.early_kill_error.as_deref()
+    }
 }
 
 #[cfg(test)]

@@ -300,18 +300,6 @@ impl KernelLink {
         let _ = self.early_kill.remove(&(leader.raw() as u32));
     }
 
-    /// Has the kernel SIGKILL holder `pid` itself when `leader` exits (see
-    /// guardian-ebpf's `early_kill`), in place of the holder named before.
-    /// Best effort: where that program is not loaded, or the map is full,
-    /// only the guardian's own kill follows the exit.
-    pub fn kill_at_exit_of(&mut self, leader: Pid, pid: Pid) {
-        if self.early_kill_error.is_none() {
-            let _ = self
-                .early_kill
-                .insert(leader.raw() as u32, pid.raw() as u32, 0);
-        }
-    }
-
     /// Records `pid`'s existing threads, so an attack aimed at a thread id counts.
     fn track_threads(&mut self, pid: Pid) -> Result<(), KernelError> {
         for tid in process::other_threads(pid) {
@@ -442,12 +430,6 @@ impl KernelLink {
     /// Why the BPF LSM program is not in force, or `None` when it is.
     pub fn lsm_error(&self) -> Option<&str> {
         self.lsm_error.as_deref()
-    }
-
-    /// Why the kernel does not kill a leader's holder at the leader's exit
-    /// itself, or `None` when it does.
-    pub fn early_kill_error(&self) -> Option<&str> {
-        self.early_kill_error.as_deref()
     }
 
     /// Which read paths the programs stop, and which stay open here.
