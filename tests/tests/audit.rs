@@ -245,7 +245,29 @@ fn a_full_disk_refuses_new_secrets_but_triggers_still_fire() {
         Duration::from_secs(2),
         || guardian.status()["secrets"] == 0
     ));
+
+    // Space comes back: no record was torn, and the first one written says
+    // what is missing.
+    fs::remove_file(mount.join("filler")).unwrap();
+    let mut session = Session::start(&guardian);
+    let (rc, _, err) = session.run("printf %s z | $NS put after");
+    assert_eq!(rc, 0, "{err}");
+    let output = verify(&guardian.audit);
+    assert!(output.status.success(), "{output:?}");
+    let gaps = guardian.audit_of("audit_gap");
+    assert_eq!(gaps.len(), 1, "{:#?}", guardian.audit_records());
+    let reason = gaps[0]["reason"].as_str().unwrap();
+    assert!(reason.contains(" 2 put/get/exec requests were refused"), "{reason}");
+    // The lost trigger record is counted, the trigger itself was enforced.
+    assert!(!reason.contains(" 0 other records"), "{reason}");
+
+    // A restart on that log starts, and the chain still holds.
     drop(session);
+    drop(guardian);
+    let guardian = Guardian::start_with_audit("fulldisk-again", &mount.join("audit.jsonl"));
+    assert_eq!(guardian.status()["secrets"], 0);
+    let output = verify(&guardian.audit);
+    assert!(output.status.success(), "{output:?}");
     drop(guardian);
     let _ = Command::new("umount").arg(&mount).status();
     let _ = fs::remove_dir_all(&dir);

@@ -10,6 +10,13 @@
 //! `audit.jsonl.1`, older files shift up, and the new file continues the
 //! sequence and the chain). A line torn by a crash mid-write is cut off on open
 //! and reported in a record of its own, never silently dropped.
+//!
+//! A write that fails part way (a full disk) is undone at once: the file is
+//! cut back to its last whole record, so no record is ever appended to a
+//! fragment. What could not be written is counted, and the first record that
+//! can be written again is preceded by one that says so. A log found damaged
+//! in the middle on open is moved aside whole, and a new file continues the
+//! chain from its last sound record, saying what was found.
 
 pub mod chain;
 pub mod commit;
@@ -59,6 +66,10 @@ text_enum! {
         Tamper = "tamper",
         /// A torn line cut off the end of the log at start-up.
         AuditTornTail = "audit_torn_tail",
+        /// Records that could not be written (a full disk), once it can be again.
+        AuditGap = "audit_gap",
+        /// Damaged records found in the log at start-up; the file was moved aside.
+        AuditDamaged = "audit_damaged",
         /// FUSE connections aborted to free a holder that outlived SIGKILL.
         FuseAbort = "fuse_abort",
     }
@@ -135,6 +146,16 @@ pub struct AuditLog {
     seq: u64,
     prev: String,
     dirty: bool,
+    /// Records lost since the log last took a write, if it has not since.
+    gap: Option<Gap>,
+}
+
+/// What could not be written while the log refused writes.
+struct Gap {
+    since: SystemTime,
+    refused: u64,
+    lost: u64,
+    error: String,
 }
 
 impl AuditLog {
@@ -153,7 +174,19 @@ impl AuditLog {
             seq: tail.seq,
             prev: tail.prev.clone(),
             dirty: false,
+            gap: None,
         };
+        if !tail.damage.is_empty() {
+            // Kept whole for `verify` and for whoever investigates; the new
+            // file chains on from the last record that was sound.
+            log.rotate()?;
+            tracing::error!(
+                damaged = tail.damage.len(),
+                "audit log damaged; moved aside and continued in a new file"
+            );
+            log.append(&Entry::damaged(&tail.damage, &log.path))?;
+            return Ok(log);
+        }
         if let Some(torn) = tail.torn {
             log.file.set_len(tail.whole_len)?;
             tracing::error!(
@@ -181,8 +214,37 @@ impl AuditLog {
     }
 
     /// Appends one record without waiting for the disk; [`AuditLog::sync`]
-    /// must follow before anything it describes is answered.
+    /// must follow before anything it describes is answered. A record that
+    /// cannot be written leaves no part of itself behind.
     pub fn write(&mut self, entry: &Entry) -> io::Result<()> {
+        let written = self.write_gap().and_then(|()| self.write_one(entry));
+        if let Err(err) = &written {
+            let gap = self.gap.get_or_insert_with(|| Gap {
+                since: SystemTime::now(),
+                refused: 0,
+                lost: 0,
+                error: err.to_string(),
+            });
+            match entry.action {
+                Action::Put | Action::Get | Action::Exec => gap.refused += 1,
+                _ => gap.lost += 1,
+            }
+        }
+        written
+    }
+
+    /// Notes what could not be written, once the log takes writes again.
+    fn write_gap(&mut self) -> io::Result<()> {
+        let Some(gap) = &self.gap else {
+            return Ok(());
+        };
+        let entry = Entry::gap(gap);
+        self.write_one(&entry)?;
+        self.gap = None;
+        Ok(())
+    }
+
+    fn write_one(&mut self, entry: &Entry) -> io::Result<()> {
         if self.written >= self.max_bytes {
             self.rotate()?;
         }
@@ -195,7 +257,12 @@ impl AuditLog {
             prev: &self.prev,
         };
         let (line, hash) = chain::seal(serde_json::to_vec(&record).map_err(io::Error::other)?);
-        (&*self.file).write_all(&line)?;
+        if let Err(err) = (&*self.file).write_all(&line) {
+            // Undo whatever part of it reached the file: the next record
+            // must start a line of its own, never continue a fragment.
+            self.file.set_len(self.written)?;
+            return Err(err);
+        }
         self.dirty = true;
         self.written += line.len() as u64;
         self.seq += 1;
@@ -238,65 +305,133 @@ impl AuditLog {
 }
 
 impl Entry {
-    fn torn_tail(torn: &[u8]) -> Self {
+    /// A record of the guardian's own about the log.
+    fn about_the_log(action: Action, reason: String) -> Self {
         Self {
-            action: Action::AuditTornTail,
+            action,
             names: Vec::new(),
             peer: None,
             leader: None,
             outcome: Outcome::Deny,
-            reason: Some(format!(
+            reason: Some(reason),
+            latency: None,
+        }
+    }
+
+    fn gap(gap: &Gap) -> Self {
+        let since = humantime::format_rfc3339_micros(gap.since);
+        Self::about_the_log(
+            Action::AuditGap,
+            format!(
+                "the log could not be written from {since} until this record ({}): {} \
+                 put/get/exec requests were refused for it and {} other records are missing",
+                gap.error, gap.refused, gap.lost
+            ),
+        )
+    }
+
+    fn damaged(damage: &[Damage], path: &Path) -> Self {
+        let shown: Vec<String> = damage.iter().take(MAX_DAMAGE_SHOWN).map(Damage::to_string).collect();
+        let more = damage.len().saturating_sub(MAX_DAMAGE_SHOWN);
+        Self::about_the_log(
+            Action::AuditDamaged,
+            format!(
+                "{} damaged record(s) found in {} at start-up, which was moved to {}.1 as it \
+                 was; this file continues the chain from its last sound record: {}{}",
+                damage.len(),
+                path.display(),
+                path.display(),
+                shown.join("; "),
+                if more > 0 { format!("; and {more} more") } else { String::new() }
+            ),
+        )
+    }
+
+    fn torn_tail(torn: &[u8]) -> Self {
+        Self::about_the_log(
+            Action::AuditTornTail,
+            format!(
                 "{} bytes after the last whole record were torn by a crash and cut off \
                  (sha256 {})",
                 torn.len(),
                 hex::encode(Sha256::digest(torn))
-            )),
-            latency: None,
-        }
+            ),
+        )
     }
 }
 
-/// What the end of an existing log says.
+/// Damaged records listed in an `audit_damaged` record, at most.
+const MAX_DAMAGE_SHOWN: usize = 10;
+
+/// What an existing log says: where its chain goes on, and what is wrong.
 struct Tail {
+    /// The last sound record's sequence number and hash.
     seq: u64,
     prev: String,
+    /// Bytes of whole lines.
     whole_len: u64,
+    /// A fragment after the last whole line.
     torn: Option<Vec<u8>>,
+    /// Whole lines that are not sound records.
+    damage: Vec<Damage>,
+}
+
+/// A whole line of the log that is not a sound record.
+struct Damage {
+    line: usize,
+    offset: u64,
+    len: usize,
+    reason: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {} (bytes {} to {}): {}",
+            self.line,
+            self.offset,
+            self.offset + self.len as u64,
+            self.reason
+        )
+    }
 }
 
 impl Tail {
-    /// The last whole line's sequence number and hash, and any torn fragment.
+    /// Reads every line: the last sound record, any torn fragment at the
+    /// end, and every whole line that is not a sound record.
     fn read(file: &File) -> io::Result<Self> {
+        let mut tail = Self {
+            seq: 0,
+            prev: chain::GENESIS.to_owned(),
+            whole_len: 0,
+            torn: None,
+            damage: Vec::new(),
+        };
         let mut reader = BufReader::new(file);
-        let (mut seq, mut prev, mut whole_len) = (0, chain::GENESIS.to_owned(), 0u64);
         let mut line = Vec::new();
-        loop {
+        for number in 1.. {
             line.clear();
             let n = reader.read_until(b'\n', &mut line)?;
             if n == 0 {
-                return Ok(Self {
-                    seq,
-                    prev,
-                    whole_len,
-                    torn: None,
-                });
+                break;
             }
             if line.last() != Some(&b'\n') {
-                return Ok(Self {
-                    seq,
-                    prev,
-                    whole_len,
-                    torn: Some(line),
-                });
+                tail.torn = Some(std::mem::take(&mut line));
+                break;
             }
-            let link = chain::open(&line[..n - 1]).map_err(|err| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("audit record after seq {seq}: {err}"),
-                )
-            })?;
-            (seq, prev, whole_len) = (link.seq, link.hash, whole_len + n as u64);
+            match chain::open(&line[..n - 1]) {
+                Ok(link) => (tail.seq, tail.prev) = (link.seq, link.hash),
+                Err(reason) => tail.damage.push(Damage {
+                    line: number,
+                    offset: tail.whole_len,
+                    len: n,
+                    reason,
+                }),
+            }
+            tail.whole_len += n as u64;
         }
+        Ok(tail)
     }
 }
 
@@ -438,6 +573,40 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.lines().nth(1).unwrap().contains("audit_torn_tail"));
         assert_eq!(verify::verify(&all_files(&path)).unwrap().records, 2);
+        fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_log_damaged_in_the_middle_is_moved_aside_and_continued_from_its_last_sound_record() {
+        let path = scratch("damaged");
+        let mut log = AuditLog::open(&path, u64::MAX).unwrap();
+        for action in [Action::Put, Action::Get, Action::Exec] {
+            log.append(&entry(action)).unwrap();
+        }
+        drop(log);
+        let good = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = good.lines().collect();
+        // A fragment with a whole record appended to it, as a full disk left
+        // logs before writes were undone.
+        let damaged = format!(
+            "{}\n{{\"seq\":2,\"act{}\n{}\n",
+            lines[0], lines[1], lines[2]
+        );
+        fs::write(&path, &damaged).unwrap();
+        let last_sound = chain::open(lines[2].as_bytes()).unwrap();
+        let log = AuditLog::open(&path, u64::MAX).expect("a damaged log does not stop the guardian");
+        assert_eq!(log.head(), 4);
+        assert_eq!(fs::read_to_string(numbered(&path, 1)).unwrap(), damaged, "kept as it was");
+        let first: serde_json::Value =
+            serde_json::from_str(fs::read_to_string(&path).unwrap().lines().next().unwrap())
+                .unwrap();
+        assert_eq!(first["action"], "audit_damaged");
+        assert_eq!(first["seq"], 4);
+        assert_eq!(first["prev"], last_sound.hash.as_str());
+        let reason = first["reason"].as_str().unwrap();
+        assert!(reason.contains("line 2 (bytes"), "{reason}");
+        let broken = verify::verify(&all_files(&path)).unwrap_err();
+        assert_eq!((broken.file, broken.line), (numbered(&path, 1), 2));
         fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
