@@ -257,7 +257,10 @@ fn a_full_disk_refuses_new_secrets_but_triggers_still_fire() {
     let gaps = guardian.audit_of("audit_gap");
     assert_eq!(gaps.len(), 1, "{:#?}", guardian.audit_records());
     let reason = gaps[0]["reason"].as_str().unwrap();
-    assert!(reason.contains(" 2 put/get/exec requests were refused"), "{reason}");
+    assert!(
+        reason.contains(" 2 put/get/exec requests were refused"),
+        "{reason}"
+    );
     // The lost trigger record is counted, the trigger itself was enforced.
     assert!(!reason.contains(" 0 other records"), "{reason}");
 

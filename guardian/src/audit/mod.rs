@@ -18,20 +18,23 @@
 //! in the middle on open is moved aside whole, and a new file continues the
 //! chain from its last sound record, saying what was found.
 
+mod bounds;
 pub mod chain;
 pub mod commit;
+mod recovery;
 pub mod tail;
 pub mod verify;
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, BufRead, BufReader, Write},
+    io::{self, Write},
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
     sync::Arc,
     time::SystemTime,
 };
 
+use recovery::{Damage, MAX_DAMAGE_SHOWN, Tail};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -253,7 +256,7 @@ impl AuditLog {
             seq: self.seq + 1,
             time,
             mono_ns: clock::now_ns(),
-            entry,
+            entry: &entry.bounded(),
             prev: &self.prev,
         };
         let (line, hash) = chain::seal(serde_json::to_vec(&record).map_err(io::Error::other)?);
@@ -331,7 +334,11 @@ impl Entry {
     }
 
     fn damaged(damage: &[Damage], path: &Path) -> Self {
-        let shown: Vec<String> = damage.iter().take(MAX_DAMAGE_SHOWN).map(Damage::to_string).collect();
+        let shown: Vec<String> = damage
+            .iter()
+            .take(MAX_DAMAGE_SHOWN)
+            .map(Damage::to_string)
+            .collect();
         let more = damage.len().saturating_sub(MAX_DAMAGE_SHOWN);
         Self::about_the_log(
             Action::AuditDamaged,
@@ -342,7 +349,11 @@ impl Entry {
                 path.display(),
                 path.display(),
                 shown.join("; "),
-                if more > 0 { format!("; and {more} more") } else { String::new() }
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
             ),
         )
     }
@@ -357,81 +368,6 @@ impl Entry {
                 hex::encode(Sha256::digest(torn))
             ),
         )
-    }
-}
-
-/// Damaged records listed in an `audit_damaged` record, at most.
-const MAX_DAMAGE_SHOWN: usize = 10;
-
-/// What an existing log says: where its chain goes on, and what is wrong.
-struct Tail {
-    /// The last sound record's sequence number and hash.
-    seq: u64,
-    prev: String,
-    /// Bytes of whole lines.
-    whole_len: u64,
-    /// A fragment after the last whole line.
-    torn: Option<Vec<u8>>,
-    /// Whole lines that are not sound records.
-    damage: Vec<Damage>,
-}
-
-/// A whole line of the log that is not a sound record.
-struct Damage {
-    line: usize,
-    offset: u64,
-    len: usize,
-    reason: String,
-}
-
-impl std::fmt::Display for Damage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "line {} (bytes {} to {}): {}",
-            self.line,
-            self.offset,
-            self.offset + self.len as u64,
-            self.reason
-        )
-    }
-}
-
-impl Tail {
-    /// Reads every line: the last sound record, any torn fragment at the
-    /// end, and every whole line that is not a sound record.
-    fn read(file: &File) -> io::Result<Self> {
-        let mut tail = Self {
-            seq: 0,
-            prev: chain::GENESIS.to_owned(),
-            whole_len: 0,
-            torn: None,
-            damage: Vec::new(),
-        };
-        let mut reader = BufReader::new(file);
-        let mut line = Vec::new();
-        for number in 1.. {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
-            if n == 0 {
-                break;
-            }
-            if line.last() != Some(&b'\n') {
-                tail.torn = Some(std::mem::take(&mut line));
-                break;
-            }
-            match chain::open(&line[..n - 1]) {
-                Ok(link) => (tail.seq, tail.prev) = (link.seq, link.hash),
-                Err(reason) => tail.damage.push(Damage {
-                    line: number,
-                    offset: tail.whole_len,
-                    len: n,
-                    reason,
-                }),
-            }
-            tail.whole_len += n as u64;
-        }
-        Ok(tail)
     }
 }
 
@@ -471,7 +407,10 @@ pub fn all_files(path: &Path) -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        bounds::{MAX_REASON, MAX_TEXT},
+        *,
+    };
 
     fn entry(action: Action) -> Entry {
         Entry {
@@ -577,6 +516,32 @@ mod tests {
     }
 
     #[test]
+    fn texts_a_client_chooses_are_cut_to_a_bound_and_say_so() {
+        let path = scratch("bounded");
+        let mut log = AuditLog::open(&path, u64::MAX).unwrap();
+        let mut long = entry(Action::Malformed);
+        long.names = vec!["n".repeat(60_000)];
+        long.reason = Some(format!("unknown op `{}`", "é".repeat(30_000)));
+        log.append(&long).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.len() < 2 * (MAX_REASON + MAX_TEXT),
+            "{} bytes",
+            text.len()
+        );
+        let record: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+        let name = record["names"][0].as_str().unwrap();
+        assert!(
+            name.ends_with(&format!("…[{} bytes cut]", 60_000 - MAX_TEXT)),
+            "{name}"
+        );
+        let reason = record["reason"].as_str().unwrap();
+        assert!(reason.starts_with("unknown op `éé") && reason.contains("bytes cut]"));
+        assert_eq!(verify::verify(&all_files(&path)).unwrap().records, 1);
+        fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
     fn a_log_damaged_in_the_middle_is_moved_aside_and_continued_from_its_last_sound_record() {
         let path = scratch("damaged");
         let mut log = AuditLog::open(&path, u64::MAX).unwrap();
@@ -594,9 +559,14 @@ mod tests {
         );
         fs::write(&path, &damaged).unwrap();
         let last_sound = chain::open(lines[2].as_bytes()).unwrap();
-        let log = AuditLog::open(&path, u64::MAX).expect("a damaged log does not stop the guardian");
+        let log =
+            AuditLog::open(&path, u64::MAX).expect("a damaged log does not stop the guardian");
         assert_eq!(log.head(), 4);
-        assert_eq!(fs::read_to_string(numbered(&path, 1)).unwrap(), damaged, "kept as it was");
+        assert_eq!(
+            fs::read_to_string(numbered(&path, 1)).unwrap(),
+            damaged,
+            "kept as it was"
+        );
         let first: serde_json::Value =
             serde_json::from_str(fs::read_to_string(&path).unwrap().lines().next().unwrap())
                 .unwrap();

@@ -1,0 +1,86 @@
+//! Reading an existing log back on open: where its chain goes on, a torn
+//! fragment at its end, and any whole line in it that is not a sound record.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    fs::File,
+    io::{self, BufRead, BufReader},
+};
+
+use super::chain;
+
+/// Damaged records listed in an `audit_damaged` record, at most.
+pub(super) const MAX_DAMAGE_SHOWN: usize = 10;
+
+/// What an existing log says: where its chain goes on, and what is wrong.
+pub(super) struct Tail {
+    /// The last sound record's sequence number and hash.
+    pub(super) seq: u64,
+    pub(super) prev: String,
+    /// Bytes of whole lines.
+    pub(super) whole_len: u64,
+    /// A fragment after the last whole line.
+    pub(super) torn: Option<Vec<u8>>,
+    /// Whole lines that are not sound records.
+    pub(super) damage: Vec<Damage>,
+}
+
+/// A whole line of the log that is not a sound record.
+pub(super) struct Damage {
+    line: usize,
+    offset: u64,
+    len: usize,
+    reason: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {} (bytes {} to {}): {}",
+            self.line,
+            self.offset,
+            self.offset + self.len as u64,
+            self.reason
+        )
+    }
+}
+
+impl Tail {
+    /// Reads every line: the last sound record, any torn fragment at the
+    /// end, and every whole line that is not a sound record.
+    pub(super) fn read(file: &File) -> io::Result<Self> {
+        let mut tail = Self {
+            seq: 0,
+            prev: chain::GENESIS.to_owned(),
+            whole_len: 0,
+            torn: None,
+            damage: Vec::new(),
+        };
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        for number in 1.. {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                break;
+            }
+            if line.last() != Some(&b'\n') {
+                tail.torn = Some(std::mem::take(&mut line));
+                break;
+            }
+            match chain::open(&line[..n - 1]) {
+                Ok(link) => (tail.seq, tail.prev) = (link.seq, link.hash),
+                Err(reason) => tail.damage.push(Damage {
+                    line: number,
+                    offset: tail.whole_len,
+                    len: n,
+                    reason,
+                }),
+            }
+            tail.whole_len += n as u64;
+        }
+        Ok(tail)
+    }
+}
