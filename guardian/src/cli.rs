@@ -97,8 +97,8 @@ pub enum AuditCommand {
     /// Check the whole hash chain (rotated files included) and name the first bad record.
     Verify {
         /// The log (its rotated `.N` files are read too).
-        #[arg(default_value = DEFAULT_AUDIT)]
-        path: PathBuf,
+        #[arg(long, default_value = DEFAULT_AUDIT)]
+        log: PathBuf,
     },
     /// Show records, oldest first.
     Tail {
@@ -115,6 +115,9 @@ pub enum AuditCommand {
         /// Print the JSON records as written.
         #[arg(long)]
         json: bool,
+        /// Only the last N matching records (then, with -f, new ones).
+        #[arg(short = 'n', long = "lines", value_name = "N")]
+        last: Option<usize>,
         /// The log.
         #[arg(long, default_value = DEFAULT_AUDIT)]
         log: PathBuf,

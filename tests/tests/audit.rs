@@ -16,7 +16,7 @@ use e2e::{Guardian, Session, bin, is_alive, random_bytes, start_sleeping_holder,
 
 fn verify(path: &std::path::Path) -> std::process::Output {
     Command::new(bin())
-        .args(["audit", "verify"])
+        .args(["audit", "verify", "--log"])
         .arg(path)
         .output()
         .unwrap()
@@ -168,6 +168,52 @@ fn a_thousand_concurrent_clients_get_exactly_one_record_per_request() {
         String::from_utf8_lossy(&output.stderr)
     );
     eprintln!("{answered} requests in {seconds} s, each with a durable record");
+}
+
+/// Sends one frame of raw bytes on a fresh connection, as a hostile client
+/// would, and reads whatever comes back.
+fn send_raw(socket: &std::path::Path, body: &[u8]) {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(body);
+    stream.write_all(&frame).unwrap();
+    let _ = stream.read_to_end(&mut Vec::new());
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_client_cannot_forge_lines_in_tail_or_bloat_a_record() {
+    let guardian = Guardian::start("audit-forge");
+    let forged = "2026-11-29T00:00:00.000000Z #999999 trigger wiped [prod-db-token]";
+    send_raw(
+        &guardian.socket,
+        format!(r#"{{"op":"get\n{forged}\u001b[2J"}}"#).as_bytes(),
+    );
+    send_raw(
+        &guardian.socket,
+        format!(r#"{{"op":"{}"}}"#, "x".repeat(60_000)).as_bytes(),
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        guardian.audit_of("malformed").len() == 2
+    }));
+    let tail = Command::new(bin())
+        .args(["audit", "tail", "-n", "2", "--log"])
+        .arg(&guardian.audit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(tail.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines.iter().all(|line| line.contains(" malformed deny ")), "{text}");
+    assert!(!text.contains('\u{1b}') && text.contains(r"\u{a}2026"), "{text}");
+    let longest = fs::read_to_string(&guardian.audit)
+        .unwrap()
+        .lines()
+        .map(str::len)
+        .max()
+        .unwrap();
+    assert!(longest < 4096, "a record of {longest} bytes");
+    assert!(verify(&guardian.audit).status.success());
 }
 
 #[test]

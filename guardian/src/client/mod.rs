@@ -191,8 +191,8 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
         bail!("only root may read the audit log");
     }
     match command {
-        AuditCommand::Verify { path } => {
-            let files = audit::all_files(&path);
+        AuditCommand::Verify { log } => {
+            let files = audit::all_files(&log);
             let report = audit::verify::verify(&files).map_err(|broken| anyhow!("{broken}"))?;
             println!(
                 "ok: {} records (seq {} to {}) in {} file(s); the chain holds",
@@ -211,9 +211,15 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
             kind,
             uid,
             json,
+            last,
             log,
         } => {
-            let filter = audit::tail::Filter { kind, uid, json };
+            let filter = audit::tail::Filter {
+                last,
+                kind,
+                uid,
+                json,
+            };
             let mut stdout = io::stdout().lock();
             audit::tail::print(&audit::all_files(&log), &filter, &mut stdout)?;
             if follow {
