@@ -204,8 +204,14 @@ fn a_client_cannot_forge_lines_in_tail_or_bloat_a_record() {
     let text = String::from_utf8(tail.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines.iter().all(|line| line.contains(" malformed deny ")), "{text}");
-    assert!(!text.contains('\u{1b}') && text.contains(r"\u{a}2026"), "{text}");
+    assert!(
+        lines.iter().all(|line| line.contains(" malformed deny ")),
+        "{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}') && text.contains(r"\u{a}2026"),
+        "{text}"
+    );
     let longest = fs::read_to_string(&guardian.audit)
         .unwrap()
         .lines()

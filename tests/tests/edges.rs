@@ -179,12 +179,42 @@ fn a_socket_directory_another_user_could_redirect_is_refused() {
 
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn two_guardians_never_write_one_audit_log() {
+    let (dir, paths) = layout("edges-twologs");
+    let mut first = Guardian::try_start_at(&dir, &paths).unwrap();
+    let second = Paths {
+        socket: dir.join("second.sock"),
+        audit: paths.audit.clone(),
+        config: paths.config.clone(),
+    };
+    let log = refused(&dir, &second);
+    let expected = format!("is written by another guardian (pid {})", first.pid());
+    assert!(log.contains(&expected), "{log}");
+    assert!(!second.socket.exists(), "the refused guardian listened");
+    // Once the first is gone, the log is free for the next.
+    send_signal(first.pid(), Signal::SIGKILL);
+    assert!(wait_until(Duration::from_secs(5), || !first.is_running()));
+    let next = Guardian::try_start_at(&dir, &second).unwrap();
+    let records = next.audit_records();
+    let seqs: Vec<u64> = records.iter().filter_map(|r| r["seq"].as_u64()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    drop(next);
+    drop(first);
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn only_a_dead_socket_of_roots_is_replaced() {
     let (dir, paths) = layout("edges-stale");
     let mut first = Guardian::try_start_at(&dir, &paths).unwrap();
     let socket = fs::symlink_metadata(&paths.socket).unwrap();
     assert_eq!((socket.mode(), socket.uid()), (0o140666, 0), "socket mode");
-    let log = refused(&dir, &paths);
+    let elsewhere = Paths {
+        socket: paths.socket.clone(),
+        audit: dir.join("audit/other.jsonl"),
+        config: paths.config.clone(),
+    };
+    let log = refused(&dir, &elsewhere);
     assert!(log.contains("a guardian is already listening on"), "{log}");
     send_signal(first.pid(), Signal::SIGKILL);
     assert!(wait_until(Duration::from_secs(5), || !first.is_running()));

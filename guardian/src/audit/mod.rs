@@ -24,6 +24,7 @@ pub mod commit;
 mod recovery;
 pub mod tail;
 pub mod verify;
+mod writer_lock;
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -37,6 +38,7 @@ use std::{
 use recovery::{Damage, MAX_DAMAGE_SHOWN, Tail};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use writer_lock::WriterLock;
 
 use crate::os::{
     clock,
@@ -151,6 +153,8 @@ pub struct AuditLog {
     dirty: bool,
     /// Records lost since the log last took a write, if it has not since.
     gap: Option<Gap>,
+    /// This guardian's claim on the log.
+    _writer: WriterLock,
 }
 
 /// What could not be written while the log refused writes.
@@ -167,6 +171,7 @@ impl AuditLog {
     /// not the file may be a link or another user's (see [`crate::os::trusted_path`]).
     pub fn open(path: &Path, max_bytes: u64) -> io::Result<Self> {
         let (dir, name) = TrustedDir::of_file(path, Leaf::Private).map_err(io::Error::other)?;
+        let writer = WriterLock::take(&dir, &name, path)?;
         let file = dir.open_log(&name).map_err(io::Error::other)?;
         let tail = Tail::read(&file)?;
         let mut log = Self {
@@ -178,6 +183,7 @@ impl AuditLog {
             prev: tail.prev.clone(),
             dirty: false,
             gap: None,
+            _writer: writer,
         };
         if !tail.damage.is_empty() {
             // Kept whole for `verify` and for whoever investigates; the new
@@ -512,6 +518,21 @@ mod tests {
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.lines().nth(1).unwrap().contains("audit_torn_tail"));
         assert_eq!(verify::verify(&all_files(&path)).unwrap().records, 2);
+        fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_log_has_one_writer_and_the_refused_one_is_told_whose_it_is() {
+        let path = scratch("writer");
+        let first = AuditLog::open(&path, u64::MAX).unwrap();
+        let err = AuditLog::open(&path, u64::MAX)
+            .err()
+            .expect("a second writer");
+        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
+        let expected = format!("another guardian (pid {})", std::process::id());
+        assert!(err.to_string().contains(&expected), "{err}");
+        drop(first);
+        AuditLog::open(&path, u64::MAX).expect("free once the first is gone");
         fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
