@@ -14,6 +14,7 @@
 //! max_secrets_per_uid = 256
 //! max_locked_bytes_per_uid = 16777216  # secrets plus reply copies one user may lock
 //! audit_max_bytes = 67108864   # rotate the audit log past this size
+//! audit_keep_files = 16        # rotated audit files kept (1 to 10000); older ones are deleted
 //! ```
 
 #![forbid(unsafe_code)]
@@ -48,6 +49,7 @@ pub struct RawConfig {
     max_secrets_per_uid: Option<usize>,
     max_locked_bytes_per_uid: Option<usize>,
     audit_max_bytes: Option<u64>,
+    audit_keep_files: Option<usize>,
 }
 
 /// The policy in force.
@@ -68,6 +70,8 @@ pub struct Config {
     pub max_locked_bytes_per_uid: usize,
     /// Size past which the audit log is rotated.
     pub audit_max_bytes: u64,
+    /// Rotated audit files kept.
+    pub audit_keep_files: usize,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             max_secrets_per_uid: 256,
             max_locked_bytes_per_uid: 16 << 20,
             audit_max_bytes: 64 << 20,
+            audit_keep_files: 16,
         }
     }
 }
@@ -183,6 +188,7 @@ impl Config {
                 .max_locked_bytes_per_uid
                 .unwrap_or(defaults.max_locked_bytes_per_uid),
             audit_max_bytes: raw.audit_max_bytes.unwrap_or(defaults.audit_max_bytes),
+            audit_keep_files: raw.audit_keep_files.unwrap_or(defaults.audit_keep_files),
         };
         if config.max_secret_bytes == 0 || config.max_secret_bytes > MAX_SECRET {
             return Err(bad(
@@ -192,6 +198,12 @@ impl Config {
         }
         if config.audit_max_bytes < 4096 {
             return Err(bad("audit_max_bytes", "must be at least 4096".to_owned()));
+        }
+        if !(1..=10_000).contains(&config.audit_keep_files) {
+            return Err(bad(
+                "audit_keep_files",
+                "must be between 1 and 10000".to_owned(),
+            ));
         }
         // A secret of the largest size and its copy in a reply must fit.
         if config.max_locked_bytes_per_uid / 2 < config.max_secret_bytes {
@@ -293,6 +305,15 @@ mod tests {
         );
         let err = Config::parse("tamper_response = \"explode\"\n", "c.toml").unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
+        for keep in [0, 10_001] {
+            let err = Config::parse(&format!("audit_keep_files = {keep}\n"), "c.toml").unwrap_err();
+            assert!(
+                err.to_string().contains("line 1: audit_keep_files"),
+                "{err}"
+            );
+        }
+        let kept = Config::parse("audit_keep_files = 3\n", "c.toml").unwrap();
+        assert_eq!(kept.audit_keep_files, 3);
     }
 
     #[test]

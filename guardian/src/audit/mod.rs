@@ -142,12 +142,29 @@ struct Record<'a> {
     prev: &'a str,
 }
 
+/// When the log is rotated, and how many rotated files are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Rotation {
+    /// Size past which the log is rotated.
+    pub max_bytes: u64,
+    /// Rotated files kept (`.1` to `.N`); older ones are deleted.
+    pub keep_files: usize,
+}
+
+impl Rotation {
+    /// One file that grows for ever.
+    pub const NEVER: Self = Self {
+        max_bytes: u64::MAX,
+        keep_files: usize::MAX,
+    };
+}
+
 /// An open audit log.
 pub struct AuditLog {
     path: PathBuf,
     file: Arc<File>,
     written: u64,
-    max_bytes: u64,
+    rotation: Rotation,
     seq: u64,
     prev: String,
     dirty: bool,
@@ -169,7 +186,7 @@ impl AuditLog {
     /// Opens (creating, mode 0600, in a 0700 directory) and resumes the chain;
     /// rotates once the file passes `max_bytes`. No directory on the way and
     /// not the file may be a link or another user's (see [`crate::os::trusted_path`]).
-    pub fn open(path: &Path, max_bytes: u64) -> io::Result<Self> {
+    pub fn open(path: &Path, rotation: Rotation) -> io::Result<Self> {
         let (dir, name) = TrustedDir::of_file(path, Leaf::Private).map_err(io::Error::other)?;
         let writer = WriterLock::take(&dir, &name, path)?;
         let file = dir.open_log(&name).map_err(io::Error::other)?;
@@ -178,7 +195,7 @@ impl AuditLog {
             path: path.to_owned(),
             file: Arc::new(file),
             written: tail.whole_len,
-            max_bytes,
+            rotation,
             seq: tail.seq,
             prev: tail.prev.clone(),
             dirty: false,
@@ -254,7 +271,7 @@ impl AuditLog {
     }
 
     fn write_one(&mut self, entry: &Entry) -> io::Result<()> {
-        if self.written >= self.max_bytes {
+        if self.written >= self.rotation.max_bytes {
             self.rotate()?;
         }
         let time = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
@@ -289,12 +306,17 @@ impl AuditLog {
         self.seq
     }
 
-    /// `audit.jsonl` -> `audit.jsonl.1`, each older `.N` -> `.N+1`, new file.
+    /// `audit.jsonl` -> `audit.jsonl.1`, each older `.N` -> `.N+1`, new file;
+    /// files past the number kept are deleted, oldest first.
     fn rotate(&mut self) -> io::Result<()> {
         let rotated = rotated_files(&self.path);
         // Oldest first, so each rename goes to a name already moved away.
         for (index, older) in rotated.iter().enumerate() {
-            fs::rename(older, numbered(&self.path, rotated.len() - index + 1))?;
+            let number = rotated.len() - index + 1;
+            match number > self.rotation.keep_files {
+                true => fs::remove_file(older)?,
+                false => fs::rename(older, numbered(&self.path, number))?,
+            }
         }
         fs::rename(&self.path, numbered(&self.path, 1))?;
         // What was written to the old file is durable before the new one starts.
@@ -473,10 +495,16 @@ mod tests {
             Action::Status,
         ] {
             // A tiny limit rotates before every record after the first.
-            AuditLog::open(&path, 10)
-                .unwrap()
-                .append(&entry(action))
-                .unwrap();
+            AuditLog::open(
+                &path,
+                Rotation {
+                    max_bytes: 10,
+                    keep_files: usize::MAX,
+                },
+            )
+            .unwrap()
+            .append(&entry(action))
+            .unwrap();
         }
         let files = all_files(&path);
         assert_eq!(files.len(), 5, "{files:?}");
@@ -499,9 +527,33 @@ mod tests {
     }
 
     #[test]
+    fn only_the_rotated_files_kept_remain_and_what_remains_still_verifies() {
+        let path = scratch("retain");
+        let rotation = Rotation {
+            max_bytes: 10,
+            keep_files: 2,
+        };
+        for _ in 0..6 {
+            // Each record after the first rotates.
+            AuditLog::open(&path, rotation)
+                .unwrap()
+                .append(&entry(Action::Status))
+                .unwrap();
+        }
+        let files = all_files(&path);
+        assert_eq!(
+            files,
+            vec![numbered(&path, 2), numbered(&path, 1), path.clone()]
+        );
+        let report = verify::verify(&files).unwrap();
+        assert_eq!((report.first_seq, report.last_seq), (4, 6));
+        fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
     fn a_torn_tail_is_cut_off_and_recorded() {
         let path = scratch("torn");
-        AuditLog::open(&path, u64::MAX)
+        AuditLog::open(&path, Rotation::NEVER)
             .unwrap()
             .append(&entry(Action::Put))
             .unwrap();
@@ -513,7 +565,7 @@ mod tests {
                 .reason
                 .contains("torn")
         );
-        let log = AuditLog::open(&path, u64::MAX).unwrap();
+        let log = AuditLog::open(&path, Rotation::NEVER).unwrap();
         assert_eq!(log.head(), 2);
         let text = fs::read_to_string(&path).unwrap();
         assert!(text.lines().nth(1).unwrap().contains("audit_torn_tail"));
@@ -524,22 +576,22 @@ mod tests {
     #[test]
     fn a_log_has_one_writer_and_the_refused_one_is_told_whose_it_is() {
         let path = scratch("writer");
-        let first = AuditLog::open(&path, u64::MAX).unwrap();
-        let err = AuditLog::open(&path, u64::MAX)
+        let first = AuditLog::open(&path, Rotation::NEVER).unwrap();
+        let err = AuditLog::open(&path, Rotation::NEVER)
             .err()
             .expect("a second writer");
         assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
         let expected = format!("another guardian (pid {})", std::process::id());
         assert!(err.to_string().contains(&expected), "{err}");
         drop(first);
-        AuditLog::open(&path, u64::MAX).expect("free once the first is gone");
+        AuditLog::open(&path, Rotation::NEVER).expect("free once the first is gone");
         fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]
     fn texts_a_client_chooses_are_cut_to_a_bound_and_say_so() {
         let path = scratch("bounded");
-        let mut log = AuditLog::open(&path, u64::MAX).unwrap();
+        let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
         let mut long = entry(Action::Malformed);
         long.names = vec!["n".repeat(60_000)];
         long.reason = Some(format!("unknown op `{}`", "é".repeat(30_000)));
@@ -565,7 +617,7 @@ mod tests {
     #[test]
     fn a_log_damaged_in_the_middle_is_moved_aside_and_continued_from_its_last_sound_record() {
         let path = scratch("damaged");
-        let mut log = AuditLog::open(&path, u64::MAX).unwrap();
+        let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
         for action in [Action::Put, Action::Get, Action::Exec] {
             log.append(&entry(action)).unwrap();
         }
@@ -580,8 +632,8 @@ mod tests {
         );
         fs::write(&path, &damaged).unwrap();
         let last_sound = chain::open(lines[2].as_bytes()).unwrap();
-        let log =
-            AuditLog::open(&path, u64::MAX).expect("a damaged log does not stop the guardian");
+        let log = AuditLog::open(&path, Rotation::NEVER)
+            .expect("a damaged log does not stop the guardian");
         assert_eq!(log.head(), 4);
         assert_eq!(
             fs::read_to_string(numbered(&path, 1)).unwrap(),
@@ -604,7 +656,7 @@ mod tests {
     #[test]
     fn edits_deletions_and_swaps_are_found_at_the_first_bad_record() {
         let path = scratch("tamper");
-        let mut log = AuditLog::open(&path, u64::MAX).unwrap();
+        let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
         for action in [Action::Put, Action::Get, Action::Exec, Action::List] {
             log.append(&entry(action)).unwrap();
         }

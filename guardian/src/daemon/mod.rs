@@ -31,7 +31,7 @@ use tokio::{
 
 use self::state::{Core, Msg, Setup, budget::Budget, host::Host};
 use crate::{
-    audit::{AuditLog, commit},
+    audit::{AuditLog, Rotation, commit},
     cli::DEFAULT_CONFIG,
     config::Config,
     kernel::{self, KernelLink},
@@ -82,7 +82,11 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
         Some(path) => Config::load(path, true)?,
         None => Config::load(Path::new(DEFAULT_CONFIG), false)?,
     };
-    let audit = AuditLog::open(&options.audit, config.audit_max_bytes)
+    let rotation = Rotation {
+        max_bytes: config.audit_max_bytes,
+        keep_files: config.audit_keep_files,
+    };
+    let audit = AuditLog::open(&options.audit, rotation)
         .with_context(|| format!("cannot open the audit log {}", options.audit.display()))?;
     let loaded = match options.ebpf {
         true => KernelLink::load(),
