@@ -348,3 +348,59 @@ fn the_chain_continues_across_rotated_files_under_the_real_guardian() {
         "{stdout}"
     );
 }
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_flood_of_huge_malformed_messages_from_another_uid_leaves_the_log_small() {
+    let guardian = Guardian::start("audit-flood");
+    let before = fs::metadata(&guardian.audit).unwrap().len();
+    // As nobody: 60 KB of garbage op on a fresh connection, for 3 s.
+    let flood = r#"
+import socket, struct, sys, time
+body = b'{"op":"' + b'x' * 60000 + b'"}'
+frame = struct.pack('<I', len(body)) + body
+sent, end = 0, time.time() + 3
+while time.time() < end:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1]); s.sendall(frame); s.recv(4096); sent += 1
+    except OSError:
+        pass
+    s.close()
+print(sent)
+"#;
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", flood])
+        .arg(&guardian.socket)
+        .output()
+        .unwrap();
+    let sent: u64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    assert!(sent >= 300, "only {sent} messages sent");
+    // The last second's summary comes a second after it.
+    assert!(wait_until(Duration::from_secs(3), || {
+        guardian
+            .audit_of("malformed")
+            .iter()
+            .filter_map(|r| r["reason"].as_str())
+            .any(|reason| reason.contains("more malformed messages from uid 65534"))
+    }));
+    std::thread::sleep(Duration::from_millis(1200));
+    let records = guardian.audit_of("malformed");
+    let one_by_one = records
+        .iter()
+        .filter(|r| r["peer"]["uid"] == 65534)
+        .count() as u64;
+    let summed: u64 = records
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .filter(|reason| reason.contains("more malformed messages from uid 65534"))
+        .filter_map(|reason| reason.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(one_by_one + summed, sent, "every message accounted for");
+    let growth = fs::metadata(&guardian.audit).unwrap().len() - before;
+    eprintln!("{sent} malformed messages of 60 KB: the log grew by {growth} bytes");
+    assert!(growth < 256 << 10, "the log grew by {growth} bytes");
+    assert!(verify(&guardian.audit).status.success());
+    assert!(status_request(&guardian.socket));
+}

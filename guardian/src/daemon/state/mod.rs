@@ -30,6 +30,7 @@ pub mod fake;
 mod grants;
 mod holders;
 pub mod host;
+mod malformed;
 pub mod os;
 mod requests;
 pub mod sessions;
@@ -48,6 +49,7 @@ use tokio::sync::oneshot;
 
 use self::{
     budget::{Budget, Charge},
+    malformed::MalformedBooks,
     os::{KernelMaps, Os, Task},
     sessions::{GrantId, Sessions},
     tamper::TamperBooks,
@@ -56,7 +58,7 @@ use self::{
 };
 pub use self::{errors::RequestError, vault::SecretKey};
 use crate::{
-    audit::{Action, Entry, Outcome, commit::Unsynced},
+    audit::{Entry, commit::Unsynced},
     config::Config,
     os::{peer::Peer, process::Pid, secret_mem::SecretBuf},
     protocol::{Request, Response},
@@ -111,6 +113,9 @@ pub enum Msg {
     /// Time to audit the tamper attempts the kernel counted but did not
     /// report one by one (scheduled only after a tamper record).
     TamperSummary,
+    /// The end of a second with malformed messages: time to sum up those
+    /// not recorded one by one.
+    MalformedSummary,
     /// Wipe everything and stop.
     Shutdown,
     /// The syncer could not make a batch's records durable.
@@ -189,6 +194,7 @@ pub struct Core<O: Os> {
     /// Holder events lost so far, as last seen.
     holder_lost_seen: u64,
     tamper_books: TamperBooks,
+    malformed: MalformedBooks,
     config: Config,
     budget: Budget,
     cgroups: Option<O::Containment>,
@@ -226,6 +232,7 @@ impl<O: Os> Core<O> {
             dropped_seen: 0,
             holder_lost_seen: 0,
             tamper_books: TamperBooks::default(),
+            malformed: MalformedBooks::default(),
             budget: setup.budget,
             config: setup.config,
             cgroups: setup.cgroups,
@@ -256,15 +263,7 @@ impl<O: Os> Core<O> {
                     refusal,
                 });
             }
-            Msg::Malformed { peer, reason } => self.record(Entry {
-                action: Action::Malformed,
-                names: Vec::new(),
-                peer,
-                leader: None,
-                outcome: Outcome::Deny,
-                reason: Some(reason),
-                latency: None,
-            }),
+            Msg::Malformed { peer, reason } => self.malformed(peer, reason),
             Msg::LeaderGone { pid, id } => {
                 if self
                     .sessions
@@ -296,6 +295,7 @@ impl<O: Os> Core<O> {
                 self.check_triggers();
             }
             Msg::TamperSummary => self.summarize_tamper(),
+            Msg::MalformedSummary => self.summarize_malformed(),
             Msg::Shutdown => {
                 self.wipe_everything(Cause::Shutdown);
                 return false;

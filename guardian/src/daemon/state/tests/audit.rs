@@ -1,6 +1,7 @@
 //! The audit record of each request, and its durability.
 
 use super::*;
+use crate::daemon::state::malformed::MALFORMED_PER_SECOND;
 
 #[test]
 fn a_refusal_is_answered_and_audited_with_the_same_words() {
@@ -64,4 +65,43 @@ fn a_malformed_message_is_audited() {
     let record = h.world.lock().records_of("malformed").pop().unwrap();
     assert_eq!(record["outcome"], "deny");
     assert_eq!(record["reason"], "malformed message: expected value");
+}
+
+/// `times` malformed messages from `pid`.
+fn malformed(h: &mut Harness, pid: i32, times: u32) {
+    for _ in 0..times {
+        let peer = Some(h.peer(pid));
+        h.send(Msg::Malformed {
+            peer,
+            reason: "malformed message: expected value".to_owned(),
+        });
+    }
+}
+
+#[test]
+fn a_flood_of_malformed_messages_is_recorded_up_to_a_limit_then_summed_up_per_uid() {
+    let mut h = Harness::new();
+    let (alice, bob) = (h.leader(ALICE), h.leader(BOB));
+    malformed(&mut h, alice, 1000);
+    malformed(&mut h, bob, 3);
+    let one_by_one = |h: &Harness| h.world.lock().records_of("malformed").len() as u32;
+    assert_eq!(one_by_one(&h), MALFORMED_PER_SECOND + 3);
+    h.advance(Duration::from_secs(1));
+    let records = h.world.lock().records_of("malformed");
+    let summary = records.last().unwrap();
+    assert!(summary["peer"].is_null(), "{summary}");
+    let reason = summary["reason"].as_str().unwrap();
+    let expected = format!(
+        "{} more malformed messages from uid {ALICE}",
+        1000 - MALFORMED_PER_SECOND
+    );
+    assert!(reason.starts_with(&expected), "{reason}");
+    assert_eq!(
+        records.len() as u32,
+        MALFORMED_PER_SECOND + 3 + 1,
+        "bob stayed under"
+    );
+    // A new second starts afresh.
+    malformed(&mut h, alice, 1);
+    assert_eq!(one_by_one(&h), MALFORMED_PER_SECOND + 5);
 }
