@@ -375,7 +375,10 @@ print(sent)
         .arg(&guardian.socket)
         .output()
         .unwrap();
-    let sent: u64 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    let sent: u64 = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap();
     assert!(sent >= 300, "only {sent} messages sent");
     // The last second's summary comes a second after it.
     assert!(wait_until(Duration::from_secs(3), || {
@@ -387,10 +390,7 @@ print(sent)
     }));
     std::thread::sleep(Duration::from_millis(1200));
     let records = guardian.audit_of("malformed");
-    let one_by_one = records
-        .iter()
-        .filter(|r| r["peer"]["uid"] == 65534)
-        .count() as u64;
+    let one_by_one = records.iter().filter(|r| r["peer"]["uid"] == 65534).count() as u64;
     let summed: u64 = records
         .iter()
         .filter_map(|r| r["reason"].as_str())

@@ -170,6 +170,9 @@ pub struct AuditLog {
     dirty: bool,
     /// Records lost since the log last took a write, if it has not since.
     gap: Option<Gap>,
+    /// A failed write left bytes after the last whole record that could not
+    /// be cut off yet: nothing is written until they are.
+    fragment: bool,
     /// This guardian's claim on the log.
     _writer: WriterLock,
 }
@@ -200,6 +203,7 @@ impl AuditLog {
             prev: tail.prev.clone(),
             dirty: false,
             gap: None,
+            fragment: false,
             _writer: writer,
         };
         if !tail.damage.is_empty() {
@@ -271,6 +275,10 @@ impl AuditLog {
     }
 
     fn write_one(&mut self, entry: &Entry) -> io::Result<()> {
+        if self.fragment {
+            self.file.set_len(self.written)?;
+            self.fragment = false;
+        }
         if self.written >= self.rotation.max_bytes {
             self.rotate()?;
         }
@@ -286,7 +294,7 @@ impl AuditLog {
         if let Err(err) = (&*self.file).write_all(&line) {
             // Undo whatever part of it reached the file: the next record
             // must start a line of its own, never continue a fragment.
-            self.file.set_len(self.written)?;
+            self.fragment = self.file.set_len(self.written).is_err();
             return Err(err);
         }
         self.dirty = true;
