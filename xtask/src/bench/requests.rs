@@ -158,3 +158,25 @@ fn request_identities(stream: &mut UnixStream) -> bool {
     let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
     stream.read_exact(&mut body).is_ok() && body.first() == Some(&12)
 }
+
+/// The least a durable audit record costs here: `runs` appends of a
+/// 300-byte line to a file in `dir`, each followed by fdatasync, as the
+/// guardian's log does with one client; each one's time in ns.
+pub fn durable_appends(dir: &Path, runs: usize) -> anyhow::Result<Vec<u64>> {
+    fs::create_dir_all(dir)?;
+    let path = dir.join("durable-appends");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let line = [b'x'; 300];
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        file.write_all(&line)?;
+        file.sync_data()?;
+        times.push(start.elapsed().as_nanos() as u64);
+    }
+    fs::remove_file(&path)?;
+    Ok(times)
+}
