@@ -25,11 +25,10 @@ pub(super) struct Object {
 }
 
 impl Object {
-    /// A copy of `elf` whose kfunc calls name this kernel's functions; the
-    /// error says which one this kernel lacks (before Linux 6.13, no
-    /// `bpf_send_signal_task`).
-    pub(super) fn resolve(elf: &[u8]) -> Result<Self, String> {
-        let btf = Btf::from_kernel().map_err(|err| format!("cannot read kernel BTF: {err}"))?;
+    /// A copy of `elf` whose kfunc calls name the functions of the kernel
+    /// whose BTF is `btf`; the error says which one this kernel lacks
+    /// (before Linux 6.13, no `bpf_send_signal_task`).
+    pub(super) fn resolve(elf: &[u8], btf: &Btf) -> Result<Self, String> {
         let mut buffer = vec![0; elf.len() + ALIGN];
         let start = buffer.as_ptr().align_offset(ALIGN);
         let object = &mut buffer[start..start + elf.len()];

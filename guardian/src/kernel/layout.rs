@@ -108,16 +108,15 @@ const ALL: [Layout; Layout::COUNT] = [
     Layout::SignalFlags,
 ];
 
-/// The `LAYOUT` global for the running kernel, and why each optional entry
-/// this kernel lacks is missing (those entries stay 0).
-pub fn read() -> io::Result<([u64; Layout::COUNT], Vec<String>)> {
+/// The `LAYOUT` global for the running kernel, whose BTF is `btf`, and why
+/// each optional entry this kernel lacks is missing (those entries stay 0).
+pub fn read(btf: &Btf) -> io::Result<([u64; Layout::COUNT], Vec<String>)> {
     if !cfg!(target_arch = "x86_64") {
         // The programs decode syscall numbers and registers of x86-64 only.
         return Err(io::Error::other(
             "the read-path programs know only the x86-64 system call tables",
         ));
     }
-    let btf = Btf::from_kernel()?;
     let symbols = fs::read_to_string("/proc/kallsyms")?;
     let mut layout = [0; Layout::COUNT];
     let mut missing = Vec::new();

@@ -126,13 +126,24 @@ impl KernelLink {
         }
         tracefs::ensure_mounted()?;
         let offsets = Offsets::read()?;
-        let (layout, missing, layout_error) = match layout::read() {
+        // Parsed once for both of its readers, and freed before loading.
+        let kernel_btf =
+            btf::Btf::from_kernel().map_err(|err| format!("cannot read kernel BTF: {err}"));
+        let layout_read = kernel_btf
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|btf| layout::read(btf).map_err(|err| err.to_string()));
+        let (layout, missing, layout_error) = match layout_read {
             Ok((layout, missing)) => (layout, missing, None),
-            Err(err) => ([0; Layout::COUNT], Vec::new(), Some(err.to_string())),
+            Err(err) => ([0; Layout::COUNT], Vec::new(), Some(err)),
         };
         // Where this kernel lacks the kfuncs, the object loads as built and
         // only the early-kill program is left out.
-        let resolved = early_kill::Object::resolve(OBJECT);
+        let resolved = kernel_btf
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|btf| early_kill::Object::resolve(OBJECT, btf));
+        drop(kernel_btf);
         let object = resolved.as_ref().map_or(OBJECT, early_kill::Object::bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global(
