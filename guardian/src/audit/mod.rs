@@ -80,6 +80,14 @@ text_enum! {
     }
 }
 
+impl Action {
+    /// True for the requests that hand a secret in or out (`put`, `get`,
+    /// `exec`): refused when their record cannot be written.
+    pub fn needs_its_record(self) -> bool {
+        matches!(self, Action::Put | Action::Get | Action::Exec)
+    }
+}
+
 /// How a request or trigger ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -255,9 +263,9 @@ impl AuditLog {
                 lost: 0,
                 error: err.to_string(),
             });
-            match entry.action {
-                Action::Put | Action::Get | Action::Exec => gap.refused += 1,
-                _ => gap.lost += 1,
+            match entry.action.needs_its_record() {
+                true => gap.refused += 1,
+                false => gap.lost += 1,
             }
         }
         written
@@ -344,8 +352,9 @@ impl AuditLog {
 }
 
 impl Entry {
-    /// A record of the guardian's own about the log.
-    fn about_the_log(action: Action, reason: String) -> Self {
+    /// A refusal or summary of the guardian's own, with no peer: a summed-up
+    /// flood, or something about the log itself.
+    pub fn notice(action: Action, reason: String) -> Self {
         Self {
             action,
             names: Vec::new(),
@@ -359,7 +368,7 @@ impl Entry {
 
     fn gap(gap: &Gap) -> Self {
         let since = humantime::format_rfc3339_micros(gap.since);
-        Self::about_the_log(
+        Self::notice(
             Action::AuditGap,
             format!(
                 "the log could not be written from {since} until this record ({}): {} \
@@ -376,7 +385,7 @@ impl Entry {
             .map(Damage::to_string)
             .collect();
         let more = damage.len().saturating_sub(MAX_DAMAGE_SHOWN);
-        Self::about_the_log(
+        Self::notice(
             Action::AuditDamaged,
             format!(
                 "{} damaged record(s) found in {} at start-up, which was moved to {}.1 as it \
@@ -395,7 +404,7 @@ impl Entry {
     }
 
     fn torn_tail(torn: &[u8]) -> Self {
-        Self::about_the_log(
+        Self::notice(
             Action::AuditTornTail,
             format!(
                 "{} bytes after the last whole record were torn by a crash and cut off \

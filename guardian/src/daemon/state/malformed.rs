@@ -11,7 +11,7 @@ use std::{collections::HashMap, time::Duration};
 
 use super::{Core, Msg, os::Os, os::Task};
 use crate::{
-    audit::{Action, Entry, Outcome},
+    audit::{Action, Entry},
     os::{peer::Peer, process::Uid},
 };
 
@@ -43,13 +43,8 @@ impl<O: Os> Core<O> {
         }
         *recorded += 1;
         self.record(Entry {
-            action: Action::Malformed,
-            names: Vec::new(),
             peer,
-            leader: None,
-            outcome: Outcome::Deny,
-            reason: Some(reason),
-            latency: None,
+            ..Entry::notice(Action::Malformed, reason)
         });
     }
 
@@ -65,18 +60,11 @@ impl<O: Os> Core<O> {
             let from = uid.map_or("a peer of unknown uid".to_owned(), |uid| {
                 format!("uid {uid}")
             });
-            self.record(Entry {
-                action: Action::Malformed,
-                names: Vec::new(),
-                peer: None,
-                leader: None,
-                outcome: Outcome::Deny,
-                reason: Some(format!(
-                    "{counted} more malformed messages from {from} in the last second, past the \
-                     limit of {MALFORMED_PER_SECOND} recorded one by one; each was refused"
-                )),
-                latency: None,
-            });
+            let reason = format!(
+                "{counted} more malformed messages from {from} in the last second, past the \
+                 limit of {MALFORMED_PER_SECOND} recorded one by one; each was refused"
+            );
+            self.record(Entry::notice(Action::Malformed, reason));
         }
     }
 }

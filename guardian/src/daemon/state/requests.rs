@@ -63,7 +63,7 @@ impl<O: Os> Core<O> {
         let stored = (action == Action::Put && result.is_ok())
             .then(|| names.first())
             .flatten();
-        let refusal = matches!(action, Action::Put | Action::Get | Action::Exec).then(|| Refusal {
+        let refusal = action.needs_its_record().then(|| Refusal {
             action,
             undo: stored.map(|name| SecretKey {
                 owner: peer.uid,

@@ -170,15 +170,7 @@ impl<O: Os> Core<O> {
         }
         for reason in reasons {
             tracing::warn!(%reason, "tamper flood");
-            self.record(Entry {
-                action: Action::Tamper,
-                names: Vec::new(),
-                peer: None,
-                leader: None,
-                outcome: Outcome::Deny,
-                reason: Some(reason),
-                latency: None,
-            });
+            self.record(Entry::notice(Action::Tamper, reason));
         }
         self.expect_tamper_summary();
     }
