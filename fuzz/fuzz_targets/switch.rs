@@ -184,7 +184,7 @@ impl Model {
             }
             Op::List { by } => {
                 let by = self.pid(by);
-                let reply = self.h.ask(by, Request::List {}, None);
+                let reply = self.h.ask(by, Request::List { all: false }, None);
                 if let Response::List { secrets } = reply.response {
                     let uid = self.uid_of(by);
                     let mut shown: Vec<String> = secrets.into_iter().map(|s| s.name).collect();
@@ -286,6 +286,7 @@ impl Model {
             bind: bind.and_then(Pid::new),
             ttl_secs: ttl.and_then(|secs| Ttl::try_from(u64::from(secs)).ok()),
             len,
+            replace: false,
         };
         let reply = self.h.ask(by, request, Some(payload));
         if matches!(reply.response, Response::Stored { .. }) {

@@ -3,11 +3,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::{ffi::OsString, path::PathBuf, time::Duration};
+use std::{ffi::OsString, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::protocol::SecretName;
+use crate::protocol::{SecretName, Ttl};
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/ningen-shikkaku/guardian.sock";
@@ -16,10 +16,42 @@ pub const DEFAULT_AUDIT: &str = "/var/log/ningen-shikkaku/audit.jsonl";
 /// Default configuration file (optional when at this path).
 pub const DEFAULT_CONFIG: &str = "/etc/ningen-shikkaku/config.toml";
 
+/// How to start, for `-h`.
+const AFTER_HELP: &str = "\
+Start the guardian as root (systemctl start ningen-shikkaku, or ningen-shikkaku guard
+in a terminal of its own), then, in your shell:
+  printf %s \"$TOKEN\" | ningen-shikkaku put gh-token
+  ningen-shikkaku exec --env GH_TOKEN=gh-token -- gh repo list
+The exit codes are listed by --help.";
+
+/// How to start and the exit codes, for `--help` and the man page.
+pub const AFTER_LONG_HELP: &str = "\
+Start the guardian as root (systemctl start ningen-shikkaku, or ningen-shikkaku guard
+in a terminal of its own), then, in your shell:
+  printf %s \"$TOKEN\" | ningen-shikkaku put gh-token
+  ningen-shikkaku exec --env GH_TOKEN=gh-token -- gh repo list
+
+Exit status:
+  0    success
+  1    any other failure (I/O, a broken answer)
+  2    usage: a bad option or argument
+  3    the guardian is not reachable (not running, or no socket there)
+  4    permission denied (the socket, or a root-only command)
+  5    refused by the guardian (its policy, or the caller's session)
+  6    no such secret
+  126  exec: the command cannot be run (not executable)
+  127  exec: the command is not found
+  exec otherwise exits with the command's own status: it becomes the command.";
+
 /// A dead-man's switch for secrets: each secret lives in locked memory while
 /// its session leader lives, and is wiped (and its holders killed) when it dies.
 #[derive(Debug, Parser)]
-#[command(name = "ningen-shikkaku", version)]
+#[command(
+    name = "ningen-shikkaku",
+    version,
+    after_help = AFTER_HELP,
+    after_long_help = AFTER_LONG_HELP,
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -30,28 +62,87 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the guardian (as root, in the foreground).
+    #[command(after_help = "Examples:\n  \
+        ningen-shikkaku guard\n  \
+        ningen-shikkaku guard --socket /run/ns-test.sock --audit /var/log/ns-test.jsonl\n\n\
+        RUST_LOG=debug shows the eBPF programs' own diagnostics. Under systemd it \
+        signals readiness once the socket listens (Type=notify).")]
     Guard(GuardArgs),
     /// Store a secret read from standard input, bound to a session leader.
+    #[command(after_help = "Examples:\n  \
+        printf %s \"$TOKEN\" | ningen-shikkaku put gh-token     # bound to this shell's session\n  \
+        ningen-shikkaku put db-pass --ttl 8h                  # prompts, without echo\n  \
+        ningen-shikkaku put gh-token --bind $$                # bound to this shell itself\n  \
+        printf %s \"$NEW\" | ningen-shikkaku put gh-token --replace")]
     Put(PutArgs),
     /// Write a secret's bytes to standard output.
+    #[command(after_help = "Example:\n  \
+        ningen-shikkaku get gh-token | gh auth login --with-token")]
     Get(GetArgs),
     /// Run a command with secrets in its environment; it and its descendants
     /// are killed when a secret is wiped.
+    #[command(after_help = "Examples:\n  \
+        ningen-shikkaku exec --env GH_TOKEN=gh-token -- gh repo list\n  \
+        ningen-shikkaku exec --env PGPASSWORD=db-pass --env TOKEN=gh-token -- ./deploy.sh\n\n\
+        Exit status: the command's own; 127 if it is not found, 126 if it cannot be run.")]
     Exec(ExecArgs),
     /// List your secrets (never their values).
+    #[command(after_help = "Examples:\n  \
+        ningen-shikkaku list\n  \
+        ningen-shikkaku list --json | jq -r '.[].name'\n  \
+        sudo ningen-shikkaku list --all                        # every user's (root)")]
     List(ListArgs),
     /// Wipe a secret now and kill its holders.
+    #[command(after_help = "Example:\n  \
+        ningen-shikkaku revoke gh-token")]
     Revoke(RevokeArgs),
     /// The panic button: wipe every secret of yours now (root: everyone's).
+    #[command(after_help = "Example:\n  \
+        ningen-shikkaku wipe --all")]
     Wipe(WipeArgs),
     /// Show the guardian's state and which protections are active.
+    #[command(after_help = "Examples:\n  \
+        ningen-shikkaku status\n  \
+        ningen-shikkaku status --json | jq .watch_mode")]
     Status(StatusArgs),
     /// Read the audit log (root only).
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Internal: the process the guardian starts to kill every holder if it dies.
+    /// Write shell completions or man pages.
+    #[command(subcommand)]
+    Generate(GenerateCommand),
+    /// Internal: the process the guardian starts to kill every holder if it
+    /// dies. It refuses to run unless a guardian started it.
     #[command(hide = true)]
     Supervise(SuperviseArgs),
+}
+
+/// `generate ...`.
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Shell completions, on standard output.
+    #[command(after_help = "Examples:\n  \
+        ningen-shikkaku generate completions bash > /etc/bash_completion.d/ningen-shikkaku\n  \
+        ningen-shikkaku generate completions fish > ~/.config/fish/completions/ningen-shikkaku.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Man pages (section 1), one for the command and one per subcommand.
+    #[command(after_help = "Example:\n  \
+        ningen-shikkaku generate man /usr/local/share/man/man1")]
+    Man {
+        /// The directory to write them to (created if missing).
+        dir: PathBuf,
+    },
+}
+
+/// `--quiet`, for the commands that confirm what they did.
+#[derive(Debug, Args)]
+pub struct QuietArg {
+    /// Print nothing on success (errors are still printed).
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// The socket option every subcommand shares.
@@ -89,18 +180,26 @@ pub struct WipeArgs {
     /// Every secret (required: there is no partial wipe).
     #[arg(long, required = true)]
     pub all: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub quiet: QuietArg,
 }
 
 /// `audit ...`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the whole hash chain (rotated files included) and name the first bad record.
+    #[command(after_help = "Example:\n  \
+        sudo ningen-shikkaku audit verify")]
     Verify {
         /// The log (its rotated `.N` files are read too).
         #[arg(long, default_value = DEFAULT_AUDIT)]
         log: PathBuf,
     },
     /// Show records, oldest first.
+    #[command(after_help = "Examples:\n  \
+        sudo ningen-shikkaku audit tail -n 20\n  \
+        sudo ningen-shikkaku audit tail -f --kind tamper")]
     Tail {
         /// Keep printing new records as they are written.
         #[arg(short = 'f', long)]
@@ -140,12 +239,27 @@ pub struct PutArgs {
     pub socket: SocketArg,
     /// The secret's name (A-Z a-z 0-9 . _ -).
     pub name: SecretName,
-    /// Bind to this process instead of the caller's session leader.
-    #[arg(long, value_name = "PID")]
+    /// Bind to this process instead of the caller's session leader (your
+    /// shell: --bind $$).
+    #[arg(long, value_name = "PID", conflicts_with = "replace")]
     pub bind: Option<i32>,
-    /// Wipe the secret after this long even if the leader lives (e.g. 90s, 15m, 8h).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub ttl: Option<Duration>,
+    /// Wipe the secret after this long even if the leader lives (e.g. 90s, 15m, 8h;
+    /// 1s to 366 days).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = parse_ttl,
+        allow_hyphen_values = true,
+        conflicts_with = "replace"
+    )]
+    pub ttl: Option<Ttl>,
+    /// Give an existing secret a new value, under its binding and TTL; the
+    /// processes holding the old value are killed.
+    #[arg(long)]
+    pub replace: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub quiet: QuietArg,
 }
 
 /// `get`.
@@ -178,9 +292,12 @@ pub struct ListArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub socket: SocketArg,
-    /// Print JSON instead of a table.
+    /// Print JSON instead of a table (times as RFC 3339, holders' pids).
     #[arg(long)]
     pub json: bool,
+    /// Every user's secrets, with their uids (root only).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// `revoke`.
@@ -191,6 +308,9 @@ pub struct RevokeArgs {
     pub socket: SocketArg,
     /// The secret's name.
     pub name: SecretName,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub quiet: QuietArg,
 }
 
 /// `status`.
@@ -202,6 +322,16 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A TTL as people write it, checked against its bounds here so that a
+/// bad one is a usage error.
+fn parse_ttl(raw: &str) -> Result<Ttl, String> {
+    if raw.starts_with('-') {
+        return Err("a TTL cannot be negative".to_owned());
+    }
+    let duration = humantime::parse_duration(raw).map_err(|err| err.to_string())?;
+    Ttl::new(duration)
 }
 
 fn parse_env_binding(raw: &str) -> Result<(String, SecretName), String> {
@@ -217,6 +347,10 @@ fn parse_env_binding(raw: &str) -> Result<(String, SecretName), String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use clap::CommandFactory;
+
     use super::*;
 
     #[test]
@@ -247,6 +381,31 @@ mod tests {
         let Command::Put(args) = cli.command else {
             panic!("not put")
         };
-        assert_eq!(args.ttl, Some(Duration::from_secs(900)));
+        assert_eq!(args.ttl.map(Ttl::duration), Some(Duration::from_secs(900)));
+    }
+
+    #[test]
+    fn negative_and_out_of_range_ttls_are_usage_errors() {
+        for ttl in ["-5m", "0s", "400days", "soon"] {
+            let err = Cli::try_parse_from(["ns", "put", "x", "--ttl", ttl]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{ttl}");
+        }
+        let err = Cli::try_parse_from(["ns", "put", "x", "--ttl", "-5m"]).unwrap_err();
+        assert!(err.to_string().contains("cannot be negative"), "{err}");
+    }
+
+    #[test]
+    fn replace_keeps_the_binding_and_ttl() {
+        for extra in [["--bind", "1"], ["--ttl", "5m"]] {
+            let mut argv = vec!["ns", "put", "x", "--replace"];
+            argv.extend(extra);
+            let err = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        }
+    }
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -15,6 +15,7 @@
 //! - [`kernel`]: the eBPF link (load, maps, ring buffer).
 //! - [`audit`]: the hash-chained audit log and its commit pipeline.
 //! - [`client`]: the client subcommands (`put`, `get`, `exec`, `list`, ...).
+//! - [`logging`]: the guardian's log lines, for a terminal or the journal.
 
 /// Declares an enum that is written out (on the wire, in the audit log) as one
 /// of a fixed set of strings, with `as_str`, `Display` and serde in step.
@@ -54,5 +55,6 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod kernel;
+pub mod logging;
 pub mod os;
 pub mod protocol;

@@ -1,7 +1,7 @@
 //! The `ningen-shikkaku` binary: parses the command line and runs the guardian
 //! or one client command.
 
-use std::{io::IsTerminal, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::Parser;
 use guardian::{
@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Guard(args) => {
-            init_logging();
+            guardian::logging::init();
             daemon::run(daemon::Options {
                 socket: args.socket.socket,
                 audit: args.audit,
@@ -30,13 +30,14 @@ fn main() -> ExitCode {
         Command::Status(args) => client::status(args),
         Command::Wipe(args) => client::wipe(args),
         Command::Audit(command) => client::audit(command),
+        Command::Generate(command) => client::generate(command),
         Command::Supervise(args) => supervisor::run(&args.cgroup),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("ningen-shikkaku: {}", one_line(&err));
-            ExitCode::FAILURE
+            ExitCode::from(client::failure::exit_code(&err))
         }
     }
 }
@@ -52,16 +53,6 @@ fn one_line(err: &anyhow::Error) -> String {
         }
     }
     line
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 #[cfg(test)]

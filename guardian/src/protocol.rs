@@ -157,6 +157,10 @@ pub enum Request {
         ttl_secs: Option<Ttl>,
         /// Length of the secret bytes after the frame.
         len: usize,
+        /// Replace an existing secret of that name (keeping its binding and
+        /// TTL) instead of refusing.
+        #[serde(default)]
+        replace: bool,
     },
     /// Read a secret.
     Get {
@@ -168,8 +172,13 @@ pub enum Request {
         /// The secrets' names.
         names: ExecNames,
     },
-    /// Describe the caller's secrets, never their values.
-    List {},
+    /// Describe the caller's secrets (root with `all`: everyone's), never
+    /// their values.
+    List {
+        /// Every user's secrets (root only).
+        #[serde(default)]
+        all: bool,
+    },
     /// Wipe a secret now and kill its holders.
     Revoke {
         /// The secret's name.
@@ -190,11 +199,17 @@ pub enum Response {
     Error {
         /// One line for the user.
         message: String,
+        /// What kind of refusal (the client's exit code).
+        #[serde(default)]
+        kind: ErrorKind,
     },
     /// The secret is stored and bound.
     Stored {
         /// The leader it is bound to.
         leader: i32,
+        /// Holders of the value it replaced that were sent SIGKILL (`put --replace`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaced_holders_killed: Option<usize>,
     },
     /// Secrets follow the frame as raw bytes, in request order, with these lengths.
     Secrets {
@@ -222,15 +237,35 @@ pub enum Response {
     Status(Box<StatusInfo>),
 }
 
+text_enum! {
+    /// Why a request was refused, so that the client can exit with a code
+    /// a script can tell apart.
+    #[derive(Default)]
+    pub enum ErrorKind {
+        /// The policy or the caller's situation forbids it.
+        #[default]
+        Refused = "refused",
+        /// The caller has no secret of that name.
+        NoSuchSecret = "no_such_secret",
+        /// Only root may ask this.
+        PermissionDenied = "permission_denied",
+    }
+}
+
 /// One line of `list`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretInfo {
     /// The secret's name.
     pub name: String,
+    /// The uid that stored it.
+    pub uid: u32,
     /// The leader it is bound to.
     pub leader: i32,
     /// Live processes holding it.
     pub holders: usize,
+    /// Their pids, as far as the guardian knows them (a holder's children
+    /// forked since the last event may be missing).
+    pub holder_pids: Vec<i32>,
     /// Seconds since it was stored.
     pub age_secs: u64,
     /// Seconds until its TTL expires, if it has one.
@@ -305,6 +340,12 @@ pub struct StatusInfo {
     pub pid: i32,
     /// The guardian's version.
     pub version: String,
+    /// Seconds since the guardian started.
+    pub uptime_secs: u64,
+    /// The socket it listens on.
+    pub socket: String,
+    /// The audit log it appends to.
+    pub audit_log: String,
     /// How the kernel is watched.
     pub watch_mode: WatchMode,
     /// Why eBPF is not in use, when it is not.
@@ -436,6 +477,7 @@ mod tests {
             bind: Pid::new(42),
             ttl_secs: Some(Ttl::try_from(90).unwrap()),
             len: 3,
+            replace: true,
         };
         let frame = encode(&request);
         let len = header_len(frame[..4].try_into().unwrap()).unwrap();

@@ -51,6 +51,9 @@ text_enum! {
     pub enum Action {
         /// A `put` request.
         Put = "put",
+        /// A `put --replace` request: new bytes under a secret's binding and
+        /// TTL, its old holders killed.
+        Replace = "replace",
         /// A `get` request.
         Get = "get",
         /// An `exec` request.
@@ -81,10 +84,19 @@ text_enum! {
 }
 
 impl Action {
-    /// True for the requests that hand a secret in or out (`put`, `get`,
-    /// `exec`): refused when their record cannot be written.
+    /// True for the requests that hand a secret in or out (`put`,
+    /// `replace`, `get`, `exec`): refused when their record cannot be written.
     pub fn needs_its_record(self) -> bool {
-        matches!(self, Action::Put | Action::Get | Action::Exec)
+        matches!(
+            self,
+            Action::Put | Action::Replace | Action::Get | Action::Exec
+        )
+    }
+
+    /// True for the requests that store a secret, undone when their record
+    /// cannot be written.
+    pub fn stores(self) -> bool {
+        matches!(self, Action::Put | Action::Replace)
     }
 }
 

@@ -4,11 +4,14 @@
 //! the child's environment entries in locked memory too.
 //!
 //! The subcommands live here; `transport` sends a request and reads the
-//! answer, `prompt` reads the secret from standard input or a terminal, and
-//! `render` prints `list` and `status` for people.
+//! answer, `prompt` reads the secret from standard input or a terminal,
+//! `render` prints `list` and `status` for people, `failure` gives each kind
+//! of failure its exit code, and `generate` writes man pages and completions.
 
 #![forbid(unsafe_code)]
 
+pub mod failure;
+mod generate;
 mod prompt;
 mod render;
 mod transport;
@@ -17,6 +20,7 @@ use std::{
     ffi::{CStr, CString, OsString},
     io::{self, Write},
     os::{fd::AsFd, unix::ffi::OsStrExt},
+    time::SystemTime,
 };
 
 use anyhow::{Context, anyhow, bail};
@@ -25,8 +29,10 @@ use crate::{
     audit,
     cli::{AuditCommand, ExecArgs, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs, WipeArgs},
     os::{hardening, process::Pid, secret_mem::SecretBuf},
-    protocol::{ExecNames, Request, Response, SecretName, Ttl},
+    protocol::{ExecNames, Request, Response, SecretName},
 };
+use failure::Failure;
+pub use generate::generate;
 use prompt::{read_secret, unbuffered};
 use transport::call;
 
@@ -44,20 +50,28 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
             .map(Pid::try_from)
             .transpose()
             .map_err(|err| anyhow!(err))?,
-        ttl_secs: args
-            .ttl
-            .map(Ttl::new)
-            .transpose()
-            .map_err(|err| anyhow!(err))?,
+        ttl_secs: args.ttl,
         len: secret.len(),
+        replace: args.replace,
     };
-    match call(&args.socket.socket, &request, Some(&secret))? {
-        (Response::Stored { leader }, _) => {
-            eprintln!("stored {}, bound to PID {leader}", args.name);
-            Ok(())
+    let (response, _) = call(&args.socket.socket, &request, Some(&secret))?;
+    let Response::Stored {
+        leader,
+        replaced_holders_killed,
+    } = response
+    else {
+        return Err(unexpected(response));
+    };
+    if !args.quiet.quiet {
+        match replaced_holders_killed {
+            Some(killed) => eprintln!(
+                "replaced {}, still bound to PID {leader}; killed {killed} holder(s) of the old value",
+                args.name
+            ),
+            None => eprintln!("stored {}, bound to PID {leader}", args.name),
         }
-        (other, _) => Err(unexpected(other)),
     }
+    Ok(())
 }
 
 /// `get`: writes the secret's bytes to standard output, exactly.
@@ -137,20 +151,29 @@ pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let program = argv.first().ok_or_else(|| anyhow!("no command given"))?;
     let Err(err) = nix::unistd::execvpe(program, &argv, &env);
-    Err(anyhow!("cannot run {}: {err}", program.to_string_lossy()))
+    let program = program.to_string_lossy();
+    // As env(1) and the shells do: 127 for a command not found, 126 for one
+    // that cannot be run.
+    Err(match err {
+        nix::errno::Errno::ENOENT => {
+            Failure::NotFound.because(format!("{program}: command not found"))
+        }
+        _ => Failure::NotExecutable.because(format!("cannot run {program}: {}", err.desc())),
+    }
+    .into())
 }
 
 /// `list`.
 pub fn list(args: ListArgs) -> anyhow::Result<()> {
-    let (response, _) = call(&args.socket.socket, &Request::List {}, None)?;
+    let request = Request::List { all: args.all };
+    let (response, _) = call(&args.socket.socket, &request, None)?;
     let Response::List { secrets } = response else {
         return Err(unexpected(response));
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&secrets)?);
-        return Ok(());
+    match args.json {
+        true => println!("{}", render::list_json(&secrets, SystemTime::now())?),
+        false => print!("{}", render::list(&secrets, args.all)),
     }
-    render::list(&secrets);
     Ok(())
 }
 
@@ -161,7 +184,9 @@ pub fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     };
     match call(&args.socket.socket, &request, None)? {
         (Response::Revoked { holders_killed }, _) => {
-            eprintln!("revoked {}; killed {holders_killed} holder(s)", args.name);
+            if !args.quiet.quiet {
+                eprintln!("revoked {}; killed {holders_killed} holder(s)", args.name);
+            }
             Ok(())
         }
         (other, _) => Err(unexpected(other)),
@@ -178,7 +203,9 @@ pub fn wipe(args: WipeArgs) -> anyhow::Result<()> {
             },
             _,
         ) => {
-            eprintln!("wiped {secrets} secret(s); killed {holders_killed} holder(s)");
+            if !args.quiet.quiet {
+                eprintln!("wiped {secrets} secret(s); killed {holders_killed} holder(s)");
+            }
             Ok(())
         }
         (other, _) => Err(unexpected(other)),
@@ -188,7 +215,9 @@ pub fn wipe(args: WipeArgs) -> anyhow::Result<()> {
 /// `audit verify` and `audit tail`: read the log directly (root only).
 pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("only root may read the audit log");
+        return Err(Failure::PermissionDenied
+            .because("permission denied: only root may read the audit log")
+            .into());
     }
     match command {
         AuditCommand::Verify { log } => {
@@ -236,11 +265,10 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     let Response::Status(status) = response else {
         return Err(unexpected(response));
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(());
+    match args.json {
+        true => println!("{}", serde_json::to_string_pretty(&status)?),
+        false => print!("{}", render::status(&status)),
     }
-    render::status(&status);
     Ok(())
 }
 

@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
+use super::failure::Failure;
 use crate::{
     os::{secret_mem::SecretBuf, socket_path::Listener},
     protocol::{self, Request, Response},
@@ -27,12 +28,7 @@ pub(super) fn call(
     payload: Option<&SecretBuf>,
 ) -> anyhow::Result<(Response, Vec<SecretBuf>)> {
     nix::sys::prctl::set_dumpable(false).context("cannot make this process non-dumpable")?;
-    let mut stream = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the guardian at {} (is it running?)",
-            socket.display()
-        )
-    })?;
+    let mut stream = connect(socket)?;
     check_listener(&stream, socket)?;
     stream.write_all(&protocol::encode(request))?;
     if let Some(secret) = payload {
@@ -47,7 +43,9 @@ pub(super) fn call(
     let response: Response = protocol::decode(&header)?;
     let mut secrets = Vec::new();
     match &response {
-        Response::Error { message } => bail!("{message}"),
+        Response::Error { message, kind } => {
+            return Err(Failure::of(*kind).because(message).into());
+        }
         Response::Secrets { lens } => {
             for &len in lens {
                 let mut secret = SecretBuf::new(protocol::check_secret_len(len)?)?;
@@ -58,6 +56,28 @@ pub(super) fn call(
         _ => {}
     }
     Ok((response, secrets))
+}
+
+/// Connects, saying which of "not running" and "not allowed" it is.
+fn connect(socket: &Path) -> anyhow::Result<UnixStream> {
+    UnixStream::connect(socket).map_err(|err| {
+        let shown = socket.display();
+        match Failure::of_connect(&err) {
+            Some(denied @ Failure::PermissionDenied) => denied
+                .because(format!(
+                    "permission denied: this user may not connect to {shown} ({err}); \
+                     check the modes of the socket and of the directories above it"
+                ))
+                .into(),
+            Some(failure) => failure
+                .because(format!(
+                    "cannot reach the guardian at {shown}: {err} (is it running? as root: \
+                     systemctl start ningen-shikkaku, or ningen-shikkaku guard)"
+                ))
+                .into(),
+            None => anyhow::Error::new(err).context(format!("cannot connect to {shown}")),
+        }
+    })
 }
 
 /// Refuses a listener that is not root before anything is sent: whoever

@@ -29,7 +29,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use self::state::{Core, Msg, Setup, budget::Budget, host::Host};
+use self::state::{Core, Msg, Paths, Setup, budget::Budget, host::Host};
 use crate::{
     audit::{AuditLog, Rotation, commit},
     cli::DEFAULT_CONFIG,
@@ -148,6 +148,10 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
         supervisor,
         budget: budget.clone(),
         max_grants: max_grants(open_files),
+        paths: Paths {
+            socket: options.socket.clone(),
+            audit_log: options.audit.clone(),
+        },
     };
     let host = Host::new(audit, syncer, to_core.clone(), protections);
     let mut core = Core::new(host, setup);

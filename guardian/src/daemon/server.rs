@@ -31,7 +31,7 @@ use crate::{
         process::Uid,
         secret_mem::{MemoryError, SecretBuf},
     },
-    protocol::{self, FrameError, Request, Response},
+    protocol::{self, ErrorKind, FrameError, Request, Response},
 };
 
 /// Time a client has to send one whole request.
@@ -267,7 +267,10 @@ async fn refuse(
 
 /// Sends an error, if the client takes it soon, before the connection closes.
 async fn tell(stream: &mut UnixStream, message: String) {
-    let frame = protocol::encode(&Response::Error { message });
+    let frame = protocol::encode(&Response::Error {
+        message,
+        kind: ErrorKind::Refused,
+    });
     let _ = tokio::time::timeout(TELL_TIMEOUT, stream.write_all(&frame)).await;
 }
 

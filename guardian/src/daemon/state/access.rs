@@ -31,12 +31,25 @@ impl<O: Os> Core<O> {
         if leader == self.os.guardian() {
             return Err(RequestError::BindGuardian);
         }
+        // The put process exits as soon as the secret is stored, which would
+        // wipe it at once (as `setsid ningen-shikkaku put` would have it).
+        if leader == peer.pid {
+            return Err(RequestError::BindCaller(leader));
+        }
         let inspecting = |err| RequestError::inspecting(leader, err);
-        // Open the handle first: checks made after it are about this very process.
-        let process = self.os.open(leader).map_err(inspecting)?;
+        let thread = |tgid: i32| RequestError::Thread { tid: leader, tgid };
+        // Open the handle first: checks made after it are about this very
+        // process. A thread has no handle of this kind, but it has a status.
+        let process = self
+            .os
+            .open(leader)
+            .map_err(|err| match self.os.status(leader) {
+                Ok(status) if status.tgid != leader.raw() => thread(status.tgid),
+                _ => inspecting(err),
+            })?;
         let status = self.os.status(leader).map_err(inspecting)?;
         if status.tgid != leader.raw() {
-            return Err(RequestError::Thread(leader));
+            return Err(thread(status.tgid));
         }
         if status.kernel_thread {
             return Err(RequestError::KernelThread(leader));

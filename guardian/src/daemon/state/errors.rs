@@ -11,7 +11,7 @@ use crate::{
     config::TtlTooLong,
     kernel::KernelError,
     os::{process::Pid, secret_mem::MemoryError},
-    protocol::SecretName,
+    protocol::{ErrorKind, SecretName},
 };
 
 /// A refused request.
@@ -21,8 +21,16 @@ pub enum RequestError {
     #[error("put without secret bytes")]
     MissingPayload,
     /// The caller already has a secret of that name.
-    #[error("secret {0} already exists (revoke it first)")]
+    #[error("secret {0} already exists (put --replace gives it a new value; revoke removes it)")]
     Exists(SecretName),
+    /// `put --replace` with a binding or TTL of its own.
+    #[error(
+        "--replace keeps the secret's binding and TTL; to change them, revoke it and put it anew"
+    )]
+    ReplaceKeepsBinding,
+    /// A request only root may make.
+    #[error("only root may ask for {0}")]
+    RootOnly(&'static str),
     /// The secret exceeds the policy's size limit.
     #[error("secret is larger than the limit of {limit} bytes")]
     TooLarge {
@@ -76,8 +84,19 @@ pub enum RequestError {
         source: io::Error,
     },
     /// The pid names a thread, not a process.
-    #[error("PID {0} is a thread, not a process")]
-    Thread(Pid),
+    #[error("PID {tid} is a thread of process {tgid}, not a process; bind to the process")]
+    Thread {
+        /// The thread.
+        tid: Pid,
+        /// Its process.
+        tgid: i32,
+    },
+    /// The caller named itself, or is its own session's leader.
+    #[error(
+        "refusing to bind to PID {0}, this put process itself: it exits once the secret is \
+         stored, which would wipe it at once; bind to your shell instead: --bind $$"
+    )]
+    BindCaller(Pid),
     /// The pid names a kernel thread.
     #[error("refusing to bind to PID {0}: a kernel thread")]
     KernelThread(Pid),
@@ -151,6 +170,15 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// The kind the client tells apart by its exit code.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NoSuchSecret(_) => ErrorKind::NoSuchSecret,
+            Self::RootOnly(_) => ErrorKind::PermissionDenied,
+            _ => ErrorKind::Refused,
+        }
+    }
+
     /// The error for a process that could not be inspected: "no such
     /// process" when it is gone, the cause otherwise.
     pub fn inspecting(pid: Pid, source: io::Error) -> Self {

@@ -153,6 +153,7 @@ impl Reply {
     fn refused(err: &RequestError) -> Self {
         Self::plain(Response::Error {
             message: err.to_string(),
+            kind: err.kind(),
         })
     }
 
@@ -180,6 +181,17 @@ pub struct Setup<O: Os> {
     pub supervisor: Option<O::Process>,
     /// Most execs whose holders may live at once (each costs descriptors).
     pub max_grants: usize,
+    /// Where the guardian listens and logs, for `status`.
+    pub paths: Paths,
+}
+
+/// Where the guardian listens and logs.
+#[derive(Clone, Debug, Default)]
+pub struct Paths {
+    /// The socket.
+    pub socket: std::path::PathBuf,
+    /// The audit log.
+    pub audit_log: std::path::PathBuf,
 }
 
 /// The guardian's whole state.
@@ -201,6 +213,9 @@ pub struct Core<O: Os> {
     /// The supervisor and the watcher of its exit.
     supervisor: Option<(Arc<O::Process>, Task)>,
     max_grants: usize,
+    paths: Paths,
+    /// When the state machine started, for `status`'s uptime.
+    started: std::time::Instant,
     next_id: u64,
     next_grant: GrantId,
     /// Grants whose known holders are gone but whose cgroups are not empty.
@@ -222,6 +237,7 @@ impl<O: Os> Core<O> {
             let watcher = os.on_exit(Arc::clone(&process), Msg::SupervisorGone);
             (process, watcher)
         });
+        let started = os.now();
         Self {
             os,
             vault: Vault::default(),
@@ -238,6 +254,8 @@ impl<O: Os> Core<O> {
             cgroups: setup.cgroups,
             supervisor,
             max_grants: setup.max_grants,
+            paths: setup.paths,
+            started,
             next_id: 1,
             next_grant: 0,
             draining: HashSet::new(),

@@ -44,7 +44,7 @@ impl<O: Os> Core<O> {
         let result = self.carry_out(peer, request, payload);
         let (outcome, reason, leader) = match &result {
             Ok(reply) => match reply.response {
-                Response::Stored { leader } => (Outcome::Allow, None, Some(leader)),
+                Response::Stored { leader, .. } => (Outcome::Allow, None, Some(leader)),
                 _ => (Outcome::Allow, None, leader),
             },
             Err(err) => (Outcome::Deny, Some(err.to_string()), leader),
@@ -60,7 +60,7 @@ impl<O: Os> Core<O> {
         };
         // Revoke, wipe, list and status still answer without a record: they
         // only destroy or describe.
-        let stored = (action == Action::Put && result.is_ok())
+        let stored = (action.stores() && result.is_ok())
             .then(|| names.first())
             .flatten();
         let refusal = action.needs_its_record().then(|| Refusal {
@@ -92,14 +92,21 @@ impl<O: Os> Core<O> {
                 name,
                 bind,
                 ttl_secs,
+                replace,
                 ..
             } => {
                 let payload = payload.ok_or(RequestError::MissingPayload)?;
-                self.put(peer, name, bind, ttl_secs, payload)
+                match replace {
+                    false => self.put(peer, name, bind, ttl_secs, payload),
+                    true if bind.is_some() || ttl_secs.is_some() => {
+                        Err(RequestError::ReplaceKeepsBinding)
+                    }
+                    true => self.replace(peer, name, payload),
+                }
             }
             Request::Get { name } => self.get(peer, &name),
             Request::Exec { names } => self.exec(peer, &names),
-            Request::List {} => Ok(self.list(peer)),
+            Request::List { all } => self.list(peer, all),
             Request::Revoke { name } => self.revoke(peer, name),
             Request::WipeAll {} => Ok(self.wipe_all(peer)),
             Request::Status {} => Ok(Reply::plain(Response::Status(Box::new(
@@ -159,11 +166,7 @@ impl<O: Os> Core<O> {
         if self.vault.get(&key).is_some() {
             return Err(RequestError::Exists(key.name));
         }
-        if bytes.len() > self.config.max_secret_bytes {
-            return Err(RequestError::TooLarge {
-                limit: self.config.max_secret_bytes,
-            });
-        }
+        self.check_size(&bytes)?;
         if self.vault.owned_by(peer.uid).count() >= self.config.max_secrets_per_uid {
             return Err(RequestError::TooManySecrets {
                 limit: self.config.max_secrets_per_uid,
@@ -221,7 +224,44 @@ impl<O: Os> Core<O> {
         self.vault.insert(key, secret);
         Ok(Reply::plain(Response::Stored {
             leader: leader.raw(),
+            replaced_holders_killed: None,
         }))
+    }
+
+    /// `put --replace`: new bytes under the secret's binding and TTL, asked
+    /// from inside its session like a `get` (from outside, it would plant a
+    /// value there). The old value is wiped and its holders killed, so no
+    /// process goes on with it.
+    fn replace(
+        &mut self,
+        peer: &Peer,
+        name: SecretName,
+        Payload { bytes, charge }: Payload,
+    ) -> Answer {
+        self.check_size(&bytes)?;
+        let key = self
+            .usable_all(peer, std::slice::from_ref(&name))?
+            .pop()
+            .ok_or(RequestError::NoSuchSecret(name))?;
+        self.still_connected(peer)?;
+        let start_ns = self.os.now_ns();
+        let Some(leader) = self.vault.replace(&key, bytes, charge, self.os.now()) else {
+            return Err(RequestError::NoSuchSecret(key.name));
+        };
+        let killed = self.kill_holders(Cause::Replace, start_ns, &[key], Vec::new(), None);
+        Ok(Reply::plain(Response::Stored {
+            leader: leader.raw(),
+            replaced_holders_killed: Some(killed),
+        }))
+    }
+
+    fn check_size(&self, bytes: &SecretBuf) -> Result<(), RequestError> {
+        if bytes.len() > self.config.max_secret_bytes {
+            return Err(RequestError::TooLarge {
+                limit: self.config.max_secret_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// A reply with copies of the secrets under `keys`, within the reply
@@ -270,21 +310,31 @@ impl<O: Os> Core<O> {
         Ok(reply)
     }
 
-    fn list(&self, peer: &Peer) -> Reply {
+    /// The caller's secrets; with `all`, root's view of everyone's.
+    fn list(&self, peer: &Peer, all: bool) -> Answer {
+        if all && peer.uid != Uid::ROOT {
+            return Err(RequestError::RootOnly("list --all"));
+        }
         let now = self.os.now();
         let mut secrets: Vec<SecretInfo> = self
             .vault
-            .owned_by(peer.uid)
-            .map(|(key, secret)| SecretInfo {
-                name: key.name.to_string(),
-                leader: secret.leader.raw(),
-                holders: self.sessions.holders_of(key),
-                age_secs: now.saturating_duration_since(secret.created).as_secs(),
-                ttl_left_secs: secret.ttl_left(now).map(|left| left.as_secs()),
+            .iter()
+            .filter(|(key, _)| all || key.owner == peer.uid)
+            .map(|(key, secret)| {
+                let holders = self.sessions.holders_of(key);
+                SecretInfo {
+                    name: key.name.to_string(),
+                    uid: key.owner.0,
+                    leader: secret.leader.raw(),
+                    holders: holders.len(),
+                    holder_pids: holders.iter().map(|pid| pid.raw()).collect(),
+                    age_secs: now.saturating_duration_since(secret.created).as_secs(),
+                    ttl_left_secs: secret.ttl_left(now).map(|left| left.as_secs()),
+                }
             })
             .collect();
-        secrets.sort_by(|a, b| a.name.cmp(&b.name));
-        Reply::plain(Response::List { secrets })
+        secrets.sort_by(|a, b| (a.uid, &a.name).cmp(&(b.uid, &b.name)));
+        Ok(Reply::plain(Response::List { secrets }))
     }
 
     fn revoke(&mut self, peer: &Peer, name: SecretName) -> Answer {
@@ -322,10 +372,11 @@ impl<O: Os> Core<O> {
 /// The verb of `request`, as the audit log records it.
 fn action_of(request: &Request) -> Action {
     match request {
-        Request::Put { .. } => Action::Put,
+        Request::Put { replace: false, .. } => Action::Put,
+        Request::Put { replace: true, .. } => Action::Replace,
         Request::Get { .. } => Action::Get,
         Request::Exec { .. } => Action::Exec,
-        Request::List {} => Action::List,
+        Request::List { .. } => Action::List,
         Request::Revoke { .. } => Action::Revoke,
         Request::WipeAll {} => Action::WipeAll,
         Request::Status {} => Action::Status,
@@ -338,6 +389,6 @@ fn names_of(request: &Request) -> Vec<SecretName> {
             vec![name.clone()]
         }
         Request::Exec { names } => names.as_slice().to_vec(),
-        Request::List {} | Request::Status {} | Request::WipeAll {} => Vec::new(),
+        Request::List { .. } | Request::Status {} | Request::WipeAll {} => Vec::new(),
     }
 }

@@ -82,16 +82,21 @@ impl<P> Default for Sessions<P> {
 }
 
 impl<P> Sessions<P> {
-    /// Live holders of `key`.
-    pub fn holders_of(&self, key: &SecretKey) -> usize {
-        self.holders
-            .values()
-            .filter(|holder| {
+    /// Live holders of `key`'s current value (those of a replaced value are
+    /// dying).
+    pub fn holders_of(&self, key: &SecretKey) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self
+            .holders
+            .iter()
+            .filter(|(_, holder)| {
                 self.grants
                     .get(&holder.grant)
-                    .is_some_and(|g| g.secrets.contains(key))
+                    .is_some_and(|g| !g.doomed && g.secrets.contains(key))
             })
-            .count()
+            .map(|(&pid, _)| pid)
+            .collect();
+        pids.sort_unstable_by_key(|pid| pid.raw());
+        pids
     }
 
     /// Marks every grant holding any of `keys` as doomed and returns their ids.

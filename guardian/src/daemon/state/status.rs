@@ -35,6 +35,13 @@ impl<O: Os> Core<O> {
         StatusInfo {
             pid: self.os.guardian().raw(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs: self
+                .os
+                .now()
+                .saturating_duration_since(self.started)
+                .as_secs(),
+            socket: self.paths.socket.display().to_string(),
+            audit_log: self.paths.audit_log.display().to_string(),
             watch_mode: match ebpf {
                 true => WatchMode::EbpfTracepoints,
                 false => WatchMode::PidfdFallback,

@@ -39,6 +39,8 @@ text_enum! {
         LeaderHangup = "leader_hangup",
         /// The owner revoked the secret.
         Revoke = "revoke",
+        /// The owner replaced the secret's value: the old value's holders die.
+        Replace = "replace",
         /// The secret's TTL ran out.
         TtlExpired = "ttl_expired",
         /// The guardian was told to stop.
@@ -110,18 +112,33 @@ impl<O: Os> Core<O> {
                 names.push(key.name.to_string());
             }
         }
-        let wiped_ns = self.os.now_ns();
-        let keys: HashSet<SecretKey> = keys.into_iter().collect();
-        let grants = self.sessions.doom_grants_of(&keys);
-        if names.is_empty() && grants.is_empty() {
-            return 0; // nothing was held: nothing to wipe, kill or record
-        }
-        let killed = self.kill_grants(&grants);
+        let killed = self.kill_holders(cause, start_ns, &keys, names, leader);
         for leader in leaders {
             if !self.vault.has_leader(leader) {
                 self.unwatch_leader(leader);
             }
         }
+        killed
+    }
+
+    /// Kills every holder of any of `keys` (whose values are gone: wiped, or
+    /// replaced) and follows their deaths to the trigger's record, which
+    /// names `names` as wiped. Returns the number of holders signalled.
+    pub(super) fn kill_holders(
+        &mut self,
+        cause: Cause,
+        start_ns: u64,
+        keys: &[SecretKey],
+        names: Vec<String>,
+        leader: Option<Pid>,
+    ) -> usize {
+        let wiped_ns = self.os.now_ns();
+        let keys: HashSet<SecretKey> = keys.iter().cloned().collect();
+        let grants = self.sessions.doom_grants_of(&keys);
+        if names.is_empty() && grants.is_empty() {
+            return 0; // nothing was held: nothing to wipe, kill or record
+        }
+        let killed = self.kill_grants(&grants);
         tracing::info!(%cause, ?names, killed, "secrets wiped");
         self.triggers.push(PendingTrigger {
             cause,

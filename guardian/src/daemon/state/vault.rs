@@ -70,6 +70,23 @@ impl Vault {
         self.secrets.insert(key, secret);
     }
 
+    /// Puts new bytes in place of the secret under `key`'s, keeping its
+    /// binding, TTL and id; the old bytes are wiped as they drop. Returns
+    /// the leader it stays bound to, if there was one.
+    pub fn replace(
+        &mut self,
+        key: &SecretKey,
+        bytes: SecretBuf,
+        charge: Charge,
+        now: Instant,
+    ) -> Option<Pid> {
+        let secret = self.secrets.get_mut(key)?;
+        secret.bytes = bytes;
+        secret.charge = charge;
+        secret.created = now;
+        Some(secret.leader)
+    }
+
     /// Removes and wipes the secret under `key`; returns whether there was one.
     pub fn wipe(&mut self, key: &SecretKey) -> bool {
         // Dropping the Secret drops its SecretBuf, which zeroizes the pages.
@@ -88,6 +105,11 @@ impl Vault {
     /// Keys of every secret.
     pub fn keys(&self) -> Vec<SecretKey> {
         self.secrets.keys().cloned().collect()
+    }
+
+    /// Every secret.
+    pub fn iter(&self) -> impl Iterator<Item = (&SecretKey, &Secret)> {
+        self.secrets.iter()
     }
 
     /// The secrets of `owner`.

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::{
     config::Config,
-    daemon::state::{Core, Msg, Payload, Reply, RequestError, Setup, budget::Budget},
+    daemon::state::{Core, Msg, Paths, Payload, Reply, RequestError, Setup, budget::Budget},
     os::{
         peer::Peer,
         process::Uid,
@@ -99,6 +99,10 @@ impl Harness {
             config,
             supervisor,
             max_grants: 16,
+            paths: Paths {
+                socket: "/run/test/guardian.sock".into(),
+                audit_log: "/var/log/test/audit.jsonl".into(),
+            },
         };
         Self {
             core: Core::new(os, setup),

@@ -9,7 +9,7 @@ fn a_refusal_is_answered_and_audited_with_the_same_words() {
     let leader = h.storing(ALICE);
     let elsewhere = h.leader(ALICE);
     let reply = h.ask(elsewhere, get_request("tok"), None);
-    let Response::Error { message } = reply.response else {
+    let Response::Error { message, .. } = reply.response else {
         panic!("answered {:?}", reply.response);
     };
     let record = h.world.lock().records_of("get").pop().unwrap();
@@ -29,7 +29,7 @@ fn a_put_whose_record_cannot_be_written_is_refused_and_not_stored() {
         put_request("tok", None, None),
         Some(bytes(b"s3cret")),
     );
-    let Response::Error { message } = reply.response else {
+    let Response::Error { message, .. } = reply.response else {
         panic!("answered {:?}", reply.response);
     };
     assert!(message.ends_with("put refused"), "{message}");

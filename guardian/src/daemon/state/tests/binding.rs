@@ -43,7 +43,7 @@ fn put_refuses_leaders_that_never_exit_or_are_not_a_users_process() {
         (1, |e| matches!(e, RequestError::BindInit)),
         (GUARDIAN, |e| matches!(e, RequestError::BindGuardian)),
         (dead, |e| matches!(e, RequestError::NoSuchProcess(_))),
-        (thread, |e| matches!(e, RequestError::Thread(_))),
+        (thread, |e| matches!(e, RequestError::Thread { .. })),
         (kthread, |e| matches!(e, RequestError::KernelThread(_))),
         (bobs, |e| matches!(e, RequestError::OtherUser(_))),
     ];
@@ -74,6 +74,8 @@ fn put_enforces_the_policy_limits() {
     let mut h = Harness::with(Parts::ALL, config);
     let leader = h.leader(ALICE);
     let small = Some(bytes(b"abc"));
+    let shell = leader;
+    let leader = h.member(shell);
     let err = h.put(leader, "big", None).unwrap_err();
     assert!(
         matches!(err, RequestError::TooLarge { limit: 4 }),
@@ -146,7 +148,8 @@ fn an_exec_cannot_ask_for_more_than_one_reply_carries() {
         ..Config::default()
     };
     let mut h = Harness::with(Parts::ALL, config);
-    let leader = h.leader(ALICE);
+    let shell = h.leader(ALICE);
+    let leader = h.member(shell);
     let count = MAX_REPLY_BYTES / MAX_SECRET + 1;
     let names: Vec<String> = (0..count).map(|n| format!("big{n}")).collect();
     for secret in &names {
@@ -168,14 +171,39 @@ fn bind_names_a_pid_as_the_caller_sees_it_in_its_pid_namespace() {
     let leader = h.leader(ALICE);
     let caller = h.member(leader);
     h.world.lock().local_pids.insert((caller, 7), leader);
-    let reply = h.put(caller, "tok", Some(7)).unwrap();
+    let put = |name, bind| (put_request(name, Some(bind), None), Some(bytes(b"s3cret")));
+    let (request, payload) = put("tok", 7);
+    let reply = h.try_request(caller, request, payload).unwrap();
     assert!(
-        matches!(reply.response, Response::Stored { leader: bound } if bound == leader),
+        matches!(reply.response, Response::Stored { leader: bound, .. } if bound == leader),
         "{reply:?}"
     );
-    let err = h.put(caller, "other", Some(8)).unwrap_err();
+    let (request, payload) = put("other", 8);
+    let err = h.try_request(caller, request, payload).unwrap_err();
     assert!(
         matches!(err, RequestError::NoSuchProcess(pid) if pid.raw() == 8),
         "{err:?}"
     );
+}
+
+#[test]
+fn put_refuses_to_bind_to_the_put_process_itself() {
+    let mut h = Harness::new();
+    // `setsid ningen-shikkaku put`: the client leads its own session.
+    let lone = h.leader(ALICE);
+    let request = put_request("tok", None, None);
+    let err = h
+        .try_request(lone, request, Some(bytes(b"s3cret")))
+        .unwrap_err();
+    assert!(matches!(err, RequestError::BindCaller(_)), "{err:?}");
+    assert!(err.to_string().contains("--bind $$"), "{err}");
+    // Nor by naming itself.
+    let shell = h.leader(ALICE);
+    let client = h.member(shell);
+    let request = put_request("tok", Some(client), None);
+    let err = h
+        .try_request(client, request, Some(bytes(b"s3cret")))
+        .unwrap_err();
+    assert!(matches!(err, RequestError::BindCaller(_)), "{err:?}");
+    assert!(h.core.vault.is_empty());
 }

@@ -12,7 +12,9 @@ fn list_shows_only_the_callers_secrets_with_holders_and_ttl() {
     let holder = h.member(alice);
     h.holds(holder, &["a"]);
     h.advance(Duration::from_secs(30));
-    let reply = h.try_request(alice, Request::List {}, None).unwrap();
+    let reply = h
+        .try_request(alice, Request::List { all: false }, None)
+        .unwrap();
     let Response::List { secrets } = reply.response else {
         panic!("not a list");
     };

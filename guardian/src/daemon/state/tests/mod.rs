@@ -6,6 +6,7 @@ mod audit;
 mod binding;
 mod describing;
 mod holders;
+mod replacing;
 mod tamper;
 mod triggers;
 
@@ -49,6 +50,7 @@ fn put_request(secret: &str, bind: Option<i32>, ttl_secs: Option<u64>) -> Reques
         bind: bind.map(|raw| Pid::new(raw).unwrap()),
         ttl_secs: ttl_secs.map(|secs| Ttl::try_from(secs).unwrap()),
         len: 6,
+        replace: false,
     }
 }
 
@@ -69,15 +71,21 @@ fn exec_request(secrets: &[&str]) -> Request {
 }
 
 impl Harness {
-    /// `put` of `secret` (value "s3cret") from `pid`.
+    /// `put` of `secret` (value "s3cret") from a child of `pid` in its
+    /// session, as a shell runs the client.
     fn put(&mut self, pid: i32, secret: &str, bind: Option<i32>) -> Result<Reply, RequestError> {
-        self.try_request(pid, put_request(secret, bind, None), Some(bytes(b"s3cret")))
+        let client = self.member(pid);
+        self.try_request(
+            client,
+            put_request(secret, bind, None),
+            Some(bytes(b"s3cret")),
+        )
     }
 
     /// `put` that must succeed; returns the leader it was bound to.
     fn stored(&mut self, pid: i32, secret: &str) -> i32 {
         match self.put(pid, secret, None).unwrap().response {
-            Response::Stored { leader } => leader,
+            Response::Stored { leader, .. } => leader,
             other => panic!("not stored: {other:?}"),
         }
     }
@@ -85,7 +93,9 @@ impl Harness {
     /// `put` of `secret` with a TTL of `ttl_secs`, which must succeed.
     fn stored_for(&mut self, pid: i32, secret: &str, ttl_secs: u64) {
         let put = put_request(secret, None, Some(ttl_secs));
-        self.try_request(pid, put, Some(bytes(b"s3cret"))).unwrap();
+        let client = self.member(pid);
+        self.try_request(client, put, Some(bytes(b"s3cret")))
+            .unwrap();
     }
 
     /// The newest trigger record.
