@@ -6,16 +6,8 @@
 //! is read only if no user but root could have written it, nor any directory
 //! above it ([`crate::os::trusted_path`]).
 //!
-//! ```toml
-//! tamper_response = "wipe"     # or "audit": audit tamper attempts without wiping
-//! default_ttl = "8h"           # TTL of a `put` without --ttl (default: none)
-//! max_ttl = "24h"              # longest TTL a `put` may ask for (default: none)
-//! max_secret_bytes = 1048576   # at most 1 MiB, the protocol's limit
-//! max_secrets_per_uid = 256
-//! max_locked_bytes_per_uid = 16777216  # secrets plus reply copies one user may lock
-//! audit_max_bytes = 67108864   # rotate the audit log past this size
-//! audit_keep_files = 16        # rotated audit files kept (1 to 10000); older ones are deleted
-//! ```
+//! Every key, with its default and range, is in `packaging/config.toml`,
+//! the commented example `cargo xtask install` puts in place.
 
 #![forbid(unsafe_code)]
 
@@ -268,6 +260,35 @@ fn line_of(text: &str, key: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The installed example, `packaging/config.toml`.
+    const EXAMPLE: &str = include_str!("../../packaging/config.toml");
+
+    #[test]
+    fn the_installed_example_changes_nothing_and_shows_every_default() {
+        assert_eq!(
+            Config::parse(EXAMPLE, "example").unwrap(),
+            Config::default()
+        );
+        // Uncommented, each line is a key at its default (max_ttl and
+        // default_ttl, which default to none, show the protocol's maximum
+        // and an example).
+        let uncommented: String = EXAMPLE
+            .lines()
+            .filter_map(|line| line.strip_prefix('#'))
+            .filter(|line| line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let all = Config::parse(&uncommented, "uncommented").unwrap();
+        let expected = Config {
+            default_ttl: Some(Duration::from_secs(8 * 3600)),
+            max_ttl: Some(MAX_TTL),
+            ..Config::default()
+        };
+        assert_eq!(all, expected);
+        let keys = uncommented.lines().filter(|line| !line.is_empty()).count();
+        assert_eq!(keys, 8, "one line per key of RawConfig");
+    }
 
     #[test]
     fn a_full_file_resolves() {

@@ -21,7 +21,7 @@ pub fn init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match stderr_is_journal() {
-        true => builder.event_format(Journal).init(),
+        true => builder.with_ansi(false).event_format(Journal).init(),
         false => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }

@@ -66,6 +66,15 @@ impl Guardian {
         Self::start_in(dir, audit, "", &[], Launch::DebugLog)
     }
 
+    /// Starts a guardian as systemd would: NOTIFY_SOCKET names `notify`
+    /// (where it must say READY=1) and JOURNAL_STREAM names its standard
+    /// error (its log) as the journal's.
+    pub fn start_as_systemd_would(tag: &str, notify: &Path) -> Self {
+        let dir = scratch_dir(tag);
+        let audit = dir.join("audit/audit.jsonl");
+        Self::start_in(dir, audit, "", &[], Launch::Systemd(notify.to_owned()))
+    }
+
     fn start_in(
         dir: PathBuf,
         audit: PathBuf,
@@ -80,6 +89,14 @@ impl Guardian {
         let mut command = Command::new(bin());
         if let Launch::DebugLog = launch {
             command.env("RUST_LOG", "debug");
+        }
+        if let Launch::Systemd(notify) = &launch {
+            use std::os::linux::fs::MetadataExt;
+            let stream = log.metadata().expect("stat the log");
+            command.env("NOTIFY_SOCKET", notify).env(
+                "JOURNAL_STREAM",
+                format!("{}:{}", stream.st_dev(), stream.st_ino()),
+            );
         }
         if let Launch::OpenFiles(limit) = launch {
             // SAFETY: setrlimit is async-signal-safe and touches only the child.
@@ -198,6 +215,18 @@ impl Guardian {
         self.exit_status().is_none()
     }
 
+    /// Stops the guardian as systemd and Ctrl-C do (SIGTERM) and returns how
+    /// it ended.
+    pub fn stop(&mut self) -> ExitStatus {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), Signal::SIGTERM);
+        assert!(
+            wait_until(Duration::from_secs(10), || !self.is_running()),
+            "the guardian did not stop: {}",
+            self.log()
+        );
+        self.exit_status().expect("stopped")
+    }
+
     /// How the guardian ended, once it has (reaping it).
     pub fn exit_status(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
@@ -220,13 +249,16 @@ impl Drop for Guardian {
 }
 
 /// How a test guardian is started, beyond its arguments.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Launch {
     Plain,
     /// With this descriptor limit, soft and hard.
     OpenFiles(u64),
     /// With RUST_LOG=debug.
     DebugLog,
+    /// As systemd starts a `Type=notify` service: readiness to this
+    /// socket, standard error named as the journal's stream.
+    Systemd(PathBuf),
 }
 
 /// The guardian's supervisor: its child running `ningen-shikkaku supervise`.

@@ -181,8 +181,8 @@ fn lost_holder_events_cost_no_one_a_secret_and_the_books_are_set_right() {
 
 /// Runs `supervise` by hand over a cgroup of its own that holds one sleeping
 /// process, with `fd3(&sleeper)` (or nothing) at descriptor 3, where the
-/// guardian puts its pidfd. Checks that the supervisor failed closed at once,
-/// killing the sleeper and removing the cgroup, and returns its stderr.
+/// guardian puts its pidfd. Checks that the supervisor refused at once,
+/// leaving the sleeper and the cgroup alone, and returns its stderr.
 fn supervise_with(tag: &str, fd3: impl FnOnce(&Child) -> Option<OwnedFd>) -> String {
     let mount = e2e::cgroup2_mount().expect("a cgroup v2 mount");
     let cgroup = mount.join(format!("ns-e2e-{}-{tag}", std::process::id()));
@@ -225,8 +225,7 @@ fn supervise_with(tag: &str, fd3: impl FnOnce(&Child) -> Option<OwnedFd>) -> Str
     }
     let output = supervisor.wait_with_output().unwrap();
     let stderr = e2e::stderr(&output);
-    let killed = wait_until(Duration::from_secs(2), || !is_alive(sleeper.id() as i32));
-    let removed = !cgroup.exists();
+    let untouched = is_alive(sleeper.id() as i32) && cgroup.exists();
     // Clean up before any assertion, so a failure leaves nothing behind.
     let _ = sleeper.kill();
     let _ = sleeper.wait();
@@ -235,17 +234,15 @@ fn supervise_with(tag: &str, fd3: impl FnOnce(&Child) -> Option<OwnedFd>) -> Str
         exited,
         "{tag}: the supervisor trusted descriptor 3: {stderr}"
     );
-    assert!(
-        killed && removed,
-        "{tag}: the cgroup was not killed and removed: {stderr}"
-    );
-    assert!(output.status.success(), "{tag}: {stderr}");
+    assert!(untouched, "{tag}: the cgroup was killed by hand: {stderr}");
+    assert!(!output.status.success(), "{tag}: {stderr}");
+    assert!(stderr.contains("not by hand; refusing"), "{tag}: {stderr}");
     stderr
 }
 
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
-fn a_supervisor_given_no_pidfd_of_its_parent_fails_closed_and_says_why() {
+fn supervise_run_by_hand_refuses_and_touches_nothing() {
     let closed = supervise_with("closed", |_| None);
     assert!(closed.contains("descriptor 3 is not open"), "{closed}");
     let file = supervise_with("file", |_| {
@@ -257,4 +254,11 @@ fn a_supervisor_given_no_pidfd_of_its_parent_fails_closed_and_says_why() {
         Some(rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap())
     });
     assert!(stranger.contains("not to the parent"), "{stranger}");
+    // A real pidfd of its parent (this test), but the cgroup is not that
+    // parent's guardian directory.
+    let parent = supervise_with("parent", |_| {
+        let me = rustix::process::getpid();
+        Some(rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty()).unwrap())
+    });
+    assert!(parent.contains("is not the cgroup directory"), "{parent}");
 }

@@ -7,9 +7,11 @@
 //! - `test`: build, then every test (unit and end-to-end, which need root).
 //! - `bench`: build, then the benchmarks (see `bench`).
 //! - `fuzz [--seconds N]`: run each fuzz target for N seconds (see `fuzz`).
+//! - `install`, `uninstall`: put the guardian on the system (see `install`).
 
 mod bench;
 mod fuzz;
+mod install;
 mod toolchain;
 
 use std::{
@@ -49,6 +51,46 @@ enum Task {
         #[arg(long, default_value_t = 600)]
         seconds: u64,
     },
+    /// Build, then install the binary, man pages, completions, systemd unit
+    /// and a commented policy file (kept if one is there).
+    Install(LayoutArgs),
+    /// Remove what install put in place (a changed policy file and the audit
+    /// log stay); stops the service first.
+    Uninstall(LayoutArgs),
+}
+
+/// Where install puts things.
+#[derive(clap::Args)]
+struct LayoutArgs {
+    /// Everything but the policy file goes under it.
+    #[arg(long, default_value = "/usr/local")]
+    prefix: PathBuf,
+    /// The policy file goes in SYSCONFDIR/ningen-shikkaku/ (the guardian
+    /// reads /etc's by default; the unit names another).
+    #[arg(long, default_value = "/etc")]
+    sysconfdir: PathBuf,
+    /// Stage the files under this directory (for packaging) instead of
+    /// installing them.
+    #[arg(long)]
+    destdir: Option<PathBuf>,
+}
+
+impl LayoutArgs {
+    fn layout(self) -> anyhow::Result<install::Layout> {
+        for path in [&self.prefix, &self.sysconfdir] {
+            if !path.is_absolute() {
+                bail!("{} must be an absolute path", path.display());
+            }
+        }
+        if self.destdir.is_none() {
+            require_root("installing into the system (or stage it with --destdir DIR)")?;
+        }
+        Ok(install::Layout {
+            destdir: self.destdir,
+            prefix: self.prefix,
+            sysconfdir: self.sysconfdir,
+        })
+    }
 }
 
 /// Seconds each fuzz target runs in `cargo xtask test`: a smoke run over the
@@ -68,14 +110,21 @@ fn main() -> anyhow::Result<()> {
             let binary = build(&root)?;
             bench::run(&root, &binary)
         }
+        Task::Install(args) => {
+            let layout = args.layout()?;
+            install::install(&build(&root)?, &layout)
+        }
+        Task::Uninstall(args) => install::uninstall(&args.layout()?),
     }
 }
 
+/// The checkout this xtask was run from: cargo sets CARGO_MANIFEST_DIR when
+/// it runs the xtask, which names this checkout even when the xtask binary
+/// was built in another (a copied checkout with its target directory).
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.parent().unwrap_or(Path::new(".")).to_path_buf()
 }
 
 /// Builds everything; returns the guardian binary's path.

@@ -152,13 +152,18 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Programs the tests run (an attacker in Python, strace, setpriv, pytest for
-/// the Python reference),
+/// the Python reference, the install test's systemd-analyze, man and shells),
 /// with the Debian package that provides each.
 const TEST_TOOLS: &[(&str, &str)] = &[
     ("/usr/bin/python3", "python3"),
     ("/usr/bin/strace", "strace"),
     ("/usr/bin/setpriv", "util-linux"),
     ("/usr/bin/pytest-3", "python3-pytest"),
+    // The install test: the unit, the man pages, and completion in each shell.
+    ("/usr/bin/systemd-analyze", "systemd"),
+    ("/usr/bin/man", "man-db"),
+    ("/usr/bin/zsh", "zsh"),
+    ("/usr/bin/fish", "fish"),
 ];
 
 /// Installs the tests' tools from Debian when any is missing.

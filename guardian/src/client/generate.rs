@@ -4,7 +4,11 @@
 
 #![forbid(unsafe_code)]
 
-use std::{fs, io, path::Path};
+use std::{
+    fs,
+    io::{self, Write},
+    path::Path,
+};
 
 use anyhow::Context;
 use clap::CommandFactory;
@@ -18,7 +22,11 @@ const NAME: &str = "ningen-shikkaku";
 pub fn generate(command: GenerateCommand) -> anyhow::Result<()> {
     match command {
         GenerateCommand::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), NAME, &mut io::stdout());
+            // Into memory first: clap_complete panics on a failed write
+            // (`| head`), where an error is due.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), NAME, &mut script);
+            io::stdout().write_all(&script)?;
             Ok(())
         }
         GenerateCommand::Man { dir } => man_pages(&dir)

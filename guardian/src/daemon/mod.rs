@@ -24,6 +24,7 @@ use std::{
 use anyhow::Context;
 use guardian_ebpf::{PROTECTED_GUARDIAN, PROTECTED_OTHER};
 use nix::sys::signal::{self as nix_signal, SigHandler, Signal};
+use sd_notify::NotifyState;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
@@ -39,6 +40,7 @@ use crate::{
         cgroup::Cgroups,
         fuse, hardening,
         process::{Pid, Pidfd},
+        socket_path,
     },
 };
 
@@ -82,6 +84,9 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
         Some(path) => Config::load(path, true)?,
         None => Config::load(Path::new(DEFAULT_CONFIG), false)?,
     };
+    // Before anything is loaded or opened: a guardian that is already
+    // running, or a stranger on the path, stops this one here.
+    socket_path::clear(&options.socket)?;
     let rotation = Rotation {
         max_bytes: config.audit_max_bytes,
         keep_files: config.audit_keep_files,
@@ -130,6 +135,7 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
         }
     }
     let listener = server::bind(&options.socket)?;
+    tell_systemd_ready(&options.socket);
     let (to_core, mut inbox) = mpsc::unbounded_channel();
     let signals = forward_signals(to_core.clone())?;
     let failed = to_core.clone();
@@ -170,6 +176,17 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     }
     tracing::info!("guardian stopped; every secret wiped");
     Ok(())
+}
+
+/// Under systemd (`Type=notify`, which sets NOTIFY_SOCKET), says the
+/// guardian is ready: clients can connect from now on. Sent before seccomp,
+/// which allows no new socket.
+fn tell_systemd_ready(socket: &Path) {
+    let status = format!("listening on {}", socket.display());
+    let states = [NotifyState::Ready, NotifyState::Status(&status)];
+    if let Err(err) = sd_notify::notify(&states) {
+        tracing::warn!(%err, "cannot tell systemd the guardian is ready");
+    }
 }
 
 /// Execs whose holders may live at once for a guardian allowed `open_files`

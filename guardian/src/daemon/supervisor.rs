@@ -83,6 +83,14 @@ enum NotTheGuardian {
         /// The supervisor's parent.
         parent: i32,
     },
+    /// The cgroup directory is not the parent's own.
+    #[error("{given:?} is not the cgroup directory of the parent guardian ({expected:?})")]
+    NotItsCgroup {
+        /// The directory given.
+        given: PathBuf,
+        /// The parent's.
+        expected: Option<PathBuf>,
+    },
 }
 
 /// The guardian's pidfd, inherited at [`GUARDIAN_FD`], once checked: the
@@ -103,6 +111,20 @@ fn inherited_guardian() -> Result<Pidfd, NotTheGuardian> {
     // process owns it: it came across exec, and only this call takes it.
     let fd = unsafe { OwnedFd::from_raw_fd(GUARDIAN_FD) };
     Ok(Pidfd::from_owned(fd, pid))
+}
+
+/// The parent guardian's pidfd, once both it and `instance` (the parent's
+/// own cgroup directory) check out.
+fn started_by_a_guardian(instance: &Path) -> Result<Pidfd, NotTheGuardian> {
+    let guardian = inherited_guardian()?;
+    let expected = cgroup::instance_dir(guardian.pid());
+    if expected.as_deref() != Some(instance) {
+        return Err(NotTheGuardian::NotItsCgroup {
+            given: instance.to_path_buf(),
+            expected,
+        });
+    }
+    Ok(guardian)
 }
 
 /// The guardian's death notice, inherited at [`DEATH_FD`] when the guardian
@@ -184,7 +206,18 @@ fn high_copy(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// The `supervise` subcommand: waits for the guardian to die, then kills the
 /// cgroup tree. Returns once the guardian is gone.
+///
+/// It runs only as the guardian starts it: with a pidfd of its parent at
+/// [`GUARDIAN_FD`] and that parent's own cgroup directory. Anything else
+/// (someone running it by hand) is refused before it touches anything. A
+/// guardian whose supervisor refused sees it exit, and wipes everything.
 pub fn run(instance: &Path) -> anyhow::Result<()> {
+    // The inherited descriptors first: anything opened before them could
+    // take a number one of them should have had.
+    let guardian = started_by_a_guardian(instance).map_err(|why| {
+        anyhow::anyhow!("supervise is started by the guardian itself, not by hand; refusing: {why}")
+    })?;
+    let death_notice = inherited_death_notice();
     hardening::forbid_core_dumps()?;
     // Own session, and deaf to the signals a terminal or a service manager
     // sends the guardian's group: only the guardian's death ends this process.
@@ -193,21 +226,17 @@ pub fn run(instance: &Path) -> anyhow::Result<()> {
         // SAFETY: SIG_IGN installs no handler code.
         unsafe { signal(sig, SigHandler::SigIgn) }?;
     }
-    // The inherited descriptors first: anything opened before them could
-    // take a number one of them should have had.
-    let guardian = inherited_guardian();
-    let death_notice = inherited_death_notice();
     // Opened now, so the kill needs no path lookup when it counts.
     let kill = std::fs::OpenOptions::new()
         .write(true)
         .open(instance.join("cgroup.kill"));
-    match guardian {
-        Ok(guardian) => watch(&guardian, death_notice.as_ref()),
-        // Nothing trustworthy to watch, so fail closed at once.
-        Err(why) => eprintln!("ningen-shikkaku supervisor: {why}; killing holders"),
-    }
+    watch(&guardian, death_notice.as_ref());
     match kill {
-        Ok(mut kill) => std::io::Write::write_all(&mut kill, b"1")?,
+        Ok(mut kill) => match std::io::Write::write_all(&mut kill, b"1") {
+            // A guardian that stopped cleanly removed its cgroups itself.
+            Err(err) if err.raw_os_error() == Some(libc::ENODEV) => {}
+            written => written?,
+        },
         Err(_) if instance.exists() => cgroup::kill_tree(instance)?,
         Err(_) => {}
     }

@@ -43,19 +43,27 @@ struct GrantFiles {
     events: File,
 }
 
+/// The cgroup directory of the guardian whose pid is `guardian`.
+pub fn instance_dir(guardian: Pid) -> Option<PathBuf> {
+    Some(
+        cgroup2_mount()?
+            .join(TOP)
+            .join(format!("guardian-{guardian}")),
+    )
+}
+
 impl Cgroups {
     /// Creates the instance directory, after killing and removing those left by
     /// guardians that are no longer running.
     pub fn create() -> io::Result<Self> {
-        let mount = cgroup2_mount()
+        let instance = instance_dir(Pid::current())
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup v2 mount"))?;
-        let top = mount.join(TOP);
-        fs::create_dir_all(&top)?;
+        let top = instance.parent().unwrap_or(&instance);
+        fs::create_dir_all(top)?;
         // Root's alone, like each instance: its cgroup.stat would count
         // everyone's grants for anyone.
-        fs::set_permissions(&top, fs::Permissions::from_mode(0o700))?;
-        remove_stale_instances(&top);
-        let instance = top.join(format!("guardian-{}", Pid::current()));
+        fs::set_permissions(top, fs::Permissions::from_mode(0o700))?;
+        remove_stale_instances(top);
         if instance.exists() {
             kill_tree(&instance)?;
             remove_tree(&instance);

@@ -31,6 +31,10 @@ pub const ALLOWLIST: &[Allowed] = &[
     allow(libc::SYS_epoll_ctl, "tokio: register sockets and pidfds"),
     allow(libc::SYS_futex, "std/tokio synchronisation"),
     allow(
+        libc::SYS_flock,
+        "the audit log's writer lock, released at shutdown (nix panics if it cannot)",
+    ),
+    allow(
         libc::SYS_rseq,
         "glibc registers each thread's restartable sequence (audit syncer)",
     ),
