@@ -121,7 +121,7 @@ fn main() -> anyhow::Result<()> {
 /// The checkout this xtask was run from: cargo sets CARGO_MANIFEST_DIR when
 /// it runs the xtask, which names this checkout even when the xtask binary
 /// was built in another (a copied checkout with its target directory).
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest.parent().unwrap_or(Path::new(".")).to_path_buf()
