@@ -112,6 +112,14 @@ impl Session {
         self.stdin.flush().expect("flush session");
     }
 
+    /// Types `line` into the shell as it is, as a user would (`exit`).
+    pub fn type_line(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("write to session");
+        self.stdin.flush().expect("flush session");
+    }
+
     /// Sends `signal` to the session leader.
     pub fn signal_leader(&self, signal: Signal) {
         send_signal(self.leader(), signal);

@@ -73,23 +73,44 @@ struct LayoutArgs {
     /// installing them.
     #[arg(long)]
     destdir: Option<PathBuf>,
+    /// Install this guardian binary instead of building one (how xtask
+    /// hands a user's build to its own run under sudo).
+    #[arg(long, hide = true)]
+    binary: Option<PathBuf>,
 }
 
 impl LayoutArgs {
-    fn layout(self) -> anyhow::Result<install::Layout> {
+    fn layout(&self) -> anyhow::Result<install::Layout> {
         for path in [&self.prefix, &self.sysconfdir] {
             if !path.is_absolute() {
                 bail!("{} must be an absolute path", path.display());
             }
         }
-        if self.destdir.is_none() {
-            require_root("installing into the system (or stage it with --destdir DIR)")?;
-        }
         Ok(install::Layout {
-            destdir: self.destdir,
-            prefix: self.prefix,
-            sysconfdir: self.sysconfdir,
+            destdir: self.destdir.clone(),
+            prefix: self.prefix.clone(),
+            sysconfdir: self.sysconfdir.clone(),
         })
+    }
+
+    /// True when the files go into the system itself, which takes root.
+    fn in_place(&self) -> bool {
+        self.destdir.is_none()
+    }
+
+    /// This xtask again, as root through sudo, with these paths and `binary`.
+    fn as_root(&self, task: &str, binary: Option<&Path>) -> anyhow::Result<()> {
+        let mut command = toolchain::as_root(std::env::current_exe()?, task)?;
+        command
+            .arg(task)
+            .arg("--prefix")
+            .arg(&self.prefix)
+            .arg("--sysconfdir")
+            .arg(&self.sysconfdir);
+        if let Some(binary) = binary {
+            command.arg("--binary").arg(binary);
+        }
+        toolchain::run(&mut command, &format!("xtask {task} as root"))
     }
 }
 
@@ -112,9 +133,19 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Install(args) => {
             let layout = args.layout()?;
-            install::install(&build(&root)?, &layout)
+            let binary = match &args.binary {
+                Some(binary) => binary.clone(),
+                None => build(&root)?,
+            };
+            match args.in_place() && !toolchain::is_root() {
+                true => args.as_root("install", Some(&binary)),
+                false => install::install(&binary, &layout),
+            }
         }
-        Task::Uninstall(args) => install::uninstall(&args.layout()?),
+        Task::Uninstall(args) => match args.in_place() && !toolchain::is_root() {
+            true => args.as_root("uninstall", None),
+            false => install::uninstall(&args.layout()?),
+        },
     }
 }
 
@@ -144,14 +175,17 @@ fn build(root: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
-    require_root("the guardian")?;
     let binary = build(root)?;
     eprintln!(
-        "xtask: starting {} guard {}",
+        "xtask: starting {} guard {} in the foreground (Ctrl-C stops it and wipes every \
+         secret; use another terminal for the rest)",
         binary.display(),
         args.join(" ")
     );
-    let status = Command::new(&binary).arg("guard").args(args).status()?;
+    let status = toolchain::as_root(&binary, "the guardian")?
+        .arg("guard")
+        .args(args)
+        .status()?;
     if !status.success() {
         bail!("the guardian exited with {status}");
     }
@@ -204,9 +238,11 @@ fn test(root: &Path) -> anyhow::Result<()> {
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("{what} must run as root (try: sudo -E cargo xtask ...)");
+    if !toolchain::is_root() {
+        bail!(
+            "{what} must run as root: in a root shell (sudo -i), cargo xtask ... \
+             (plain sudo's PATH hides ~/.cargo/bin)"
+        );
     }
     Ok(())
 }

@@ -121,11 +121,32 @@ fn debian_compiler_present() -> bool {
         && Path::new(LLVM_22).join("bin/llvm-config").exists()
 }
 
-fn install_debian_packages() -> anyhow::Result<()> {
+/// True when this process runs as root.
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/apt-get").exists() {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `program` run as root: itself for root, through sudo for anyone else
+/// (which asks for the user's password on the terminal). `why` says what
+/// needs root.
+pub fn as_root(program: impl AsRef<std::ffi::OsStr>, why: &str) -> anyhow::Result<Command> {
+    if is_root() {
+        return Ok(Command::new(program));
+    }
+    if !Path::new("/usr/bin/sudo").exists() {
+        bail!("{why} needs root, and there is no sudo here: run this as root");
+    }
+    eprintln!("xtask: {why} needs root: asking sudo");
+    let mut command = Command::new("/usr/bin/sudo");
+    command.arg("--").arg(program);
+    Ok(command)
+}
+
+fn install_debian_packages() -> anyhow::Result<()> {
+    if !Path::new("/usr/bin/apt-get").exists() {
         bail!(
-            "the eBPF toolchain is missing; as root on Debian/Ubuntu, xtask installs it \
+            "the eBPF toolchain is missing; on Debian/Ubuntu, xtask installs it as root \
              (packages: {})",
             DEBIAN_PACKAGES.join(" ")
         );
@@ -139,14 +160,15 @@ fn install_debian_packages() -> anyhow::Result<()> {
 
 fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     run(
-        Command::new("apt-get").args(["update", "-q"]),
+        as_root("apt-get", "installing Debian packages")?.args(["update", "-q"]),
         "apt-get update",
     )?;
     run(
-        Command::new("apt-get")
+        // Through env(1): sudo would drop the variable.
+        as_root("/usr/bin/env", "installing Debian packages")?
+            .args(["DEBIAN_FRONTEND=noninteractive", "apt-get"])
             .args(["install", "-y", "-q", "--no-install-recommends"])
-            .args(packages)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
+            .args(packages),
         "apt-get install",
     )
 }
