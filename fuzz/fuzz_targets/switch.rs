@@ -1,7 +1,8 @@
 //! The state machine driven by any sequence of requests, process events,
 //! kernel events, clock moves and failures, against the fake operating
 //! system. Besides "never panics", it checks after every step that:
-//! - a secret that left the vault never comes back, in the vault or a reply;
+//! - a secret that left the vault (wiped, or replaced by `put --replace`)
+//!   never comes back, in the vault or a reply;
 //! - a reply carries only the caller's own secrets, under the names asked;
 //! - `list` shows exactly the caller's own names.
 
@@ -58,6 +59,7 @@ enum Op {
         bind: Option<u8>,
         ttl: Option<u16>,
         size: u8,
+        replace: bool,
     },
     Get {
         by: u8,
@@ -161,7 +163,8 @@ impl Model {
                 bind,
                 ttl,
                 size,
-            } => self.put(by, name, bind, ttl, size),
+                replace,
+            } => self.put(by, name, bind, ttl, size, replace),
             Op::Get { by, name } => {
                 let by = self.pid(by);
                 let request = Request::Get {
@@ -264,7 +267,15 @@ impl Model {
         self.check_vault();
     }
 
-    fn put(&mut self, by: u8, name: u8, bind: Option<u8>, ttl: Option<u16>, size: u8) {
+    fn put(
+        &mut self,
+        by: u8,
+        name: u8,
+        bind: Option<u8>,
+        ttl: Option<u16>,
+        size: u8,
+        replace: bool,
+    ) {
         let by = self.pid(by);
         let bind = bind.map(|index| match usize::from(index) % 8 {
             odd @ 0..4 => ODD_PIDS[odd],
@@ -286,7 +297,7 @@ impl Model {
             bind: bind.and_then(Pid::new),
             ttl_secs: ttl.and_then(|secs| Ttl::try_from(u64::from(secs)).ok()),
             len,
-            replace: false,
+            replace,
         };
         let reply = self.h.ask(by, request, Some(payload));
         if matches!(reply.response, Response::Stored { .. }) {

@@ -106,10 +106,20 @@ pub enum Command {
         ningen-shikkaku status --json | jq .watch_mode")]
     Status(StatusArgs),
     /// Read the audit log (root only).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+        sudo ningen-shikkaku audit verify\n  \
+        sudo ningen-shikkaku audit tail -f"
+    )]
     Audit(AuditCommand),
     /// Write shell completions or man pages.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+        ningen-shikkaku generate completions zsh > ~/.zfunc/_ningen-shikkaku\n  \
+        ningen-shikkaku generate man ./man"
+    )]
     Generate(GenerateCommand),
     /// Internal: the process the guardian starts to kill every holder if it
     /// dies. It refuses to run unless a guardian started it.
@@ -407,5 +417,27 @@ mod tests {
     #[test]
     fn the_definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_visible_subcommand_shows_an_example() {
+        fn check(command: &clap::Command, path: &str) {
+            let visible = |sub: &&clap::Command| !sub.is_hide_set() && sub.get_name() != "help";
+            for sub in command.get_subcommands().filter(visible) {
+                let path = format!("{path} {}", sub.get_name());
+                let help = sub
+                    .get_after_help()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                assert!(
+                    help.contains("ningen-shikkaku "),
+                    "no example in {path} --help"
+                );
+                check(sub, &path);
+            }
+        }
+        let mut cli = Cli::command();
+        cli.build();
+        check(&cli, "ningen-shikkaku");
     }
 }

@@ -293,9 +293,10 @@ print(echo_at_prompt, echo_after, os.waitstatus_to_exitcode(status))
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn ctrl_c_at_the_prompt_gives_the_terminal_its_echo_back() {
     let guardian = Guardian::start("prompt");
-    // The client leads the terminal's session, so a stored secret is
-    // wiped when it exits; its exit code tells what happened.
-    for (keys, code) in [("\x03", "130"), ("\x1c", "131"), ("typed\n", "0")] {
+    // The client leads the terminal's session, so the guardian refuses to
+    // bind the secret to it (5) once it is typed; its exit code tells what
+    // happened.
+    for (keys, code) in [("\x03", "130"), ("\x1c", "131"), ("typed\n", "5")] {
         let out = Command::new("/usr/bin/python3")
             .args(["-c", PROMPT_ON_A_TERMINAL])
             .arg(e2e::bin())
