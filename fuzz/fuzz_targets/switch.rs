@@ -40,6 +40,17 @@ struct Script {
     ops: Vec<Op>,
 }
 
+/// A `put` (or `put --replace`) of a tagged value.
+#[derive(Arbitrary, Debug)]
+struct PutOp {
+    by: u8,
+    name: u8,
+    bind: Option<u8>,
+    ttl: Option<u16>,
+    size: u8,
+    replace: bool,
+}
+
 #[derive(Arbitrary, Debug)]
 enum Op {
     Leader {
@@ -53,14 +64,7 @@ enum Op {
         parent: u8,
         session_zero: bool,
     },
-    Put {
-        by: u8,
-        name: u8,
-        bind: Option<u8>,
-        ttl: Option<u16>,
-        size: u8,
-        replace: bool,
-    },
+    Put(PutOp),
     Get {
         by: u8,
         name: u8,
@@ -157,14 +161,7 @@ impl Model {
                     .spawn(UIDS[usize::from(uid) % 3], self.pid(parent), sid);
                 self.pids.push(pid);
             }
-            Op::Put {
-                by,
-                name,
-                bind,
-                ttl,
-                size,
-                replace,
-            } => self.put(by, name, bind, ttl, size, replace),
+            Op::Put(op) => self.put(op),
             Op::Get { by, name } => {
                 let by = self.pid(by);
                 let request = Request::Get {
@@ -269,12 +266,14 @@ impl Model {
 
     fn put(
         &mut self,
-        by: u8,
-        name: u8,
-        bind: Option<u8>,
-        ttl: Option<u16>,
-        size: u8,
-        replace: bool,
+        PutOp {
+            by,
+            name,
+            bind,
+            ttl,
+            size,
+            replace,
+        }: PutOp,
     ) {
         let by = self.pid(by);
         let bind = bind.map(|index| match usize::from(index) % 8 {

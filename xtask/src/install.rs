@@ -274,6 +274,14 @@ mod tests {
         }
     }
 
+    /// The release build under test, and an empty scratch directory.
+    fn built_binary_and_scratch(tag: &str) -> (PathBuf, PathBuf) {
+        let binary = std::env::var_os("NINGEN_SHIKKAKU_BIN").expect("NINGEN_SHIKKAKU_BIN");
+        let dir = std::env::temp_dir().join(format!("ns-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        (PathBuf::from(binary), dir)
+    }
+
     fn stdout(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
@@ -298,10 +306,12 @@ mod tests {
         assert!(elsewhere.unit_text().contains(
             "\nExecStart=/opt/ns/usr/bin/ningen-shikkaku guard --config /opt/ns/etc/ningen-shikkaku/config.toml\n"
         ));
-        assert!(
-            !elsewhere.unit_text().contains('@'),
-            "a placeholder is left"
-        );
+        for placeholder in ["@BINDIR@", "@GUARD_ARGS@"] {
+            assert!(
+                !elsewhere.unit_text().contains(placeholder),
+                "{placeholder} left"
+            );
+        }
     }
 
     /// Installs a built guardian under a directory of its own, then checks
@@ -310,10 +320,7 @@ mod tests {
     #[test]
     #[ignore = "needs a release build in NINGEN_SHIKKAKU_BIN and the test tools (cargo xtask test runs it)"]
     fn an_install_gives_a_verified_unit_man_pages_and_working_completions() {
-        let binary =
-            PathBuf::from(std::env::var_os("NINGEN_SHIKKAKU_BIN").expect("NINGEN_SHIKKAKU_BIN"));
-        let dir = std::env::temp_dir().join(format!("ns-install-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let (binary, dir) = built_binary_and_scratch("install");
         let layout = layout(&dir);
         install(&binary, &layout).unwrap();
 
@@ -447,10 +454,7 @@ mod tests {
     #[test]
     #[ignore = "needs root, a release build in NINGEN_SHIKKAKU_BIN and systemd installed (cargo xtask test runs it)"]
     fn systemctl_start_after_an_install_gives_a_working_guardian() {
-        let binary =
-            PathBuf::from(std::env::var_os("NINGEN_SHIKKAKU_BIN").expect("NINGEN_SHIKKAKU_BIN"));
-        let dir = std::env::temp_dir().join(format!("ns-systemd-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let (binary, dir) = built_binary_and_scratch("systemd");
         let layout = Layout {
             destdir: Some(dir.join("stage")),
             prefix: "/usr/local".into(),
