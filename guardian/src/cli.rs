@@ -251,7 +251,12 @@ pub struct PutArgs {
     pub name: SecretName,
     /// Bind to this process instead of the caller's session leader (your
     /// shell: --bind $$).
-    #[arg(long, value_name = "PID", conflicts_with = "replace")]
+    #[arg(
+        long,
+        value_name = "PID",
+        conflicts_with = "replace",
+        value_parser = clap::value_parser!(i32).range(1..)
+    )]
     pub bind: Option<i32>,
     /// Wipe the secret after this long even if the leader lives (e.g. 90s, 15m, 8h;
     /// 1s to 366 days).
@@ -264,7 +269,8 @@ pub struct PutArgs {
     )]
     pub ttl: Option<Ttl>,
     /// Give an existing secret a new value, under its binding and TTL; the
-    /// processes holding the old value are killed.
+    /// processes holding the old value are killed (so it is refused from
+    /// one of them).
     #[arg(long)]
     pub replace: bool,
     #[command(flatten)]

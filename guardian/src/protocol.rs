@@ -199,8 +199,9 @@ pub enum Response {
     Error {
         /// One line for the user.
         message: String,
-        /// What kind of refusal (the client's exit code).
-        #[serde(default)]
+        /// What kind of refusal (the client's exit code); a kind this
+        /// client does not know (a newer guardian's) reads as `refused`.
+        #[serde(default, deserialize_with = "ErrorKind::or_refused")]
         kind: ErrorKind,
     },
     /// The secret is stored and bound.
@@ -249,6 +250,14 @@ text_enum! {
         NoSuchSecret = "no_such_secret",
         /// Only root may ask this.
         PermissionDenied = "permission_denied",
+    }
+}
+
+impl ErrorKind {
+    /// Reads a kind, taking one this version does not know as `Refused`.
+    fn or_refused<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(serde_json::from_value(serde_json::Value::String(text)).unwrap_or_default())
     }
 }
 
@@ -483,6 +492,28 @@ mod tests {
         let len = header_len(frame[..4].try_into().unwrap()).unwrap();
         assert_eq!(len, frame.len() - 4);
         assert_eq!(decode::<Request>(&frame[4..]).unwrap(), request);
+    }
+
+    #[test]
+    fn an_error_of_an_unknown_or_missing_kind_reads_as_refused() {
+        for (header, kind) in [
+            (
+                r#"{"reply":"error","message":"m","kind":"from_the_future"}"#,
+                ErrorKind::Refused,
+            ),
+            (r#"{"reply":"error","message":"m"}"#, ErrorKind::Refused),
+            (
+                r#"{"reply":"error","message":"m","kind":"no_such_secret"}"#,
+                ErrorKind::NoSuchSecret,
+            ),
+        ] {
+            let decoded: Response = decode(header.as_bytes()).unwrap();
+            let expected = Response::Error {
+                message: "m".to_owned(),
+                kind,
+            };
+            assert_eq!(decoded, expected, "{header}");
+        }
     }
 
     #[test]

@@ -34,6 +34,14 @@ fn each_kind_of_failure_has_its_exit_code() {
         (2, true),
         "{err}"
     );
+    assert_eq!(rc(&mut me, "printf %s v | $NS put x --bind 0").0, 2);
+    // 1: a reader that went away is an error, not a panic (101).
+    let (code, err) = rc(
+        &mut me,
+        "$NS status | (exec 0<&-; sleep 0.3); echo ${PIPESTATUS[0]} >&2",
+    );
+    let failed_plainly = err.trim_end().ends_with('1') && !err.contains("panicked");
+    assert!(code == 0 && failed_plainly, "{err}");
     // 3: nothing listens there.
     let (code, err) = rc(&mut me, "$NS list --socket /run/no-such-guardian.sock");
     assert_eq!(
@@ -100,15 +108,30 @@ fn replace_gives_a_new_value_under_the_binding_and_kills_the_old_values_holders(
         (3500..=3600).contains(&left),
         "the TTL was not kept: {left}"
     );
+    // A holder of the value cannot replace it: it would die with it, unsure.
+    let holder = start_sleeping_holder(&mut me, "tok");
+    let (code, err) = rc(
+        &mut me,
+        "$NS exec --env T=tok -- sh -c 'printf %s x | $NS put tok --replace'",
+    );
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("would be killed with it"), "{err}");
+    assert!(is_alive(holder));
     // Quiet, and refused from another session of the same user.
     let (code, err) = rc(&mut me, "printf %s newer | $NS put tok --replace --quiet");
-    assert_eq!((code, err.as_str()), (0, ""));
+    // Nothing of its own on stderr (bash may report the holder it killed).
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("replaced"), "{err}");
     let mut other = Session::start(&guardian);
     let (code, err) = rc(&mut other, "printf %s planted | $NS put tok --replace");
     assert_eq!(code, 5, "{err}");
     assert_eq!(me.run("$NS get tok").1, b"newer");
     let replaced = guardian.audit_of("replace");
-    assert_eq!(replaced.len(), 3, "{replaced:?}");
+    let outcomes: Vec<&str> = replaced
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["allow", "deny", "allow", "deny"], "{replaced:?}");
 }
 
 #[test]

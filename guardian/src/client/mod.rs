@@ -64,11 +64,11 @@ pub fn put(args: PutArgs) -> anyhow::Result<()> {
     };
     if !args.quiet.quiet {
         match replaced_holders_killed {
-            Some(killed) => eprintln!(
+            Some(killed) => confirm(format_args!(
                 "replaced {}, still bound to PID {leader}; killed {killed} holder(s) of the old value",
                 args.name
-            ),
-            None => eprintln!("stored {}, bound to PID {leader}", args.name),
+            )),
+            None => confirm(format_args!("stored {}, bound to PID {leader}", args.name)),
         }
     }
     Ok(())
@@ -171,10 +171,9 @@ pub fn list(args: ListArgs) -> anyhow::Result<()> {
         return Err(unexpected(response));
     };
     match args.json {
-        true => println!("{}", render::list_json(&secrets, SystemTime::now())?),
-        false => print!("{}", render::list(&secrets, args.all)),
+        true => output(&render::list_json(&secrets, SystemTime::now())?),
+        false => output(&render::list(&secrets, args.all)),
     }
-    Ok(())
 }
 
 /// `revoke`.
@@ -185,7 +184,10 @@ pub fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
     match call(&args.socket.socket, &request, None)? {
         (Response::Revoked { holders_killed }, _) => {
             if !args.quiet.quiet {
-                eprintln!("revoked {}; killed {holders_killed} holder(s)", args.name);
+                confirm(format_args!(
+                    "revoked {}; killed {holders_killed} holder(s)",
+                    args.name
+                ));
             }
             Ok(())
         }
@@ -204,7 +206,9 @@ pub fn wipe(args: WipeArgs) -> anyhow::Result<()> {
             _,
         ) => {
             if !args.quiet.quiet {
-                eprintln!("wiped {secrets} secret(s); killed {holders_killed} holder(s)");
+                confirm(format_args!(
+                    "wiped {secrets} secret(s); killed {holders_killed} holder(s)"
+                ));
             }
             Ok(())
         }
@@ -223,17 +227,17 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify { log } => {
             let files = audit::all_files(&log);
             let report = audit::verify::verify(&files).map_err(|broken| anyhow!("{broken}"))?;
-            println!(
+            let mut said = format!(
                 "ok: {} records (seq {} to {}) in {} file(s); the chain holds",
                 report.records, report.first_seq, report.last_seq, report.files
             );
             if report.first_seq > 1 {
-                println!(
-                    "note: the log starts at seq {}; older files are gone",
+                said.push_str(&format!(
+                    "\nnote: the log starts at seq {}; older files are gone",
                     report.first_seq
-                );
+                ));
             }
-            Ok(())
+            output(&said)
         }
         AuditCommand::Tail {
             follow,
@@ -266,10 +270,27 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
         return Err(unexpected(response));
     };
     match args.json {
-        true => println!("{}", serde_json::to_string_pretty(&status)?),
-        false => print!("{}", render::status(&status)),
+        true => output(&serde_json::to_string_pretty(&status)?),
+        false => output(&render::status(&status)),
     }
+}
+
+/// Writes `text` to standard output (with a final newline), failing rather
+/// than panicking as `print!` does when the reader has gone.
+fn output(text: &str) -> anyhow::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    if !text.ends_with('\n') {
+        stdout.write_all(b"\n")?;
+    }
+    stdout.flush()?;
     Ok(())
+}
+
+/// A confirmation on standard error. The work is done: a reader that has
+/// gone (a closed pipe) is no failure, and no panic.
+fn confirm(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(io::stderr(), "{line}");
 }
 
 /// `VAR=secret\0` in locked memory.

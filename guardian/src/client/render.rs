@@ -72,8 +72,8 @@ struct Listed<'a> {
     leader: i32,
     holders: usize,
     holder_pids: &'a [i32],
-    /// RFC 3339, to the second.
-    stored_at: String,
+    /// RFC 3339, to the second (null for a clock before the epoch).
+    stored_at: Option<String>,
     age_secs: u64,
     /// RFC 3339, or null without a TTL.
     expires_at: Option<String>,
@@ -82,8 +82,10 @@ struct Listed<'a> {
 
 /// `list --json`: the answer with absolute times, taken against `now`.
 pub(super) fn list_json(secrets: &[SecretInfo], now: SystemTime) -> serde_json::Result<String> {
+    // humantime panics on a time before the epoch (a clock set near 1970).
     let at = |time: Option<SystemTime>| {
-        time.map(|time| humantime::format_rfc3339_seconds(time).to_string())
+        time.filter(|&time| time >= SystemTime::UNIX_EPOCH)
+            .map(|time| humantime::format_rfc3339_seconds(time).to_string())
     };
     let listed: Vec<Listed<'_>> = secrets
         .iter()
@@ -93,8 +95,7 @@ pub(super) fn list_json(secrets: &[SecretInfo], now: SystemTime) -> serde_json::
             leader: secret.leader,
             holders: secret.holders,
             holder_pids: &secret.holder_pids,
-            stored_at: at(now.checked_sub(Duration::from_secs(secret.age_secs)))
-                .unwrap_or_default(),
+            stored_at: at(now.checked_sub(Duration::from_secs(secret.age_secs))),
             age_secs: secret.age_secs,
             expires_at: at(secret
                 .ttl_left_secs
@@ -281,5 +282,9 @@ mod tests {
         assert_eq!(value[0]["stored_at"], "2027-01-15T07:53:20Z");
         assert_eq!(value[0]["expires_at"], "2027-01-15T08:01:00Z");
         assert_eq!(value[0]["holder_pids"], serde_json::json!([5000, 5001]));
+        // A clock near 1970: no time rather than a panic.
+        let early = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
+        let json = list_json(&[secret("tok", None)], early).unwrap();
+        assert!(json.contains("\"stored_at\": null"), "{json}");
     }
 }

@@ -39,12 +39,19 @@ impl<O: Os> Core<O> {
         let inspecting = |err| RequestError::inspecting(leader, err);
         let thread = |tgid: i32| RequestError::Thread { tid: leader, tgid };
         // Open the handle first: checks made after it are about this very
-        // process. A thread has no handle of this kind, but it has a status.
+        // process. A thread has no handle of this kind, but it has a status;
+        // only a thread of the caller's own user is named as one (another
+        // user's process may not be named).
         let process = self
             .os
             .open(leader)
             .map_err(|err| match self.os.status(leader) {
-                Ok(status) if status.tgid != leader.raw() => thread(status.tgid),
+                Ok(status)
+                    if status.tgid != leader.raw()
+                        && (peer.uid == Uid::ROOT || status.uid == peer.uid) =>
+                {
+                    thread(status.tgid)
+                }
                 _ => inspecting(err),
             })?;
         let status = self.os.status(leader).map_err(inspecting)?;

@@ -28,6 +28,12 @@ pub enum RequestError {
         "--replace keeps the secret's binding and TTL; to change them, revoke it and put it anew"
     )]
     ReplaceKeepsBinding,
+    /// `put --replace` from a process that holds the value it replaces.
+    #[error(
+        "this process holds the value of {0} it would replace, and would be killed with it; \
+         replace it from outside that exec"
+    )]
+    ReplaceByHolder(SecretName),
     /// A request only root may make.
     #[error("only root may ask for {0}")]
     RootOnly(&'static str),

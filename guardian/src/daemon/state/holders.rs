@@ -19,6 +19,33 @@ use crate::os::{
 };
 
 impl<O: Os> Core<O> {
+    /// True if `peer` is a holder of `key`'s current value: a known holder,
+    /// a member of such a holder's cgroup (a child the kernel has not
+    /// reported yet), or a descendant of one.
+    pub(super) fn holds_value_of(&self, peer: &Peer, key: &SecretKey) -> bool {
+        let grants: HashSet<GrantId> = self
+            .sessions
+            .grants
+            .iter()
+            .filter(|(_, grant)| !grant.doomed && grant.secrets.contains(key))
+            .map(|(&id, _)| id)
+            .collect();
+        if grants.is_empty() {
+            return false;
+        }
+        let in_cgroup = |grant: &GrantId| {
+            self.cgroups
+                .as_ref()
+                .and_then(|cgroups| cgroups.members(*grant).ok())
+                .is_some_and(|members| members.contains(&peer.pid))
+        };
+        self.sessions
+            .holders_in(&grants)
+            .iter()
+            .any(|(pid, _, _)| *pid == peer.pid || self.os.descends_from(peer.pid, *pid))
+            || grants.iter().any(in_cgroup)
+    }
+
     /// Watches `leader`, whose handle is `process` (once, however many
     /// secrets are bound to it): by an exit watcher, and with eBPF in the
     /// kernel map of leaders too.

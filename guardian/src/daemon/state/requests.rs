@@ -243,6 +243,11 @@ impl<O: Os> Core<O> {
             .usable_all(peer, std::slice::from_ref(&name))?
             .pop()
             .ok_or(RequestError::NoSuchSecret(name))?;
+        // It would be killed with the old value's holders, before it heard
+        // whether the new one was stored.
+        if self.holds_value_of(peer, &key) {
+            return Err(RequestError::ReplaceByHolder(key.name));
+        }
         self.still_connected(peer)?;
         let start_ns = self.os.now_ns();
         let Some(leader) = self.vault.replace(&key, bytes, charge, self.os.now()) else {

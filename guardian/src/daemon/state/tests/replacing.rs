@@ -120,3 +120,20 @@ fn list_all_is_roots_view_of_every_user() {
     let owners: Vec<u32> = secrets.iter().map(|s| s.uid).collect();
     assert_eq!(owners, [ALICE, BOB]);
 }
+
+#[test]
+fn a_holder_may_not_replace_the_value_it_holds() {
+    let mut h = Harness::new();
+    let (leader, holder) = h.session_holding(ALICE);
+    // The holder's child, as `put --replace` run under `exec` is.
+    let child = h.fork(holder);
+    for caller in [holder, child] {
+        let err = h.replace(caller, "tok", b"n3w").unwrap_err();
+        assert!(matches!(err, RequestError::ReplaceByHolder(_)), "{err:?}");
+    }
+    assert!(!h.was_killed(holder));
+    assert_eq!(h.get(leader, "tok").unwrap(), b"s3cret");
+    let outside = h.member(leader);
+    assert!(h.replace(outside, "tok", b"n3w").is_ok());
+    assert!(h.was_killed(holder));
+}
