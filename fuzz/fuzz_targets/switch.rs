@@ -21,7 +21,7 @@ use guardian::{
         process::{Pid, Uid},
         secret_mem::SecretBuf,
     },
-    protocol::{ExecNames, Request, Response, SecretName, Ttl},
+    protocol::{Delivery, ExecNames, Request, Response, SecretName, Ttl},
 };
 use guardian_ebpf::{EventKind, TamperSyscall};
 use libfuzzer_sys::fuzz_target;
@@ -72,6 +72,8 @@ enum Op {
     Exec {
         by: u8,
         names: Vec<u8>,
+        /// Per name: 0 as bytes, 1 as a file, 2 both (`exec --file`).
+        files: Vec<u8>,
     },
     List {
         by: u8,
@@ -169,7 +171,7 @@ impl Model {
                 };
                 self.ask(by, request, &[Self::name(name)]);
             }
-            Op::Exec { by, names } => {
+            Op::Exec { by, names, files } => {
                 let mut unique: Vec<SecretName> = Vec::new();
                 for name in names.iter().take(6).map(|&n| Self::name(n)) {
                     if !unique.contains(&name) {
@@ -179,8 +181,25 @@ impl Model {
                 let Ok(asked) = ExecNames::try_from(unique.clone()) else {
                     return;
                 };
+                let delivery: Vec<Delivery> = (0..unique.len())
+                    .map(|at| match files.get(at).map(|how| how % 3) {
+                        Some(1) => Delivery::File,
+                        Some(2) => Delivery::Both,
+                        _ => Delivery::Env,
+                    })
+                    .collect();
+                let as_bytes: Vec<SecretName> = unique
+                    .iter()
+                    .zip(&delivery)
+                    .filter(|&(_, how)| how.as_bytes())
+                    .map(|(name, _)| name.clone())
+                    .collect();
                 let by = self.pid(by);
-                self.ask(by, Request::Exec { names: asked }, &unique);
+                let request = Request::Exec {
+                    names: asked,
+                    delivery,
+                };
+                self.ask(by, request, &as_bytes);
             }
             Op::List { by } => {
                 let by = self.pid(by);

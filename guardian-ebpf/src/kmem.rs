@@ -7,7 +7,7 @@ use aya_ebpf::helpers::{
     bpf_probe_read_kernel,
     generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
 };
-use guardian_ebpf::{Layout, abi};
+use guardian_ebpf::{FileKey, Layout, abi};
 
 use crate::LAYOUT;
 
@@ -90,6 +90,17 @@ pub(crate) fn fd_file(task: u64, fd: u64) -> Option<u64> {
 /// The `read` operation of a file: it tells which kind of file it is.
 pub(crate) fn file_read_op(file: u64) -> Option<u64> {
     member(pointer(file, Layout::FileOp)?, Layout::FopRead)
+}
+
+/// The file's inode as user space names it too (device and inode number).
+pub(crate) fn file_key(file: u64) -> Option<FileKey> {
+    let inode = pointer(file, Layout::FileInode)?;
+    let device = member::<u32>(pointer(inode, Layout::InodeSb)?, Layout::SuperBlockDev)?;
+    Some(FileKey {
+        ino: member::<u64>(inode, Layout::InodeIno)?,
+        dev: device,
+        pad: 0,
+    })
 }
 
 /// The process a `/proc/PID/...` (or `/proc/PID/task/TID/...`) file is about.

@@ -42,6 +42,9 @@ pub mod maps {
     /// `HashMap<u32, u32>`: grant -> the uid whose `exec` made it. A holder
     /// whose credentials stop matching it has left the grant.
     pub const GRANT_OWNERS: &str = "GRANT_OWNERS";
+    /// `HashMap<FileKey, u32>`: a secret delivered as a file (`exec --file`)
+    /// -> the grant it was given to. Only that grant's holders may open it.
+    pub const SECRET_FILES: &str = "SECRET_FILES";
     /// `RingBuf` of the [`super::Event`] records that decide the switch:
     /// leader exit and hangup, at most two per leader. Nothing else writes
     /// here, so no flood of any kind can crowd them out.
@@ -249,11 +252,32 @@ pub enum Layout {
     TaskSignal,
     /// `signal_struct.flags` (`SIGNAL_GROUP_EXIT`: the process is being killed).
     SignalFlags,
+    /// `inode.i_ino`.
+    InodeIno,
+    /// `inode.i_sb`.
+    InodeSb,
+    /// `super_block.s_dev`.
+    SuperBlockDev,
 }
 
 impl Layout {
     /// Number of entries.
-    pub const COUNT: usize = Self::SignalFlags as usize + 1;
+    pub const COUNT: usize = Self::SuperBlockDev as usize + 1;
+}
+
+/// A file by its inode, as both user space (`fstat`) and a BPF program
+/// (`file->f_inode`) can name it: the kernel's device number of its file
+/// system (`MKDEV(major, minor)`, not `st_dev`'s encoding) and its inode
+/// number. Every memfd shares one device, so the number tells them apart.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileKey {
+    /// `inode.i_ino`.
+    pub ino: u64,
+    /// `inode.i_sb->s_dev`.
+    pub dev: u32,
+    /// Zero: keeps the key free of uninitialised padding.
+    pub pad: u32,
 }
 
 /// The x86-64 system call ABIs as the raw syscall tracepoints see them: the
@@ -518,6 +542,10 @@ pub enum TamperSyscall {
     /// A holder's uids changed (setuid family, or the exec of a setuid
     /// program): it left its grant.
     Credentials = 14,
+    /// An open of a secret delivered as a file (`exec --file`) by a process
+    /// outside its grant, by any path (`/proc/HOLDER/fd/N`, an io_uring
+    /// open); `request` is the grant.
+    OpenSecretFile = 15,
 }
 
 impl TamperSyscall {
@@ -537,6 +565,7 @@ impl TamperSyscall {
             12 => "memory access",
             13 => "perf_event_open",
             14 => "credential change (setuid, or exec of a setuid program)",
+            15 => "open of a secret file",
             _ => "unknown",
         }
     }

@@ -36,7 +36,7 @@ use aya_ebpf::{
     programs::{LsmContext, RawTracePointContext, TracePointContext},
 };
 use guardian_ebpf::{
-    Event, EventKind, LEADER_HUNG_UP, LEADER_WATCHED, Layout, MAX_RATED_UIDS, MAX_TRACKED,
+    Event, EventKind, FileKey, LEADER_HUNG_UP, LEADER_WATCHED, Layout, MAX_RATED_UIDS, MAX_TRACKED,
     NO_FIELD, PROTECTED_GUARDIAN, RING_BYTES, RateWindow, TAMPER_RING_BYTES, TamperSyscall,
     holder_grant, holder_is_doomed,
 };
@@ -103,6 +103,8 @@ pub(crate) static HOLDERS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRA
 pub(crate) static EARLY_KILL: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
 static GRANT_OWNERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
+#[map]
+pub(crate) static SECRET_FILES: HashMap<FileKey, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
 static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 #[map]

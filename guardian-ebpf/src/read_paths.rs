@@ -15,7 +15,9 @@
 //!   `clone(CLONE_FILES)` sharer, an SCM_RIGHTS recipient, an io_uring
 //!   open), process_vm_* and ptrace from any pid namespace, and anything an
 //!   io_uring worker does;
-//! - at io_uring completion: an io_uring open that returned a descriptor.
+//! - at io_uring completion: an io_uring open that returned a descriptor;
+//! - at both opens, a secret delivered as a file (`exec --file`) opened by
+//!   a process outside the grant it was given to.
 
 use aya_ebpf::programs::{RawTracePointContext, TracePointContext};
 use guardian_ebpf::{
@@ -24,7 +26,7 @@ use guardian_ebpf::{
     flags,
 };
 
-use crate::{URING_REQ_OFFSET, URING_RES_OFFSET, kmem, read_global, wards};
+use crate::{SECRET_FILES, URING_REQ_OFFSET, URING_RES_OFFSET, kmem, read_global, wards};
 
 /// io_uring operations that put a new descriptor in the process's table:
 /// IORING_OP_OPENAT, IORING_OP_OPENAT2, IORING_OP_FIXED_FD_INSTALL.
@@ -97,10 +99,13 @@ pub(crate) fn on_uring_complete(ctx: &TracePointContext) {
     }
     // The worker or submitter shares the ring owner's descriptor table.
     let task = kmem::current_task();
-    let Some((_, tgid)) = kmem::fd_file(task, res as u64).and_then(ward_file) else {
+    let Some(file) = kmem::fd_file(task, res as u64) else {
         return;
     };
-    wards::stop(tgid, TamperSyscall::IoUringOpen, res as u64, 0, false);
+    match ward_file(file) {
+        Some((_, tgid)) => _ = wards::stop(tgid, TamperSyscall::IoUringOpen, res as u64, 0, false),
+        None => secret_file_opened(file, 0),
+    }
 }
 
 /// `mmap_lock_start_locking(mm, write)`: every read of another process's
@@ -204,13 +209,30 @@ fn by_pidfd(task: u64, regs: u64, compat: bool, flags: u32) {
 }
 
 /// A new descriptor: stop the opener if it is a protected process's
-/// `environ` or `mem`.
+/// `environ` or `mem`, or a secret file of a grant it is not in.
 fn opened(task: u64, fd: u64, flags: u32) {
-    let Some((syscall, tgid)) = kmem::fd_file(task, fd).and_then(ward_file) else {
+    let Some(file) = kmem::fd_file(task, fd) else {
         return;
     };
-    // The open succeeded, so the kernel allowed it: no judging needed.
-    wards::stop(tgid, syscall, fd, flags, false);
+    match ward_file(file) {
+        // The open succeeded, so the kernel allowed it: no judging needed.
+        Some((syscall, tgid)) => _ = wards::stop(tgid, syscall, fd, flags, false),
+        None => secret_file_opened(file, flags),
+    }
+}
+
+/// Stops the current process if `file` is a secret delivered as a file
+/// (`exec --file`) to a grant it is not in. Reopening a holder's memfd
+/// through `/proc/HOLDER/fd/N` passes the kernel's ptrace check for the same
+/// user, so this is where it is stopped.
+fn secret_file_opened(file: u64, flags: u32) {
+    let Some(key) = kmem::file_key(file) else {
+        return;
+    };
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
+    if let Some(grant) = SECRET_FILES.get_ptr(&key).map(|grant| unsafe { *grant }) {
+        wards::stop_outside_grant(grant, flags);
+    }
 }
 
 /// For a `/proc/PID/environ` or `mem` file (recognised by its read

@@ -138,6 +138,37 @@ pub(crate) fn stop(
     true
 }
 
+/// SIGKILLs and reports the current process, which opened a secret file of
+/// `grant`, unless it is one of that grant's holders (or the guardian).
+pub(crate) fn stop_outside_grant(grant: u32, flags: u32) {
+    let (caller, _) = current_ids();
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
+    let own = HOLDERS
+        .get_ptr(caller)
+        .map(|value| holder_grant(unsafe { *value }));
+    if own == Some(grant) || PROTECTED.get_ptr(caller).is_some() {
+        return;
+    }
+    kill_current();
+    aya_log_ebpf::debug!(
+        &(),
+        "SIGKILLed {} opening a secret file of grant {}",
+        caller,
+        grant
+    );
+    let event = caller_event(EventKind::Tamper);
+    if !rate::admit(event.uid) {
+        return;
+    }
+    emit_tamper(Event {
+        pid: caller,
+        syscall: TamperSyscall::OpenSecretFile as u32,
+        request: u64::from(grant),
+        flags,
+        ..event
+    });
+}
+
 /// After a call that may change uids: a holder whose uids no longer all
 /// match its grant's owner (it ran `su`, `sudo`, a setuid program, or
 /// called setuid) has left its grant. It is SIGKILLed before it returns to

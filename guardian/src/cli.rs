@@ -83,7 +83,10 @@ pub enum Command {
     /// are killed when a secret is wiped.
     #[command(after_help = "Examples:\n  \
         ningen-shikkaku exec --env GH_TOKEN=gh-token -- gh repo list\n  \
-        ningen-shikkaku exec --env PGPASSWORD=db-pass --env TOKEN=gh-token -- ./deploy.sh\n\n\
+        ningen-shikkaku exec --env PGPASSWORD=db-pass --env TOKEN=gh-token -- ./deploy.sh\n  \
+        ningen-shikkaku exec --file POSTGRES_PASSWORD_FILE=db-pass -- docker-entrypoint.sh postgres\n\n\
+        Prefer --file where the program can read a file: an environment is inherited by every \
+        child and shows in debug output and crash reports.\n\n\
         Exit status: the command's own; 127 if it is not found, 126 if it cannot be run.")]
     Exec(ExecArgs),
     /// List your secrets (never their values).
@@ -297,6 +300,12 @@ pub struct ExecArgs {
     /// Put secret NAME in environment variable VAR (repeatable).
     #[arg(long = "env", value_name = "VAR=NAME", value_parser = parse_env_binding)]
     pub env: Vec<(String, SecretName)>,
+    /// Give secret NAME as a file: VAR holds its path, /proc/self/fd/N, which
+    /// the command and its descendants can read; the bytes are in no
+    /// environment and on no disk (repeatable; for programs that read
+    /// *_FILE variables).
+    #[arg(long = "file", value_name = "VAR=NAME", value_parser = parse_env_binding)]
+    pub files: Vec<(String, SecretName)>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,

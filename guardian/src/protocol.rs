@@ -171,6 +171,10 @@ pub enum Request {
     Exec {
         /// The secrets' names.
         names: ExecNames,
+        /// How each name's secret is delivered, in order (empty: every one
+        /// as bytes for the environment).
+        #[serde(default)]
+        delivery: Vec<Delivery>,
     },
     /// Describe the caller's secrets (root with `all`: everyone's), never
     /// their values.
@@ -212,10 +216,16 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaced_holders_killed: Option<usize>,
     },
-    /// Secrets follow the frame as raw bytes, in request order, with these lengths.
+    /// Secrets follow the frame as raw bytes, in request order, with these
+    /// lengths: those an `exec` asked for in its environment. Those it asked
+    /// for as files come as descriptors with the frame (SCM_RIGHTS), in
+    /// request order too.
     Secrets {
-        /// Length of each secret.
+        /// Length of each secret sent as bytes.
         lens: Vec<usize>,
+        /// Descriptors sent with the frame.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        files: usize,
     },
     /// The caller's secrets.
     List {
@@ -236,6 +246,36 @@ pub enum Response {
     },
     /// The guardian's state (boxed: it is much larger than the other answers).
     Status(Box<StatusInfo>),
+}
+
+text_enum! {
+    /// How an `exec` wants a secret.
+    #[derive(Default)]
+    pub enum Delivery {
+        /// Its bytes, for an environment variable.
+        #[default]
+        Env = "env",
+        /// A file: a sealed memfd, read through `/proc/self/fd/N`.
+        File = "file",
+        /// Both.
+        Both = "both",
+    }
+}
+
+impl Delivery {
+    /// True if the bytes are sent.
+    pub fn as_bytes(self) -> bool {
+        self != Self::File
+    }
+
+    /// True if a file is sent.
+    pub fn as_file(self) -> bool {
+        self != Self::Env
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 text_enum! {

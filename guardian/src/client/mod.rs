@@ -3,13 +3,15 @@
 //! locked memory, onto the socket, and back into locked memory; `exec` builds
 //! the child's environment entries in locked memory too.
 //!
-//! The subcommands live here; `transport` sends a request and reads the
+//! The subcommands live here but `exec` (in `exec`, which also takes secrets
+//! as files); `transport` sends a request and reads the
 //! answer, `prompt` reads the secret from standard input or a terminal,
 //! `render` prints `list` and `status` for people, `failure` gives each kind
 //! of failure its exit code, and `generate` writes man pages and completions.
 
 #![forbid(unsafe_code)]
 
+mod exec;
 pub mod failure;
 mod generate;
 mod prompt;
@@ -17,9 +19,8 @@ mod render;
 mod transport;
 
 use std::{
-    ffi::{CStr, CString, OsString},
     io::{self, Write},
-    os::{fd::AsFd, unix::ffi::OsStrExt},
+    os::fd::AsFd,
     time::SystemTime,
 };
 
@@ -27,10 +28,11 @@ use anyhow::{Context, anyhow, bail};
 
 use crate::{
     audit,
-    cli::{AuditCommand, ExecArgs, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs, WipeArgs},
-    os::{hardening, process::Pid, secret_mem::SecretBuf},
-    protocol::{ExecNames, Request, Response, SecretName},
+    cli::{AuditCommand, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs, WipeArgs},
+    os::{hardening, process::Pid},
+    protocol::{Request, Response},
 };
+pub use exec::exec;
 use failure::Failure;
 pub use generate::generate;
 use prompt::{read_secret, unbuffered};
@@ -87,80 +89,6 @@ pub fn get(args: GetArgs) -> anyhow::Result<()> {
         stdout.write_all(secret.as_slice())?;
     }
     Ok(())
-}
-
-/// `exec`: becomes the command, with secrets in its environment. Only returns on error.
-pub fn exec(args: ExecArgs) -> anyhow::Result<()> {
-    // Before it asks: the command it becomes, and all that command starts,
-    // inherit a core limit under which the kernel dumps nothing anywhere.
-    hardening::limit_holder_cores().context("cannot limit core dumps")?;
-    // Each secret is asked for once, however many variables it goes into.
-    let mut names: Vec<SecretName> = Vec::new();
-    for (_, name) in &args.env {
-        if !names.contains(name) {
-            names.push(name.clone());
-        }
-    }
-    let request = Request::Exec {
-        names: ExecNames::try_from(names.clone()).map_err(|err| anyhow!(err))?,
-    };
-    let (response, secrets) = call(&args.socket.socket, &request, None)?;
-    let Response::Secrets { .. } = response else {
-        return Err(unexpected(response));
-    };
-    if secrets.len() != names.len() {
-        return Err(anyhow!(
-            "the guardian sent {} secrets for {} names",
-            secrets.len(),
-            names.len()
-        ));
-    }
-    let mut entries = Vec::with_capacity(args.env.len());
-    for (var, name) in &args.env {
-        let secret = names
-            .iter()
-            .position(|asked| asked == name)
-            .and_then(|index| secrets.get(index))
-            .ok_or_else(|| anyhow!("no secret {name} in the answer"))?;
-        entries.push(env_entry(var, secret).with_context(|| format!("secret {name}"))?);
-    }
-    drop(secrets);
-    let kept: Vec<CString> = std::env::vars_os()
-        .filter(|(key, _)| {
-            !args
-                .env
-                .iter()
-                .any(|(var, _)| key.as_bytes() == var.as_bytes())
-        })
-        .filter_map(|(key, value)| {
-            let mut entry = key.as_bytes().to_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            CString::new(entry).ok()
-        })
-        .collect();
-    let mut env: Vec<&CStr> = kept.iter().map(CString::as_c_str).collect();
-    for entry in &entries {
-        // env_entry wrote exactly one NUL, at the end.
-        env.push(CStr::from_bytes_with_nul(entry.as_slice()).map_err(|err| anyhow!("{err}"))?);
-    }
-    let argv: Vec<CString> = args
-        .command
-        .iter()
-        .map(to_cstring)
-        .collect::<Result<_, _>>()?;
-    let program = argv.first().ok_or_else(|| anyhow!("no command given"))?;
-    let Err(err) = nix::unistd::execvpe(program, &argv, &env);
-    let program = program.to_string_lossy();
-    // As env(1) and the shells do: 127 for a command not found, 126 for one
-    // that cannot be run.
-    Err(match err {
-        nix::errno::Errno::ENOENT => {
-            Failure::NotFound.because(format!("{program}: command not found"))
-        }
-        _ => Failure::NotExecutable.because(format!("cannot run {program}: {}", err.desc())),
-    }
-    .into())
 }
 
 /// `list`.
@@ -293,39 +221,6 @@ fn confirm(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(io::stderr(), "{line}");
 }
 
-/// `VAR=secret\0` in locked memory.
-fn env_entry(var: &str, secret: &SecretBuf) -> anyhow::Result<SecretBuf> {
-    if secret.as_slice().contains(&0) {
-        bail!("contains a NUL byte, which an environment variable cannot hold");
-    }
-    let mut entry = SecretBuf::new(var.len() + 1 + secret.len() + 1)?;
-    let bytes = entry.as_mut_slice();
-    bytes[..var.len()].copy_from_slice(var.as_bytes());
-    bytes[var.len()] = b'=';
-    bytes[var.len() + 1..var.len() + 1 + secret.len()].copy_from_slice(secret.as_slice());
-    *bytes.last_mut().ok_or_else(|| anyhow!("empty entry"))? = 0;
-    Ok(entry)
-}
-
-fn to_cstring(arg: &OsString) -> anyhow::Result<CString> {
-    CString::new(arg.as_bytes()).map_err(|_| anyhow!("argument {arg:?} contains a NUL byte"))
-}
-
-fn unexpected(response: Response) -> anyhow::Error {
+pub(super) fn unexpected(response: Response) -> anyhow::Error {
     anyhow!("unexpected answer from the guardian: {response:?}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_entries_are_nul_terminated_and_refuse_nul_secrets() {
-        let mut secret = SecretBuf::new(3).unwrap();
-        secret.as_mut_slice().copy_from_slice(b"a=b");
-        let entry = env_entry("TOKEN", &secret).unwrap();
-        assert_eq!(entry.as_slice(), b"TOKEN=a=b\0");
-        secret.as_mut_slice()[1] = 0;
-        assert!(env_entry("TOKEN", &secret).is_err());
-    }
 }

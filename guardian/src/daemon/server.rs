@@ -6,6 +6,7 @@
 
 use std::{
     io::IoSlice,
+    os::fd::{AsRawFd, OwnedFd, RawFd},
     path::Path,
     sync::Arc,
     time::{Duration, Instant},
@@ -13,7 +14,7 @@ use std::{
 
 use anyhow::Context;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncWriteExt, Interest},
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
@@ -240,6 +241,10 @@ async fn write_reply(stream: &mut UnixStream, reply: Reply) -> std::io::Result<(
         .map(IoSlice::new)
         .collect();
     let mut rest = parts.as_mut_slice();
+    if !reply.files.is_empty() {
+        let written = send_with_files(stream, rest, &reply.files).await?;
+        IoSlice::advance_slices(&mut rest, written);
+    }
     while !rest.is_empty() {
         let written = stream.write_vectored(rest).await?;
         if written == 0 {
@@ -249,6 +254,39 @@ async fn write_reply(stream: &mut UnixStream, reply: Reply) -> std::io::Result<(
     }
     Ok(())
     // `reply.secrets` drops here and wipes the copies.
+}
+
+/// Sends the start of the reply with the secret files' descriptors attached
+/// (SCM_RIGHTS), so the client receives them with its first read; returns
+/// the bytes sent. The guardian's copies of the descriptors close with the
+/// reply.
+async fn send_with_files(
+    stream: &UnixStream,
+    parts: &[IoSlice<'_>],
+    files: &[OwnedFd],
+) -> std::io::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds: Vec<RawFd> = files.iter().map(AsRawFd::as_raw_fd).collect();
+    let rights = [ControlMessage::ScmRights(&fds)];
+    loop {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            sendmsg::<()>(
+                stream.as_raw_fd(),
+                parts,
+                &rights,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(sent) => return Ok(sent),
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// Audits a malformed request, tells the client why, and closes.

@@ -64,6 +64,9 @@ fn source(what: Layout) -> Source {
         Layout::IoKiocbOpcode => Optional("io_kiocb", &["opcode"]),
         Layout::TaskSignal => Member("task_struct", &["signal"]),
         Layout::SignalFlags => Member("signal_struct", &["flags"]),
+        Layout::InodeIno => Member("inode", &["i_ino"]),
+        Layout::InodeSb => Member("inode", &["i_sb"]),
+        Layout::SuperBlockDev => Member("super_block", &["s_dev"]),
     }
 }
 
@@ -106,6 +109,9 @@ const ALL: [Layout; Layout::COUNT] = [
     Layout::IoKiocbOpcode,
     Layout::TaskSignal,
     Layout::SignalFlags,
+    Layout::InodeIno,
+    Layout::InodeSb,
+    Layout::SuperBlockDev,
 ];
 
 /// The `LAYOUT` global for the running kernel, whose BTF is `btf`, and why

@@ -11,6 +11,8 @@ mod early_kill;
 mod events;
 pub mod layout;
 mod offsets;
+mod read_paths;
+mod secret_files;
 pub mod tracefs;
 
 use std::os::fd::{AsFd, BorrowedFd};
@@ -31,8 +33,8 @@ use guardian_ebpf::{
 use crate::os::process::{self, Pid, Uid};
 
 use attach::{
-    AYA_LOG_LEVEL, attach_lock_programs, attach_lsm, io_uring_gap, load_lock_programs,
-    program_log_level, start_program_log, take_map, without_empty_log,
+    AYA_LOG_LEVEL, attach_lock_programs, attach_lsm, load_lock_programs, program_log_level,
+    start_program_log, take_map, without_empty_log,
 };
 use events::TamperCounters;
 use offsets::Offsets;
@@ -100,6 +102,7 @@ pub struct KernelLink {
     leaders: HashMap<MapData, u32, u32>,
     holders: HashMap<MapData, u32, u64>,
     grant_owners: HashMap<MapData, u32, u32>,
+    secret_files: HashMap<MapData, secret_files::Key, u32>,
     early_kill: HashMap<MapData, u32, u32>,
     /// Why the kernel does not kill a leader's holder at its exit, if it does not.
     early_kill_error: Option<String>,
@@ -223,6 +226,7 @@ impl KernelLink {
         let leaders = take_map(&mut ebpf, maps::LEADERS)?;
         let holders = take_map(&mut ebpf, maps::HOLDERS)?;
         let grant_owners = take_map(&mut ebpf, maps::GRANT_OWNERS)?;
+        let secret_files = take_map(&mut ebpf, maps::SECRET_FILES)?;
         let early_kill = take_map(&mut ebpf, maps::EARLY_KILL)?;
         let protected = take_map(&mut ebpf, maps::PROTECTED)?;
         let wards = take_map(&mut ebpf, maps::WARDS)?;
@@ -249,6 +253,7 @@ impl KernelLink {
                 leaders,
                 holders,
                 grant_owners,
+                secret_files,
                 early_kill,
                 early_kill_error,
                 protected,
@@ -441,48 +446,6 @@ impl KernelLink {
     /// Why the BPF LSM program is not in force, or `None` when it is.
     pub fn lsm_error(&self) -> Option<&str> {
         self.lsm_error.as_deref()
-    }
-
-    /// Which read paths the programs stop, and which stay open here.
-    pub fn read_paths(&self) -> crate::protocol::ReadPaths {
-        let mut paths = crate::protocol::ReadPaths::default();
-        if let Some(err) = &self.layout_error {
-            paths
-                .open
-                .push(format!("all but leader and holder tracking: {err}"));
-            return paths;
-        }
-        paths.stopped = [
-            "ptrace attach and seize (64-bit, x32 and 32-bit tables; any pid namespace)",
-            "process_vm_readv/writev (all three tables; callers in the initial pid namespace)",
-            "pidfd_getfd",
-            "perf_event_open sampling a ward (callers in the initial pid namespace)",
-            "open of /proc/PID/environ and /proc/PID/mem, task/TID too, by any path or dirfd",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        match &self.lock_error {
-            None => paths.stopped.extend(
-                [
-                    "any read or write through a ward's environ or mem, however the descriptor \
-                     was obtained, and process_vm_* or ptrace memory access from any pid \
-                     namespace (at the address-space lock)",
-                    "io_uring: an open returning a descriptor, and any io_uring read of a ward's \
-                     memory",
-                ]
-                .map(str::to_owned),
-            ),
-            Some(err) => {
-                paths.open.push(format!(
-                    "descriptors that escape the open check (a racing thread or sharer), and \
-                     process_vm_* from other pid namespaces ({err})"
-                ));
-                paths
-                    .open
-                    .extend(io_uring_gap().map(|open| format!("{open} ({err})")));
-            }
-        }
-        paths
     }
 }
 

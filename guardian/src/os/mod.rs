@@ -13,6 +13,7 @@ pub mod peer;
 pub mod pid_namespace;
 pub mod process;
 pub mod seccomp;
+pub mod secret_file;
 pub mod secret_mem;
 pub mod socket_path;
 pub mod trusted_path;

@@ -67,6 +67,10 @@ pub const ALLOWLIST: &[Allowed] = &[
     allow(libc::SYS_munlock, "secret_mem unlocks before free"),
     allow(libc::SYS_memfd_secret, "secret_mem allocation"),
     allow(
+        libc::SYS_memfd_create,
+        "secret_file: a secret delivered as a file (exec --file)",
+    ),
+    allow(
         libc::SYS_ftruncate,
         "secret_mem sizes the memfd_secret file",
     ),

@@ -162,6 +162,20 @@ pub enum RequestError {
     /// The caller could not be moved into its grant's cgroup.
     #[error("cannot contain the command in a cgroup: {0}")]
     Contain(io::Error),
+    /// An exec said how to deliver a different number of secrets than it named.
+    #[error("an exec names {names} secrets but says how to deliver {delivery}")]
+    Delivery {
+        /// Secrets named.
+        names: usize,
+        /// Deliveries given.
+        delivery: usize,
+    },
+    /// A secret file (`exec --file`) could not be made.
+    #[error("cannot make the secret file: {0}")]
+    SecretFile(io::Error),
+    /// The kernel map of secret files refused a file.
+    #[error("cannot guard the secret file: {0}")]
+    GuardFile(KernelError),
     /// The kernel map of holders refused the caller.
     #[error("{0}")]
     HolderMap(KernelError),

@@ -33,6 +33,7 @@ impl<O: Os> Core<O> {
             }
             self.sessions.grants.remove(&grant);
             self.draining.remove(&grant);
+            self.drop_files(grant);
         } else {
             self.draining.insert(grant);
             self.schedule_tick();

@@ -100,7 +100,7 @@ impl<O: Os> Core<O> {
         &mut self,
         peer: &Peer,
         keys: Vec<SecretKey>,
-    ) -> Result<(), RequestError> {
+    ) -> Result<GrantId, RequestError> {
         self.check_grant_room(peer)?;
         let pid = peer.pid;
         let process = self
@@ -149,7 +149,7 @@ impl<O: Os> Core<O> {
         let process = self.needs_handle(contained, peer.uid).then_some(process);
         self.track_holder(pid, grant, process);
         self.kill_early(pid, grant);
-        Ok(())
+        Ok(grant)
     }
 
     /// Has the kernel kill `pid` at the exit of each leader its grant's

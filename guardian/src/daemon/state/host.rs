@@ -5,12 +5,12 @@
 use std::{
     collections::HashSet,
     io,
-    os::fd::AsFd,
+    os::fd::{AsFd, OwnedFd},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use guardian_ebpf::HolderState;
+use guardian_ebpf::{FileKey, HolderState};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc,
@@ -18,7 +18,7 @@ use tokio::{
 
 use super::{
     Msg,
-    os::{Containment, KernelMaps, Os, Process, Task},
+    os::{Containment, KernelMaps, Os, Process, SecretFile as SecretFileOps, Task},
 };
 use crate::{
     audit::{
@@ -33,6 +33,7 @@ use crate::{
         peer::Peer,
         pid_namespace,
         process::{self, Pid, Pidfd, Status, Uid},
+        secret_file,
     },
 };
 
@@ -81,6 +82,7 @@ impl Os for Host {
     type Process = Pidfd;
     type Kernel = KernelLink;
     type Containment = Cgroups;
+    type SecretFile = secret_file::SecretFile;
 
     fn now(&self) -> Instant {
         Instant::now()
@@ -155,6 +157,10 @@ impl Os for Host {
 
     fn exe_of(&self, pid: Pid) -> String {
         process::exe_of(pid)
+    }
+
+    fn secret_file(&self, name: &str, bytes: &[u8]) -> io::Result<secret_file::SecretFile> {
+        secret_file::SecretFile::new(name, bytes)
     }
 
     fn on_exit(&self, process: Arc<Pidfd>, msg: Msg) -> Task {
@@ -276,6 +282,14 @@ impl KernelMaps for KernelLink {
         KernelLink::forget_grant(self, grant);
     }
 
+    fn guard_file(&mut self, file: FileKey, grant: GrantId) -> Result<(), KernelError> {
+        KernelLink::guard_file(self, file, grant)
+    }
+
+    fn forget_file(&mut self, file: FileKey) {
+        KernelLink::forget_file(self, file);
+    }
+
     fn dropped_events(&self) -> u64 {
         KernelLink::dropped_events(self)
     }
@@ -328,5 +342,19 @@ impl Containment for Cgroups {
 
     fn remove(&self, grant: GrantId) -> bool {
         Cgroups::remove(self, grant)
+    }
+}
+
+impl SecretFileOps for secret_file::SecretFile {
+    fn handle(&self) -> io::Result<OwnedFd> {
+        secret_file::SecretFile::handle(self)
+    }
+
+    fn key(&self) -> FileKey {
+        secret_file::SecretFile::key(self)
+    }
+
+    fn wipe(&mut self) {
+        secret_file::SecretFile::wipe(self);
     }
 }

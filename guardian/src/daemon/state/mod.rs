@@ -27,6 +27,7 @@ pub mod budget;
 pub mod errors;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fake;
+mod files;
 mod grants;
 mod holders;
 pub mod host;
@@ -42,7 +43,11 @@ mod tests;
 mod triggers;
 pub mod vault;
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use guardian_ebpf::{Event, EventKind};
 use tokio::sync::oneshot;
@@ -147,6 +152,8 @@ pub struct Reply {
     pub secrets: Vec<SecretBuf>,
     /// What the copies count against their user's budget, until dropped with them.
     pub charge: Option<Charge>,
+    /// Descriptors of secret files (`exec --file`), sent with the header.
+    pub files: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Reply {
@@ -162,6 +169,7 @@ impl Reply {
             response,
             secrets: Vec::new(),
             charge: None,
+            files: Vec::new(),
         }
     }
 }
@@ -220,6 +228,8 @@ pub struct Core<O: Os> {
     next_grant: GrantId,
     /// Grants whose known holders are gone but whose cgroups are not empty.
     draining: HashSet<GrantId>,
+    /// Secrets delivered as files, by the grant they were given to.
+    files: HashMap<GrantId, Vec<files::GrantFile<O::SecretFile>>>,
     /// The next tick, while one is scheduled, and the interval it was set for.
     tick: Option<(Task, Duration)>,
     unsynced: Vec<Unsynced>,
@@ -259,6 +269,7 @@ impl<O: Os> Core<O> {
             next_id: 1,
             next_grant: 0,
             draining: HashSet::new(),
+            files: HashMap::new(),
             tick: None,
             unsynced: Vec::new(),
         }

@@ -14,7 +14,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use guardian_ebpf::HolderState;
+use std::os::fd::OwnedFd;
+
+use guardian_ebpf::{FileKey, HolderState};
 
 use super::Msg;
 use crate::{
@@ -79,6 +81,10 @@ pub trait KernelMaps {
     fn own_grant(&mut self, grant: GrantId, owner: Uid) -> Result<(), KernelError>;
     /// Forgets `grant`'s owner (not-found is fine).
     fn forget_grant(&mut self, grant: GrantId);
+    /// Lets only `grant`'s holders open the secret file `file`.
+    fn guard_file(&mut self, file: FileKey, grant: GrantId) -> Result<(), KernelError>;
+    /// Forgets the secret file `file`.
+    fn forget_file(&mut self, file: FileKey);
     /// Leader events the programs dropped because their ring buffer was full.
     fn dropped_events(&self) -> u64;
     /// Holder events the programs dropped because their ring buffer was full.
@@ -96,6 +102,17 @@ pub trait KernelMaps {
     fn early_kill_error(&self) -> Option<&str>;
     /// Which read paths the programs stop, and which stay open here.
     fn read_paths(&self) -> crate::protocol::ReadPaths;
+}
+
+/// A secret delivered as a file (`exec --file`): a sealed memfd in
+/// production.
+pub trait SecretFile: Send + 'static {
+    /// A descriptor of it, for the holder.
+    fn handle(&self) -> io::Result<OwnedFd>;
+    /// How the kernel's programs recognise it.
+    fn key(&self) -> FileKey;
+    /// Zeroes its bytes for every reader.
+    fn wipe(&mut self);
 }
 
 /// One container per grant, whose whole tree one call kills (cgroup v2).
@@ -140,6 +157,8 @@ pub trait Os {
     type Kernel: KernelMaps;
     /// Per-grant containment.
     type Containment: Containment;
+    /// A secret delivered as a file.
+    type SecretFile: SecretFile;
 
     /// Now, for TTLs and waits.
     fn now(&self) -> Instant;
@@ -173,6 +192,8 @@ pub trait Os {
     fn is_exiting(&self, pid: Pid) -> bool;
     /// The executable of `pid`, or a placeholder.
     fn exe_of(&self, pid: Pid) -> String;
+    /// `bytes` as a file named after `name`, for a holder to read.
+    fn secret_file(&self, name: &str, bytes: &[u8]) -> io::Result<Self::SecretFile>;
 
     /// Sends `msg` to the state machine once `process` exits.
     fn on_exit(&self, process: Arc<Self::Process>, msg: Msg) -> Task;

@@ -22,7 +22,8 @@ use crate::{
         secret_mem::SecretBuf,
     },
     protocol::{
-        ExecNames, MAX_REPLY_BYTES, MAX_TTL, Request, Response, SecretInfo, SecretName, Ttl,
+        Delivery, ExecNames, MAX_REPLY_BYTES, MAX_TTL, Request, Response, SecretInfo, SecretName,
+        Ttl,
     },
 };
 
@@ -105,7 +106,7 @@ impl<O: Os> Core<O> {
                 }
             }
             Request::Get { name } => self.get(peer, &name),
-            Request::Exec { names } => self.exec(peer, &names),
+            Request::Exec { names, delivery } => self.exec(peer, &names, &delivery),
             Request::List { all } => self.list(peer, all),
             Request::Revoke { name } => self.revoke(peer, name),
             Request::WipeAll {} => Ok(self.wipe_all(peer)),
@@ -297,9 +298,10 @@ impl<O: Os> Core<O> {
             .collect::<Result<Vec<_>, _>>()?;
         let lens = copies.iter().map(SecretBuf::len).collect();
         Ok(Reply {
-            response: Response::Secrets { lens },
+            response: Response::Secrets { lens, files: 0 },
             secrets: copies,
             charge: Some(charge),
+            files: Vec::new(),
         })
     }
 
@@ -308,10 +310,32 @@ impl<O: Os> Core<O> {
         self.copies(peer, &keys)
     }
 
-    fn exec(&mut self, peer: &Peer, names: &ExecNames) -> Answer {
+    /// Copies of the secrets asked for as bytes, and files of those asked
+    /// for as files; the caller becomes their holder.
+    fn exec(&mut self, peer: &Peer, names: &ExecNames, delivery: &[Delivery]) -> Answer {
         let keys = self.usable_all(peer, names.as_slice())?;
-        let reply = self.copies(peer, &keys)?;
-        self.add_holder(peer, keys)?;
+        if !delivery.is_empty() && delivery.len() != keys.len() {
+            return Err(RequestError::Delivery {
+                names: keys.len(),
+                delivery: delivery.len(),
+            });
+        }
+        let how = |index: usize| delivery.get(index).copied().unwrap_or_default();
+        let chosen = |wanted: fn(Delivery) -> bool| -> Vec<SecretKey> {
+            keys.iter()
+                .enumerate()
+                .filter(|&(index, _)| wanted(how(index)))
+                .map(|(_, key)| key.clone())
+                .collect()
+        };
+        let mut reply = self.copies(peer, &chosen(Delivery::as_bytes))?;
+        let (files, handles) = self.make_files(peer, &chosen(Delivery::as_file))?;
+        let grant = self.add_holder(peer, keys)?;
+        self.give_files(grant, files)?;
+        if let Response::Secrets { files, .. } = &mut reply.response {
+            *files = handles.len();
+        }
+        reply.files = handles;
         Ok(reply)
     }
 
@@ -393,7 +417,7 @@ fn names_of(request: &Request) -> Vec<SecretName> {
         Request::Put { name, .. } | Request::Get { name } | Request::Revoke { name } => {
             vec![name.clone()]
         }
-        Request::Exec { names } => names.as_slice().to_vec(),
+        Request::Exec { names, .. } => names.as_slice().to_vec(),
         Request::List { .. } | Request::Status {} | Request::WipeAll {} => Vec::new(),
     }
 }

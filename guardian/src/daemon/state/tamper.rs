@@ -1,6 +1,7 @@
 //! Tamper attempts the kernel stopped: a process SIGKILLed for reaching into
 //! a holder, a member of a bound session, the guardian or its supervisor (by
-//! ptrace, process_vm_*, pidfd_getfd, or procfs `environ`/`mem`). The tamper
+//! ptrace, process_vm_*, pidfd_getfd, or procfs `environ`/`mem`), or for
+//! opening a secret file of a grant it is not in. The tamper
 //! policy applies to what the target could reach: a holder's grant, or every
 //! secret bound to a member's leader. An attempt the kernel refused anyway
 //! is audited and costs no secret.
@@ -19,6 +20,7 @@ use guardian_ebpf::{Event, TAMPER_BURST, TamperSyscall, flags};
 use super::{
     Core, Msg, SecretKey,
     os::{KernelMaps, Os, Process, Task},
+    sessions::GrantId,
     triggers::Cause,
 };
 use crate::{
@@ -42,6 +44,8 @@ text_enum! {
         Supervisor = "supervisor",
         /// The guardian itself.
         Guardian = "guardian",
+        /// A secret delivered as a file, named by its grant.
+        SecretFile = "secret file of grant",
     }
 }
 
@@ -65,9 +69,13 @@ impl<O: Os> Core<O> {
     /// audit only, wipes what the target could reach.
     pub(super) fn tamper(&mut self, event: &Event) {
         self.expect_tamper_summary();
-        let (Some(attacker), Some(target)) =
-            (Pid::new(event.pid as i32), Pid::new(event.other as i32))
-        else {
+        let Some(attacker) = Pid::new(event.pid as i32) else {
+            return;
+        };
+        if event.syscall == TamperSyscall::OpenSecretFile as u32 {
+            return self.secret_file_opened(event, attacker);
+        }
+        let Some(target) = Pid::new(event.other as i32) else {
             return;
         };
         let (role, keys) = self.reach_of(target, event.grant);
@@ -95,11 +103,27 @@ impl<O: Os> Core<O> {
         }
     }
 
+    /// A secret file of grant `event.request` opened from outside the grant:
+    /// the grant's secrets were within the attacker's reach.
+    fn secret_file_opened(&mut self, event: &Event, attacker: Pid) {
+        let grant = event.request as GrantId;
+        let keys: Vec<SecretKey> = self
+            .sessions
+            .grants
+            .get(&grant)
+            .map(|grant| grant.secrets.iter().cloned().collect())
+            .unwrap_or_default();
+        self.record_tamper(event, attacker, grant, Role::SecretFile, &keys);
+        if !keys.is_empty() && self.config.tamper_response == TamperResponse::Wipe {
+            self.trigger(Cause::Tamper, event.ktime_ns, keys, None);
+        }
+    }
+
     fn record_tamper(
         &mut self,
         event: &Event,
         attacker: Pid,
-        target: Pid,
+        target: impl std::fmt::Display,
         role: Role,
         keys: &[SecretKey],
     ) {
@@ -113,7 +137,7 @@ impl<O: Os> Core<O> {
             true => "refused by the kernel; caller SIGKILLed; no secret wiped",
             false => "caller SIGKILLed",
         };
-        tracing::warn!(%attacker, %target, syscall, refused, "tamper attempt stopped");
+        tracing::warn!(%attacker, %target, %role, syscall, refused, "tamper attempt stopped");
         self.record(Entry {
             action: Action::Tamper,
             names: keys.iter().map(|key| key.name.to_string()).collect(),

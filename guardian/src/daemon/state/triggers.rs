@@ -138,6 +138,8 @@ impl<O: Os> Core<O> {
         if names.is_empty() && grants.is_empty() {
             return 0; // nothing was held: nothing to wipe, kill or record
         }
+        // Their files too are wiped before anyone is killed.
+        self.wipe_files(&grants);
         let killed = self.kill_grants(&grants);
         tracing::info!(%cause, ?names, killed, "secrets wiped");
         self.triggers.push(PendingTrigger {

@@ -105,6 +105,11 @@ pub enum Effect {
         /// The process.
         pid: i32,
     },
+    /// A secret file's bytes zeroed.
+    WipeFile {
+        /// Its inode number.
+        ino: u64,
+    },
 }
 
 struct Timer {
@@ -147,6 +152,8 @@ pub struct KernelState {
     pub fail_arm: bool,
     /// The holders map is full.
     pub fail_set_holder: bool,
+    /// Secret files by inode number, with the grant each was given to.
+    pub secret_files: HashMap<u64, GrantId>,
 }
 
 /// Everything the fake world holds.
@@ -174,6 +181,8 @@ pub struct World {
     /// Pids as a process in a pid namespace gives them: (viewer, local) ->
     /// global. A viewer not listed is in the initial namespace.
     pub local_pids: HashMap<(i32, i32), i32>,
+    /// Secret files made so far (each gets the next inode number).
+    pub files_made: u64,
     elapsed: Duration,
     ns_reads: u64,
     timers: Vec<Timer>,

@@ -8,13 +8,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use guardian_ebpf::HolderState;
+use std::os::fd::OwnedFd;
+
+use guardian_ebpf::{FileKey, HolderState};
 
 use crate::{
     audit::{Entry, commit::Unsynced},
     daemon::state::{
         Msg,
-        os::{Containment, KernelMaps, Os, Process, Task},
+        os::{Containment, KernelMaps, Os, Process, SecretFile, Task},
         sessions::GrantId,
     },
     kernel::KernelError,
@@ -27,6 +29,28 @@ use crate::{
 };
 
 use super::{Effect, GUARDIAN, Proc, Shared, Timer, Watcher, pid};
+
+/// A fake secret file: its inode number, and the world its wipes are
+/// recorded in.
+pub struct FakeSecretFile {
+    key: FileKey,
+    world: Shared,
+}
+
+impl SecretFile for FakeSecretFile {
+    fn handle(&self) -> io::Result<OwnedFd> {
+        Ok(std::fs::File::open("/dev/null")?.into())
+    }
+
+    fn key(&self) -> FileKey {
+        self.key
+    }
+
+    fn wipe(&mut self) {
+        let ino = self.key.ino;
+        self.world.lock().effects.push(Effect::WipeFile { ino });
+    }
+}
 
 /// A handle on a fake process.
 pub struct FakeProcess {
@@ -127,6 +151,15 @@ impl KernelMaps for FakeKernel {
 
     fn forget_grant(&mut self, grant: GrantId) {
         self.0.lock().kernel.grant_owners.remove(&grant);
+    }
+
+    fn guard_file(&mut self, file: FileKey, grant: GrantId) -> Result<(), KernelError> {
+        self.0.lock().kernel.secret_files.insert(file.ino, grant);
+        Ok(())
+    }
+
+    fn forget_file(&mut self, file: FileKey) {
+        self.0.lock().kernel.secret_files.remove(&file.ino);
     }
 
     fn dropped_events(&self) -> u64 {
@@ -263,6 +296,7 @@ impl Os for FakeOs {
     type Process = FakeProcess;
     type Kernel = FakeKernel;
     type Containment = FakeCgroups;
+    type SecretFile = FakeSecretFile;
 
     fn now(&self) -> Instant {
         self.start + self.world.lock().elapsed
@@ -378,6 +412,20 @@ impl Os for FakeOs {
 
     fn exe_of(&self, _pid: Pid) -> String {
         "/usr/bin/fake".to_owned()
+    }
+
+    fn secret_file(&self, _name: &str, _bytes: &[u8]) -> io::Result<FakeSecretFile> {
+        let mut world = self.world.lock();
+        world.files_made += 1;
+        let key = FileKey {
+            ino: world.files_made,
+            dev: 1,
+            pad: 0,
+        };
+        Ok(FakeSecretFile {
+            key,
+            world: self.world.clone(),
+        })
     }
 
     fn on_exit(&self, process: Arc<FakeProcess>, msg: Msg) -> Task {

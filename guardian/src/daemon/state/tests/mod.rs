@@ -5,6 +5,7 @@ mod access;
 mod audit;
 mod binding;
 mod describing;
+mod files;
 mod holders;
 mod replacing;
 mod tamper;
@@ -67,6 +68,7 @@ fn exec_request(secrets: &[&str]) -> Request {
                 .collect::<Vec<_>>(),
         )
         .unwrap(),
+        delivery: Vec::new(),
     }
 }
 

@@ -26,7 +26,7 @@ fn every_secret_is_wiped_before_any_holder_is_killed() {
                 Effect::Signal { secrets_alive, .. } | Effect::CgroupKill { secrets_alive, .. } => {
                     *secrets_alive
                 }
-                Effect::ContinueIfStopped { .. } => continue,
+                Effect::ContinueIfStopped { .. } | Effect::WipeFile { .. } => continue,
             };
             assert_eq!(
                 alive, 1,
