@@ -30,6 +30,17 @@ pub enum TamperResponse {
     Audit,
 }
 
+/// What a sign that a session is no longer watched does (`on_lock`,
+/// `on_suspend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Wipe the secrets it concerns and kill their holders. The default.
+    Wipe,
+    /// Let the secrets live.
+    Ignore,
+}
+
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,6 +53,8 @@ pub struct RawConfig {
     max_locked_bytes_per_uid: Option<usize>,
     audit_max_bytes: Option<u64>,
     audit_keep_files: Option<usize>,
+    on_lock: Option<Response>,
+    on_suspend: Option<Response>,
 }
 
 /// The policy in force.
@@ -64,6 +77,10 @@ pub struct Config {
     pub audit_max_bytes: u64,
     /// Rotated audit files kept.
     pub audit_keep_files: usize,
+    /// What logind locking a session does to the secrets bound in it.
+    pub on_lock: Response,
+    /// What the machine going to sleep does to every secret.
+    pub on_suspend: Response,
 }
 
 impl Default for Config {
@@ -77,6 +94,8 @@ impl Default for Config {
             max_locked_bytes_per_uid: 16 << 20,
             audit_max_bytes: 64 << 20,
             audit_keep_files: 16,
+            on_lock: Response::Wipe,
+            on_suspend: Response::Wipe,
         }
     }
 }
@@ -181,6 +200,8 @@ impl Config {
                 .unwrap_or(defaults.max_locked_bytes_per_uid),
             audit_max_bytes: raw.audit_max_bytes.unwrap_or(defaults.audit_max_bytes),
             audit_keep_files: raw.audit_keep_files.unwrap_or(defaults.audit_keep_files),
+            on_lock: raw.on_lock.unwrap_or(defaults.on_lock),
+            on_suspend: raw.on_suspend.unwrap_or(defaults.on_suspend),
         };
         if config.max_secret_bytes == 0 || config.max_secret_bytes > MAX_SECRET {
             return Err(bad(
@@ -287,7 +308,7 @@ mod tests {
         };
         assert_eq!(all, expected);
         let keys = uncommented.lines().filter(|line| !line.is_empty()).count();
-        assert_eq!(keys, 8, "one line per key of RawConfig");
+        assert_eq!(keys, 10, "one line per key of RawConfig");
     }
 
     #[test]

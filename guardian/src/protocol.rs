@@ -412,6 +412,10 @@ pub struct StatusInfo {
     /// Why the kernel does not SIGKILL a leader's newest holder at the
     /// leader's exit itself (before the guardian wakes), when it does not.
     pub early_kill_error: Option<String>,
+    /// Why logind's screen lock and suspend signals are not watched, when
+    /// they are not (no system bus, no logind).
+    #[serde(default)]
+    pub lock_watch_error: Option<String>,
     /// The read paths into a protected process that are stopped, and those
     /// left open on this machine, with the fix where there is one.
     pub read_paths: ReadPaths,

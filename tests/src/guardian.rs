@@ -75,6 +75,20 @@ impl Guardian {
         Self::start_in(dir, audit, "", &[], Launch::Systemd(notify.to_owned()))
     }
 
+    /// Starts a guardian whose D-Bus system bus is at `address` (the fake
+    /// logind's), with `config` as its policy.
+    pub fn start_on_bus(tag: &str, address: &str, config: &str) -> Self {
+        let dir = scratch_dir(tag);
+        let audit = dir.join("audit/audit.jsonl");
+        Self::start_in(
+            dir,
+            audit,
+            config,
+            &[],
+            Launch::SystemBus(address.to_owned()),
+        )
+    }
+
     fn start_in(
         dir: PathBuf,
         audit: PathBuf,
@@ -89,6 +103,9 @@ impl Guardian {
         let mut command = Command::new(bin());
         if let Launch::DebugLog = launch {
             command.env("RUST_LOG", "debug");
+        }
+        if let Launch::SystemBus(address) = &launch {
+            command.env("DBUS_SYSTEM_BUS_ADDRESS", address);
         }
         if let Launch::Systemd(notify) = &launch {
             use std::os::linux::fs::MetadataExt;
@@ -259,6 +276,8 @@ enum Launch {
     /// As systemd starts a `Type=notify` service: readiness to this
     /// socket, standard error named as the journal's stream.
     Systemd(PathBuf),
+    /// On the D-Bus system bus at this address.
+    SystemBus(String),
 }
 
 /// The guardian's supervisor: its child running `ningen-shikkaku supervise`.

@@ -4,11 +4,13 @@
 
 mod attackers;
 mod guardian;
+mod logind;
 mod procfs;
 mod session;
 
 pub use attackers::*;
 pub use guardian::*;
+pub use logind::*;
 pub use procfs::*;
 pub use session::*;
 

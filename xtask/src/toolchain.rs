@@ -174,7 +174,8 @@ fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
 }
 
 /// Programs the tests run (an attacker in Python, strace, setpriv, pytest for
-/// the Python reference, the install test's systemd-analyze, man and shells),
+/// the Python reference, the install test's systemd-analyze, man and shells,
+/// the lock tests' dbus-daemon and the Python D-Bus their fake logind uses),
 /// with the Debian package that provides each.
 const TEST_TOOLS: &[(&str, &str)] = &[
     ("/usr/bin/python3", "python3"),
@@ -186,6 +187,16 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("/usr/bin/man", "man-db"),
     ("/usr/bin/zsh", "zsh"),
     ("/usr/bin/fish", "fish"),
+    // The lock and suspend tests: a private system bus and a fake logind.
+    ("/usr/bin/dbus-daemon", "dbus-daemon"),
+    (
+        "/usr/lib/python3/dist-packages/dbus/__init__.py",
+        "python3-dbus",
+    ),
+    (
+        "/usr/lib/python3/dist-packages/gi/__init__.py",
+        "python3-gi",
+    ),
 ];
 
 /// Installs the tests' tools from Debian when any is missing.

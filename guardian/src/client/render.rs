@@ -166,6 +166,13 @@ pub(super) fn status(status: &StatusInfo) -> String {
         ),
         Some(err) => line("early kill", &format!("off: {err}")),
     }
+    match &status.lock_watch_error {
+        None => line(
+            "lock, suspend",
+            &"watched: logind's lock and sleep signals are triggers",
+        ),
+        Some(err) => line("lock, suspend", &format!("not watched: {err}")),
+    }
     for path in &status.read_paths.stopped {
         line("read path stopped", path);
     }

@@ -7,8 +7,10 @@
 //! - [`state`]: the secrets, sessions and every rule;
 //! - [`server`]: bind, accept, one task per connection, and its framing I/O;
 //!   [`slots`]: how many connections, and how many per user;
-//! - [`supervisor`]: the process that kills every holder if the guardian dies.
+//! - [`supervisor`]: the process that kills every holder if the guardian dies;
+//! - [`logind`]: screen lock and suspend, from logind on the system bus.
 
+pub mod logind;
 pub mod server;
 pub mod slots;
 pub mod state;
@@ -27,7 +29,7 @@ use nix::sys::signal::{self as nix_signal, SigHandler, Signal};
 use sd_notify::NotifyState;
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::mpsc,
+    sync::{mpsc, watch},
 };
 
 use self::state::{Core, Msg, Paths, Setup, budget::Budget, host::Host};
@@ -162,11 +164,21 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     let host = Host::new(audit, syncer, to_core.clone(), protections);
     let mut core = Core::new(host, setup);
     let limits = slots::Limits::for_descriptors(open_files);
+    let (leaders, watched) = watch::channel(core.leaders());
+    tokio::spawn(logind::watch(to_core.clone(), watched));
     tokio::spawn(server::accept(listener, limits, budget, to_core));
     tokio::spawn(signals);
     tracing::info!(socket = %options.socket.display(), "guardian ready");
 
-    while step(&mut core, &mut events, &mut inbox).await? {}
+    while step(&mut core, &mut events, &mut inbox).await? {
+        // logind is asked which session each new leader is in.
+        leaders.send_if_modified(|known| {
+            let now = core.leaders();
+            let changed = *known != now;
+            *known = now;
+            changed
+        });
+    }
     // Shutting down: secrets are wiped; give holders a moment to be reaped so the
     // audit log records their deaths.
     let _ = fs::remove_file(&options.socket);

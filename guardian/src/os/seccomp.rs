@@ -120,6 +120,11 @@ pub const ALLOWLIST: &[Allowed] = &[
     allow(libc::SYS_sendto, "socket writes"),
     allow(libc::SYS_sendmsg, "socket writes"),
     allow(libc::SYS_getsockopt, "SO_PEERCRED in peer::Peer"),
+    allow(libc::SYS_connect, "logind: the D-Bus system bus"),
+    allow(
+        libc::SYS_geteuid,
+        "logind: D-Bus EXTERNAL authentication sends the euid",
+    ),
     allow(libc::SYS_shutdown, "closing client connections"),
     // Processes.
     allow(libc::SYS_getpid, "Pid::current"),
@@ -178,11 +183,15 @@ pub enum SeccompError {
 }
 
 /// Compiles the allowlist: allowed calls pass, all others fail with EPERM.
+/// `socket` passes only for a Unix stream socket: the connection to the
+/// D-Bus system bus (`daemon::logind`), made again whenever the bus comes
+/// back.
 pub fn filter() -> Result<BpfProgram, SeccompError> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = ALLOWLIST
+    let mut rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = ALLOWLIST
         .iter()
         .map(|entry| (entry.nr, Vec::new()))
         .collect();
+    rules.insert(libc::SYS_socket, vec![unix_stream_sockets_only()?]);
     let arch =
         TargetArch::try_from(std::env::consts::ARCH).map_err(|_| SeccompError::Architecture)?;
     let filter = SeccompFilter::new(
@@ -192,6 +201,19 @@ pub fn filter() -> Result<BpfProgram, SeccompError> {
         arch,
     )?;
     Ok(filter.try_into()?)
+}
+
+/// socket(AF_UNIX, SOCK_STREAM | any flags, _).
+fn unix_stream_sockets_only() -> Result<seccompiler::SeccompRule, SeccompError> {
+    use seccompiler::{SeccompCmpArgLen::Dword, SeccompCmpOp, SeccompCondition};
+    let family = SeccompCondition::new(0, Dword, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?;
+    let kind = SeccompCondition::new(
+        1,
+        Dword,
+        SeccompCmpOp::MaskedEq(0xf),
+        libc::SOCK_STREAM as u64,
+    )?;
+    Ok(seccompiler::SeccompRule::new(vec![family, kind])?)
 }
 
 /// Installs the filter on every thread of the process. Returns the number of
@@ -215,7 +237,8 @@ mod tests {
     }
 
     /// In a forked child: install the filter, then an unlisted syscall
-    /// (socket, execve, ptrace) fails with EPERM while a listed one works.
+    /// (socket, execve, ptrace) fails with EPERM while a listed one works,
+    /// and of sockets only a Unix stream socket can be made.
     #[test]
     fn unlisted_syscalls_are_refused_with_eperm() {
         let program = filter().unwrap();
@@ -238,6 +261,24 @@ mod tests {
                 // SAFETY: getpid has no preconditions.
                 if unsafe { libc::syscall(libc::SYS_getpid) } <= 0 {
                     return 12;
+                }
+                // Sockets: a Unix stream socket only (the system bus).
+                let socket = |family, kind| {
+                    // SAFETY: socket has no memory arguments; a descriptor
+                    // made here dies with this child.
+                    unsafe { libc::socket(family, kind, 0) }
+                };
+                if socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC) < 0 {
+                    return 13;
+                }
+                for (family, kind) in [
+                    (libc::AF_INET, libc::SOCK_STREAM),
+                    (libc::AF_UNIX, libc::SOCK_DGRAM),
+                    (libc::AF_NETLINK, libc::SOCK_RAW),
+                ] {
+                    if socket(family, kind) != -1 {
+                        return 14;
+                    }
                 }
                 0
             })();

@@ -31,6 +31,7 @@ mod files;
 mod grants;
 mod holders;
 pub mod host;
+mod liveness;
 mod malformed;
 pub mod os;
 mod requests;
@@ -121,6 +122,24 @@ pub enum Msg {
     /// The end of a second with malformed messages: time to sum up those
     /// not recorded one by one.
     MalformedSummary,
+    /// logind says a session was locked (`Session.Lock`): these watched
+    /// leaders are in it.
+    SessionLocked {
+        /// The leaders in the locked session.
+        leaders: Vec<Pid>,
+        /// When the signal arrived, on the kernel's monotonic clock.
+        at_ns: u64,
+    },
+    /// logind says the machine is about to suspend (`PrepareForSleep(true)`).
+    Suspending {
+        /// When the signal arrived, on the kernel's monotonic clock.
+        at_ns: u64,
+    },
+    /// Whether lock and suspend are watched now, and if not, why.
+    LockWatch {
+        /// Why they are not, or `None` when they are.
+        error: Option<String>,
+    },
     /// Wipe everything and stop.
     Shutdown,
     /// The syncer could not make a batch's records durable.
@@ -230,6 +249,8 @@ pub struct Core<O: Os> {
     draining: HashSet<GrantId>,
     /// Secrets delivered as files, by the grant they were given to.
     files: HashMap<GrantId, Vec<files::GrantFile<O::SecretFile>>>,
+    /// Why logind's lock and suspend signals are not watched, if they are not.
+    lock_watch: Option<String>,
     /// The next tick, while one is scheduled, and the interval it was set for.
     tick: Option<(Task, Duration)>,
     unsynced: Vec<Unsynced>,
@@ -270,6 +291,7 @@ impl<O: Os> Core<O> {
             next_grant: 0,
             draining: HashSet::new(),
             files: HashMap::new(),
+            lock_watch: Some("not started".to_owned()),
             tick: None,
             unsynced: Vec::new(),
         }
@@ -325,6 +347,9 @@ impl<O: Os> Core<O> {
             }
             Msg::TamperSummary => self.summarize_tamper(),
             Msg::MalformedSummary => self.summarize_malformed(),
+            Msg::SessionLocked { leaders, at_ns } => self.session_locked(&leaders, at_ns),
+            Msg::Suspending { at_ns } => self.suspending(at_ns),
+            Msg::LockWatch { error } => self.lock_watch = error,
             Msg::Shutdown => {
                 self.wipe_everything(Cause::Shutdown);
                 return false;

@@ -68,6 +68,7 @@ impl<O: Os> Core<O> {
                 .kernel
                 .as_ref()
                 .and_then(|link| link.lsm_error().map(str::to_owned)),
+            lock_watch_error: self.lock_watch.clone(),
             early_kill_error: match &self.kernel {
                 Some(link) => link.early_kill_error().map(str::to_owned),
                 None => Some("eBPF is not loaded".to_owned()),

@@ -41,6 +41,10 @@ text_enum! {
         Revoke = "revoke",
         /// The owner replaced the secret's value: the old value's holders die.
         Replace = "replace",
+        /// logind locked the session the leader is in.
+        SessionLocked = "session_locked",
+        /// The machine is about to suspend.
+        Suspend = "suspend",
         /// The secret's TTL ran out.
         TtlExpired = "ttl_expired",
         /// The guardian was told to stop.

@@ -7,6 +7,7 @@ mod binding;
 mod describing;
 mod files;
 mod holders;
+mod liveness;
 mod replacing;
 mod tamper;
 mod triggers;
