@@ -16,7 +16,10 @@ use std::{
 use arbitrary::Arbitrary;
 use guardian::{
     config::{Config, TamperResponse},
-    daemon::state::fake::{Harness, Parts},
+    daemon::state::{
+        Msg,
+        fake::{Harness, Parts},
+    },
     os::{
         process::{Pid, Uid},
         secret_mem::SecretBuf,
@@ -78,6 +81,12 @@ enum Op {
     List {
         by: u8,
     },
+    /// logind locks the session of these leaders.
+    Lock {
+        leaders: Vec<u8>,
+    },
+    /// logind says the machine is about to sleep.
+    Suspend,
     Revoke {
         by: u8,
         name: u8,
@@ -201,6 +210,14 @@ impl Model {
                 };
                 self.ask(by, request, &as_bytes);
             }
+            Op::Lock { leaders } => {
+                let leaders = leaders
+                    .iter()
+                    .filter_map(|&at| Pid::new(self.pid(at)))
+                    .collect();
+                self.h.send(Msg::SessionLocked { leaders, at_ns: 0 });
+            }
+            Op::Suspend => _ = self.h.send(Msg::Suspending { at_ns: 0 }),
             Op::List { by } => {
                 let by = self.pid(by);
                 let reply = self.h.ask(by, Request::List { all: false }, None);

@@ -6,8 +6,9 @@ its stdin ("lock ID", "sleep true|false", "add ID LEADERPID"), answering
 "ok" to each line. "impostor ID" sends a look-alike Lock of session ID from
 another connection, once to the last caller of GetSessionByPID (the
 guardian) and once to everyone. Each GetSessionByPID call is printed as
-"asked PID"."""
-import os, sys
+"asked PID"; each lock as "emitted ID NS" before the signal and "received
+ESCAPED-ID NS" once a subscriber of its own has it (CLOCK_MONOTONIC)."""
+import os, sys, time
 import dbus, dbus.service, dbus.mainloop.glib
 from gi.repository import GLib
 
@@ -98,13 +99,21 @@ def main():
             line, pending = pending.split(b"\n", 1)
             w = line.decode().split()
             if not w: continue
-            if w[0] == "lock": mgr.sessions[w[1]].Lock()
+            if w[0] == "lock":
+                print("emitted", w[1], time.monotonic_ns(), flush=True)
+                mgr.sessions[w[1]].Lock()
             elif w[0] == "unlock": mgr.sessions[w[1]].Unlock()
             elif w[0] == "sleep": mgr.PrepareForSleep(w[1] == "true")
             elif w[0] == "add": mgr.add(w[1], int(w[2]))
             elif w[0] == "impostor": impostor(mgr, w[1])
             print("ok", flush=True)
         return True
+    # A plain subscriber on a connection of its own: when a Lock reaches
+    # any client of the bus (the floor the guardian's latency is set against).
+    listener = dbus.bus.BusConnection(os.environ["DBUS_SYSTEM_BUS_ADDRESS"])
+    listener.add_signal_receiver(
+        lambda path=None: print("received", path.rsplit("/", 1)[-1], time.monotonic_ns(), flush=True),
+        signal_name="Lock", dbus_interface=SES, bus_name=BUS, path_keyword="path")
     GLib.io_add_watch(0, GLib.IO_IN | GLib.IO_HUP, on_stdin)
     print("ready", bus.get_unique_name(), flush=True)
     loop = GLib.MainLoop(); loop.run()

@@ -148,6 +148,27 @@ impl FakeLogind {
         self.command(&format!("lock {id}"));
     }
 
+    /// logind locks session `id` (digits, the first not 0); returns when it
+    /// sent the signal and when a plain subscriber of its own received it
+    /// (CLOCK_MONOTONIC ns).
+    pub fn lock_timed(&mut self, id: &str) -> (u64, u64) {
+        self.lock(id);
+        // As logind (and the fake) spell it in a path: a leading digit escaped.
+        let escaped = format!("_3{id}");
+        let time = |prefix: &str| {
+            let said = self.said.lock().expect("lines");
+            let line = said.iter().rev().find(|line| line.starts_with(prefix))?;
+            line.rsplit(' ').next()?.parse::<u64>().ok()
+        };
+        let received = format!("received {escaped} ");
+        assert!(
+            wait_until(Duration::from_secs(5), || time(&received).is_some()),
+            "no subscriber received the lock"
+        );
+        let emitted = time(&format!("emitted {id} ")).expect("no emission time");
+        (emitted, time(&received).expect("received"))
+    }
+
     /// logind says the machine is about to sleep (`true`) or has woken.
     pub fn prepare_for_sleep(&mut self, starting: bool) {
         self.command(&format!("sleep {starting}"));

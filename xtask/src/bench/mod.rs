@@ -9,17 +9,21 @@
 //! 3. Cost to the machine: fork-exec-exit, open/close and one-byte read/write
 //!    loops with and without the guardian.
 //! 4. Size: RSS and locked memory idle, with 10,000 secrets, 1,000 sessions.
+//! 5. Screen lock to secret wiped, through a private system bus and the
+//!    tests' fake logind, beside D-Bus's own delivery.
 //!
 //! `NINGEN_SHIKKAKU_BENCH_TRIGGERS` sets the triggers per row (default 200),
 //! `NINGEN_SHIKKAKU_BENCH_DEATHS` the guardian deaths per row (default 200,
 //! each a guardian start);
-//! `NINGEN_SHIKKAKU_BENCH_ONLY=requests` (or `=machine`, or `=deaths`) runs
+//! `NINGEN_SHIKKAKU_BENCH_LOCKS` the screen locks (default 200);
+//! `NINGEN_SHIKKAKU_BENCH_ONLY=requests` (or `=machine`, `=lock`, or `=deaths`) runs
 //! only the request rows (or the cost to the machine, or the guardian's
 //! death beside the kernel-alone rows, or `=triggers` the eBPF guardian's
 //! trigger rows beside them) and prints them without writing the report (for
 //! iterating on one figure).
 
 mod guardian;
+mod lock;
 mod machine;
 mod report;
 mod requests;
@@ -48,9 +52,10 @@ pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
     let mut md = Markdown::default();
     header(&mut md, runs);
     let only = std::env::var("NINGEN_SHIKKAKU_BENCH_ONLY");
-    if matches!(only.as_deref(), Ok("requests" | "machine")) {
+    if matches!(only.as_deref(), Ok("requests" | "machine" | "lock")) {
         match only.as_deref() {
             Ok("requests") => request_table(&mut md, binary, &dir)?,
+            Ok("lock") => lock_table(&mut md)?,
             _ => machine_table(&mut md, binary, &dir)?,
         }
         println!("{}", md.0);
@@ -121,6 +126,7 @@ pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
     )?;
     md.line("![Leader SIGKILL to last holder dead, 10 holders](bench-latency.svg)\n");
 
+    lock_table(&mut md)?;
     eprintln!("bench: request cost");
     request_table(&mut md, binary, &dir)?;
     machine_table(&mut md, binary, &dir)?;
@@ -258,6 +264,46 @@ fn death_table(
             deaths.median / floor.max(1.0)
         ));
     }
+    md.line("");
+    Ok(())
+}
+
+/// logind's `Session.Lock` to the secret wiped.
+fn lock_table(md: &mut Markdown) -> anyhow::Result<()> {
+    let runs: usize = std::env::var("NINGEN_SHIKKAKU_BENCH_LOCKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    eprintln!("bench: screen lock to wiped ({runs} locks)");
+    let samples = lock::locks(runs)?;
+    let column = |pick: fn(&lock::LockSample) -> u64| {
+        Summary::of(&samples.iter().map(pick).collect::<Vec<_>>()).cells()
+    };
+    md.line(
+        "## Screen lock to wiped
+",
+    );
+    md.line(format!(
+        "A fake logind (`tests/dbus/fake_logind.py`) on a private dbus-daemon sends \
+         `Session.Lock` for a session holding one secret, {runs} times, a fresh session \
+         each. From the moment it sends (its CLOCK_MONOTONIC): to a subscriber of its own, \
+         on a connection of its own, having the signal (D-Bus's part, with a Python client's \
+         own overhead), to the guardian having it, and to the secret wiped (the guardian's \
+         trigger record). The holders then die as in any trigger.\n"
+    ));
+    md.line("| | median | p99 | max |\n|---|---|---|---|");
+    md.line(format!(
+        "| signal sent to a Python subscriber having it (D-Bus, for comparison) | {} |",
+        column(|s| s.to_subscriber)
+    ));
+    md.line(format!(
+        "| signal sent to the guardian having it | {} |",
+        column(|s| s.to_guardian)
+    ));
+    md.line(format!(
+        "| signal sent to the secret wiped | {} |",
+        column(|s| s.to_wiped)
+    ));
     md.line("");
     Ok(())
 }
