@@ -63,33 +63,29 @@ async fn follow(
 ) -> zbus::Result<()> {
     let connection = Connection::system().await?;
     let signals = |rule: MatchRule<'static>| MessageStream::for_match_rule(rule, &connection, None);
+    let signal = |sender, interface, member| {
+        MatchRule::builder()
+            .msg_type(Type::Signal)
+            .sender(sender)
+            .interface(interface)
+            .member(member)
+    };
     // Subscribed before the owner is asked for, so no change is missed.
     let mut owner_changes = signals(
-        MatchRule::builder()
-            .msg_type(Type::Signal)
-            .sender("org.freedesktop.DBus")
-            .interface("org.freedesktop.DBus")
-            .member("NameOwnerChanged")
-            .add_arg(LOGIN1)
-            .build()?,
+        signal(
+            "org.freedesktop.DBus",
+            "org.freedesktop.DBus",
+            "NameOwnerChanged",
+        )
+        .add_arg(LOGIN1)
+        .build()?,
     )
     .await?;
-    let mut locks = signals(
-        MatchRule::builder()
-            .msg_type(Type::Signal)
-            .sender(LOGIN1)
-            .interface("org.freedesktop.login1.Session")
-            .member("Lock")
-            .build()?,
-    )
-    .await?;
+    let mut locks =
+        signals(signal(LOGIN1, "org.freedesktop.login1.Session", "Lock").build()?).await?;
     let mut sleeps = signals(
-        MatchRule::builder()
-            .msg_type(Type::Signal)
-            .sender(LOGIN1)
+        signal(LOGIN1, "org.freedesktop.login1.Manager", "PrepareForSleep")
             .path("/org/freedesktop/login1")
-            .interface("org.freedesktop.login1.Manager")
-            .member("PrepareForSleep")
             .build()?,
     )
     .await?;

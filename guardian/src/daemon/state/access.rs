@@ -31,11 +31,6 @@ impl<O: Os> Core<O> {
         if leader == self.os.guardian() {
             return Err(RequestError::BindGuardian);
         }
-        // The put process exits as soon as the secret is stored, which would
-        // wipe it at once (as `setsid ningen-shikkaku put` would have it).
-        if leader == peer.pid {
-            return Err(RequestError::BindCaller(leader));
-        }
         let inspecting = |err| RequestError::inspecting(leader, err);
         let thread = |tgid: i32| RequestError::Thread { tid: leader, tgid };
         // Open the handle first: checks made after it are about this very

@@ -97,7 +97,7 @@ pub enum RequestError {
         /// Its process.
         tgid: i32,
     },
-    /// The caller named itself, or is its own session's leader.
+    /// The caller is its own session's leader (`setsid put`).
     #[error(
         "refusing to bind to PID {0}, this put process itself: it exits once the secret is \
          stored, which would wipe it at once; bind to your shell instead: --bind $$"

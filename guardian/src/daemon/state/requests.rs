@@ -196,11 +196,20 @@ impl<O: Os> Core<O> {
                 .global_pid(peer.pid, pid)
                 .map_err(|err| RequestError::inspecting(pid, err))?
                 .ok_or(RequestError::NoSuchProcess(pid))?,
-            None => self
-                .os
-                .session_of(peer.pid)
-                .map_err(RequestError::CallerSession)?
-                .ok_or(RequestError::NoSession)?,
+            None => {
+                let leader = self
+                    .os
+                    .session_of(peer.pid)
+                    .map_err(RequestError::CallerSession)?
+                    .ok_or(RequestError::NoSession)?;
+                // A put that leads its own session (`setsid ningen-shikkaku
+                // put`) exits once the secret is stored, wiping it at once. A
+                // process that names itself with `bind` means to live on.
+                if leader == peer.pid {
+                    return Err(RequestError::BindCaller(leader));
+                }
+                leader
+            }
         };
         let (process, owner) = self.check_bindable(peer, leader)?;
         // The caller's session was read by pid: make sure it was the caller's.
