@@ -240,11 +240,19 @@ fn remove(path: &Path) -> anyhow::Result<()> {
 /// Runs the installed binary with `args` (and `dir` after them); returns
 /// what it printed.
 fn run_binary(binary: &Path, args: &[&str], dir: Option<&Path>) -> anyhow::Result<String> {
-    let output = Command::new(binary)
-        .args(args)
-        .args(dir)
-        .output()
-        .with_context(|| format!("cannot run {}", binary.display()))?;
+    let mut tries = 0;
+    let output = loop {
+        match Command::new(binary).args(args).args(dir).output() {
+            // A child another thread forked while the copy was being written
+            // holds the written descriptor until it execs: the binary is
+            // "busy" for that moment.
+            Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            ran => break ran.with_context(|| format!("cannot run {}", binary.display()))?,
+        }
+    };
     if !output.status.success() {
         bail!(
             "{} {} failed: {}",
