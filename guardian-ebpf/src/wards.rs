@@ -156,17 +156,8 @@ pub(crate) fn stop_outside_grant(grant: u32, flags: u32) {
         caller,
         grant
     );
-    let event = caller_event(EventKind::Tamper);
-    if !rate::admit(event.uid) {
-        return;
-    }
-    emit_tamper(Event {
-        pid: caller,
-        syscall: TamperSyscall::OpenSecretFile as u32,
-        request: u64::from(grant),
-        flags,
-        ..event
-    });
+    // No process is the target: the grant is, in `request`.
+    report(0, TamperSyscall::OpenSecretFile, u64::from(grant), flags);
 }
 
 /// After a call that may change uids: a holder whose uids no longer all

@@ -172,12 +172,9 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
 
     while step(&mut core, &mut events, &mut inbox).await? {
         // logind is asked which session each new leader is in.
-        leaders.send_if_modified(|known| {
-            let now = core.leaders();
-            let changed = *known != now;
-            *known = now;
-            changed
-        });
+        if let Some(now) = core.leaders_if_moved() {
+            leaders.send_replace(now);
+        }
     }
     // Shutting down: secrets are wiped; give holders a moment to be reaped so the
     // audit log records their deaths.

@@ -23,13 +23,7 @@ impl<O: Os> Core<O> {
     /// a member of such a holder's cgroup (a child the kernel has not
     /// reported yet), or a descendant of one.
     pub(super) fn holds_value_of(&self, peer: &Peer, key: &SecretKey) -> bool {
-        let grants: HashSet<GrantId> = self
-            .sessions
-            .grants
-            .iter()
-            .filter(|(_, grant)| !grant.doomed && grant.secrets.contains(key))
-            .map(|(&id, _)| id)
-            .collect();
+        let grants = self.sessions.grants_holding(key);
         if grants.is_empty() {
             return false;
         }
@@ -81,6 +75,7 @@ impl<O: Os> Core<O> {
         self.sessions
             .leaders
             .insert(leader, Leader { id, sid, watcher });
+        self.leaders_moved = true;
         Ok(())
     }
 
@@ -88,6 +83,7 @@ impl<O: Os> Core<O> {
     pub(super) fn unwatch_leader(&mut self, leader: Pid) {
         // Dropping the entry cancels its watcher.
         self.sessions.leaders.remove(&leader);
+        self.leaders_moved = true;
         if let Some(kernel) = &mut self.kernel {
             kernel.unwatch_leader(leader);
         }

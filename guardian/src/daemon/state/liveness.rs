@@ -39,4 +39,10 @@ impl<O: Os> Core<O> {
         leaders.sort_unstable_by_key(|pid| pid.raw());
         leaders
     }
+
+    /// The leaders, if any was watched or unwatched since the last call: the
+    /// daemon asks after every step, and a step rarely moves a leader.
+    pub fn leaders_if_moved(&mut self) -> Option<Vec<Pid>> {
+        std::mem::take(&mut self.leaders_moved).then(|| self.leaders())
+    }
 }

@@ -251,6 +251,8 @@ pub struct Core<O: Os> {
     files: HashMap<GrantId, Vec<files::GrantFile<O::SecretFile>>>,
     /// Why logind's lock and suspend signals are not watched, if they are not.
     lock_watch: Option<String>,
+    /// A leader was watched or unwatched since the set was last taken.
+    leaders_moved: bool,
     /// The next tick, while one is scheduled, and the interval it was set for.
     tick: Option<(Task, Duration)>,
     unsynced: Vec<Unsynced>,
@@ -292,6 +294,7 @@ impl<O: Os> Core<O> {
             draining: HashSet::new(),
             files: HashMap::new(),
             lock_watch: Some("not started".to_owned()),
+            leaders_moved: false,
             tick: None,
             unsynced: Vec::new(),
         }

@@ -82,21 +82,34 @@ impl<P> Default for Sessions<P> {
 }
 
 impl<P> Sessions<P> {
-    /// Live holders of `key`'s current value (those of a replaced value are
-    /// dying).
-    pub fn holders_of(&self, key: &SecretKey) -> Vec<Pid> {
-        let mut pids: Vec<Pid> = self
-            .holders
+    /// The grants holding `key`'s current value (those of a replaced value
+    /// are doomed, and dying).
+    pub fn grants_holding(&self, key: &SecretKey) -> HashSet<GrantId> {
+        self.grants
             .iter()
-            .filter(|(_, holder)| {
-                self.grants
-                    .get(&holder.grant)
-                    .is_some_and(|g| !g.doomed && g.secrets.contains(key))
-            })
-            .map(|(&pid, _)| pid)
+            .filter(|(_, grant)| !grant.doomed && grant.secrets.contains(key))
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    /// Live holders of `key`'s current value.
+    pub fn holders_of(&self, key: &SecretKey) -> Vec<Pid> {
+        let grants = self.grants_holding(key);
+        let mut pids: Vec<Pid> = self
+            .holders_in(&grants)
+            .into_iter()
+            .map(|(pid, _, _)| pid)
             .collect();
         pids.sort_unstable_by_key(|pid| pid.raw());
         pids
+    }
+
+    /// The secrets `grant`'s holders received (none for a grant that is gone).
+    pub fn secrets_of(&self, grant: GrantId) -> Vec<SecretKey> {
+        self.grants
+            .get(&grant)
+            .map(|grant| grant.secrets.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Marks every grant holding any of `keys` as doomed and returns their ids.

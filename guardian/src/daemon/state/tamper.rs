@@ -107,12 +107,7 @@ impl<O: Os> Core<O> {
     /// the grant's secrets were within the attacker's reach.
     fn secret_file_opened(&mut self, event: &Event, attacker: Pid) {
         let grant = event.request as GrantId;
-        let keys: Vec<SecretKey> = self
-            .sessions
-            .grants
-            .get(&grant)
-            .map(|grant| grant.secrets.iter().cloned().collect())
-            .unwrap_or_default();
+        let keys = self.sessions.secrets_of(grant);
         self.record_tamper(event, attacker, grant, Role::SecretFile, &keys);
         if !keys.is_empty() && self.config.tamper_response == TamperResponse::Wipe {
             self.trigger(Cause::Tamper, event.ktime_ns, keys, None);
@@ -210,13 +205,7 @@ impl<O: Os> Core<O> {
     fn reach_of(&self, target: Pid, leader: u32) -> (Role, Vec<SecretKey>) {
         let supervisor = self.supervisor.as_ref().map(|(process, _)| process.pid());
         if let Some(holder) = self.sessions.holders.get(&target) {
-            let keys = self
-                .sessions
-                .grants
-                .get(&holder.grant)
-                .map(|grant| grant.secrets.iter().cloned().collect())
-                .unwrap_or_default();
-            return (Role::Holder, keys);
+            return (Role::Holder, self.sessions.secrets_of(holder.grant));
         }
         if supervisor == Some(target) {
             return (Role::Supervisor, Vec::new());

@@ -63,6 +63,11 @@ fn status_says_whether_lock_and_suspend_are_watched() {
     );
     h.send(Msg::LockWatch { error: None });
     assert_eq!(h.status().lock_watch_error, None);
+    let _ = h.core.leaders_if_moved();
     let leader = h.storing(ALICE);
     assert_eq!(h.core.leaders(), [pid(leader)]);
+    assert_eq!(h.core.leaders_if_moved(), Some(vec![pid(leader)]));
+    assert_eq!(h.core.leaders_if_moved(), None, "nothing moved since");
+    h.exit(leader);
+    assert_eq!(h.core.leaders_if_moved(), Some(Vec::new()));
 }
