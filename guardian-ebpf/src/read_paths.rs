@@ -237,7 +237,8 @@ fn secret_file_opened(file: u64, flags: u32) {
 
 /// For a `/proc/PID/environ` or `mem` file (recognised by its read
 /// operation, whatever path reached it): which of the two, and the process
-/// it is about. `None` for any other file.
+/// it is about. `None` for any other file, and for an environment that
+/// cannot hold a secret.
 fn ward_file(file: u64) -> Option<(TamperSyscall, u32)> {
     let read = kmem::file_read_op(file)?;
     let kind = if read == kmem::field(Layout::EnvironRead) {
@@ -247,7 +248,9 @@ fn ward_file(file: u64) -> Option<(TamperSyscall, u32)> {
     } else {
         return None;
     };
-    Some((kind, kmem::proc_file_target(file)?))
+    let target = kmem::proc_file_target(file)?;
+    let harmless = kind == TamperSyscall::OpenEnviron && !wards::environ_may_hold_secret(target);
+    (!harmless).then_some((kind, target))
 }
 
 /// ptrace(PTRACE_ATTACH or PTRACE_SEIZE): on success the kernel has resolved

@@ -4,8 +4,13 @@
 //! its session, their descendants). The rules, checked before any read path
 //! is let through:
 //! - a process may always reach into itself, and the guardian into anyone;
-//! - a holder only from a holder of the same grant (`exec -- strace -f cmd`);
+//! - a holder from a holder of the same grant (`exec -- strace -f cmd`), or
+//!   from the session it was started in (which may `get` its values anyway:
+//!   `ps` typed in the session reads every holder's environment);
 //! - any other ward only from a process of the same leader's session.
+//!
+//! The guardian's and its supervisor's environment holds no secret (values
+//! reach the guardian over its socket), so reading it is no attack.
 
 use aya_ebpf::helpers::bpf_get_current_uid_gid;
 use guardian_ebpf::{
@@ -43,14 +48,32 @@ pub(crate) fn intrusion(tgid: u32) -> Option<Ward> {
     // SAFETY (both closures): pointers come from map lookups in this program run.
     let allowed = match ward {
         Ward::Guardian => false,
-        Ward::Holder(value) => HOLDERS
-            .get_ptr(caller)
-            .is_some_and(|own| holder_grant(unsafe { *own }) == holder_grant(value)),
-        Ward::Member(value) => WARDS
-            .get_ptr(caller)
-            .is_some_and(|own| ward_leader(unsafe { *own }) == ward_leader(value)),
+        Ward::Holder(value) => {
+            HOLDERS
+                .get_ptr(caller)
+                .is_some_and(|own| holder_grant(unsafe { *own }) == holder_grant(value))
+                || WARDS
+                    .get_ptr(tgid)
+                    .is_some_and(|target| in_session_of(caller, unsafe { *target }))
+        }
+        Ward::Member(value) => in_session_of(caller, value),
     };
     (!allowed).then_some(ward)
+}
+
+/// True if `caller` is a member of the session that the `WARDS` value
+/// `ward` belongs to.
+fn in_session_of(caller: u32, ward: u64) -> bool {
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
+    WARDS
+        .get_ptr(caller)
+        .is_some_and(|own| ward_leader(unsafe { *own }) == ward_leader(ward))
+}
+
+/// False when `tgid`'s environment cannot hold a secret, so reading it is
+/// no attack: the guardian's and its supervisor's.
+pub(crate) fn environ_may_hold_secret(tgid: u32) -> bool {
+    PROTECTED.get_ptr(tgid).is_none()
 }
 
 fn ward_of(tgid: u32) -> Option<Ward> {

@@ -1,6 +1,10 @@
 """An attacker for the tamper tests: process_vm_readv or ptrace on a pid.
 
-usage: attacker.py readv|attach|seize PID OUTFILE
+usage: attacker.py readv|attach|seize|seize-hold PID OUTFILE
+
+seize-hold seizes PID, prints the result, and stays its tracer until its
+standard input closes, as malware that attaches to a shell at login would:
+it lets every signal through, so the tracee runs as if untraced.
 
 For readv, the target's stack (or one page when its maps are unreadable) is
 read into a shared file mapping, so any byte copied survives this process's
@@ -12,11 +16,15 @@ caller at syscall entry.
 import ctypes
 import mmap
 import os
+import signal
 import sys
+import threading
 
 libc = ctypes.CDLL(None, use_errno=True)
 PTRACE_ATTACH = 16
 PTRACE_SEIZE = 0x4206
+PTRACE_CONT = 7
+WALL = 0x40000000
 
 
 class IoVec(ctypes.Structure):
@@ -54,6 +62,23 @@ def trace(pid, request):
     print("ptrace returned", r, "errno", ctypes.get_errno(), flush=True)
 
 
+def hold(pid):
+    """Resumes the tracee at each stop, passing its signal on, until stdin
+    closes (a thread watches it; ptrace requests must come from this one)."""
+    threading.Thread(target=lambda: (sys.stdin.read(), os._exit(0)), daemon=True).start()
+    while True:
+        try:
+            _, status = os.waitpid(pid, WALL)
+        except ChildProcessError:
+            os._exit(0)
+        if os.WIFSTOPPED(status):
+            sig = os.WSTOPSIG(status)
+            deliver = 0 if sig == signal.SIGTRAP or status >> 16 else sig
+            libc.ptrace(ctypes.c_long(PTRACE_CONT), ctypes.c_long(pid), None, ctypes.c_long(deliver))
+        elif os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            os._exit(0)
+
+
 def main():
     mode, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if mode == "readv":
@@ -62,6 +87,9 @@ def main():
         trace(pid, PTRACE_ATTACH)
     elif mode == "seize":
         trace(pid, PTRACE_SEIZE)
+    elif mode == "seize-hold":
+        trace(pid, PTRACE_SEIZE)
+        hold(pid)
     else:
         sys.exit(f"unknown mode {mode}")
 

@@ -21,6 +21,64 @@ pub fn attack(mode: &str, target: i32, out: &Path, as_nobody: bool) -> Output {
         .expect("run attacker")
 }
 
+/// A tracer of another session, as another user's or the same user's
+/// malware: attacker.py seize-hold, which PTRACE_SEIZEs a process and stays
+/// its tracer until dropped.
+pub struct Tracer {
+    child: Child,
+    /// What the seize returned ("ptrace returned R errno E"), or empty
+    /// when the tracer was killed before it could say.
+    pub said: String,
+}
+
+impl Tracer {
+    /// Seizes `target` from a session of its own, as root or as `nobody`.
+    pub fn seize(target: i32, as_nobody: bool) -> Self {
+        let mut command = helper("attacker.py", as_nobody);
+        command
+            .args(["seize-hold", &target.to_string(), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        // SAFETY: setsid is async-signal-safe and touches only the child.
+        unsafe {
+            command.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(drop)
+                    .map_err(std::io::Error::from)
+            });
+        }
+        let mut child = command.spawn().expect("start tracer");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut said = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut said);
+        Self { child, said }
+    }
+
+    /// The tracer's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// True if the seize succeeded and the tracer is still attached.
+    pub fn is_attached(&self, target: i32) -> bool {
+        self.said.starts_with("ptrace returned 0 ")
+            && crate::proc_status_field(target, "TracerPid") == Some(u64::from(self.child.id()))
+    }
+
+    /// Waits for the tracer to end; its status.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        drop(self.child.stdin.take());
+        self.child.wait().expect("wait for tracer")
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs the read-path helper (tests/helpers/reader.py) in a session of its
 /// own, as root or as `nobody`: `reader.py MODE TARGET OUT [EXTRA]`.
 pub fn read_attack(mode: &str, target: i32, out: &Path, extra: &[&str], as_nobody: bool) -> Output {

@@ -227,12 +227,16 @@ fn the_syscall_tracepoints_are_attached_only_while_something_is_protected() {
     let output = attack("readv", holder, &loot, false);
     assert_eq!(output.status.signal(), Some(libc::SIGKILL));
 
-    // The tamper response wiped tok and killed its holder: nothing is left
-    // to protect, so every syscall on the machine gets its fast path back.
+    // The tamper response wiped tok and killed its holder, but the session
+    // stays guarded while its leader lives (issue 27). Once it has exited,
+    // nothing is left to protect, so every syscall on the machine gets its
+    // fast path back.
+    assert!(wait_until(Duration::from_secs(5), || !is_alive(holder)));
+    assert_eq!(guardian.status()["tamper_armed"], true);
+    session.type_line("exit");
     let disarmed = wait_until(Duration::from_secs(5), || {
         guardian.status()["tamper_armed"] == false
     });
     assert!(disarmed, "{}", guardian.status());
-    assert!(!is_alive(holder));
     assert_eq!(attached_programs(guardian.pid()), idle);
 }

@@ -184,7 +184,8 @@ pub(super) fn status(status: &StatusInfo) -> String {
     line(
         "counts",
         &format!(
-            "{} secrets, {} leaders, {} holders; {} events dropped, {} holder events lost",
+            "{} secrets, {} sessions guarded, {} holders; {} events dropped, {} holder events \
+             lost",
             status.secrets,
             status.leaders,
             status.holders,

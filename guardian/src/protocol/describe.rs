@@ -122,9 +122,10 @@ pub struct StatusInfo {
     /// left open on this machine, with the fix where there is one.
     pub read_paths: ReadPaths,
     /// True while the syscall tamper tracepoints are attached: whenever a
-    /// secret is held or a holder lives (they cost every syscall on the
-    /// machine a slow path, so an idle guardian detaches them). For another
-    /// user than root, true only while that user has a secret or holder.
+    /// secret is held, a holder lives or a session that held one is still
+    /// guarded (they cost every syscall on the machine a slow path, so an
+    /// idle guardian detaches them). For another user than root, true only
+    /// while that user has one of those.
     pub tamper_armed: bool,
     /// Where secret bytes live.
     pub memory_backend: crate::os::secret_mem::Backing,
@@ -133,8 +134,10 @@ pub struct StatusInfo {
     pub locked_bytes: usize,
     /// Secrets held (root: everyone's; another user: that user's).
     pub secrets: usize,
-    /// Session leaders watched (root: all; another user: those its secrets
-    /// are bound to).
+    /// Sessions guarded, by their watched leaders: each from its first
+    /// secret until its leader exits, whether or not it holds one now
+    /// (root: all; another user: its own and those its secrets are bound
+    /// to).
     pub leaders: usize,
     /// Processes holding secrets (root: all; another user: its own).
     pub holders: usize,

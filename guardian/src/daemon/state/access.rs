@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashSet;
+
 use super::{
     Core, RequestError, SecretKey,
     os::{Os, Process},
@@ -15,6 +17,9 @@ use crate::{
     },
     protocol::SecretName,
 };
+
+/// How far up a caller's parents a request looks for a tracer.
+const MAX_ANCESTORS: usize = 64;
 
 impl<O: Os> Core<O> {
     /// Refuses a leader that never exits, is not a live process of the
@@ -93,7 +98,15 @@ impl<O: Os> Core<O> {
             .iter()
             .map(|name| self.usable(peer, peer_sid, name))
             .collect::<Result<Vec<_>, _>>()?;
-        self.untraced(peer)?;
+        let parent = self.untraced(peer)?;
+        let leaders: HashSet<Pid> = keys
+            .iter()
+            .filter_map(|key| self.vault.get(key).map(|secret| secret.leader))
+            .collect();
+        for leader in leaders {
+            let chain = self.ancestors_in_session(parent, leader);
+            self.untraced_from_outside(leader, chain)?;
+        }
         Ok(keys)
     }
 
@@ -138,10 +151,62 @@ impl<O: Os> Core<O> {
 
     /// Refuses a caller that is being traced: its tracer could read what it
     /// gets. Also the check that it is [still connected](Self::still_connected).
-    fn untraced(&self, peer: &Peer) -> Result<(), RequestError> {
-        match self.still_connected(peer)?.tracer {
-            0 => Ok(()),
-            tracer => Err(RequestError::Traced(tracer)),
+    /// Returns the caller's parent.
+    fn untraced(&self, peer: &Peer) -> Result<Option<Pid>, RequestError> {
+        match self.still_connected(peer)? {
+            Status {
+                tracer: 0, ppid, ..
+            } => Ok(Pid::new(ppid)),
+            Status { tracer, .. } => Err(RequestError::Traced(tracer)),
         }
+    }
+
+    /// Refuses when one of `members` of `leader`'s session is traced by a
+    /// process outside that session. A tracer needs no memory access to
+    /// harvest: with registers and system calls alone it can make a shell
+    /// exec a script that asks for a secret, and the guardian would see an
+    /// ordinary request from inside the session.
+    pub(super) fn untraced_from_outside(
+        &self,
+        leader: Pid,
+        members: impl IntoIterator<Item = Pid>,
+    ) -> Result<(), RequestError> {
+        let sid = self.sessions.leaders.get(&leader).and_then(|l| l.sid);
+        for member in members {
+            let Some(tracer) = self.os.status(member).ok().and_then(|s| Pid::new(s.tracer)) else {
+                continue; // untraced, or gone
+            };
+            let in_session = |pid| sid.is_some() && self.os.session_of(pid).ok().flatten() == sid;
+            if !in_session(tracer) && !self.os.descends_from(tracer, leader) {
+                return Err(RequestError::TracedFromOutside {
+                    member,
+                    tracer,
+                    exe: self.os.exe_of(tracer),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `leader`, and the caller's ancestors from `parent` up while they are
+    /// in `leader`'s session: the processes a request from the caller may
+    /// have been driven by. (A `put` looks at the whole session.)
+    fn ancestors_in_session(&self, parent: Option<Pid>, leader: Pid) -> Vec<Pid> {
+        let sid = self.sessions.leaders.get(&leader).and_then(|l| l.sid);
+        let in_session = |pid| {
+            (sid.is_some() && self.os.session_of(pid).ok().flatten() == sid)
+                || self.os.descends_from(pid, leader)
+        };
+        let mut chain = vec![leader];
+        let mut next = parent;
+        // Bounded: a parent chain that changes under the walk ends it.
+        for _ in 0..MAX_ANCESTORS {
+            let Some(pid) = next.filter(|&pid| pid != leader && in_session(pid)) else {
+                break;
+            };
+            chain.push(pid);
+            next = self.os.status(pid).ok().and_then(|s| Pid::new(s.ppid));
+        }
+        chain
     }
 }

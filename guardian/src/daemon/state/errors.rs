@@ -141,6 +141,22 @@ pub enum RequestError {
     /// The caller is being traced, and its tracer could read the secret.
     #[error("refusing to hand secrets to a process traced by PID {0}")]
     Traced(i32),
+    /// A process of the session is traced by one outside it: ptrace
+    /// requests that never touch memory (registers, system calls) would let
+    /// the tracer make it ask for the session's secrets.
+    #[error(
+        "PID {member} of this session is traced by PID {tracer} ({exe}), which is outside the \
+         session and could make it ask for secrets; end that tracer, or use a session it does \
+         not trace"
+    )]
+    TracedFromOutside {
+        /// The traced process.
+        member: Pid,
+        /// Its tracer.
+        tracer: Pid,
+        /// The tracer's executable.
+        exe: String,
+    },
     /// The caller exited before it could be checked or contained.
     #[error("the caller has exited")]
     CallerExited,

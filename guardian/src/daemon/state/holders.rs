@@ -42,15 +42,27 @@ impl<O: Os> Core<O> {
 
     /// Watches `leader`, whose handle is `process` (once, however many
     /// secrets are bound to it): by an exit watcher, and with eBPF in the
-    /// kernel map of leaders too.
+    /// kernel map of leaders too. True if it was not watched before. A
+    /// leader watched since a hangup is watched for the next one again.
     pub(super) fn watch_leader(
         &mut self,
         leader: Pid,
         process: O::Process,
         owner: Uid,
-    ) -> Result<(), RequestError> {
-        if self.sessions.leaders.contains_key(&leader) {
-            return Ok(());
+    ) -> Result<bool, RequestError> {
+        if let Some(watched) = self.sessions.leaders.get_mut(&leader) {
+            if std::mem::take(&mut watched.hung_up)
+                && let Some(kernel) = &mut self.kernel
+            {
+                let sid = watched.sid;
+                kernel
+                    .watch_leader(leader, sid, owner)
+                    .map_err(|source| RequestError::Watch {
+                        pid: leader,
+                        source,
+                    })?;
+            }
+            return Ok(false);
         }
         let sid = self
             .os
@@ -72,11 +84,18 @@ impl<O: Os> Core<O> {
         let watcher = self
             .os
             .on_exit(Arc::new(process), Msg::LeaderGone { pid: leader, id });
-        self.sessions
-            .leaders
-            .insert(leader, Leader { id, sid, watcher });
+        self.sessions.leaders.insert(
+            leader,
+            Leader {
+                id,
+                owner,
+                sid,
+                watcher,
+                hung_up: false,
+            },
+        );
         self.leaders_moved = true;
-        Ok(())
+        Ok(true)
     }
 
     /// Stops watching `leader`.

@@ -151,6 +151,10 @@ impl Os for Host {
         process::descendants_of(roots)
     }
 
+    fn session_members(&self, leader: Pid, sid: Option<Pid>) -> Vec<Pid> {
+        process::session_members(leader, sid)
+    }
+
     fn is_exiting(&self, pid: Pid) -> bool {
         process::is_exiting(pid)
     }

@@ -361,10 +361,12 @@ impl<O: Os> Core<O> {
         true
     }
 
-    /// Detaches the tamper tracepoints once no secret is held and no holder
-    /// lives; `put` attaches them again before it stores anything.
+    /// Detaches the tamper tracepoints once no secret is held, no holder
+    /// lives and no session that held one is left; `put` attaches them again
+    /// before it stores anything.
     pub fn disarm_if_idle(&mut self) {
         if self.vault.is_empty()
+            && self.sessions.leaders.is_empty()
             && self.sessions.holders.is_empty()
             && self.sessions.grants.is_empty()
             && let Some(kernel) = &mut self.kernel

@@ -188,6 +188,9 @@ pub trait Os {
     fn descends_from(&self, pid: Pid, ancestor: Pid) -> bool;
     /// Every live descendant of `roots`, roots excluded.
     fn descendants_of(&self, roots: &HashSet<Pid>) -> Vec<Pid>;
+    /// `leader`, its descendants and every process of session `sid`: the
+    /// processes that may ask for a secret bound to `leader`.
+    fn session_members(&self, leader: Pid, sid: Option<Pid>) -> Vec<Pid>;
     /// True if `pid` has begun to exit (PF_EXITING), though not yet dead.
     fn is_exiting(&self, pid: Pid) -> bool;
     /// The executable of `pid`, or a placeholder.

@@ -214,7 +214,17 @@ impl<O: Os> Core<O> {
         let (process, owner) = self.check_bindable(peer, leader)?;
         // The caller's session was read by pid: make sure it was the caller's.
         self.still_connected(peer)?;
-        self.watch_leader(leader, process, owner)?;
+        let fresh = self.watch_leader(leader, process, owner)?;
+        // Looked at once its members are wards: a tracer attached from now
+        // on is stopped by the kernel, one attached before is seen here.
+        let sid = self.sessions.leaders.get(&leader).and_then(|l| l.sid);
+        let members = self.os.session_members(leader, sid);
+        if let Err(err) = self.untraced_from_outside(leader, members) {
+            if fresh {
+                self.unwatch_leader(leader);
+            }
+            return Err(err);
+        }
         let id = self.fresh_id();
         let expiry = expires.map(|(ttl, at)| {
             let expired = super::Msg::Expired {

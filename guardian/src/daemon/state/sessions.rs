@@ -18,11 +18,16 @@ use crate::os::process::{Pid, Uid};
 pub struct Leader {
     /// Distinguishes this leader from a later process that reuses the pid.
     pub id: u64,
+    /// The user whose process it is.
+    pub owner: Uid,
     /// The leader's session id, for the "same session" check; `None` for
     /// session 0, which matches no one.
     pub sid: Option<Pid>,
     /// The task waiting for the leader to exit.
     pub watcher: Task,
+    /// Sent SIGHUP and still alive: its session stays guarded, and the next
+    /// `put` bound to it watches for a hangup again.
+    pub hung_up: bool,
 }
 
 impl Leader {

@@ -84,7 +84,10 @@ impl<O: Os> Core<O> {
             // For another user, armed only over something of its own, so
             // the flag says nothing of others' secrets.
             tamper_armed: self.kernel.as_ref().is_some_and(KernelMaps::is_armed)
-                && (viewer == Uid::ROOT || counts.secrets > 0 || counts.holders > 0),
+                && (viewer == Uid::ROOT
+                    || counts.secrets > 0
+                    || counts.holders > 0
+                    || counts.leaders > 0),
             memory_backend: secret_mem::backing(),
             locked_bytes: counts.locked_bytes,
             secrets: counts.secrets,
@@ -120,11 +123,14 @@ impl<O: Os> Core<O> {
     }
 
     fn counts_for(&self, uid: Uid) -> Counts {
-        let leaders: HashSet<Pid> = self
-            .vault
-            .owned_by(uid)
-            .map(|(_, secret)| secret.leader)
-            .collect();
+        let bound = self.vault.owned_by(uid).map(|(_, secret)| secret.leader);
+        let guarded = self
+            .sessions
+            .leaders
+            .iter()
+            .filter(|(_, leader)| leader.owner == uid)
+            .map(|(&pid, _)| pid);
+        let leaders: HashSet<Pid> = bound.chain(guarded).collect();
         let holders = self
             .sessions
             .holders

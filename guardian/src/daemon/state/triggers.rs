@@ -80,15 +80,23 @@ pub(super) struct PendingTrigger {
 }
 
 impl<O: Os> Core<O> {
-    /// A leader exited or was hung up: wipe what is bound to it.
+    /// A leader exited or was hung up: wipe what is bound to it. Its
+    /// session is guarded until the leader has exited: a hangup leaves it
+    /// alive, with its shell's memory and whoever caused the hangup.
     pub(super) fn leader_gone(&mut self, leader: Pid, cause: Cause, start_ns: u64) {
         if !self.sessions.leaders.contains_key(&leader) {
             return;
         }
         let keys = self.vault.bound_to(leader);
         self.trigger(cause, start_ns, keys, Some(leader));
-        // A hangup leaves the leader alive; it is no longer watched either way.
-        self.unwatch_leader(leader);
+        match cause {
+            Cause::LeaderHangup => {
+                if let Some(watched) = self.sessions.leaders.get_mut(&leader) {
+                    watched.hung_up = true;
+                }
+            }
+            _ => self.unwatch_leader(leader),
+        }
     }
 
     /// Wipes every secret of every user (fail closed).
@@ -98,7 +106,10 @@ impl<O: Os> Core<O> {
     }
 
     /// Wipes `keys`, then kills every holder of any of them. Returns the number
-    /// of holders signalled.
+    /// of holders signalled. The leaders stay watched, their sessions
+    /// guarded, until they exit: a wipe by a tamper, a revoke or a TTL leaves
+    /// the shell alive with the value still in its memory, and whoever
+    /// caused it still there.
     pub(super) fn trigger(
         &mut self,
         cause: Cause,
@@ -107,22 +118,12 @@ impl<O: Os> Core<O> {
         leader: Option<Pid>,
     ) -> usize {
         let mut names = Vec::new();
-        let mut leaders = HashSet::new();
         for key in &keys {
-            if let Some(secret) = self.vault.get(key) {
-                leaders.insert(secret.leader);
-            }
             if self.vault.wipe(key) {
                 names.push(key.name.to_string());
             }
         }
-        let killed = self.kill_holders(cause, start_ns, &keys, names, leader);
-        for leader in leaders {
-            if !self.vault.has_leader(leader) {
-                self.unwatch_leader(leader);
-            }
-        }
-        killed
+        self.kill_holders(cause, start_ns, &keys, names, leader)
     }
 
     /// Kills every holder of any of `keys` (whose values are gone: wiped, or

@@ -128,9 +128,4 @@ impl Vault {
     pub fn is_empty(&self) -> bool {
         self.secrets.is_empty()
     }
-
-    /// True if any secret is still bound to `leader`.
-    pub fn has_leader(&self, leader: Pid) -> bool {
-        self.secrets.values().any(|s| s.leader == leader)
-    }
 }

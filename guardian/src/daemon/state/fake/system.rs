@@ -402,6 +402,24 @@ impl Os for FakeOs {
         found
     }
 
+    fn session_members(&self, leader: Pid, sid: Option<Pid>) -> Vec<Pid> {
+        let in_session: Vec<Pid> = self
+            .world
+            .lock()
+            .procs
+            .iter()
+            .filter(|(_, proc)| proc.alive && sid.is_some_and(|sid| proc.sid == sid.raw()))
+            .map(|(&pid, _)| super::pid(pid))
+            .collect();
+        let mut members: HashSet<Pid> = self
+            .descendants_of(&HashSet::from([leader]))
+            .into_iter()
+            .collect();
+        members.insert(leader);
+        members.extend(in_session);
+        members.into_iter().collect()
+    }
+
     fn is_exiting(&self, pid: Pid) -> bool {
         self.world
             .lock()

@@ -104,3 +104,72 @@ fn only_a_member_of_a_session_or_root_may_bind_a_secret_to_it() {
     let root = h.leader(0);
     assert!(h.put(root, "root-tok", Some(victim)).is_ok());
 }
+
+/// A tracer attached to the shell before its first `put` could make it run
+/// `get` for the attacker (issue 27, item 1).
+#[test]
+fn a_put_from_a_session_traced_from_outside_is_refused_and_names_the_tracer() {
+    let mut h = Harness::new();
+    let leader = h.leader(ALICE);
+    let outsider = h.leader(ALICE);
+    h.world.lock().procs.get_mut(&leader).unwrap().tracer = outsider;
+    let err = h.put(leader, "tok", None).unwrap_err();
+    match err {
+        RequestError::TracedFromOutside { member, tracer, .. } => {
+            assert_eq!((member.raw(), tracer.raw()), (leader, outsider));
+        }
+        other => panic!("not refused for the tracer: {other:?}"),
+    }
+    assert!(!h.holds_secret(ALICE, "tok"));
+    assert!(
+        !h.world.lock().kernel.leaders.contains(&leader),
+        "a refused put leaves no watch behind"
+    );
+}
+
+#[test]
+fn a_put_is_refused_when_any_member_is_traced_from_outside_but_not_from_inside() {
+    let mut h = Harness::new();
+    let leader = h.leader(ALICE);
+    let member = h.member(leader);
+    let debugger = h.member(leader);
+    h.world.lock().procs.get_mut(&member).unwrap().tracer = debugger;
+    h.stored(leader, "tok");
+    let outsider = h.leader(ALICE);
+    h.world.lock().procs.get_mut(&member).unwrap().tracer = outsider;
+    let err = h.put(leader, "more", None).unwrap_err();
+    assert!(
+        matches!(err, RequestError::TracedFromOutside { tracer, .. } if tracer.raw() == outsider),
+        "{err:?}"
+    );
+    assert!(
+        h.world.lock().kernel.leaders.contains(&leader),
+        "the session keeps its guard for the secret it holds"
+    );
+}
+
+#[test]
+fn a_get_is_refused_while_the_leader_or_a_parent_in_the_session_is_traced_from_outside() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    let outsider = h.leader(ALICE);
+    let script = h.member(leader);
+    let client = h.spawn(ALICE, script, leader);
+    h.world.lock().procs.get_mut(&leader).unwrap().tracer = outsider;
+    let err = h.get(client, "tok").unwrap_err();
+    assert!(
+        matches!(err, RequestError::TracedFromOutside { member, .. } if member.raw() == leader),
+        "{err:?}"
+    );
+    h.world.lock().procs.get_mut(&leader).unwrap().tracer = 0;
+    h.world.lock().procs.get_mut(&script).unwrap().tracer = outsider;
+    let err = h
+        .try_request(client, exec_request(&["tok"]), None)
+        .unwrap_err();
+    assert!(
+        matches!(err, RequestError::TracedFromOutside { member, .. } if member.raw() == script),
+        "{err:?}"
+    );
+    h.world.lock().procs.get_mut(&script).unwrap().tracer = 0;
+    assert!(h.get(client, "tok").is_ok());
+}

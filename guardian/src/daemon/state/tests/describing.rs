@@ -58,6 +58,12 @@ fn tamper_protection_is_disarmed_once_nothing_is_left_to_protect() {
     h.revoke(leader, "tok");
     assert!(h.world.lock().kernel.armed, "a holder still lives");
     h.settle();
+    assert!(
+        h.world.lock().kernel.armed,
+        "the session that held the secret is guarded until its leader exits"
+    );
+    h.exit(leader);
+    h.settle();
     assert!(!h.world.lock().kernel.armed);
     assert!(!h.status().tamper_armed);
 }

@@ -61,16 +61,22 @@ fn a_leaders_exit_wipes_its_secrets_and_records_the_latency() {
     assert!(h.core.sessions.leaders.is_empty());
 }
 
+/// A leader that outlives its hangup keeps its session guarded (issue 27),
+/// and its next `put` is watched for a hangup again.
 #[test]
-fn a_hangup_wipes_and_stops_watching_the_living_leader() {
+fn a_hangup_wipes_and_keeps_guarding_the_living_leader() {
     let mut h = Harness::new();
     let leader = h.storing(ALICE);
-    h.events(vec![event(EventKind::LeaderHangup, leader, 77)]);
+    let hangup = event(EventKind::LeaderHangup, leader, 77);
+    h.events(vec![hangup]);
     assert!(!h.holds_secret(ALICE, "tok"));
     assert!(h.alive(leader));
-    assert!(!h.world.lock().kernel.leaders.contains(&leader));
+    assert!(h.world.lock().kernel.leaders.contains(&leader));
     let record = h.last_trigger();
     assert_eq!(record["reason"], "leader_hangup");
+    h.stored(leader, "tok");
+    h.events(vec![hangup]);
+    assert!(!h.holds_secret(ALICE, "tok"), "the second hangup wipes too");
 }
 
 #[test]
@@ -291,4 +297,30 @@ fn a_holder_that_fuse_keeps_alive_is_freed_at_the_next_tick_and_audited() {
     assert!(reason.contains("connection(s) [40]"), "{reason}");
     h.advance(Duration::from_millis(100));
     assert_eq!(h.last_trigger()["outcome"], "wiped", "0 survivors, truly");
+}
+
+/// A wipe that leaves the leader alive leaves the value in its shell's
+/// memory and whoever caused the wipe still there (issue 27, item 2).
+#[test]
+fn a_session_wiped_while_its_leader_lives_stays_guarded_until_the_leader_exits() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    let attacker = h.leader(ALICE);
+    h.tamper_by(attacker, leader, TamperSyscall::OpenMem, leader, 0);
+    assert!(!h.holds_secret(ALICE, "tok"), "the tamper wiped it");
+    h.settle();
+    let guarded = |h: &Harness| {
+        let world = h.world.lock();
+        world.kernel.leaders.contains(&leader) && world.kernel.armed
+    };
+    assert!(guarded(&h), "still guarded after a tamper");
+    h.stored(leader, "tok");
+    h.revoke(leader, "tok");
+    h.settle();
+    assert!(guarded(&h), "still guarded after a revoke");
+    assert_eq!(h.status().leaders, 1, "status counts the guarded session");
+    h.exit(leader);
+    h.settle();
+    assert!(!h.world.lock().kernel.leaders.contains(&leader));
+    assert_eq!(h.status().leaders, 0);
 }
