@@ -158,9 +158,11 @@ pub(crate) fn has_cap_sys_ptrace(task: u64) -> bool {
 /// True if every uid of `task` (real, saved, effective, filesystem) is
 /// `uid`; false if any differs or cannot be read.
 pub(crate) fn uids_are(task: u64, uid: u32) -> bool {
-    let Some(cred) = pointer(task, Layout::TaskCred) else {
-        return false;
-    };
+    pointer(task, Layout::TaskCred).is_some_and(|cred| cred_uids_are(cred, uid))
+}
+
+/// True if every uid of the credentials at `cred` is `uid`.
+pub(crate) fn cred_uids_are(cred: u64, uid: u32) -> bool {
     [
         Layout::CredUid,
         Layout::CredSuid,
@@ -212,6 +214,12 @@ pub(crate) fn foreign_mm_owner(task: u64, mm: u64) -> Option<u32> {
         return None;
     }
     task_tgid(pointer(mm, Layout::MmOwner)?)
+}
+
+/// The end of the current task's environment in its address space: 0 while
+/// an exec has not put the new environment in place yet.
+pub(crate) fn current_env_end() -> Option<u64> {
+    member(pointer(current_task(), Layout::TaskMm)?, Layout::MmEnvEnd)
 }
 
 /// The opcode of an io_uring request.

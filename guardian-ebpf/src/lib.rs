@@ -68,6 +68,20 @@ pub mod maps {
     /// write because `EVENTS` was full. Any increase means the guardian missed
     /// something and must fail closed.
     pub const DROPPED: &str = "DROPPED";
+    /// `HashMap<u32, u64>`: tgid of a ward -> the stamp of its environment
+    /// (see [`super::ENVIRON_CHANGING`]). The programs write a new stamp at
+    /// each exec and copy the parent's at each fork; the guardian adds one
+    /// only for a ward that has none (an older process of a session), and
+    /// only with `BPF_NOEXIST`.
+    pub const ENVIRON_STAMPS: &str = "ENVIRON_STAMPS";
+    /// `LruHashMap<u64, u32>`: environment stamps the guardian read and
+    /// found holding none of its owner's values -> the tgid it read. A
+    /// ward's environment may be read by anyone only while its stamp is
+    /// here; an evicted stamp is guarded again (fail closed).
+    pub const CLEAN_ENVIRONS: &str = "CLEAN_ENVIRONS";
+    /// `RingBuf`: an [`super::EventKind::EnvironChanged`] record per exec of
+    /// a ward. One lost leaves that environment guarded, nothing worse.
+    pub const ENVIRON_EVENTS: &str = "ENVIRON_EVENTS";
 }
 
 /// Names of the programs with the tracepoint each attaches to, as `(program, category, event)`.
@@ -93,13 +107,46 @@ pub mod programs {
     /// leader's exit SIGKILLs its newest holder from the kernel (loaded where
     /// the kernel has the kfuncs for it, Linux 6.13+).
     pub const LEADER_EXIT_KILL: (&str, &str) = ("leader_exit_kill", "sched_process_exit");
-    /// The BPF LSM program on the `ptrace_access_check` hook (loaded where the
-    /// kernel allows BPF LSM; the raw syscall tracepoints are the fallback).
-    pub const PTRACE_ACCESS_CHECK: &str = "ptrace_access_check";
+    /// The BPF LSM programs, as `(program, hook)`, loaded where the kernel
+    /// has BPF LSM active; the raw syscall tracepoints are the fallback.
+    /// `ptrace_access_check` refuses what reaches into a ward's memory (ptrace,
+    /// process_vm_*, pidfd_getfd, perf_event_open: checks in the attach mode
+    /// or with the caller's real credentials), not the procfs reads `ps` and
+    /// `lsof` make.
+    pub const PTRACE_ACCESS_CHECK: (&str, &str) = ("ptrace_access_check", "ptrace_access_check");
+    /// `file_open` refuses the open of a ward's `mem`, of an `environ` that
+    /// may hold a value, and of a secret file outside its grant, by any path
+    /// (io_uring and file handles too).
+    pub const FILE_OPEN: (&str, &str) = ("file_open", "file_open");
+    /// `task_fix_setuid` refuses a holder's change of uid.
+    pub const TASK_FIX_SETUID: (&str, &str) = ("task_fix_setuid", "task_fix_setuid");
+    /// `bprm_committed_creds` SIGKILLs a holder that exec'd a set-uid
+    /// program before it runs as another user.
+    pub const BPRM_COMMITTED_CREDS: (&str, &str) = ("bprm_committed_creds", "bprm_committed_creds");
+    /// Every BPF LSM program; attached while armed, like the tracepoints
+    /// they replace.
+    pub const LSM: [(&str, &str); 4] = [
+        PTRACE_ACCESS_CHECK,
+        FILE_OPEN,
+        TASK_FIX_SETUID,
+        BPRM_COMMITTED_CREDS,
+    ];
+    /// A task's name set: at an exec, before the new environment becomes
+    /// readable, its ward's environment stamp is invalidated.
+    pub const TASK_RENAME: (&str, &str, &str) = ("task_rename", "task", "task_rename");
+    /// An exec done: a ward's environment gets a new stamp, and the guardian
+    /// is asked to read it.
+    pub const PROCESS_EXEC: (&str, &str, &str) = ("process_exec", "sched", "sched_process_exec");
     /// The tracepoints that watch sessions and holders, attached for the
     /// guardian's whole life.
-    pub const WATCH: [(&str, &str, &str); 4] =
-        [PROCESS_EXIT, NEW_TASK, SIGNAL_GENERATE, SIGNAL_DELIVER];
+    pub const WATCH: [(&str, &str, &str); 6] = [
+        PROCESS_EXIT,
+        NEW_TASK,
+        SIGNAL_GENERATE,
+        SIGNAL_DELIVER,
+        TASK_RENAME,
+        PROCESS_EXEC,
+    ];
     /// Completion of an io_uring request (classic tracepoint): an
     /// io_uring open that returned a descriptor for a ward's procfs file.
     pub const IO_URING_COMPLETE: (&str, &str, &str) =
@@ -258,11 +305,14 @@ pub enum Layout {
     InodeSb,
     /// `super_block.s_dev`.
     SuperBlockDev,
+    /// `mm_struct.env_end` (0 until an exec has put the new environment in
+    /// place).
+    MmEnvEnd,
 }
 
 impl Layout {
     /// Number of entries.
-    pub const COUNT: usize = Self::SuperBlockDev as usize + 1;
+    pub const COUNT: usize = Self::MmEnvEnd as usize + 1;
 }
 
 /// A file by its inode, as both user space (`fstat`) and a BPF program
@@ -295,7 +345,8 @@ pub mod abi {
         VmWritev,
         /// pidfd_getfd(2).
         PidfdGetfd,
-        /// open, openat, openat2 or creat: returns a new descriptor.
+        /// open, openat, openat2, creat or open_by_handle_at: returns a new
+        /// descriptor.
         Open,
         /// perf_event_open(2): sampling a process's registers and stack.
         PerfEventOpen,
@@ -334,7 +385,7 @@ pub mod abi {
                 347 => Some(Call::VmReadv),
                 348 => Some(Call::VmWritev),
                 438 => Some(Call::PidfdGetfd),
-                5 | 8 | 295 | 437 => Some(Call::Open),
+                5 | 8 | 295 | 342 | 437 => Some(Call::Open),
                 336 => Some(Call::PerfEventOpen),
                 // execve, setuid, setreuid, setfsuid, setresuid, their
                 // 32-bit-uid twins, execveat
@@ -347,9 +398,8 @@ pub mod abi {
             310 | 0x4000_021b => Some(Call::VmReadv),
             311 | 0x4000_021c => Some(Call::VmWritev),
             438 | 0x4000_01b6 => Some(Call::PidfdGetfd),
-            2 | 85 | 257 | 437 | 0x4000_0002 | 0x4000_0055 | 0x4000_0101 | 0x4000_01b5 => {
-                Some(Call::Open)
-            }
+            2 | 85 | 257 | 304 | 437 => Some(Call::Open),
+            0x4000_0002 | 0x4000_0055 | 0x4000_0101 | 0x4000_0130 | 0x4000_01b5 => Some(Call::Open),
             298 | 0x4000_012a => Some(Call::PerfEventOpen),
             // execve, setuid, setreuid, setresuid, setfsuid, execveat; on
             // x32 the same setuid numbers, execve 520 and execveat 545
@@ -435,6 +485,17 @@ pub const MAX_TRACKED: u32 = 65_536;
 
 /// Size of the ring buffer in bytes (a power of two, a multiple of the page size).
 pub const RING_BYTES: u32 = 1 << 20;
+
+/// An environment stamp that is never clean: an exec is replacing the
+/// environment, which becomes readable before the exec is done.
+pub const ENVIRON_CHANGING: u64 = 0;
+
+/// Environment stamps the guardian chooses (for a ward with none) have this
+/// bit set; the programs' are kernel clock readings, which never do.
+pub const GUARDIAN_STAMP: u64 = 1 << 63;
+
+/// Size of the environment ring buffer.
+pub const ENVIRON_RING_BYTES: u32 = 1 << 18;
 
 /// Size of the tamper ring buffer: room for thousands of callers' bursts.
 pub const TAMPER_RING_BYTES: u32 = 1 << 19;
@@ -578,6 +639,9 @@ pub mod flags {
     pub const REFUSED_BY_KERNEL: u32 = 1;
     /// The call came through the 32-bit (compat) system call table.
     pub const COMPAT: u32 = 2;
+    /// A BPF LSM hook refused the call with an error: the caller lives, and
+    /// no byte was copied.
+    pub const DENIED: u32 = 4;
 }
 
 /// Kinds of [`Event`].
@@ -600,6 +664,9 @@ pub enum EventKind {
     /// tgid, `uid`/`comm` the attacker's, `syscall` and `request` what it
     /// called, `flags` whether the kernel would have refused it.
     Tamper = 5,
+    /// A ward exec'd: its environment is new. `pid` is the ward, `request`
+    /// the environment's stamp.
+    EnvironChanged = 6,
 }
 
 impl EventKind {
@@ -610,6 +677,7 @@ impl EventKind {
             3 => Self::HolderFork,
             4 => Self::HolderExit,
             5 => Self::Tamper,
+            6 => Self::EnvironChanged,
             _ => return None,
         })
     }
@@ -769,6 +837,9 @@ mod tests {
         // openat is 257 in the 64-bit table, 295 in the 32-bit one.
         assert_eq!(classify(257, false), Some(Call::Open));
         assert_eq!(classify(295, true), Some(Call::Open));
+        // open_by_handle_at reopens a file by its handle (a secret file too).
+        assert_eq!(classify(304, false), Some(Call::Open));
+        assert_eq!(classify(342, true), Some(Call::Open));
         assert_eq!(classify(295, false), None);
         assert_eq!(classify(abi::X32_BIT | 257, false), Some(Call::Open));
         assert_eq!(classify(438, true), Some(Call::PidfdGetfd));

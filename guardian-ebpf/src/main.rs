@@ -20,7 +20,9 @@
 )]
 
 mod early_kill;
+mod environ;
 mod kmem;
+mod lsm;
 mod rate;
 mod read_paths;
 mod wards;
@@ -32,13 +34,13 @@ use aya_ebpf::{
         generated::bpf_send_signal,
     },
     macros::{lsm, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::{LsmContext, RawTracePointContext, TracePointContext},
 };
 use guardian_ebpf::{
-    Event, EventKind, FileKey, LEADER_HUNG_UP, LEADER_WATCHED, Layout, MAX_RATED_UIDS, MAX_TRACKED,
-    NO_FIELD, PROTECTED_GUARDIAN, RING_BYTES, RateWindow, TAMPER_RING_BYTES, TamperSyscall,
-    holder_grant, holder_is_doomed,
+    ENVIRON_RING_BYTES, Event, EventKind, FileKey, LEADER_HUNG_UP, LEADER_WATCHED, Layout,
+    MAX_RATED_UIDS, MAX_TRACKED, NO_FIELD, PROTECTED_GUARDIAN, RING_BYTES, RateWindow,
+    TAMPER_RING_BYTES, holder_grant, holder_is_doomed,
 };
 
 const SIGHUP: i32 = 1;
@@ -89,11 +91,6 @@ static URING_RES_OFFSET: u32 = NO_FIELD;
 #[unsafe(no_mangle)]
 static LAYOUT: [u64; Layout::COUNT] = [0; Layout::COUNT];
 
-const EPERM: i32 = 1;
-/// PTRACE_MODE_NOAUDIT: a check whose failure the kernel tolerates quietly
-/// (/proc/PID/stat asks this way for fields like wchan); not an attack.
-const PTRACE_MODE_NOAUDIT: u32 = 0x04;
-
 // Map statics carry the names in `guardian_ebpf::maps`.
 #[map]
 pub(crate) static LEADERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
@@ -106,11 +103,11 @@ static GRANT_OWNERS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 
 #[map]
 pub(crate) static SECRET_FILES: HashMap<FileKey, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
-static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
+pub(crate) static PROTECTED: HashMap<u32, u32> = HashMap::with_max_entries(64, 0);
 #[map]
 static THREADS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
-static WARDS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
+pub(crate) static WARDS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
@@ -128,6 +125,13 @@ static TAMPER_RATE: LruPerCpuHashMap<u32, RateWindow> =
     LruPerCpuHashMap::with_max_entries(MAX_RATED_UIDS, 0);
 #[map]
 static TAMPER_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub(crate) static ENVIRON_STAMPS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_TRACKED, 0);
+#[map]
+pub(crate) static CLEAN_ENVIRONS: LruHashMap<u64, u32> =
+    LruHashMap::with_max_entries(MAX_TRACKED, 0);
+#[map]
+pub(crate) static ENVIRON_EVENTS: RingBuf = RingBuf::with_byte_size(ENVIRON_RING_BYTES, 0);
 
 /// `sched:sched_process_exit`, once per exiting thread.
 #[tracepoint]
@@ -140,6 +144,20 @@ pub fn process_exit(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn new_task(ctx: TracePointContext) -> u32 {
     try_new_task(&ctx).unwrap_or(0)
+}
+
+/// `task:task_rename`, each time a task's name is set (every exec does).
+#[tracepoint]
+pub fn task_rename(_ctx: TracePointContext) -> u32 {
+    environ::renamed();
+    0
+}
+
+/// `sched:sched_process_exec`, once per successful exec.
+#[tracepoint]
+pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    environ::exec_done();
+    0
 }
 
 /// `signal:signal_generate`, for every signal sent to every task.
@@ -183,34 +201,32 @@ pub fn mm_lock(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// BPF LSM `ptrace_access_check(struct task_struct *child, unsigned int mode)`:
-/// every ptrace_may_access in the kernel, so also /proc/PID/mem and environ
-/// and pidfd_getfd. Refuses (-EPERM) access to a holder or protected process
-/// by anyone but itself and the guardian. Needs a kernel with CONFIG_BPF_LSM
-/// and `bpf` in the active LSM list (5.7+).
+/// BPF LSM `ptrace_access_check(struct task_struct *child, unsigned int mode)`.
+/// Needs a kernel with CONFIG_BPF_LSM and `bpf` in the active LSM list (5.7+);
+/// see `lsm`.
 #[lsm(hook = "ptrace_access_check")]
 pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
-    try_ptrace_access_check(&ctx).unwrap_or(0)
+    lsm::verdict(&ctx, 2, || lsm::ptrace_access_check(ctx.arg(0), ctx.arg(1)))
 }
 
-fn try_ptrace_access_check(ctx: &LsmContext) -> Result<i32, i64> {
-    let previous: i32 = ctx.arg(2);
-    if previous != 0 {
-        return Ok(previous); // an earlier LSM already refused: keep its verdict
-    }
-    let mode: u32 = ctx.arg(1);
-    if mode & PTRACE_MODE_NOAUDIT != 0 {
-        return Ok(0);
-    }
-    let child: u64 = ctx.arg(0);
-    let Some(tgid) = kmem::task_tgid(child) else {
-        return Ok(0);
-    };
-    if wards::intrusion(tgid).is_none() {
-        return Ok(0);
-    }
-    wards::report(tgid, TamperSyscall::PtraceAccessCheck, u64::from(mode), 0);
-    Ok(-EPERM)
+/// BPF LSM `file_open(struct file *file)`: every open that gets this far.
+#[lsm(hook = "file_open")]
+pub fn file_open(ctx: LsmContext) -> i32 {
+    lsm::verdict(&ctx, 1, || lsm::file_open(ctx.arg(0)))
+}
+
+/// BPF LSM `task_fix_setuid(struct cred *new, const struct cred *old, int flags)`.
+#[lsm(hook = "task_fix_setuid")]
+pub fn task_fix_setuid(ctx: LsmContext) -> i32 {
+    lsm::verdict(&ctx, 3, || lsm::task_fix_setuid(ctx.arg(0)))
+}
+
+/// BPF LSM `bprm_committed_creds(const struct linux_binprm *bprm)`, which
+/// returns nothing.
+#[lsm(hook = "bprm_committed_creds")]
+pub fn bprm_committed_creds(_ctx: LsmContext) -> i32 {
+    lsm::bprm_committed_creds();
+    0
 }
 
 fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
@@ -236,6 +252,7 @@ fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     if WARDS.get_ptr(tgid).is_some() {
         let _ = WARDS.remove(tgid);
     }
+    environ::forget(tgid);
     if HOLDERS.get_ptr(tgid).is_some() {
         let _ = HOLDERS.remove(tgid);
         emit_holder(Event {
@@ -300,6 +317,7 @@ fn try_new_task(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     if let Some(ward) = ward {
+        environ::inherit(parent, child);
         if WARDS.insert(child, ward, 0).is_err() {
             aya_log_ebpf::warn!(
                 ctx,

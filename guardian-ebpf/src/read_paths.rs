@@ -26,7 +26,7 @@ use guardian_ebpf::{
     flags,
 };
 
-use crate::{SECRET_FILES, URING_REQ_OFFSET, URING_RES_OFFSET, kmem, read_global, wards};
+use crate::{SECRET_FILES, URING_REQ_OFFSET, URING_RES_OFFSET, environ, kmem, read_global, wards};
 
 /// io_uring operations that put a new descriptor in the process's table:
 /// IORING_OP_OPENAT, IORING_OP_OPENAT2, IORING_OP_FIXED_FD_INSTALL.
@@ -226,20 +226,23 @@ fn opened(task: u64, fd: u64, flags: u32) {
 /// through `/proc/HOLDER/fd/N` passes the kernel's ptrace check for the same
 /// user, so this is where it is stopped.
 fn secret_file_opened(file: u64, flags: u32) {
-    let Some(key) = kmem::file_key(file) else {
-        return;
-    };
-    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
-    if let Some(grant) = SECRET_FILES.get_ptr(&key).map(|grant| unsafe { *grant }) {
+    if let Some(grant) = secret_file_grant(file) {
         wards::stop_outside_grant(grant, flags);
     }
+}
+
+/// The grant `file` was given to, if it is a secret delivered as a file.
+pub(crate) fn secret_file_grant(file: u64) -> Option<u32> {
+    let key = kmem::file_key(file)?;
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
+    SECRET_FILES.get_ptr(&key).map(|grant| unsafe { *grant })
 }
 
 /// For a `/proc/PID/environ` or `mem` file (recognised by its read
 /// operation, whatever path reached it): which of the two, and the process
 /// it is about. `None` for any other file, and for an environment that
 /// cannot hold a secret.
-fn ward_file(file: u64) -> Option<(TamperSyscall, u32)> {
+pub(crate) fn ward_file(file: u64) -> Option<(TamperSyscall, u32)> {
     let read = kmem::file_read_op(file)?;
     let kind = if read == kmem::field(Layout::EnvironRead) {
         TamperSyscall::OpenEnviron
@@ -249,7 +252,7 @@ fn ward_file(file: u64) -> Option<(TamperSyscall, u32)> {
         return None;
     };
     let target = kmem::proc_file_target(file)?;
-    let harmless = kind == TamperSyscall::OpenEnviron && !wards::environ_may_hold_secret(target);
+    let harmless = kind == TamperSyscall::OpenEnviron && !environ::may_hold_secret(target);
     (!harmless).then_some((kind, target))
 }
 

@@ -9,8 +9,7 @@
 //!   `ps` typed in the session reads every holder's environment);
 //! - any other ward only from a process of the same leader's session.
 //!
-//! The guardian's and its supervisor's environment holds no secret (values
-//! reach the guardian over its socket), so reading it is no attack.
+//! An environment that holds no secret may be read by anyone (`environ`).
 
 use aya_ebpf::helpers::bpf_get_current_uid_gid;
 use guardian_ebpf::{
@@ -68,12 +67,6 @@ fn in_session_of(caller: u32, ward: u64) -> bool {
     WARDS
         .get_ptr(caller)
         .is_some_and(|own| ward_leader(unsafe { *own }) == ward_leader(ward))
-}
-
-/// False when `tgid`'s environment cannot hold a secret, so reading it is
-/// no attack: the guardian's and its supervisor's.
-pub(crate) fn environ_may_hold_secret(tgid: u32) -> bool {
-    PROTECTED.get_ptr(tgid).is_none()
 }
 
 fn ward_of(tgid: u32) -> Option<Ward> {
@@ -161,17 +154,49 @@ pub(crate) fn stop(
     true
 }
 
-/// SIGKILLs and reports the current process, which opened a secret file of
-/// `grant`, unless it is one of that grant's holders (or the guardian).
-pub(crate) fn stop_outside_grant(grant: u32, flags: u32) {
+/// Reports the current process, refused by a BPF LSM hook, if it may not
+/// reach into `tgid`; true if it may not.
+pub(crate) fn deny(tgid: u32, syscall: TamperSyscall, request: u64) -> bool {
+    if intrusion(tgid).is_none() {
+        return false;
+    }
+    report(tgid, syscall, request, flags::DENIED);
+    true
+}
+
+/// True if the current process is neither one of `grant`'s holders nor the
+/// guardian.
+fn outside_grant(grant: u32) -> bool {
     let (caller, _) = current_ids();
     // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
     let own = HOLDERS
         .get_ptr(caller)
         .map(|value| holder_grant(unsafe { *value }));
-    if own == Some(grant) || PROTECTED.get_ptr(caller).is_some() {
+    own != Some(grant) && PROTECTED.get_ptr(caller).is_none()
+}
+
+/// Reports the current process, refused by a BPF LSM hook the open of a
+/// secret file of `grant`, if it is outside that grant; true if it is.
+pub(crate) fn deny_outside_grant(grant: u32) -> bool {
+    if !outside_grant(grant) {
+        return false;
+    }
+    report(
+        0,
+        TamperSyscall::OpenSecretFile,
+        u64::from(grant),
+        flags::DENIED,
+    );
+    true
+}
+
+/// SIGKILLs and reports the current process, which opened a secret file of
+/// `grant`, unless it is one of that grant's holders (or the guardian).
+pub(crate) fn stop_outside_grant(grant: u32, flags: u32) {
+    if !outside_grant(grant) {
         return;
     }
+    let (caller, _) = current_ids();
     kill_current();
     aya_log_ebpf::debug!(
         &(),
@@ -183,6 +208,16 @@ pub(crate) fn stop_outside_grant(grant: u32, flags: u32) {
     report(0, TamperSyscall::OpenSecretFile, u64::from(grant), flags);
 }
 
+/// The uid of `tgid`'s grant, if it is a holder.
+pub(crate) fn holder_owner(tgid: u32) -> Option<u32> {
+    // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
+    let grant = HOLDERS
+        .get_ptr(tgid)
+        .map(|value| holder_grant(unsafe { *value }))?;
+    // SAFETY: as above; entries are u32.
+    GRANT_OWNERS.get_ptr(grant).map(|owner| unsafe { *owner })
+}
+
 /// After a call that may change uids: a holder whose uids no longer all
 /// match its grant's owner (it ran `su`, `sudo`, a setuid program, or
 /// called setuid) has left its grant. It is SIGKILLed before it returns to
@@ -190,15 +225,7 @@ pub(crate) fn stop_outside_grant(grant: u32, flags: u32) {
 /// guardian applies the tamper policy to what it holds.
 pub(crate) fn check_uids(task: u64, flags: u32) {
     let (tgid, _) = current_ids();
-    // SAFETY: the pointer came from a map lookup in this program run; entries are u64.
-    let Some(grant) = HOLDERS
-        .get_ptr(tgid)
-        .map(|value| holder_grant(unsafe { *value }))
-    else {
-        return;
-    };
-    // SAFETY: as above; entries are u32.
-    let Some(owner) = GRANT_OWNERS.get_ptr(grant).map(|owner| unsafe { *owner }) else {
+    let Some(owner) = holder_owner(tgid) else {
         return;
     };
     if kmem::uids_are(task, owner) {

@@ -55,6 +55,7 @@ pub struct RawConfig {
     audit_keep_files: Option<usize>,
     on_lock: Option<Response>,
     on_suspend: Option<Response>,
+    on_environ_read: Option<TamperResponse>,
 }
 
 /// The policy in force.
@@ -81,6 +82,10 @@ pub struct Config {
     pub on_lock: Response,
     /// What the machine going to sleep does to every secret.
     pub on_suspend: Response,
+    /// What an open of an environment that holds a value does, stopped
+    /// before its first byte: every `ps` on Debian 12 makes one at an `exec
+    /// --env` holder, so by default it is audited and wipes nothing.
+    pub on_environ_read: TamperResponse,
 }
 
 impl Default for Config {
@@ -96,6 +101,7 @@ impl Default for Config {
             audit_keep_files: 16,
             on_lock: Response::Wipe,
             on_suspend: Response::Wipe,
+            on_environ_read: TamperResponse::Audit,
         }
     }
 }
@@ -201,6 +207,7 @@ impl Config {
             audit_max_bytes: raw.audit_max_bytes.unwrap_or(defaults.audit_max_bytes),
             audit_keep_files: raw.audit_keep_files.unwrap_or(defaults.audit_keep_files),
             on_lock: raw.on_lock.unwrap_or(defaults.on_lock),
+            on_environ_read: raw.on_environ_read.unwrap_or(defaults.on_environ_read),
             on_suspend: raw.on_suspend.unwrap_or(defaults.on_suspend),
         };
         if config.max_secret_bytes == 0 || config.max_secret_bytes > MAX_SECRET {
@@ -308,7 +315,7 @@ mod tests {
         };
         assert_eq!(all, expected);
         let keys = uncommented.lines().filter(|line| !line.is_empty()).count();
-        assert_eq!(keys, 10, "one line per key of RawConfig");
+        assert_eq!(keys, 11, "one line per key of RawConfig");
     }
 
     #[test]

@@ -26,6 +26,9 @@ usage: reader.py MODE PID OUT [EXTRA]
   perf          perf_event_open on PID (a sampling event)
   ns-readv      process_vm_readv from inside PID's user and pid namespace,
                 by its local pid
+  handle        (root) name_to_handle_at of /proc/PID/fd/EXTRA, then
+                open_by_handle_at with a memfd of our own as the mount
+                descriptor, and read: a holder's secret file by another path
   pidns-local   (root) in a new pid namespace, PTRACE_SEIZE and
                 process_vm_readv the process whose LOCAL pid is PID; it runs
                 sleep with INNER_MARKER=EXTRA (default pidns-inner-marker)
@@ -688,6 +691,29 @@ def pidns_local(pid, out, marker):
     sys.exit(os.WEXITSTATUS(status))
 
 
+class FileHandle(ctypes.Structure):
+    _fields_ = [("handle_bytes", ctypes.c_uint), ("handle_type", ctypes.c_int),
+                ("f_handle", ctypes.c_ubyte * 128)]
+
+
+def handle(pid, out, target_fd):
+    AT_FDCWD, AT_SYMLINK_FOLLOW = -100, 0x400
+    file_handle = FileHandle(handle_bytes=128)
+    mount_id = ctypes.c_int()
+    path = f"/proc/{pid}/fd/{target_fd or 0}".encode()
+    r = result(libc.name_to_handle_at(AT_FDCWD, path, ctypes.byref(file_handle),
+                                      ctypes.byref(mount_id), AT_SYMLINK_FOLLOW))
+    say("name_to_handle_at returned", r)
+    if r < 0:
+        sys.exit(2)
+    mount_fd = os.memfd_create("mount")
+    fd = result(libc.open_by_handle_at(mount_fd, ctypes.byref(file_handle), os.O_RDONLY))
+    say("opened", fd)
+    if fd < 0:
+        sys.exit(2)
+    read_into(fd, shared_buffer(out, 4096), 4096, 0)
+
+
 def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
@@ -699,7 +725,7 @@ def main():
               "io-uring-direct": io_uring_direct, "io-uring-deferred": io_uring_deferred,
               "late-mem": late_mem, "perf": perf, "ns-readv": ns_readv}
     with_extra = {"int80-attach": int80_attach, "pidfd-getfd": pidfd_getfd,
-                  "pidns-local": pidns_local}
+                  "pidns-local": pidns_local, "handle": handle}
     if mode in simple:
         simple[mode](pid, out)
     elif mode in with_extra:

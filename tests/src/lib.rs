@@ -44,9 +44,10 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+/// Polls `cond` every 10 ms until it holds or `timeout` (times the
+/// slowdown below) passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + timeout * slowdown();
     loop {
         if cond() {
             return true;
@@ -56,6 +57,18 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// How many times longer than on real hardware a test waits for what must
+/// happen: `NINGEN_SHIKKAKU_TEST_SLOWDOWN`, which `cargo xtask test
+/// --kernel` sets when its virtual machine is emulated (TCG runs code many
+/// times slower: a guardian took 4 to 17 s to start there), else 1. Bounds
+/// a test measures itself (a holder dead within 50 ms) are not stretched.
+fn slowdown() -> u32 {
+    std::env::var("NINGEN_SHIKKAKU_TEST_SLOWDOWN")
+        .ok()
+        .and_then(|factor| factor.parse().ok())
+        .map_or(1, |factor: u32| factor.max(1))
 }
 
 /// Runs `command` with `input` on its standard input and its output captured.

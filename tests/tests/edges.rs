@@ -368,3 +368,17 @@ fn an_audit_file_of_another_user_is_refused() {
     assert_eq!(fs::read_to_string(&paths.audit).unwrap(), PRECIOUS);
     fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 27, item 5: a socket in the audit log's directory, which the
+/// guardian makes root's alone, would shut every other user out; the
+/// guardian refuses the layout at start, saying why and what to do.
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_socket_in_the_audit_directory_is_refused_at_start() {
+    let (dir, mut paths) = layout("shared-dir");
+    paths.socket = dir.join("audit/g.sock");
+    let log = refused(&dir, &paths);
+    assert!(log.contains("share a directory"), "{log}");
+    assert!(log.contains("/run/ningen-shikkaku/guardian.sock"), "{log}");
+    assert!(!paths.socket.exists(), "a socket was made");
+}

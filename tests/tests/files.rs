@@ -3,9 +3,9 @@
 //! open from outside the grant is stopped and audited; a trigger zeroes the
 //! file for whoever still has it, and nothing of it is left after.
 
-use std::{fs, process::Command, time::Duration};
+use std::{fs, os::unix::process::ExitStatusExt, process::Command, time::Duration};
 
-use e2e::{Guardian, Session, is_alive, wait_until};
+use e2e::{Guardian, Session, is_alive, read_attack, wait_until};
 
 /// A secret no environment variable could carry: it has NUL bytes.
 const SECRET: &[u8] = b"pa\0ss\xffword\n";
@@ -142,6 +142,19 @@ fn the_trigger_zeroes_the_file_for_whoever_still_has_it() {
     );
 }
 
+/// Starts an `exec --file` holder of `tok` in `session`: its pid, and the
+/// number of its descriptor on the secret file.
+fn file_holder(session: &mut Session) -> (i32, String) {
+    let (rc, out, err) = session.run(
+        "$NS exec --file TOK_FILE=tok -- sh -c 'echo $$ ${TOK_FILE##*/}; exec sleep 1000' > holder.txt & \
+         for i in $(seq 100); do [ -s holder.txt ] && break; sleep 0.05; done; cat holder.txt",
+    );
+    assert_eq!(rc, 0, "{err}");
+    let said = String::from_utf8(out).unwrap();
+    let (holder, fd) = said.trim().split_once(' ').expect("holder pid and fd");
+    (holder.parse().unwrap(), fd.to_owned())
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -152,14 +165,7 @@ fn an_open_of_the_file_from_outside_the_grant_is_stopped_and_audited() {
     let guardian = Guardian::start("file-outside");
     let mut me = Session::start_as_nobody(&guardian);
     put_binary(&mut me);
-    let (rc, out, err) = me.run(
-        "$NS exec --file TOK_FILE=tok -- sh -c 'echo $$ ${TOK_FILE##*/}; exec sleep 1000' > holder.txt & \
-         for i in $(seq 100); do [ -s holder.txt ] && break; sleep 0.05; done; cat holder.txt",
-    );
-    assert_eq!(rc, 0, "{err}");
-    let said = String::from_utf8(out).unwrap();
-    let (holder, fd) = said.trim().split_once(' ').expect("holder pid and fd");
-    let holder: i32 = holder.parse().unwrap();
+    let (holder, fd) = file_holder(&mut me);
     // Same user, another session: the kernel lets it reopen the holder's fd.
     let mut other = Session::start_as_nobody(&guardian);
     let (_, out, _) = other.run(&format!("cat /proc/{holder}/fd/{fd} > stolen.bin; echo $?"));
@@ -181,4 +187,32 @@ fn an_open_of_the_file_from_outside_the_grant_is_stopped_and_audited() {
     // The default policy wipes what the file could reach, and its holder dies.
     assert!(wait_until(Duration::from_secs(5), || !is_alive(holder)));
     assert_eq!(guardian.status()["secrets"], 0);
+}
+
+/// Issue 27, item 4: root reopening a holder's secret file by its handle
+/// (name_to_handle_at on /proc/HOLDER/fd/N, open_by_handle_at with a memfd
+/// of its own as the mount descriptor) is stopped like any other open.
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_secret_file_reopened_by_its_handle_is_stopped_and_audited() {
+    let guardian = Guardian::start("file-handle");
+    let mut me = Session::start_as_nobody(&guardian);
+    put_binary(&mut me);
+    let (holder, fd) = file_holder(&mut me);
+    let loot = me.dir().join("loot");
+    let output = read_attack("handle", holder, &loot, &[&fd], false);
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains("name_to_handle_at returned 0"), "{said}");
+    assert_eq!(output.status.signal(), Some(libc::SIGKILL), "{said}");
+    assert!(!said.contains("\nread"), "it read: {said}");
+    let copied = fs::read(&loot).unwrap_or_default();
+    assert!(copied.iter().all(|&b| b == 0), "bytes were copied");
+    let records = guardian.audit_of("tamper");
+    assert!(
+        records.iter().any(|r| r["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("secret file of grant")),
+        "not audited: {records:?}"
+    );
 }

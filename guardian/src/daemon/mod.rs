@@ -66,6 +66,27 @@ pub struct Options {
     pub ebpf: bool,
 }
 
+impl Options {
+    /// Refuses a socket in the audit log's directory: that directory is
+    /// made root's alone (0700), which would shut every other user out of
+    /// the socket once the guardian says it is ready.
+    fn check_layout(&self) -> anyhow::Result<()> {
+        let (socket_dir, audit_dir) = (self.socket.parent(), self.audit.parent());
+        if socket_dir.is_some() && socket_dir == audit_dir {
+            anyhow::bail!(
+                "the socket {} and the audit log {} share a directory, which the guardian makes \
+                 root's alone (0700): no other user could reach the socket. Give them \
+                 directories of their own (the defaults are {} and {})",
+                self.socket.display(),
+                self.audit.display(),
+                crate::cli::DEFAULT_SOCKET,
+                crate::cli::DEFAULT_AUDIT,
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Runs the guardian until SIGTERM or SIGINT.
 pub fn run(options: Options) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
@@ -73,6 +94,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             "the guardian must run as root (it loads eBPF programs and kills other users' processes)"
         );
     }
+    options.check_layout()?;
     let protections = hardening::harden_process().context("cannot harden the guardian")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1,11 +1,11 @@
 //! Loading and attaching the programs: the generic loader, the optional
-//! address-space-lock and io_uring programs, the BPF LSM attempt, and the
-//! programs' own log (aya-log).
+//! address-space-lock and io_uring programs, and the programs' own log
+//! (aya-log). The BPF LSM programs have `lsm` of their own.
 
 use aya::{
     Ebpf,
     programs::{
-        BtfTracePoint, Lsm, Program, ProgramError, RawTracePoint, TracePoint,
+        BtfTracePoint, Program, ProgramError, RawTracePoint, TracePoint,
         raw_trace_point::RawTracePointLinkId, trace_point::TracePointLinkId,
     },
 };
@@ -165,11 +165,6 @@ where
     Ok(program)
 }
 
-pub(super) fn attach_lsm(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), KernelError> {
-    let name = programs::PTRACE_ACCESS_CHECK;
-    attach_btf_program::<Lsm>(ebpf, name, name, btf)
-}
-
 /// A program type loaded against the kernel's BTF (its hook or tracepoint
 /// is found there), attached for the guardian's whole life.
 pub(super) trait WithBtf {
@@ -177,16 +172,6 @@ pub(super) trait WithBtf {
     fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError>;
     /// Attaches it; the link lives as long as the program.
     fn attach_now(&mut self) -> Result<(), ProgramError>;
-}
-
-impl WithBtf for Lsm {
-    fn load_for(&mut self, target: &str, btf: &aya::Btf) -> Result<(), ProgramError> {
-        self.load(target, btf)
-    }
-
-    fn attach_now(&mut self) -> Result<(), ProgramError> {
-        self.attach().map(drop)
-    }
 }
 
 impl WithBtf for BtfTracePoint {

@@ -1,11 +1,11 @@
-//! The programs' three ring buffers, and the counters beside them. The
+//! The programs' four ring buffers, and the counters beside them. The
 //! events that decide the switch (leader exit and hangup, at most two per
 //! leader) have a ring of their own, read first, so no flood can delay or
 //! crowd them out. Holder fork and exit records come next: a user's own
 //! holders can fill that ring, and the guardian then reads its holders off
-//! the kernel map and the cgroups instead. Tamper records come last,
+//! the kernel map and the cgroups instead. Tamper records come next,
 //! limited per caller uid in the kernel, with what the limit held back
-//! counted.
+//! counted. Wards' execs come last: one lost leaves an environment guarded.
 
 use std::io;
 
@@ -19,29 +19,35 @@ use tokio::io::{Interest, unix::AsyncFd};
 use super::KernelLink;
 use crate::os::process::Uid;
 
-/// The three ring buffers, ready for async reads.
+/// The four ring buffers, ready for async reads.
 pub struct EventStream {
     leaders: AsyncFd<RingBuf<MapData>>,
     holders: AsyncFd<RingBuf<MapData>>,
     tamper: AsyncFd<RingBuf<MapData>>,
+    environ: AsyncFd<RingBuf<MapData>>,
+}
+
+/// The four rings, as taken from the loaded object.
+pub(super) struct Rings {
+    pub(super) leaders: RingBuf<MapData>,
+    pub(super) holders: RingBuf<MapData>,
+    pub(super) tamper: RingBuf<MapData>,
+    pub(super) environ: RingBuf<MapData>,
 }
 
 impl EventStream {
-    pub(super) fn new(
-        leaders: RingBuf<MapData>,
-        holders: RingBuf<MapData>,
-        tamper: RingBuf<MapData>,
-    ) -> io::Result<Self> {
+    pub(super) fn new(rings: Rings) -> io::Result<Self> {
         Ok(Self {
-            leaders: watch(leaders)?,
-            holders: watch(holders)?,
-            tamper: watch(tamper)?,
+            leaders: watch(rings.leaders)?,
+            holders: watch(rings.holders)?,
+            tamper: watch(rings.tamper)?,
+            environ: watch(rings.environ)?,
         })
     }
 
     /// Waits for events and takes every one waiting in one ring: leaders'
     /// whenever it has any, then holders' (unless `holders` is false), then
-    /// tamper records.
+    /// tamper records, then wards' execs.
     ///
     /// While holders are being killed the caller leaves their ring unread
     /// and drains it on a timer instead ([`Self::switch_events_now`]): the
@@ -55,6 +61,7 @@ impl EventStream {
             ready = self.leaders.readable_mut() => Ok(take_all(ready?)),
             ready = self.holders.readable_mut(), if holders => Ok(take_all(ready?)),
             ready = self.tamper.readable_mut() => Ok(take_all(ready?)),
+            ready = self.environ.readable_mut() => Ok(take_all(ready?)),
         }
     }
 

@@ -67,6 +67,7 @@ fn source(what: Layout) -> Source {
         Layout::InodeIno => Member("inode", &["i_ino"]),
         Layout::InodeSb => Member("inode", &["i_sb"]),
         Layout::SuperBlockDev => Member("super_block", &["s_dev"]),
+        Layout::MmEnvEnd => Member("mm_struct", &["env_end"]),
     }
 }
 
@@ -112,6 +113,7 @@ const ALL: [Layout; Layout::COUNT] = [
     Layout::InodeIno,
     Layout::InodeSb,
     Layout::SuperBlockDev,
+    Layout::MmEnvEnd,
 ];
 
 /// The `LAYOUT` global for the running kernel, whose BTF is `btf`, and why

@@ -8,8 +8,10 @@
 mod attach;
 pub mod btf;
 mod early_kill;
+mod environ;
 mod events;
 pub mod layout;
+mod lsm;
 mod offsets;
 mod read_paths;
 mod secret_files;
@@ -32,9 +34,11 @@ use guardian_ebpf::{
 
 use crate::os::process::{self, Pid, Uid};
 
+use environ::Environs;
+
 use attach::{
-    AYA_LOG_LEVEL, attach_lock_programs, attach_lsm, load_lock_programs, program_log_level,
-    start_program_log, take_map, without_empty_log,
+    AYA_LOG_LEVEL, attach_lock_programs, load_lock_programs, program_log_level, start_program_log,
+    take_map, without_empty_log,
 };
 use events::TamperCounters;
 use offsets::Offsets;
@@ -92,8 +96,11 @@ pub enum KernelError {
 pub struct KernelLink {
     // Dropping the Ebpf detaches the programs, so it lives as long as the link.
     ebpf: Ebpf,
-    /// The attached read-path programs (see [`programs::TAMPER`]), empty while disarmed.
+    /// The attached read-path programs (see [`programs::TAMPER`]), empty
+    /// while disarmed or in the BPF LSM mode.
     tamper_links: Vec<(&'static str, RawTracePointLinkId)>,
+    /// The attached BPF LSM programs, empty while disarmed or without BPF LSM.
+    lsm_links: Vec<(&'static str, aya::programs::lsm::LsmLinkId)>,
     /// The attached address-space-lock and io_uring programs, while armed
     /// and available.
     lock_links: Option<(TracePointLinkId, RawTracePointLinkId)>,
@@ -117,6 +124,7 @@ pub struct KernelLink {
     death: RingBuf<MapData>,
     holder_dropped: PerCpuArray<MapData, u64>,
     tamper: TamperCounters,
+    environ: Environs,
 }
 
 pub use events::EventStream;
@@ -205,18 +213,16 @@ impl KernelLink {
         if let Some(err) = &lock_error {
             tracing::warn!(%err, "io_uring, and reads through descriptors that escape the open check, are not stopped");
         }
-        // Preferred where it loads: it refuses instead of killing. The raw
-        // syscall tracepoints stay as the fallback either way.
+        // Preferred where the kernel runs it: it refuses instead of
+        // killing, and spares every system call the raw tracepoints.
         let lsm_error = match (&layout_error, &btf) {
             (Some(err), _) => Some(err.clone()),
-            (None, Ok(btf)) => attach_lsm(&mut ebpf, btf)
-                .err()
-                .map(|err| without_empty_log(err.to_string())),
+            (None, Ok(btf)) => lsm::load(&mut ebpf, btf).err(),
             (None, Err(err)) => Some(format!("cannot read kernel BTF: {err}")),
         };
         drop(btf);
         if let Some(err) = &lsm_error {
-            tracing::warn!(%err, "BPF LSM unavailable: read paths stopped by raw syscall tracepoints only");
+            tracing::warn!(%err, "BPF LSM unavailable: read paths stopped by raw syscall tracepoints");
         }
         // After every program is loaded: taking the log map earlier would
         // close the descriptor the later loads refer to.
@@ -238,16 +244,23 @@ impl KernelLink {
             rate: take_map(&mut ebpf, maps::TAMPER_RATE)?,
             lost: take_map(&mut ebpf, maps::TAMPER_LOST)?,
         };
-        let events = EventStream::new(
-            take_map(&mut ebpf, maps::EVENTS)?,
-            take_map(&mut ebpf, maps::HOLDER_EVENTS)?,
-            take_map(&mut ebpf, maps::TAMPER_EVENTS)?,
-        )
+        let environ = Environs {
+            stamps: take_map(&mut ebpf, maps::ENVIRON_STAMPS)?,
+            clean: take_map(&mut ebpf, maps::CLEAN_ENVIRONS)?,
+            next_stamp: 0,
+        };
+        let events = EventStream::new(events::Rings {
+            leaders: take_map(&mut ebpf, maps::EVENTS)?,
+            holders: take_map(&mut ebpf, maps::HOLDER_EVENTS)?,
+            tamper: take_map(&mut ebpf, maps::TAMPER_EVENTS)?,
+            environ: take_map(&mut ebpf, maps::ENVIRON_EVENTS)?,
+        })
         .map_err(KernelError::Tracefs)?;
         Ok((
             Self {
                 ebpf,
                 tamper_links: Vec::new(),
+                lsm_links: Vec::new(),
                 lock_links: None,
                 lock_error,
                 leaders,
@@ -265,6 +278,7 @@ impl KernelLink {
                 death,
                 holder_dropped,
                 tamper,
+                environ,
             },
             events,
         ))
@@ -308,9 +322,11 @@ impl KernelLink {
             .filter(|&(_, ward)| ward_leader(ward) == leader.raw() as u32)
             .map(|(pid, _)| pid)
             .collect();
-        // Not-found is fine: the programs remove members as they exit.
+        // Not-found is fine: the programs remove members as they exit. A
+        // stamp left behind would be taken by a process that reuses the pid.
         for pid in members {
             let _ = self.wards.remove(&pid);
+            let _ = self.environ.stamps.remove(&pid);
         }
         let _ = self.leaders.remove(&(leader.raw() as u32));
         let _ = self.early_kill.remove(&(leader.raw() as u32));
@@ -383,8 +399,10 @@ impl KernelLink {
         let _ = self.holders.remove(&(pid.raw() as u32));
     }
 
-    /// Attaches the read-path programs, if they are not attached yet. On
-    /// failure none stays attached.
+    /// Attaches the read-path programs, if they are not attached yet: the
+    /// BPF LSM programs where the kernel runs them, the raw syscall
+    /// tracepoints elsewhere; the address-space-lock and io_uring programs
+    /// either way. On failure none stays attached.
     pub fn arm(&mut self) -> Result<(), KernelError> {
         if self.is_armed() {
             return Ok(());
@@ -392,17 +410,9 @@ impl KernelLink {
         if let Some(err) = &self.layout_error {
             return Err(KernelError::Layout(err.clone()));
         }
-        for (name, tracepoint) in programs::TAMPER {
-            let attached = attach::loaded::<RawTracePoint>(&mut self.ebpf, name)?
-                .attach(tracepoint)
-                .map_err(|source| KernelError::Program { name, source });
-            match attached {
-                Ok(link) => self.tamper_links.push((name, link)),
-                Err(err) => {
-                    self.disarm();
-                    return Err(err);
-                }
-            }
+        match self.lsm_error {
+            None => self.lsm_links = lsm::attach(&mut self.ebpf)?,
+            Some(_) => self.attach_syscall_programs()?,
         }
         if self.lock_error.is_none() {
             match attach_lock_programs(&mut self.ebpf) {
@@ -416,9 +426,27 @@ impl KernelLink {
         Ok(())
     }
 
+    /// Attaches the raw syscall tracepoints; on failure none stays attached.
+    fn attach_syscall_programs(&mut self) -> Result<(), KernelError> {
+        for (name, tracepoint) in programs::TAMPER {
+            let attached = attach::loaded::<RawTracePoint>(&mut self.ebpf, name)?
+                .attach(tracepoint)
+                .map_err(|source| KernelError::Program { name, source });
+            match attached {
+                Ok(link) => self.tamper_links.push((name, link)),
+                Err(err) => {
+                    self.disarm();
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Detaches the read-path programs, giving the machine's syscalls their
     /// fast path back.
     pub fn disarm(&mut self) {
+        lsm::detach(&mut self.ebpf, std::mem::take(&mut self.lsm_links));
         for (name, link) in std::mem::take(&mut self.tamper_links) {
             if let Ok(program) = attach::loaded::<RawTracePoint>(&mut self.ebpf, name) {
                 let _ = program.detach(link);
@@ -440,7 +468,7 @@ impl KernelLink {
 
     /// True while the tamper programs are attached.
     pub fn is_armed(&self) -> bool {
-        !self.tamper_links.is_empty()
+        !self.tamper_links.is_empty() || !self.lsm_links.is_empty()
     }
 
     /// Why the BPF LSM program is not in force, or `None` when it is.

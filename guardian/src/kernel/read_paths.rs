@@ -13,17 +13,10 @@ impl KernelLink {
                 .push(format!("all but leader and holder tracking: {err}"));
             return paths;
         }
-        paths.stopped = [
-            "ptrace attach and seize (64-bit, x32 and 32-bit tables; any pid namespace)",
-            "process_vm_readv/writev (all three tables; callers in the initial pid namespace)",
-            "pidfd_getfd",
-            "perf_event_open sampling a ward (callers in the initial pid namespace)",
-            "open of /proc/PID/environ and /proc/PID/mem, task/TID too, by any path or dirfd",
-            "open of a secret delivered as a file (exec --file) by a process outside its \
-             grant, by any path (/proc/HOLDER/fd/N)",
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        paths.stopped = match self.lsm_error {
+            None => Self::denied_by_lsm(),
+            Some(_) => Self::stopped_by_syscall_programs(),
+        };
         match &self.lock_error {
             None => paths.stopped.extend(
                 [
@@ -46,5 +39,40 @@ impl KernelLink {
             }
         }
         paths
+    }
+}
+
+impl KernelLink {
+    /// What the BPF LSM programs refuse, with an error, the caller living on.
+    fn denied_by_lsm() -> Vec<String> {
+        [
+            "ptrace attach and seize, process_vm_readv/writev, pidfd_getfd and \
+             perf_event_open on a ward, in any pid namespace: denied (EPERM) by BPF LSM",
+            "open of a ward's /proc/PID/mem, and of an environ that may hold a value, by any \
+             path, dirfd, task/TID or io_uring: denied (EACCES) by BPF LSM",
+            "open of a secret delivered as a file (exec --file) by a process outside its \
+             grant, by any path (/proc/HOLDER/fd/N, open_by_handle_at): denied (EACCES) by \
+             BPF LSM",
+            "a holder's change of uid: denied (EPERM); its exec of a set-uid program: \
+             SIGKILLed before the program runs",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// What the raw syscall tracepoints stop, SIGKILLing the caller.
+    fn stopped_by_syscall_programs() -> Vec<String> {
+        [
+            "ptrace attach and seize (64-bit, x32 and 32-bit tables; any pid namespace)",
+            "process_vm_readv/writev (all three tables; callers in the initial pid namespace)",
+            "pidfd_getfd",
+            "perf_event_open sampling a ward (callers in the initial pid namespace)",
+            "open of /proc/PID/mem, and of a /proc/PID/environ that may hold a value, task/TID \
+             too, by any path or dirfd",
+            "open of a secret delivered as a file (exec --file) by a process outside its \
+             grant, by any path (/proc/HOLDER/fd/N)",
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 }

@@ -16,6 +16,8 @@ use rustix::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::secret_mem::SecretBuf;
+
 /// A process id (a thread-group id): always positive, also when it comes
 /// off the socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -262,6 +264,24 @@ pub fn exe_of(pid: Pid) -> String {
     fs::read_link(format!("/proc/{pid}/exe"))
         .map(|path| path.display().to_string())
         .unwrap_or_else(|_| "?".to_owned())
+}
+
+/// Most of an environment the guardian reads; a bigger one stays guarded.
+const MAX_ENVIRON: usize = 1 << 20;
+
+/// True if `pid`'s environment holds one of `values`. It is read into
+/// locked memory, wiped after, since it may hold one.
+pub fn environ_holds_any(pid: Pid, values: &[&[u8]]) -> io::Result<bool> {
+    let mut file = fs::File::open(format!("/proc/{pid}/environ"))?;
+    let environ = SecretBuf::read_to_end(&mut file, MAX_ENVIRON)?;
+    Ok(holds_any(environ.as_slice(), values))
+}
+
+/// True if `bytes` holds one of `values` (an empty value is in anything).
+pub fn holds_any(bytes: &[u8], values: &[&[u8]]) -> bool {
+    values
+        .iter()
+        .any(|value| value.is_empty() || bytes.windows(value.len()).any(|w| w == *value))
 }
 
 /// True if `ancestor` is `pid` itself or one of its ancestors.

@@ -12,6 +12,7 @@ use super::{
     Core, Msg, RequestError, SecretKey,
     os::{Containment, KernelMaps, Os, Process},
     sessions::{Grant, GrantId, Holder, Leader},
+    triggers::Cause,
 };
 use crate::os::{
     peer::Peer,
@@ -273,10 +274,18 @@ impl<O: Os> Core<O> {
             return;
         };
         let process = match self.needs_handle(contained, owner) {
-            // A child that already exited cannot be opened; its exit needs no kill.
             true => match self.os.open(child) {
                 Ok(process) => Some(process),
-                Err(_) => return,
+                // A child that already exited needs no kill.
+                Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return,
+                // One that cannot be tracked (out of descriptors) would
+                // outlive its secrets: they go now (fail closed).
+                Err(err) => {
+                    tracing::error!(%err, %child, "cannot track a holder's child; wiping its grant");
+                    let keys = self.sessions.secrets_of(grant);
+                    self.trigger(Cause::HolderUntracked, self.os.now_ns(), keys, None);
+                    return;
+                }
             },
             false => None,
         };

@@ -163,6 +163,10 @@ impl Os for Host {
         process::exe_of(pid)
     }
 
+    fn environ_holds_any(&self, pid: Pid, values: &[&[u8]]) -> io::Result<bool> {
+        process::environ_holds_any(pid, values)
+    }
+
     fn secret_file(&self, name: &str, bytes: &[u8]) -> io::Result<secret_file::SecretFile> {
         secret_file::SecretFile::new(name, bytes)
     }
@@ -304,6 +308,18 @@ impl KernelMaps for KernelLink {
 
     fn holders(&self) -> Vec<(Pid, GrantId)> {
         KernelLink::holders(self)
+    }
+
+    fn environ_stamp(&mut self, pid: Pid) -> Option<u64> {
+        KernelLink::environ_stamp(self, pid)
+    }
+
+    fn current_stamp(&self, pid: Pid) -> Option<u64> {
+        KernelLink::current_stamp(self, pid)
+    }
+
+    fn set_environ_clean(&mut self, stamp: u64, pid: Pid, clean: bool) -> Result<(), KernelError> {
+        KernelLink::set_environ_clean(self, stamp, pid, clean)
     }
 
     fn tamper_suppressed(&self) -> Vec<(Uid, u64)> {

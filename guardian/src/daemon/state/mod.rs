@@ -17,6 +17,7 @@
 //!   [`grants`](self::grants): grants that drain after their known holders;
 //! - [`triggers`](self::triggers): wipe, then kill, then record;
 //!   [`tamper`](self::tamper): attempts the kernel stopped;
+//!   [`environ`](self::environ): which environments anyone may read;
 //! - [`status`](self::status): the `status` report;
 //! - [`vault`], [`sessions`]: the bookkeeping; [`budget`]: locked bytes per
 //!   user; [`errors`]: refusals;
@@ -24,6 +25,7 @@
 
 mod access;
 pub mod budget;
+mod environ;
 pub mod errors;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fake;
@@ -392,6 +394,7 @@ impl<O: Os> Core<O> {
                 Some(EventKind::HolderFork) => self.holder_forked(pid, event.grant),
                 Some(EventKind::HolderExit) => self.holder_exited(pid, event.ktime_ns),
                 Some(EventKind::Tamper) => self.tamper(&event),
+                Some(EventKind::EnvironChanged) => self.environ_changed(pid, event.request),
                 None => tracing::warn!(kind = event.kind, "unknown kernel event"),
             }
         }

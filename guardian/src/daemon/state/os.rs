@@ -87,6 +87,14 @@ pub trait KernelMaps {
     fn forget_file(&mut self, file: FileKey);
     /// Leader events the programs dropped because their ring buffer was full.
     fn dropped_events(&self) -> u64;
+    /// The stamp of `pid`'s environment, a new one for a ward that has
+    /// none; `None` while an exec replaces it, or for no ward.
+    fn environ_stamp(&mut self, pid: Pid) -> Option<u64>;
+    /// The stamp `pid`'s environment has now, unless an exec replaces it.
+    fn current_stamp(&self, pid: Pid) -> Option<u64>;
+    /// Lists `stamp` as an environment (read from `pid`) that holds no
+    /// value, which anyone may read, or takes it off that list.
+    fn set_environ_clean(&mut self, stamp: u64, pid: Pid, clean: bool) -> Result<(), KernelError>;
     /// Holder events the programs dropped because their ring buffer was full.
     fn holder_events_lost(&self) -> u64;
     /// Every holder in the kernel map, with its grant.
@@ -193,6 +201,9 @@ pub trait Os {
     fn session_members(&self, leader: Pid, sid: Option<Pid>) -> Vec<Pid>;
     /// True if `pid` has begun to exit (PF_EXITING), though not yet dead.
     fn is_exiting(&self, pid: Pid) -> bool;
+    /// True if `pid`'s environment (`/proc/PID/environ`) holds one of
+    /// `values`; read into locked memory, since it may.
+    fn environ_holds_any(&self, pid: Pid, values: &[&[u8]]) -> io::Result<bool>;
     /// The executable of `pid`, or a placeholder.
     fn exe_of(&self, pid: Pid) -> String;
     /// `bytes` as a file named after `name`, for a holder to read.

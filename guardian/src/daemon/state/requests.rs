@@ -219,7 +219,7 @@ impl<O: Os> Core<O> {
         // on is stopped by the kernel, one attached before is seen here.
         let sid = self.sessions.leaders.get(&leader).and_then(|l| l.sid);
         let members = self.os.session_members(leader, sid);
-        if let Err(err) = self.untraced_from_outside(leader, members) {
+        if let Err(err) = self.untraced_from_outside(leader, members.iter().copied()) {
             if fresh {
                 self.unwatch_leader(leader);
             }
@@ -242,6 +242,7 @@ impl<O: Os> Core<O> {
             expiry,
         };
         self.vault.insert(key, secret);
+        self.check_environs(&members);
         Ok(Reply::plain(Response::Stored {
             leader: leader.raw(),
             replaced_holders_killed: None,
@@ -273,7 +274,16 @@ impl<O: Os> Core<O> {
         let Some(leader) = self.vault.replace(&key, bytes, charge, self.os.now()) else {
             return Err(RequestError::NoSuchSecret(key.name));
         };
-        let killed = self.kill_holders(Cause::Replace, start_ns, &[key], Vec::new(), None);
+        let killed = self.kill_holders(
+            Cause::Replace,
+            start_ns,
+            std::slice::from_ref(&key),
+            Vec::new(),
+            None,
+        );
+        let sid = self.sessions.leaders.get(&leader).and_then(|l| l.sid);
+        let members = self.os.session_members(leader, sid);
+        self.check_environs(&members);
         Ok(Reply::plain(Response::Stored {
             leader: leader.raw(),
             replaced_holders_killed: Some(killed),

@@ -66,7 +66,8 @@ pub(super) struct TamperBooks {
 
 impl<O: Os> Core<O> {
     /// Audits the attempt; unless the kernel refused it or the policy says
-    /// audit only, wipes what the target could reach.
+    /// audit only (`tamper_response`; `on_environ_read` for an open of an
+    /// environment), wipes what the target could reach.
     pub(super) fn tamper(&mut self, event: &Event) {
         self.expect_tamper_summary();
         let Some(attacker) = Pid::new(event.pid as i32) else {
@@ -79,10 +80,13 @@ impl<O: Os> Core<O> {
             return;
         };
         let (role, keys) = self.reach_of(target, event.grant);
-        self.record_tamper(event, attacker, target, role, &keys);
         let refused = event.flags & flags::REFUSED_BY_KERNEL != 0;
-        let wipes =
-            !refused && !keys.is_empty() && self.config.tamper_response == TamperResponse::Wipe;
+        let response = match event.syscall == TamperSyscall::OpenEnviron as u32 {
+            true => self.config.on_environ_read,
+            false => self.config.tamper_response,
+        };
+        let wipes = !refused && !keys.is_empty() && response == TamperResponse::Wipe;
+        self.record_tamper(event, attacker, target, role, &keys, wipes);
         let attach = event.syscall == TamperSyscall::Ptrace as u32;
         // An attach queues a SIGSTOP that the killed tracer cannot undo: the
         // target runs on, unless it is a holder about to die anyway.
@@ -108,8 +112,9 @@ impl<O: Os> Core<O> {
     fn secret_file_opened(&mut self, event: &Event, attacker: Pid) {
         let grant = event.request as GrantId;
         let keys = self.sessions.secrets_of(grant);
-        self.record_tamper(event, attacker, grant, Role::SecretFile, &keys);
-        if !keys.is_empty() && self.config.tamper_response == TamperResponse::Wipe {
+        let wipes = !keys.is_empty() && self.config.tamper_response == TamperResponse::Wipe;
+        self.record_tamper(event, attacker, grant, Role::SecretFile, &keys, wipes);
+        if wipes {
             self.trigger(Cause::Tamper, event.ktime_ns, keys, None);
         }
     }
@@ -121,6 +126,7 @@ impl<O: Os> Core<O> {
         target: impl std::fmt::Display,
         role: Role,
         keys: &[SecretKey],
+        wipes: bool,
     ) {
         let refused = event.flags & flags::REFUSED_BY_KERNEL != 0;
         let syscall = TamperSyscall::name(event.syscall);
@@ -128,9 +134,19 @@ impl<O: Os> Core<O> {
             true => " (32-bit)",
             false => "",
         };
+        // What was done to the caller, then what it cost the target.
+        let done = match event.flags & flags::DENIED != 0 {
+            true => "denied with an error before any byte was copied; the caller lives",
+            false => "caller SIGKILLed before any byte was copied",
+        };
+        let cost = match (wipes, keys.is_empty()) {
+            (true, _) => "secrets wiped",
+            (false, true) => "nothing to wipe",
+            (false, false) => "no secret wiped (policy: audit)",
+        };
         let verdict = match refused {
-            true => "refused by the kernel; caller SIGKILLed; no secret wiped",
-            false => "caller SIGKILLed",
+            true => "refused by the kernel; caller SIGKILLed; no secret wiped".to_owned(),
+            false => format!("{done}; {cost}"),
         };
         tracing::warn!(%attacker, %target, %role, syscall, refused, "tamper attempt stopped");
         self.record(Entry {

@@ -57,6 +57,9 @@ text_enum! {
         WipeAll = "wipe_all",
         /// The supervisor died.
         SupervisorLost = "supervisor_lost",
+        /// A holder's child could not be tracked (the guardian was out of
+        /// descriptors), so it would have outlived its secrets.
+        HolderUntracked = "holder_untracked",
         /// A stored secret's record could not be made durable, so the store
         /// is undone.
         AuditUnavailable = "audit_unavailable",

@@ -51,6 +51,8 @@ pub struct Proc {
     pub tgid: i32,
     /// Its tracer (0: none).
     pub tracer: i32,
+    /// Its environment, as /proc/PID/environ reads.
+    pub environ: Vec<u8>,
     /// A kernel thread.
     pub kernel_thread: bool,
     /// Not exited.
@@ -72,6 +74,7 @@ impl Proc {
             sid,
             tgid: pid,
             tracer: 0,
+            environ: Vec::new(),
             kernel_thread: false,
             alive: true,
             exiting: false,
@@ -131,6 +134,12 @@ pub struct KernelState {
     pub armed: bool,
     /// Watched leaders.
     pub leaders: HashSet<i32>,
+    /// Each ward's environment stamp.
+    pub environ_stamps: HashMap<i32, u64>,
+    /// Stamps of environments that hold no value.
+    pub clean_environs: HashSet<u64>,
+    /// The last stamp the guardian gave.
+    pub next_stamp: u64,
     /// Holders, with their grant and state.
     pub holders: HashMap<i32, (GrantId, HolderState)>,
     /// The uid of each grant's holders.
@@ -175,6 +184,8 @@ pub struct World {
     pub cgroups: HashMap<GrantId, HashSet<i32>>,
     /// cgroup.kill fails (as when out of descriptors).
     pub fail_cgroup_kill: bool,
+    /// Opening a process handle fails with EMFILE (out of descriptors).
+    pub out_of_descriptors: bool,
     /// Processes kept alive by a FUSE connection (they are `unkillable`
     /// until it is aborted): pid -> connection.
     pub fuse_traps: HashMap<i32, u32>,

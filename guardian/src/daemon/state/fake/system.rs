@@ -170,6 +170,26 @@ impl KernelMaps for FakeKernel {
         self.0.lock().kernel.holder_dropped
     }
 
+    fn environ_stamp(&mut self, pid: Pid) -> Option<u64> {
+        let kernel = &mut self.0.lock().kernel;
+        kernel.next_stamp += 1;
+        let fresh = guardian_ebpf::GUARDIAN_STAMP | kernel.next_stamp;
+        Some(*kernel.environ_stamps.entry(pid.raw()).or_insert(fresh))
+    }
+
+    fn current_stamp(&self, pid: Pid) -> Option<u64> {
+        self.0.lock().kernel.environ_stamps.get(&pid.raw()).copied()
+    }
+
+    fn set_environ_clean(&mut self, stamp: u64, _pid: Pid, clean: bool) -> Result<(), KernelError> {
+        let kernel = &mut self.0.lock().kernel;
+        match clean {
+            true => kernel.clean_environs.insert(stamp),
+            false => kernel.clean_environs.remove(&stamp),
+        };
+        Ok(())
+    }
+
     fn holders(&self) -> Vec<(Pid, GrantId)> {
         let world = self.0.lock();
         let holders = world.kernel.holders.iter();
@@ -312,6 +332,9 @@ impl Os for FakeOs {
 
     fn open(&self, pid: Pid) -> io::Result<FakeProcess> {
         self.proc(pid)?;
+        if self.world.lock().out_of_descriptors {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
         Ok(FakeProcess {
             pid,
             world: self.world.clone(),
@@ -430,6 +453,13 @@ impl Os for FakeOs {
 
     fn exe_of(&self, _pid: Pid) -> String {
         "/usr/bin/fake".to_owned()
+    }
+
+    fn environ_holds_any(&self, pid: Pid, values: &[&[u8]]) -> io::Result<bool> {
+        Ok(crate::os::process::holds_any(
+            &self.proc(pid)?.environ,
+            values,
+        ))
     }
 
     fn secret_file(&self, _name: &str, _bytes: &[u8]) -> io::Result<FakeSecretFile> {

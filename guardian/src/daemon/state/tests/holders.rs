@@ -327,3 +327,28 @@ fn a_root_holder_killed_with_its_cgroup_is_not_signalled_again_but_one_that_left
     h.settle();
     assert!(!h.core.is_settling(), "both are dead");
 }
+
+/// Issue 27, item 6: a child the guardian cannot open a handle on (out of
+/// descriptors) is not taken for one that already exited: the secrets it
+/// would outlive are wiped.
+#[test]
+fn a_child_that_cannot_be_tracked_wipes_its_grant_instead_of_being_ignored() {
+    let uncontained = Parts {
+        cgroups: false,
+        ..Parts::ALL
+    };
+    let mut h = Harness::with(uncontained, Config::default());
+    let leader = h.storing(ALICE);
+    let holder = h.member(leader);
+    h.holds(holder, &["tok"]);
+    h.world.lock().out_of_descriptors = true;
+    let child = h.fork(holder);
+    h.world.lock().out_of_descriptors = false;
+    assert!(h.alive(child));
+    assert!(
+        !h.holds_secret(ALICE, "tok"),
+        "the child would outlive its secret"
+    );
+    h.settle();
+    assert_eq!(h.last_trigger()["reason"], "holder_untracked");
+}

@@ -5,6 +5,7 @@ mod access;
 mod audit;
 mod binding;
 mod describing;
+mod environ;
 mod files;
 mod holders;
 mod liveness;

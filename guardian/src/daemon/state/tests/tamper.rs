@@ -67,13 +67,14 @@ fn an_attempt_on_a_session_member_wipes_what_its_leader_bound() {
     let leader = h.storing(ALICE);
     h.stored(leader, "other");
     let shell = h.member(leader);
-    h.tamper_by(4242, shell, TamperSyscall::OpenEnviron, leader, 0);
+    // Memory: an environment read wipes nothing by default (tests/environ.rs).
+    h.tamper_by(4242, shell, TamperSyscall::OpenMem, leader, 0);
     assert!(!h.holds_secret(ALICE, "tok") && !h.holds_secret(ALICE, "other"));
     let record = h.world.lock().records_of("tamper").pop().unwrap();
     let reason = record["reason"].as_str().unwrap();
     assert!(
         reason.starts_with(&format!(
-            "open of environ (request 0) on session member {shell};"
+            "open of mem (request 0) on session member {shell};"
         )),
         "{reason}"
     );
@@ -163,4 +164,21 @@ fn a_holder_whose_uids_changed_costs_its_grant_its_secrets() {
     let record = h.world.lock().records_of("tamper").pop().unwrap();
     let reason = record["reason"].as_str().unwrap();
     assert!(reason.starts_with("credential change"), "{reason}");
+}
+
+/// Issue 27: the record says what was done to the caller; one a BPF LSM
+/// hook refused lives on, and is never recorded as killed.
+#[test]
+fn an_attempt_denied_by_a_bpf_lsm_hook_is_recorded_as_denied_not_killed() {
+    let mut h = Harness::new();
+    let (leader, holder) = h.session_holding(ALICE);
+    let denied = guardian_ebpf::flags::DENIED;
+    h.tamper_by(4242, holder, TamperSyscall::OpenEnviron, leader, denied);
+    let record = h.world.lock().records_of("tamper").pop().unwrap();
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("denied with an error before any byte was copied; the caller lives"),
+        "{reason}"
+    );
+    assert!(!reason.contains("SIGKILLed"), "{reason}");
 }

@@ -1,0 +1,67 @@
+//! Which wards' environments anyone may read. Every `ps` on Debian 12 reads
+//! every environment, and an environment that holds none of the guardian's
+//! values leaks nothing, so only one that may hold a value is guarded
+//! (killed, or denied, at the reader's open and read). The programs give each
+//! ward's environment a stamp (new at each exec, the parent's at a fork) and
+//! guard it until the guardian has read it once and listed its stamp as
+//! clean; see `guardian_ebpf::maps::ENVIRON_STAMPS`. The guardian reads:
+//! - each ward's new environment after an exec (a kernel event);
+//! - every member's when a new value enters its session (`put`,
+//!   `put --replace`), since one may already carry it.
+//!
+//! Every value the guardian holds is looked for, whoever owns it: a copy
+//! made in another session is found too, and a stamp is never listed on the
+//! word of one owner's values alone. An environment that cannot be read
+//! stays guarded.
+
+#![forbid(unsafe_code)]
+
+use super::{
+    Core,
+    os::{KernelMaps, Os},
+};
+use crate::os::process::Pid;
+
+impl<O: Os> Core<O> {
+    /// Ward `pid` exec'd: its environment, stamped `stamp`, is read once.
+    pub(super) fn environ_changed(&mut self, pid: Pid, stamp: u64) {
+        self.check_environ(pid, Some(stamp));
+    }
+
+    /// A new value entered the session of `members`: each one's environment
+    /// is read again (a ward without a stamp gets one).
+    pub(super) fn check_environs(&mut self, members: &[Pid]) {
+        for &pid in members {
+            self.check_environ(pid, None);
+        }
+    }
+
+    /// Reads `pid`'s environment, whose stamp is `stamp` (or the one it
+    /// has now), and lists the stamp as clean when no value is in it, or
+    /// takes it off the list when one is.
+    fn check_environ(&mut self, pid: Pid, stamp: Option<u64>) {
+        let Some(kernel) = &mut self.kernel else {
+            return;
+        };
+        let Some(stamp) = stamp.or_else(|| kernel.environ_stamp(pid)) else {
+            return; // no ward, or an exec under way: its own event follows
+        };
+        let values: Vec<&[u8]> = self
+            .vault
+            .iter()
+            .map(|(_, secret)| secret.bytes.as_slice())
+            .collect();
+        let clean = matches!(self.os.environ_holds_any(pid, &values), Ok(false));
+        let Some(kernel) = &mut self.kernel else {
+            return;
+        };
+        // What was read is the stamp's environment only if the ward still
+        // has that stamp: an exec since, or a pid reused, changes it.
+        if kernel.current_stamp(pid) != Some(stamp) {
+            return;
+        }
+        if let Err(err) = kernel.set_environ_clean(stamp, pid, clean) {
+            tracing::warn!(%err, %pid, "environment left guarded");
+        }
+    }
+}
