@@ -4,7 +4,8 @@
 //! - `build`: the eBPF object, then the guardian in release mode.
 //! - `build-ebpf`: only the eBPF object.
 //! - `run [ARGS]`: build, then run `ningen-shikkaku guard ARGS` as root in the foreground.
-//! - `test`: build, then every test (unit and end-to-end, which need root).
+//! - `test`: build, then every test (unit and end-to-end, which need root);
+//!   `test --kernel K`: the end-to-end tests in a VM booting kernel K (see `vm`).
 //! - `bench`: build, then the benchmarks (see `bench`).
 //! - `fuzz [--seconds N]`: run each fuzz target for N seconds (see `fuzz`).
 //! - `install`, `uninstall`: put the guardian on the system (see `install`).
@@ -13,6 +14,7 @@ mod bench;
 mod fuzz;
 mod install;
 mod toolchain;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -42,7 +44,20 @@ enum Task {
         args: Vec<String>,
     },
     /// Build, then run every test (as root).
-    Test,
+    Test {
+        /// Run end-to-end tests in a VM booting this kernel instead:
+        /// debian-6.1, debian-6.12 (installed from Debian) or a vmlinuz path.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Extra kernel command line for the VM, e.g.
+        /// 'lsm=lockdown,capability,landlock,yama,apparmor' (no BPF LSM).
+        #[arg(long, requires = "kernel")]
+        cmdline: Option<String>,
+        /// Run the VM's tests named FILE::TEST that contain this (repeatable;
+        /// default: a set that covers what differs between kernels).
+        #[arg(long, requires = "kernel")]
+        filter: Vec<String>,
+    },
     /// Build, then measure the switch against its baselines and write docs/BENCHMARKS.md.
     Bench,
     /// Run each fuzz target (the frame parser, the state machine) for a while.
@@ -124,7 +139,19 @@ fn main() -> anyhow::Result<()> {
         Task::Build => build(&root).map(drop),
         Task::BuildEbpf => toolchain::build_ebpf(&root).map(drop),
         Task::Run { args } => run(&root, &args),
-        Task::Test => test(&root),
+        Task::Test { kernel: None, .. } => test(&root),
+        Task::Test {
+            kernel: Some(kernel),
+            cmdline,
+            filter,
+        } => vm::test(
+            &root,
+            &vm::Request {
+                kernel,
+                cmdline,
+                filters: filter,
+            },
+        ),
         Task::Fuzz { seconds } => fuzz::run_all(&root, seconds),
         Task::Bench => {
             require_root("the benchmarks (they start real guardians)")?;
@@ -159,7 +186,7 @@ pub(crate) fn workspace_root() -> PathBuf {
 }
 
 /// Builds everything; returns the guardian binary's path.
-fn build(root: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build(root: &Path) -> anyhow::Result<PathBuf> {
     let object = toolchain::build_ebpf(root)?;
     eprintln!("xtask: building the guardian (release)");
     let status = cargo()
@@ -237,7 +264,7 @@ fn test(root: &Path) -> anyhow::Result<()> {
     fuzz::run_all(root, TEST_FUZZ_SECONDS)
 }
 
-fn require_root(what: &str) -> anyhow::Result<()> {
+pub(crate) fn require_root(what: &str) -> anyhow::Result<()> {
     if !toolchain::is_root() {
         bail!(
             "{what} must run as root: in a root shell (sudo -i), cargo xtask ... \

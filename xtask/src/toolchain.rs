@@ -158,7 +158,8 @@ fn install_debian_packages() -> anyhow::Result<()> {
     apt_install(DEBIAN_PACKAGES)
 }
 
-fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+/// Installs `packages` from Debian (as root, through sudo if need be).
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
     run(
         as_root("apt-get", "installing Debian packages")?.args(["update", "-q"]),
         "apt-get update",
@@ -201,7 +202,13 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 
 /// Installs the tests' tools from Debian when any is missing.
 pub fn ensure_test_tools() -> anyhow::Result<()> {
-    let missing: Vec<&str> = TEST_TOOLS
+    install_missing("test tools", TEST_TOOLS)
+}
+
+/// Installs, from Debian, the package of each `(path, package)` in `tools`
+/// whose path is missing; `what` names them for the user.
+pub fn install_missing(what: &str, tools: &[(&str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools
         .iter()
         .filter(|(path, _)| !Path::new(path).exists())
         .map(|(_, package)| *package)
@@ -210,7 +217,7 @@ pub fn ensure_test_tools() -> anyhow::Result<()> {
         return Ok(());
     }
     eprintln!(
-        "xtask: installing test tools from Debian: {}",
+        "xtask: installing {what} from Debian: {}",
         missing.join(" ")
     );
     apt_install(&missing)
