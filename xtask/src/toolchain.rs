@@ -183,6 +183,10 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("/usr/bin/strace", "strace"),
     ("/usr/bin/setpriv", "util-linux"),
     ("/usr/bin/pytest-3", "python3-pytest"),
+    // The everyday tools of tests/tests/everyday_tools.rs.
+    ("/usr/bin/ps", "procps"),
+    ("/usr/bin/pstree", "psmisc"),
+    ("/usr/bin/lsof", "lsof"),
     // The install test: the unit, the man pages, and completion in each shell.
     ("/usr/bin/systemd-analyze", "systemd"),
     ("/usr/bin/man", "man-db"),
