@@ -155,6 +155,18 @@ fn file_holder(session: &mut Session) -> (i32, String) {
     (holder.parse().unwrap(), fd.to_owned())
 }
 
+/// A tamper record names an open of a secret file of a grant.
+fn assert_secret_file_attempt_audited(guardian: &Guardian) {
+    let records = guardian.audit_of("tamper");
+    assert!(
+        records.iter().any(|r| r["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("secret file of grant")),
+        "not audited: {records:?}"
+    );
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -176,14 +188,7 @@ fn an_open_of_the_file_from_outside_the_grant_is_stopped_and_audited() {
     );
     let stolen = fs::read(other.dir().join("stolen.bin")).unwrap_or_default();
     assert!(stolen.is_empty(), "it read {stolen:?}");
-    let records = guardian.audit_of("tamper");
-    assert!(
-        records.iter().any(|r| r["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("secret file of grant")),
-        "not audited: {records:?}"
-    );
+    assert_secret_file_attempt_audited(&guardian);
     // The default policy wipes what the file could reach, and its holder dies.
     assert!(wait_until(Duration::from_secs(5), || !is_alive(holder)));
     assert_eq!(guardian.status()["secrets"], 0);
@@ -207,12 +212,5 @@ fn a_secret_file_reopened_by_its_handle_is_stopped_and_audited() {
     assert!(!said.contains("\nread"), "it read: {said}");
     let copied = fs::read(&loot).unwrap_or_default();
     assert!(copied.iter().all(|&b| b == 0), "bytes were copied");
-    let records = guardian.audit_of("tamper");
-    assert!(
-        records.iter().any(|r| r["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("secret file of grant")),
-        "not audited: {records:?}"
-    );
+    assert_secret_file_attempt_audited(&guardian);
 }

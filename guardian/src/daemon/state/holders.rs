@@ -52,16 +52,9 @@ impl<O: Os> Core<O> {
         owner: Uid,
     ) -> Result<bool, RequestError> {
         if let Some(watched) = self.sessions.leaders.get_mut(&leader) {
-            if std::mem::take(&mut watched.hung_up)
-                && let Some(kernel) = &mut self.kernel
-            {
+            if std::mem::take(&mut watched.hung_up) {
                 let sid = watched.sid;
-                kernel
-                    .watch_leader(leader, sid, owner)
-                    .map_err(|source| RequestError::Watch {
-                        pid: leader,
-                        source,
-                    })?;
+                self.watch_in_kernel(leader, sid, owner)?;
             }
             return Ok(false);
         }
@@ -73,14 +66,7 @@ impl<O: Os> Core<O> {
             // The session was read by pid: it was this leader's only if it lives.
             return Err(RequestError::Exited(leader));
         }
-        if let Some(kernel) = &mut self.kernel {
-            kernel
-                .watch_leader(leader, sid, owner)
-                .map_err(|source| RequestError::Watch {
-                    pid: leader,
-                    source,
-                })?;
-        }
+        self.watch_in_kernel(leader, sid, owner)?;
         let id = self.fresh_id();
         let watcher = self
             .os
@@ -97,6 +83,25 @@ impl<O: Os> Core<O> {
         );
         self.leaders_moved = true;
         Ok(true)
+    }
+
+    /// Puts `leader` in the kernel map of leaders, watched for its hangup,
+    /// and its session `sid` among the wards, where there is eBPF.
+    fn watch_in_kernel(
+        &mut self,
+        leader: Pid,
+        sid: Option<Pid>,
+        owner: Uid,
+    ) -> Result<(), RequestError> {
+        let Some(kernel) = &mut self.kernel else {
+            return Ok(());
+        };
+        kernel
+            .watch_leader(leader, sid, owner)
+            .map_err(|source| RequestError::Watch {
+                pid: leader,
+                source,
+            })
     }
 
     /// Stops watching `leader`.
