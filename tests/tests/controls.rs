@@ -31,9 +31,11 @@ fn guard_with_config(text: &str) -> std::process::Output {
     let dir = scratch_dir("config");
     let config = dir.join("config.toml");
     fs::write(&config, text).unwrap();
+    // The socket needs a directory of its own: the audit log's is made 0700.
+    fs::create_dir(dir.join("run")).unwrap();
     let output = Command::new(bin())
         .args(["guard", "--socket"])
-        .arg(dir.join("s.sock"))
+        .arg(dir.join("run/s.sock"))
         .arg("--audit")
         .arg(dir.join("audit.jsonl"))
         .arg("--config")
