@@ -207,3 +207,55 @@ impl Drop for NobodyListener {
         let _ = self.child.wait();
     }
 }
+
+/// How the kernel stops an attempt on a ward: the test asserts the one the
+/// guardian armed, so the same test runs on kernels with and without BPF LSM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// BPF LSM: the access fails with EPERM or EACCES and the caller lives.
+    Denied,
+    /// Tracepoints only: the caller is SIGKILLed at syscall entry.
+    Killed,
+}
+
+impl Stop {
+    /// The stop `guardian` armed, from its `tamper_protection`.
+    pub fn armed_by(guardian: &crate::Guardian) -> Self {
+        match guardian.status()["tamper_protection"].as_str() {
+            Some("bpf-lsm+tracepoints") => Self::Denied,
+            _ => Self::Killed,
+        }
+    }
+
+    /// `output`, a helper's, shows it stopped at `step`: killed before the
+    /// step printed its line, or (denied) every line of the step reports an
+    /// error (`-1 errno 1`, `-13`) and the helper exited by itself.
+    pub fn assert_stopped_at(self, output: &Output, step: &str) {
+        use std::os::unix::process::ExitStatusExt;
+        let said = String::from_utf8_lossy(&output.stdout);
+        let step_lines: Vec<&str> = said.lines().filter(|l| l.starts_with(step)).collect();
+        match self {
+            Self::Killed => {
+                assert_eq!(
+                    output.status.signal(),
+                    Some(libc::SIGKILL),
+                    "not killed: {output:?}"
+                );
+                assert!(step_lines.is_empty(), "{step} returned: {said}");
+            }
+            Self::Denied => {
+                assert_eq!(output.status.signal(), None, "killed: {output:?}");
+                let failed = |line: &&str| line.contains(" -");
+                assert!(step_lines.iter().all(failed), "{step} succeeded: {said}");
+            }
+        }
+    }
+
+    /// What the tamper record says was done to the caller.
+    pub fn verdict(self) -> &'static str {
+        match self {
+            Self::Denied => "denied with an error before any byte was copied; the caller lives",
+            Self::Killed => "caller SIGKILLed before any byte was copied",
+        }
+    }
+}

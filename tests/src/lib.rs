@@ -47,7 +47,7 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 /// Polls `cond` every 10 ms until it holds or `timeout` (times the
 /// slowdown below) passes.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout * slowdown();
+    let deadline = Instant::now() + stretched(timeout);
     loop {
         if cond() {
             return true;
@@ -62,13 +62,18 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// How many times longer than on real hardware a test waits for what must
 /// happen: `NINGEN_SHIKKAKU_TEST_SLOWDOWN`, which `cargo xtask test
 /// --kernel` sets when its virtual machine is emulated (TCG runs code many
-/// times slower: a guardian took 4 to 17 s to start there), else 1. Bounds
-/// a test measures itself (a holder dead within 50 ms) are not stretched.
+/// times slower: a guardian took 4 to 17 s to start there), else 1.
 fn slowdown() -> u32 {
     std::env::var("NINGEN_SHIKKAKU_TEST_SLOWDOWN")
         .ok()
         .and_then(|factor| factor.parse().ok())
         .map_or(1, |factor: u32| factor.max(1))
+}
+
+/// `bound` times the slowdown above: under emulation a bound measured on
+/// real hardware (a holder dead within 50 ms) stretches like the machine.
+pub fn stretched(bound: Duration) -> Duration {
+    bound * slowdown()
 }
 
 /// Runs `command` with `input` on its standard input and its output captured.

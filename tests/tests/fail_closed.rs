@@ -2,8 +2,10 @@
 //! holder dies within a tick of it, not after the kernel has torn the
 //! guardian's eBPF links down (which alone took 300 ms or more).
 //!
-//! The bound asserted here is loose (50 ms) so a noisy machine passes; the
-//! figures are printed, and `cargo xtask bench` measures them properly.
+//! The bound asserted here is loose (50 ms) so a noisy machine passes, and
+//! stretched under emulation (`stretched`), where code runs many times
+//! slower; the figures are printed, and `cargo xtask bench` measures them
+//! properly.
 
 use std::{
     os::fd::{AsFd, OwnedFd},
@@ -11,7 +13,8 @@ use std::{
 };
 
 use e2e::{
-    Guardian, Session, proc_status_field, processes, send_signal, supervisor_of, wait_until,
+    Guardian, Session, proc_status_field, processes, send_signal, stretched, supervisor_of,
+    wait_until,
 };
 use nix::{
     poll::{PollFd, PollFlags, PollTimeout, poll},
@@ -87,7 +90,7 @@ fn death_to_last_holder(tag: &str, n: usize, signal: Signal) -> Duration {
 fn every_holder_dies_within_a_tick_of_a_killed_guardian() {
     for n in [1, 10, 100] {
         let took = death_to_last_holder("killed", n, Signal::SIGKILL);
-        assert!(took < BOUND, "{n} holders: {took:?}");
+        assert!(took < stretched(BOUND), "{n} holders: {took:?}");
     }
 }
 
@@ -118,7 +121,7 @@ fn the_kernel_kills_the_newest_holder_at_its_leaders_exit_before_the_guardian_wa
     send_signal(supervisor, Signal::SIGCONT);
     let took = took.expect("the holder outlived its leader while the guardian was stopped");
     eprintln!("leader SIGKILL to its holder dead, guardian stopped: {took:?}");
-    assert!(took < BOUND, "{took:?}");
+    assert!(took < stretched(BOUND), "{took:?}");
     // Once it runs again the guardian wipes, and records the holder dead.
     let recorded = wait_until(Duration::from_secs(5), || {
         guardian
@@ -146,7 +149,7 @@ fn every_holder_dies_within_a_tick_of_a_crashed_guardian() {
     // absorbed once by Rust's stack-overflow handler, a fault is not.
     for signal in [Signal::SIGILL, Signal::SIGABRT] {
         let took = death_to_last_holder("crashed", 10, signal);
-        assert!(took < BOUND, "{signal}: {took:?}");
+        assert!(took < stretched(BOUND), "{signal}: {took:?}");
     }
 }
 

@@ -1,27 +1,29 @@
 //! Attackers stopped in the kernel: ptrace (attach, seize) and
-//! process_vm_readv aimed at a holder or at the guardian kill the caller at
-//! syscall entry, copy nothing, are audited, and (by default) wipe what the
-//! targeted holder held. A traced process is never handed a secret.
+//! process_vm_readv aimed at a holder or at the guardian are denied with an
+//! error where BPF LSM runs, or kill the caller at syscall entry where only
+//! tracepoints can stop them; either way they copy nothing, are audited,
+//! and (by default) wipe what the targeted holder held. A traced process is never handed a secret.
 
 use std::{fs, os::unix::process::ExitStatusExt, process::Command, time::Duration};
 
-use e2e::{Guardian, Session, attack, is_alive, put_marker, start_sleeping_holder, wait_until};
+use e2e::{
+    Guardian, Session, Stop, attack, is_alive, put_marker, start_sleeping_holder, wait_until,
+};
 
-fn assert_killed_before_reading(
+/// The attacker was stopped (killed, or denied where BPF LSM runs) before
+/// its syscall returned a byte, and `loot` holds none.
+fn assert_stopped_before_reading(
+    stop: Stop,
+    mode: &str,
     output: &std::process::Output,
     loot: &std::path::Path,
     marker: &[u8],
 ) {
-    assert_eq!(
-        output.status.signal(),
-        Some(libc::SIGKILL),
-        "attacker not killed: {output:?}"
-    );
-    assert!(
-        output.stdout.is_empty(),
-        "the syscall returned: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    let step = match mode {
+        "readv" => "readv returned",
+        _ => "ptrace returned",
+    };
+    stop.assert_stopped_at(output, step);
     let copied = fs::read(loot).unwrap_or_default();
     assert!(
         !copied.windows(marker.len()).any(|w| w == marker),
@@ -42,7 +44,8 @@ fn tamper_on_holder(mode: &str, as_nobody: bool) {
 
     let loot = session.dir().join("loot");
     let output = attack(mode, holder, &loot, as_nobody);
-    assert_killed_before_reading(&output, &loot, &marker);
+    let stop = Stop::armed_by(&guardian);
+    assert_stopped_before_reading(stop, mode, &output, &loot, &marker);
 
     let audited = wait_until(Duration::from_secs(5), || {
         !guardian.audit_of("tamper").is_empty()
@@ -51,13 +54,15 @@ fn tamper_on_holder(mode: &str, as_nobody: bool) {
     let record = &guardian.audit_of("tamper")[0];
     assert_eq!(record["peer"]["uid"], if as_nobody { 65534 } else { 0 });
     assert_eq!(record["peer"]["comm"], "python3");
-    let syscall = if mode == "readv" {
-        "process_vm_readv"
-    } else {
-        "ptrace"
+    // The LSM hook is asked for both syscalls, and names itself.
+    let syscall = match (stop, mode) {
+        (Stop::Denied, _) => "ptrace_access_check",
+        (Stop::Killed, "readv") => "process_vm_readv",
+        (Stop::Killed, _) => "ptrace",
     };
+    let reason = record["reason"].as_str().unwrap();
     assert!(
-        record["reason"].as_str().unwrap().contains(syscall),
+        reason.contains(syscall) && reason.contains(stop.verdict()),
         "{record}"
     );
     assert_eq!(record["names"], serde_json::json!(["tok"]));
@@ -90,7 +95,9 @@ fn the_tamper_mode_in_force_is_named_and_the_lsm_fallback_says_why() {
         "ebpf-tracepoints" => {
             let why = status["lsm_error"].as_str().unwrap_or_default();
             assert!(
-                why.contains("ptrace_access_check") || why.contains("BTF"),
+                ["ptrace_access_check", "BTF", "active LSM list"]
+                    .iter()
+                    .any(|cause| why.contains(cause)),
                 "{status}"
             );
         }
@@ -131,11 +138,12 @@ fn attacks_on_the_guardian_die_and_leave_its_secrets_alone() {
     let mut session = Session::start(&guardian);
     let marker = put_marker(&mut session, "tok");
     let supervisor = e2e::supervisor_of(guardian.pid());
+    let stop = Stop::armed_by(&guardian);
     for target in [guardian.pid(), supervisor] {
         for mode in ["readv", "attach", "seize"] {
             let loot = session.dir().join(format!("loot-{mode}-{target}"));
             let output = attack(mode, target, &loot, false);
-            assert_killed_before_reading(&output, &loot, &marker);
+            assert_stopped_before_reading(stop, mode, &output, &loot, &marker);
             // Each of the two un-stops the other, so an attach on one must be
             // undone before the other is attached: a root attacker who stops
             // both within the 50 ms watchdog freezes both (as SIGSTOP to both
@@ -187,11 +195,18 @@ fn a_traced_client_gets_no_secret_and_a_tracer_of_a_holder_dies() {
         .args(["-p", &holder.to_string()])
         .output()
         .unwrap();
-    assert_eq!(
-        strace.status.signal(),
-        Some(libc::SIGKILL),
-        "strace -p was not killed: {strace:?}"
-    );
+    match Stop::armed_by(&guardian) {
+        Stop::Killed => assert_eq!(
+            strace.status.signal(),
+            Some(libc::SIGKILL),
+            "strace -p was not killed: {strace:?}"
+        ),
+        Stop::Denied => assert!(
+            !strace.status.success()
+                && String::from_utf8_lossy(&strace.stderr).contains("not permitted"),
+            "strace -p was not denied: {strace:?}"
+        ),
+    }
 }
 
 /// The guardian's attached eBPF programs: its bpf_link descriptors.
@@ -225,7 +240,7 @@ fn the_syscall_tracepoints_are_attached_only_while_something_is_protected() {
     // Armed again, an attack on the holder is stopped as before.
     let loot = session.dir().join("loot");
     let output = attack("readv", holder, &loot, false);
-    assert_eq!(output.status.signal(), Some(libc::SIGKILL));
+    Stop::armed_by(&guardian).assert_stopped_at(&output, "readv returned");
 
     // The tamper response wiped tok and killed its holder, but the session
     // stays guarded while its leader lives (issue 27). Once it has exited,

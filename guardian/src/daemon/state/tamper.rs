@@ -188,13 +188,14 @@ impl<O: Os> Core<O> {
             if new > 0 {
                 reasons.push(format!(
                     "{new} more attempts by uid {uid} past the limit of {TAMPER_BURST} records \
-                     a second; each caller SIGKILLed, none recorded one by one, no secret wiped"
+                     a second; each caller stopped (denied, or SIGKILLed where the kernel cannot \
+                     deny), none recorded one by one, no secret wiped"
                 ));
             }
         }
         if lost > self.tamper_books.lost {
             reasons.push(format!(
-                "{} tamper records lost to a full ring buffer; each caller SIGKILLed, no \
+                "{} tamper records lost to a full ring buffer; each caller stopped, no \
                  secret wiped for them",
                 lost - self.tamper_books.lost
             ));
