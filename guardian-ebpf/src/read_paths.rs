@@ -258,7 +258,7 @@ pub(crate) fn ward_file(file: u64) -> Option<(TamperSyscall, u32)> {
 
 /// ptrace(PTRACE_ATTACH or PTRACE_SEIZE): on success the kernel has resolved
 /// the pid and checked permissions, and the tracee heads the caller's list.
-/// A refused attach on a ward is stopped and flagged, so it costs no secret.
+/// A refused attach on a ward is only reported, flagged: it costs no secret.
 fn attached(task: u64, regs: u64, compat: bool, ret: i64, flags: u32) {
     let request = kmem::syscall_arg(regs, 0, compat).unwrap_or(0) & 0xffff_ffff;
     if request != PTRACE_ATTACH && request != PTRACE_SEIZE {
@@ -270,9 +270,9 @@ fn attached(task: u64, regs: u64, compat: bool, ret: i64, flags: u32) {
         }
         return;
     }
-    // A refused attach by a local pid has nothing to resolve or lose.
+    // A refused attach by a local pid has nothing to resolve or lose; the
+    // caller keeps the kernel's error, as for any process.
     if let Some(tgid) = pid_argument(task, regs, 1, compat) {
-        let refused = flags | flags::REFUSED_BY_KERNEL;
-        wards::stop(tgid, TamperSyscall::Ptrace, request, refused, false);
+        wards::report_refused(tgid, TamperSyscall::Ptrace, request, flags);
     }
 }

@@ -127,8 +127,9 @@ pub(crate) fn report(tgid: u32, syscall: TamperSyscall, request: u64, flags: u32
 
 /// SIGKILLs and reports the current process if it may not reach into `tgid`;
 /// true if it did. With `judge`, the call has not reached the kernel's own
-/// permission check yet, so whether the kernel would refuse it is worked out
-/// here and flagged.
+/// permission check yet: an attempt the kernel will refuse anyway is only
+/// reported, and the kernel's EPERM stands, the answer any other process
+/// gets, so a sweep over pids cannot tell wards by who is killed.
 pub(crate) fn stop(
     tgid: u32,
     syscall: TamperSyscall,
@@ -139,6 +140,10 @@ pub(crate) fn stop(
     let Some(ward) = intrusion(tgid) else {
         return false;
     };
+    if judge && kernel_refuses(tgid, &ward) {
+        report(tgid, syscall, request, flags | flags::REFUSED_BY_KERNEL);
+        return false;
+    }
     kill_current();
     let (caller, _) = current_ids();
     aya_log_ebpf::debug!(
@@ -148,10 +153,16 @@ pub(crate) fn stop(
         tgid,
         syscall as u32
     );
-    let refused = judge && kernel_refuses(tgid, &ward);
-    let flags = flags | if refused { flags::REFUSED_BY_KERNEL } else { 0 };
     report(tgid, syscall, request, flags);
     true
+}
+
+/// Reports, without a kill, an attempt on `tgid` that the kernel refused
+/// (a failed attach): the caller got the kernel's own error.
+pub(crate) fn report_refused(tgid: u32, syscall: TamperSyscall, request: u64, flags: u32) {
+    if intrusion(tgid).is_some() {
+        report(tgid, syscall, request, flags | flags::REFUSED_BY_KERNEL);
+    }
 }
 
 /// Reports the current process, refused by a BPF LSM hook, if it may not

@@ -39,14 +39,7 @@ impl Tracer {
             .args(["seize-hold", &target.to_string(), "/dev/null"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
-        // SAFETY: setsid is async-signal-safe and touches only the child.
-        unsafe {
-            command.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(drop)
-                    .map_err(std::io::Error::from)
-            });
-        }
+        in_own_session(&mut command);
         let mut child = command.spawn().expect("start tracer");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut said = String::new();
@@ -88,6 +81,13 @@ pub fn read_attack(mode: &str, target: i32, out: &Path, extra: &[&str], as_nobod
         .arg(target.to_string())
         .arg(out)
         .args(extra);
+    in_own_session(&mut command);
+    command.output().expect("run reader")
+}
+
+/// Makes `command`'s child the leader of a session of its own, outside
+/// every session under test.
+fn in_own_session(command: &mut Command) {
     // SAFETY: setsid is async-signal-safe and touches only the child.
     unsafe {
         command.pre_exec(|| {
@@ -96,7 +96,6 @@ pub fn read_attack(mode: &str, target: i32, out: &Path, extra: &[&str], as_nobod
                 .map_err(std::io::Error::from)
         });
     }
-    command.output().expect("run reader")
 }
 
 /// Runs the hostile client (tests/helpers/abuser.py) inside `session`, as

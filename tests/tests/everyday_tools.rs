@@ -186,3 +186,34 @@ fn issue_24_ps_at_an_env_holder_is_stopped_outside_the_session_and_works_inside(
     let (rc, out, _) = session.run("$NS get tok");
     assert_eq!((rc, out), (0, marker), "the session was wiped");
 }
+
+/// After a guardian restart (an upgrade, `systemctl restart`) every login
+/// shell is older than the guardian: root's `ps -p 1` and `ps -ef` meet
+/// session members before the guardian, and still touch nothing.
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn issue_24_ps_after_a_guardian_restart_touches_no_session() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut first = Guardian::start("everyday-before-restart");
+    let mut session = Session::start_as_nobody(&first);
+    first.stop();
+    let guardian = Guardian::start("everyday-restarted");
+    assert!(guardian.pid() > session.leader());
+    let (rc, _, err) = session.run(&format!(
+        "export NINGEN_SHIKKAKU_SOCKET={}",
+        guardian.socket.display()
+    ));
+    assert_eq!(rc, 0, "{err}");
+    let marker = put_marker(&mut session, "tok");
+    let (rc, _, err) =
+        session.run("$NS exec --file T=tok -- sleep 1000 > /dev/null 2>&1 & echo started");
+    assert_eq!(rc, 0, "{err}");
+    thread::sleep(ENVIRON_READ);
+    for line in ["ps -p 1", "ps -ef", "ps aux"] {
+        for as_nobody in [false, true] {
+            let output = outside(line, as_nobody);
+            assert!(output.status.success(), "`{line}`: {output:?}");
+        }
+        untouched(&guardian, &mut session, &marker, line);
+    }
+}

@@ -24,10 +24,12 @@ const BOOT_LIMIT: Duration = Duration::from_secs(300);
 /// A kernel under working KVM reaches its root mount within a second or two.
 const KVM_PROBE_LIMIT: Duration = Duration::from_secs(20);
 
-/// How many times longer the tests wait for what must happen when the
-/// machine is emulated (see `slowdown` in tests/src/lib.rs): under TCG a
-/// guardian took 4 to 17 s to start, where the tests allow 10.
-pub const TCG_SLOWDOWN: &str = "5";
+/// How many times longer the tests wait for what must happen, and how far
+/// bounds measured on real hardware stretch, when the machine is emulated
+/// (see `slowdown` in tests/src/lib.rs): under TCG a guardian took 4 to
+/// 17 s to start, where the tests allow 10, and a hundred holders took
+/// 563 ms to die where this machine takes 6 to 9 (the tests allow 50).
+pub const TCG_SLOWDOWN: &str = "20";
 
 /// The script's name in the results directory.
 const SCRIPT: &str = "guest.sh";

@@ -44,6 +44,7 @@ pub const DEFAULT_TESTS: &[&str] = &[
     // The read paths.
     "read_paths::procfs_environ_and_mem_by_every_spelling_are_stopped_before_a_byte_is_read",
     "read_paths::the_leader_is_protected_like_a_holder_from_ptrace_pidfd_getfd_and_procfs",
+    "read_paths::attempts_the_kernel_refuses_are_audited_but_wipe_nothing",
     // Tamper: which mode is in force, then root and the holder's own uid.
     "tamper::the_tamper_mode_in_force_is_named_and_the_lsm_fallback_says_why",
     "tamper::process_vm_readv_on_a_holder_by_root_copies_nothing_and_dies",
@@ -63,6 +64,7 @@ pub const DEFAULT_TESTS: &[&str] = &[
     // BPF LSM runs.
     "everyday_tools::issue_24_everyday_tools_work_from_anywhere_beside_a_file_holder",
     "everyday_tools::issue_24_ps_at_an_env_holder_is_stopped_outside_the_session_and_works_inside",
+    "everyday_tools::issue_24_ps_after_a_guardian_restart_touches_no_session",
 ];
 
 /// What `cargo xtask test --kernel` was asked.

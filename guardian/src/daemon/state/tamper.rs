@@ -7,7 +7,7 @@
 //! is audited and costs no secret.
 //!
 //! The kernel sends at most [`TAMPER_BURST`] records per caller uid a second
-//! (each caller is killed all the same); the attempts past that, and records
+//! (each caller is stopped all the same); the attempts past that, and records
 //! lost to a full ring, are summed up in the audit log once a second while
 //! they keep coming. Neither wipes anything: the attempts failed.
 
@@ -145,7 +145,9 @@ impl<O: Os> Core<O> {
             (false, false) => "no secret wiped (policy: audit)",
         };
         let verdict = match refused {
-            true => "refused by the kernel; caller SIGKILLed; no secret wiped".to_owned(),
+            true => "refused by the kernel with its own error, as for any process; the caller \
+                     lives; no secret wiped"
+                .to_owned(),
             false => format!("{done}; {cost}"),
         };
         tracing::warn!(%attacker, %target, %role, syscall, refused, "tamper attempt stopped");
