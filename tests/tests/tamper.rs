@@ -103,6 +103,18 @@ fn the_tamper_mode_in_force_is_named_and_the_lsm_fallback_says_why() {
         }
         other => panic!("unexpected tamper protection {other}: {status}"),
     }
+    // Issue 25: the fallback before Linux 6.5 (no SO_PEERPIDFD) is named.
+    let release = nix::sys::utsname::uname().unwrap();
+    let release = release.release().to_string_lossy().into_owned();
+    let mut numbers = release
+        .split(['.', '-'])
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let expected = match version >= (6, 5) {
+        true => "so_peerpidfd",
+        false => "pidfd_open at accept",
+    };
+    assert_eq!(status["client_pinning"], expected, "{release}: {status}");
 }
 
 #[test]

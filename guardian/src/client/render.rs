@@ -180,6 +180,7 @@ pub(super) fn status(status: &StatusInfo) -> String {
         line("read path OPEN", path);
     }
     line("memory backend", &status.memory_backend);
+    line("client pinning", &status.client_pinning);
     line("locked", &human_bytes(status.locked_bytes as u64));
     line(
         "counts",

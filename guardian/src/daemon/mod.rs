@@ -95,6 +95,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         );
     }
     options.check_layout()?;
+    tracing::info!(pinning = %crate::os::peer::pinning(), "clients pinned to their process");
     let protections = hardening::harden_process().context("cannot harden the guardian")?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -7,8 +7,8 @@
 
 use std::{
     io,
-    os::{fd::AsFd, unix::fs::MetadataExt},
-    sync::Arc,
+    os::{fd::AsFd, unix::fs::MetadataExt, unix::net::UnixStream},
+    sync::{Arc, OnceLock},
 };
 
 use nix::sys::socket::{getsockopt, sockopt};
@@ -116,6 +116,33 @@ impl Peer {
             false => Ok(()),
         }
     }
+}
+
+text_enum! {
+    /// How a connection is pinned to the process that made it.
+    pub enum Pinning {
+        /// `SO_PEERPIDFD` (Linux 6.5+): the socket's own pidfd of the
+        /// process that connected.
+        PeerPidfd = "so_peerpidfd",
+        /// Before 6.5: the peer's pid opened at accept, which cannot see a
+        /// reuse of that pid between connect and accept.
+        PidfdAtAccept = "pidfd_open at accept",
+    }
+}
+
+static PINNING: OnceLock<Pinning> = OnceLock::new();
+
+/// The pinning this kernel gives, found once on a socket pair of our own
+/// (call it before seccomp, which allows no new socket).
+pub fn pinning() -> Pinning {
+    *PINNING.get_or_init(|| {
+        let peer_pidfd =
+            UnixStream::pair().is_ok_and(|(ours, _)| getsockopt(&ours, sockopt::PeerPidfd).is_ok());
+        match peer_pidfd {
+            true => Pinning::PeerPidfd,
+            false => Pinning::PidfdAtAccept,
+        }
+    })
 }
 
 /// The pidfd of the process that connected to `socket`. Kernels before 6.5

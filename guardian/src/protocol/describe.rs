@@ -129,6 +129,9 @@ pub struct StatusInfo {
     pub tamper_armed: bool,
     /// Where secret bytes live.
     pub memory_backend: crate::os::secret_mem::Backing,
+    /// How a client is pinned to the process that connected (the fallback
+    /// before Linux 6.5 is named).
+    pub client_pinning: crate::os::peer::Pinning,
     /// Bytes of secrets in pages known to be locked (root); for another
     /// user, the bytes charged to that user.
     pub locked_bytes: usize,

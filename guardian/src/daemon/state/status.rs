@@ -89,6 +89,7 @@ impl<O: Os> Core<O> {
                     || counts.holders > 0
                     || counts.leaders > 0),
             memory_backend: secret_mem::backing(),
+            client_pinning: crate::os::peer::pinning(),
             locked_bytes: counts.locked_bytes,
             secrets: counts.secrets,
             leaders: counts.leaders,
