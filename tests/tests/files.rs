@@ -159,6 +159,16 @@ fn file_holder(session: &mut Session) -> (i32, String) {
     (holder.parse().unwrap(), fd.to_owned())
 }
 
+/// A guardian, and a session of `nobody` holding the binary secret with an
+/// `exec --file` holder: the session, the holder's pid and its descriptor.
+fn nobodys_file_holder(tag: &str) -> (Guardian, Session, i32, String) {
+    let guardian = Guardian::start(tag);
+    let mut me = Session::start_as_nobody(&guardian);
+    put_binary(&mut me);
+    let (holder, fd) = file_holder(&mut me);
+    (guardian, me, holder, fd)
+}
+
 /// A tamper record names an open of a secret file of a grant.
 fn assert_secret_file_attempt_audited(guardian: &Guardian) {
     let records = guardian.audit_of("tamper");
@@ -178,10 +188,7 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn an_open_of_the_file_from_outside_the_grant_is_stopped_and_audited() {
-    let guardian = Guardian::start("file-outside");
-    let mut me = Session::start_as_nobody(&guardian);
-    put_binary(&mut me);
-    let (holder, fd) = file_holder(&mut me);
+    let (guardian, _session, holder, fd) = nobodys_file_holder("file-outside");
     // Same user, another session: the kernel lets it reopen the holder's fd.
     let mut other = Session::start_as_nobody(&guardian);
     let (_, out, _) = other.run(&format!("cat /proc/{holder}/fd/{fd} > stolen.bin; echo $?"));
@@ -210,10 +217,7 @@ fn an_open_of_the_file_from_outside_the_grant_is_stopped_and_audited() {
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn a_secret_file_reopened_by_its_handle_is_stopped_and_audited() {
-    let guardian = Guardian::start("file-handle");
-    let mut me = Session::start_as_nobody(&guardian);
-    put_binary(&mut me);
-    let (holder, fd) = file_holder(&mut me);
+    let (guardian, me, holder, fd) = nobodys_file_holder("file-handle");
     let loot = me.dir().join("loot");
     let output = read_attack("handle", holder, &loot, &[&fd], false);
     let said = String::from_utf8_lossy(&output.stdout);
