@@ -39,6 +39,7 @@ Exit status:
   4    permission denied (the socket, or a root-only command)
   5    refused by the guardian (its policy, or the caller's session)
   6    no such secret
+  7    doctor: the guardian is not running in its strongest mode (see its report)
   126  exec: the command cannot be run (not executable)
   127  exec: the command is not found
   exec otherwise exits with the command's own status: it becomes the command.";
@@ -108,6 +109,15 @@ pub enum Command {
         ningen-shikkaku status\n  \
         ningen-shikkaku status --json | jq .watch_mode")]
     Status(StatusArgs),
+    /// Say which protections this host gives, and how to get the strongest
+    /// (any user).
+    #[command(after_help = "Examples:\n  \
+        ningen-shikkaku doctor\n  \
+        ningen-shikkaku doctor --json | jq -r '.checks[] | select(.verdict != \"ok\") | .name'\n\n\
+        One line per check: ok, weaker or missing, what was found, and the fix where there is \
+        one. Exit status: 0 when the guardian runs in its strongest mode (tamper protection \
+        bpf-lsm+tracepoints), 7 when it does not (or is not running), 1 on any other failure.")]
+    Doctor(DoctorArgs),
     /// Read the audit log (root only).
     #[command(
         subcommand,
@@ -341,6 +351,17 @@ pub struct RevokeArgs {
 /// `status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub socket: SocketArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub socket: SocketArg,

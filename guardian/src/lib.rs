@@ -15,6 +15,7 @@
 //! - [`kernel`]: the eBPF link (load, maps, ring buffer).
 //! - [`audit`]: the hash-chained audit log and its commit pipeline.
 //! - [`client`]: the client subcommands (`put`, `get`, `exec`, `list`, ...).
+//! - [`doctor`]: `doctor`: which protections this host gives, and the fixes.
 //! - [`logging`]: the guardian's log lines, for a terminal or the journal.
 
 /// Declares an enum that is written out (on the wire, in the audit log) as one
@@ -54,6 +55,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod kernel;
 pub mod logging;
 pub mod os;

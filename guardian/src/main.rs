@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::List(args) => client::list(args),
         Command::Revoke(args) => client::revoke(args),
         Command::Status(args) => client::status(args),
+        Command::Doctor(args) => guardian::doctor::run(args),
         Command::Wipe(args) => client::wipe(args),
         Command::Audit(command) => client::audit(command),
         Command::Generate(command) => client::generate(command),

@@ -18,6 +18,8 @@ pub enum Failure {
     Refused,
     /// The caller has no secret of that name.
     NoSuchSecret,
+    /// `doctor`: the guardian is not running in its strongest mode.
+    NotStrongest,
     /// `exec`: the command exists but cannot be run.
     NotExecutable,
     /// `exec`: the command is not found.
@@ -32,6 +34,7 @@ impl Failure {
             Self::PermissionDenied => 4,
             Self::Refused => 5,
             Self::NoSuchSecret => 6,
+            Self::NotStrongest => 7,
             Self::NotExecutable => 126,
             Self::NotFound => 127,
         }
@@ -103,6 +106,7 @@ mod tests {
             Failure::PermissionDenied,
             Failure::Refused,
             Failure::NoSuchSecret,
+            Failure::NotStrongest,
             Failure::NotExecutable,
             Failure::NotFound,
         ];

@@ -49,7 +49,15 @@ mod tests {
     fn every_visible_subcommand_gets_a_page_and_the_top_one_lists_exit_codes() {
         let dir = std::env::temp_dir().join(format!("ns-man-{}", std::process::id()));
         man_pages(&dir).unwrap();
-        for page in ["", "-put", "-exec", "-list", "-audit-tail", "-generate-man"] {
+        for page in [
+            "",
+            "-put",
+            "-exec",
+            "-list",
+            "-audit-tail",
+            "-generate-man",
+            "-doctor",
+        ] {
             assert!(dir.join(format!("{NAME}{page}.1")).exists(), "{page}");
         }
         assert!(!dir.join(format!("{NAME}-supervise.1")).exists());

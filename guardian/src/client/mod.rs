@@ -30,7 +30,7 @@ use crate::{
     audit,
     cli::{AuditCommand, GetArgs, ListArgs, PutArgs, RevokeArgs, StatusArgs, WipeArgs},
     os::{hardening, process::Pid},
-    protocol::{Request, Response},
+    protocol::{Request, Response, StatusInfo},
 };
 pub use exec::exec;
 use failure::Failure;
@@ -193,19 +193,25 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
 
 /// `status`.
 pub fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let (response, _) = call(&args.socket.socket, &Request::Status {}, None)?;
-    let Response::Status(status) = response else {
-        return Err(unexpected(response));
-    };
+    let status = status_of(&args.socket.socket)?;
     match args.json {
         true => output(&serde_json::to_string_pretty(&status)?),
         false => output(&render::status(&status)),
     }
 }
 
+/// The guardian's `status` answer, from its socket at `socket`.
+pub fn status_of(socket: &std::path::Path) -> anyhow::Result<StatusInfo> {
+    let (response, _) = call(socket, &Request::Status {}, None)?;
+    match response {
+        Response::Status(status) => Ok(*status),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// Writes `text` to standard output (with a final newline), failing rather
 /// than panicking as `print!` does when the reader has gone.
-fn output(text: &str) -> anyhow::Result<()> {
+pub(crate) fn output(text: &str) -> anyhow::Result<()> {
     let mut stdout = io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {

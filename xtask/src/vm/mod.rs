@@ -33,7 +33,7 @@ use crate::toolchain;
 /// test's. Together they cover what differs between kernels: the leader's
 /// exit and hangup, the holders' deaths, the read paths, tamper by the
 /// holder's own uid and by root, the guardian's death failing closed,
-/// `exec --file`, and the everyday tools; under TCG, boot and run take
+/// `exec --file`, the everyday tools, and `doctor`; under TCG, boot and run take
 /// about 6 minutes. Left out for their cost there: containment's tree of
 /// 200 (2 minutes alone) and ptrace seize (attach covers both uids).
 pub const DEFAULT_TESTS: &[&str] = &[
@@ -65,6 +65,9 @@ pub const DEFAULT_TESTS: &[&str] = &[
     "everyday_tools::issue_24_everyday_tools_work_from_anywhere_beside_a_file_holder",
     "everyday_tools::issue_24_ps_at_an_env_holder_is_stopped_outside_the_session_and_works_inside",
     "everyday_tools::issue_24_ps_after_a_guardian_restart_touches_no_session",
+    // What doctor says of this kernel, with and without a guardian.
+    "doctor::doctor_matches_the_host_with_a_guardian_running",
+    "doctor::doctor_matches_the_host_without_a_guardian",
 ];
 
 /// What `cargo xtask test --kernel` was asked.
