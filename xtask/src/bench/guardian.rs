@@ -28,9 +28,12 @@ impl Guardian {
     /// Starts `binary guard` in `dir`, with eBPF or on the pidfd fallback.
     pub fn start(binary: &Path, dir: &Path, ebpf: bool) -> anyhow::Result<Self> {
         let _ = fs::remove_dir_all(dir);
-        fs::create_dir_all(dir)?;
-        let socket = dir.join("guardian.sock");
-        let audit = dir.join("audit.jsonl");
+        // The socket and the audit log each in a directory of their own,
+        // as the guardian requires.
+        fs::create_dir_all(dir.join("run"))?;
+        fs::create_dir_all(dir.join("log"))?;
+        let socket = dir.join("run/guardian.sock");
+        let audit = dir.join("log/audit.jsonl");
         let config = dir.join("config.toml");
         fs::write(
             &config,
