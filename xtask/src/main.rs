@@ -6,7 +6,8 @@
 //! - `run [ARGS]`: build, then run `ningen-shikkaku guard ARGS` as root in the foreground.
 //! - `test`: build, then every test (unit and end-to-end, which need root);
 //!   `test --kernel K`: the end-to-end tests in a VM booting kernel K (see `vm`).
-//! - `bench`: build, then the benchmarks (see `bench`).
+//! - `bench`: build, then the benchmarks (see `bench`); `bench --kernel K`:
+//!   the cost to the machine in a VM booting kernel K (see `vm::bench`).
 //! - `fuzz [--seconds N]`: run each fuzz target for N seconds (see `fuzz`).
 //! - `install`, `uninstall`: put the guardian on the system (see `install`).
 
@@ -59,7 +60,25 @@ enum Task {
         filter: Vec<String>,
     },
     /// Build, then measure the switch against its baselines and write docs/BENCHMARKS.md.
-    Bench,
+    Bench {
+        /// Measure only the cost to the machine, in a VM booting this kernel
+        /// (as for test --kernel); its table becomes a section of its own.
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Extra kernel command line for the VM: an lsm= list without bpf
+        /// measures the tracepoint mode on the same kernel.
+        #[arg(long, requires = "kernel")]
+        cmdline: Option<String>,
+    },
+    /// (Run by bench --kernel inside the VM.) The cost-to-the-machine
+    /// tables for BINARY, printed as markdown.
+    #[command(hide = true)]
+    BenchMachine {
+        #[arg(long)]
+        binary: PathBuf,
+        #[arg(long)]
+        rounds: usize,
+    },
     /// Run each fuzz target (the frame parser, the state machine) for a while.
     Fuzz {
         /// Seconds per target.
@@ -153,10 +172,21 @@ fn main() -> anyhow::Result<()> {
             },
         ),
         Task::Fuzz { seconds } => fuzz::run_all(&root, seconds),
-        Task::Bench => {
+        Task::Bench {
+            kernel: None,
+            cmdline: _,
+        } => {
             require_root("the benchmarks (they start real guardians)")?;
             let binary = build(&root)?;
             bench::run(&root, &binary)
+        }
+        Task::Bench {
+            kernel: Some(kernel),
+            cmdline,
+        } => vm::bench(&root, &kernel, cmdline),
+        Task::BenchMachine { binary, rounds } => {
+            print!("{}", bench::machine_only(&binary, rounds)?);
+            Ok(())
         }
         Task::Install(args) => {
             let layout = args.layout()?;

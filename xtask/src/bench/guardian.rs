@@ -57,7 +57,8 @@ impl Guardian {
             audit,
             audit_offset: 0,
         };
-        if !e2e::wait_until(Duration::from_secs(10), || {
+        // Stretched in a VM under emulation, where a start takes seconds.
+        if !e2e::wait_until(e2e::stretched(Duration::from_secs(10)), || {
             UnixStream::connect(&guardian.socket).is_ok()
         }) {
             bail!("the guardian did not come up");

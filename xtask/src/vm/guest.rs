@@ -12,12 +12,12 @@ use std::{
 
 use anyhow::{Context, bail};
 
-use super::{Test, report};
+use super::Test;
 
 /// The longest one test may take in the guest before it is stopped. Under
 /// TCG emulation the slowest selected test takes about a minute (the
 /// slowest end-to-end test, containment's tree of 200, two).
-const TEST_LIMIT: Duration = Duration::from_secs(180);
+pub const TEST_LIMIT: Duration = Duration::from_secs(180);
 /// The longest the kernel may take to boot and the guest to set up (about
 /// 40-80 s under TCG).
 const BOOT_LIMIT: Duration = Duration::from_secs(300);
@@ -52,19 +52,16 @@ pub struct Machine {
 
 /// Writes the script the guest runs: it mounts what the guardian needs and
 /// virtme-ng left out, notes the kernel, its LSMs and a guardian's `status`,
-/// then runs each test alone with `env` set, in `cwd` (where cargo runs
-/// tests: the package's directory), each writing `test-N.log` and
-/// `test-N.status` (exit code, milliseconds).
+/// then runs `body` with `env` set, in `cwd`, and notes its end.
 pub fn write_script(
     out: &Path,
     cwd: &Path,
     env: &[(&str, &std::ffi::OsStr)],
-    tests: &[Test],
+    body: &str,
 ) -> anyhow::Result<()> {
-    let limit = TEST_LIMIT.as_secs();
     let mut script = format!(
         "#!/bin/sh\n\
-         # Written by cargo xtask test --kernel; runs inside the virtual machine.\n\
+         # Written by cargo xtask; runs inside the virtual machine.\n\
          out={out}\n\
          {SETUP}\
          cd {cwd} || exit 1\n",
@@ -74,13 +71,29 @@ pub fn write_script(
     for (name, value) in env {
         script += &format!("export {name}={}\n", quote(value));
     }
-    script += &format!("{STATUS}touch \"$out/{BOOTED}\"\n");
-    script += &format!("limit={limit}\n{RUN_TEST}");
-    for (index, test) in tests.iter().enumerate() {
-        script += &format!("t {index} {} {}\n", quote(&test.binary), quote(&test.name));
-    }
-    script += &format!("touch \"$out/{DONE}\"\n");
+    script += &format!("{STATUS}touch \"$out/{BOOTED}\"\n{body}touch \"$out/{DONE}\"\n");
     fs::write(out.join(SCRIPT), script).context("cannot write the guest's script")
+}
+
+/// The script's body that runs each test alone (where cargo runs tests:
+/// the package's directory), each writing `test-N.log` and `test-N.status`
+/// (exit code, milliseconds).
+pub fn tests_body(tests: &[Test]) -> String {
+    let mut body = format!("limit={}\n{RUN_TEST}", TEST_LIMIT.as_secs());
+    for (index, test) in tests.iter().enumerate() {
+        body += &format!("t {index} {} {}\n", quote(&test.binary), quote(&test.name));
+    }
+    body
+}
+
+/// The script's body that runs `command` once, its output in `FILE.out`
+/// and `FILE.log` of the results directory.
+pub fn command_body(command: &[&std::ffi::OsStr], file: &str) -> String {
+    let words: Vec<String> = command.iter().map(quote).collect();
+    format!(
+        "{} > \"$out/{file}.out\" 2> \"$out/{file}.log\"\necho $? > \"$out/{file}.status\"\n",
+        words.join(" ")
+    )
 }
 
 /// The guest's setup. virtme-ng mounts tracefs, securityfs and cgroup2 but
@@ -189,16 +202,16 @@ fn wait_or_kill(child: &mut Child, limit: Duration) {
 }
 
 impl Machine {
-    /// Boots the machine, prints each test's result as it comes, and
-    /// returns how long boot and run took; fails if the guest did not run
-    /// to the end of its script.
-    pub fn run(&self, tests: &[Test]) -> anyhow::Result<Duration> {
+    /// Boots the machine, runs its script, calling `tick` every second
+    /// (to show progress) and stopping it past `limit`; returns how long
+    /// boot and run took. Fails if the guest did not run to the end of its
+    /// script.
+    pub fn run(&self, limit: Duration, mut tick: impl FnMut(Instant)) -> anyhow::Result<Duration> {
         let started = Instant::now();
         let mut vng = self.spawn()?;
-        let deadline = started + BOOT_LIMIT + TEST_LIMIT * tests.len() as u32;
-        let mut progress = report::Progress::default();
+        let deadline = started + BOOT_LIMIT + limit;
         loop {
-            progress.show(&self.out, tests, started);
+            tick(started);
             if vng.try_wait()?.is_some() {
                 break;
             }
@@ -212,7 +225,7 @@ impl Machine {
             }
             thread::sleep(Duration::from_secs(1));
         }
-        progress.show(&self.out, tests, started);
+        tick(started);
         if !self.out.join(DONE).exists() {
             bail!(
                 "the VM stopped before the end of its script; its output: {}",

@@ -13,9 +13,12 @@
 //! this side reads to report; `--cmdline` adds kernel arguments, such as an
 //! `lsm=` list without `bpf`, to test the fallback on the same kernel.
 
+mod bench;
 mod guest;
 mod report;
 mod setup;
+
+pub use bench::bench;
 
 use std::{
     ffi::OsStr,
@@ -95,49 +98,98 @@ pub struct Test {
 /// it; fails if the machine did not run them all or any test failed.
 pub fn test(root: &Path, request: &Request) -> anyhow::Result<()> {
     crate::require_root("the end-to-end tests in a VM (they start a real guardian there)")?;
-    let kernel = setup::Kernel::parse(&request.kernel);
-    let vmlinuz = setup::ensure_vm_tools(&kernel)?;
-    let vng = setup::ensure_virtme_ng(root)?;
-    toolchain::ensure_test_tools()?;
-    let guardian = crate::build(root)?;
+    let vm = Vm::prepare(root, &request.kernel, request.cmdline.clone(), "")?;
     let object = toolchain::ebpf_object(root);
     let tests = select(&build_tests(root, &object)?, &request.filters)?;
+    let mut env = vm.env();
+    env.push(("NINGEN_SHIKKAKU_EBPF_OBJECT", object.as_os_str()));
+    guest::write_script(
+        &vm.out,
+        &root.join("tests"),
+        &env,
+        &guest::tests_body(&tests),
+    )?;
+    vm.announce(&format!("{} test(s)", tests.len()));
+    let mut progress = report::Progress::default();
+    let took = vm
+        .machine
+        .run(guest::TEST_LIMIT * tests.len() as u32, |started| {
+            progress.show(&vm.out, &tests, started)
+        })?;
+    report::summarize(&vm.label, &vm.out, &tests, took, &vm.machine)
+}
 
-    let out = root.join("target/vm").join(kernel.label());
-    fresh_dir(&out)?;
-    let kvm = guest::kvm_works(&vmlinuz, &out);
-    let mut env = vec![
-        ("NINGEN_SHIKKAKU_BIN", guardian.as_os_str()),
-        ("NINGEN_SHIKKAKU_EBPF_OBJECT", object.as_os_str()),
-    ];
-    if !kvm {
-        env.push((
-            "NINGEN_SHIKKAKU_TEST_SLOWDOWN",
-            OsStr::new(guest::TCG_SLOWDOWN),
-        ));
+/// A machine set up to boot: what it needs installed, the guardian built,
+/// and an empty results directory.
+pub struct Vm {
+    /// The kernel's short name (`debian-6.1`, or the file's).
+    pub label: String,
+    /// The built guardian.
+    pub guardian: PathBuf,
+    /// The results directory, `target/vm/LABEL[-SUFFIX]/`.
+    pub out: PathBuf,
+    /// The machine to boot.
+    pub machine: guest::Machine,
+}
+
+impl Vm {
+    /// Installs what is missing, builds the guardian, and empties
+    /// `target/vm/LABEL{suffix}/`.
+    pub fn prepare(
+        root: &Path,
+        kernel: &str,
+        cmdline: Option<String>,
+        suffix: &str,
+    ) -> anyhow::Result<Self> {
+        let kernel = setup::Kernel::parse(kernel);
+        let vmlinuz = setup::ensure_vm_tools(&kernel)?;
+        let vng = setup::ensure_virtme_ng(root)?;
+        toolchain::ensure_test_tools()?;
+        let guardian = crate::build(root)?;
+        let label = kernel.label();
+        let out = root.join("target/vm").join(format!("{label}{suffix}"));
+        fresh_dir(&out)?;
+        let kvm = guest::kvm_works(&vmlinuz, &out);
+        Ok(Self {
+            label,
+            guardian,
+            machine: guest::Machine {
+                vng,
+                vmlinuz,
+                kvm,
+                cmdline,
+                out: out.clone(),
+            },
+            out,
+        })
     }
-    guest::write_script(&out, &root.join("tests"), &env, &tests)?;
-    let machine = guest::Machine {
-        vng,
-        vmlinuz,
-        kvm,
-        cmdline: request.cmdline.clone(),
-        out: out.clone(),
-    };
-    eprintln!(
-        "xtask: booting {} ({}) under {}, {} test(s); guest output in {}",
-        kernel.label(),
-        machine.vmlinuz.display(),
-        if machine.kvm {
-            "KVM"
-        } else {
-            "TCG emulation (slow)"
-        },
-        tests.len(),
-        out.join("vng.log").display()
-    );
-    let took = machine.run(&tests)?;
-    report::summarize(&kernel.label(), &out, &tests, took, &machine)
+
+    /// The environment every guest script sets: the guardian, and under
+    /// emulation how much slower the guest is.
+    pub fn env(&self) -> Vec<(&'static str, &OsStr)> {
+        let mut env = vec![("NINGEN_SHIKKAKU_BIN", self.guardian.as_os_str())];
+        if !self.machine.kvm {
+            env.push((
+                "NINGEN_SHIKKAKU_TEST_SLOWDOWN",
+                OsStr::new(guest::TCG_SLOWDOWN),
+            ));
+        }
+        env
+    }
+
+    /// Says what is booted, and where the guest's output goes.
+    pub fn announce(&self, what: &str) {
+        eprintln!(
+            "xtask: booting {} ({}) under {}, {what}; guest output in {}",
+            self.label,
+            self.machine.vmlinuz.display(),
+            match self.machine.kvm {
+                true => "KVM",
+                false => "TCG emulation (slow)",
+            },
+            self.out.join("vng.log").display()
+        );
+    }
 }
 
 /// Builds the end-to-end test binaries (release, as `cargo xtask test`
