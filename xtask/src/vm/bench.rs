@@ -32,13 +32,13 @@ pub fn bench(root: &Path, kernel: &str, cmdline: Option<String>) -> anyhow::Resu
         vm.guardian.as_os_str(),
     ];
     let body = guest::command_body(&command, "bench");
-    guest::write_script(&vm.out, root, &vm.env(), &body)?;
+    guest::write_script(&vm.machine.out, root, &vm.env(), &body)?;
     vm.announce("the cost-to-the-machine benchmark");
     let mut progress = report::Progress::default();
-    let took = vm
-        .machine
-        .run(LIMIT, |started| progress.show(&vm.out, &[], started))?;
-    let read = |name: &str| fs::read_to_string(vm.out.join(name)).unwrap_or_default();
+    let took = vm.machine.run(LIMIT, |started| {
+        progress.show(&vm.machine.out, &[], started)
+    })?;
+    let read = |name: &str| fs::read_to_string(vm.machine.out.join(name)).unwrap_or_default();
     if read("bench.status").trim() != "0" {
         bail!(
             "the benchmark failed in the VM (exit {}): {}",

@@ -104,7 +104,7 @@ pub fn test(root: &Path, request: &Request) -> anyhow::Result<()> {
     let mut env = vm.env();
     env.push(("NINGEN_SHIKKAKU_EBPF_OBJECT", object.as_os_str()));
     guest::write_script(
-        &vm.out,
+        &vm.machine.out,
         &root.join("tests"),
         &env,
         &guest::tests_body(&tests),
@@ -114,9 +114,9 @@ pub fn test(root: &Path, request: &Request) -> anyhow::Result<()> {
     let took = vm
         .machine
         .run(guest::TEST_LIMIT * tests.len() as u32, |started| {
-            progress.show(&vm.out, &tests, started)
+            progress.show(&vm.machine.out, &tests, started)
         })?;
-    report::summarize(&vm.label, &vm.out, &tests, took, &vm.machine)
+    report::summarize(&vm.label, &vm.machine.out, &tests, took, &vm.machine)
 }
 
 /// A machine set up to boot: what it needs installed, the guardian built,
@@ -126,9 +126,8 @@ pub struct Vm {
     pub label: String,
     /// The built guardian.
     pub guardian: PathBuf,
-    /// The results directory, `target/vm/LABEL[-SUFFIX]/`.
-    pub out: PathBuf,
-    /// The machine to boot.
+    /// The machine to boot (its `out` is the results directory,
+    /// `target/vm/LABEL[-SUFFIX]/`).
     pub machine: guest::Machine,
 }
 
@@ -158,9 +157,8 @@ impl Vm {
                 vmlinuz,
                 kvm,
                 cmdline,
-                out: out.clone(),
+                out,
             },
-            out,
         })
     }
 
@@ -187,7 +185,7 @@ impl Vm {
                 true => "KVM",
                 false => "TCG emulation (slow)",
             },
-            self.out.join("vng.log").display()
+            self.machine.out.join("vng.log").display()
         );
     }
 }
