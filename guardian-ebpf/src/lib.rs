@@ -96,13 +96,41 @@ pub mod programs {
     /// Delivery of every signal: a holder about to dump core is SIGKILLed
     /// instead, so no core of it reaches a file or a piped helper.
     pub const SIGNAL_DELIVER: (&str, &str, &str) = ("signal_deliver", "signal", "signal_deliver");
-    /// Entry of every system call, native and compat: process_vm_readv/writev,
-    /// pidfd_getfd and perf_event_open aimed at a protected process.
+    /// Entry of every system call, native and compat: process_vm_readv/writev
+    /// aimed at a protected process, where the address-space-lock program,
+    /// which stops them otherwise, is not in force.
     pub const SYSCALL_ENTER: (&str, &str) = ("syscall_enter", "sys_enter");
-    /// Exit of every system call, native and compat: a successful open of a
-    /// protected process's procfs memory or environment, and a successful
-    /// ptrace attach to a protected process.
+    /// Exit of every system call, native and compat: what
+    /// [`SYSCALL_EXIT_64`] judges, in the 32-bit and x32 tables too.
     pub const SYSCALL_EXIT: (&str, &str) = ("syscall_exit", "sys_exit");
+    /// Exit of the few 64-bit system calls the read paths judge, as
+    /// `(program, category)`, attached to each tracepoint of
+    /// [`EXIT_64_CALLS`] and [`EXIT_64_OPENS`]. The kernel runs it for no
+    /// other call.
+    pub const SYSCALL_EXIT_64: (&str, &str) = ("syscall_exit_64", "syscalls");
+    /// A successful ptrace attach, pidfd_getfd or perf_event_open on a
+    /// protected process; a holder's change of uid.
+    pub const EXIT_64_CALLS: [&str; 9] = [
+        "sys_exit_ptrace",
+        "sys_exit_pidfd_getfd",
+        "sys_exit_perf_event_open",
+        "sys_exit_execve",
+        "sys_exit_execveat",
+        "sys_exit_setuid",
+        "sys_exit_setreuid",
+        "sys_exit_setresuid",
+        "sys_exit_setfsuid",
+    ];
+    /// An open of a secret file outside its grant, or of a protected
+    /// process's procfs memory or environment where the address-space-lock
+    /// program does not stop their reads.
+    pub const EXIT_64_OPENS: [&str; 5] = [
+        "sys_exit_open",
+        "sys_exit_creat",
+        "sys_exit_openat",
+        "sys_exit_openat2",
+        "sys_exit_open_by_handle_at",
+    ];
     /// `tp_btf/sched_process_exit`, as `(program, tracepoint)`: a watched
     /// leader's exit SIGKILLs its newest holder from the kernel (loaded where
     /// the kernel has the kfuncs for it, Linux 6.13+).
@@ -154,10 +182,6 @@ pub mod programs {
     /// `mmap_lock_start_locking` (raw tracepoint): an io_uring worker about to
     /// read a ward's memory (through its `environ` or `mem`, however opened).
     pub const MM_LOCK: (&str, &str) = ("mm_lock", "mmap_lock_start_locking");
-    /// The raw syscall tracepoints that stop reads into protected processes,
-    /// as `(program, raw tracepoint)`. They run on every system call of the
-    /// machine, so they are attached only while there is something to protect.
-    pub const TAMPER: [(&str, &str); 2] = [SYSCALL_ENTER, SYSCALL_EXIT];
 }
 
 /// Placeholder ids of the kfunc calls the programs make (`early_kill`), as
@@ -361,6 +385,9 @@ pub mod abi {
     pub const TS_COMPAT: u32 = 0x0002;
     /// Offset of `orig_ax` (the system call number) in x86-64 `struct pt_regs`.
     pub const ORIG_AX: u64 = 120;
+    /// Offset of `ax` (at system call exit, the return value) in x86-64
+    /// `struct pt_regs`.
+    pub const AX: u64 = 80;
 
     /// Offsets in `struct pt_regs` of the six argument registers: rdi, rsi,
     /// rdx, r10, r8, r9 for 64-bit calls; ebx, ecx, edx, esi, edi, ebp for
@@ -592,8 +619,8 @@ pub enum TamperSyscall {
     IoUringOpen = 9,
     /// An io_uring worker reading a ward's memory.
     IoUringRead = 10,
-    /// A read or write through a ward's `/proc/PID/environ` or `mem`,
-    /// however the descriptor was obtained.
+    /// A read or write through a ward's `/proc/PID/mem`, however the
+    /// descriptor was obtained.
     ProcRead = 11,
     /// process_vm_readv/writev or ptrace reaching into a ward's memory
     /// (caught where the kernel takes its address-space lock).
@@ -607,6 +634,9 @@ pub enum TamperSyscall {
     /// outside its grant, by any path (`/proc/HOLDER/fd/N`, an io_uring
     /// open); `request` is the grant.
     OpenSecretFile = 15,
+    /// A read through a ward's `/proc/PID/environ` that may hold a value,
+    /// however the descriptor was obtained.
+    ReadEnviron = 16,
 }
 
 impl TamperSyscall {
@@ -622,11 +652,12 @@ impl TamperSyscall {
             7 => "pidfd_getfd",
             9 => "io_uring open of environ or mem",
             10 => "io_uring read of a process's memory",
-            11 => "read or write through environ or mem",
+            11 => "read or write through mem",
             12 => "memory access",
             13 => "perf_event_open",
             14 => "credential change (setuid, or exec of a setuid program)",
             15 => "open of a secret file",
+            16 => "read through environ",
             _ => "unknown",
         }
     }

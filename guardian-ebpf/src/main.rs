@@ -172,17 +172,27 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
     try_signal_deliver(&ctx).unwrap_or(0)
 }
 
-/// `raw_syscalls:sys_enter`, for every system call on the machine while armed.
+/// `raw_syscalls:sys_enter`, for every system call on the machine, while
+/// armed where the address-space-lock program is not in force.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn syscall_enter(ctx: RawTracePointContext) -> i32 {
     read_paths::on_enter(&ctx);
     0
 }
 
-/// `raw_syscalls:sys_exit`, for every system call on the machine while armed.
+/// `raw_syscalls:sys_exit`, for every system call on the machine, while
+/// armed to watch every syscall table.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn syscall_exit(ctx: RawTracePointContext) -> i32 {
-    read_paths::on_exit(&ctx);
+    read_paths::on_raw_exit(&ctx);
+    0
+}
+
+/// `syscalls:sys_exit_*` of the few calls the read paths judge, 64-bit
+/// table, while armed in the cheap form: one program, one link per call.
+#[tracepoint]
+pub fn syscall_exit_64(ctx: TracePointContext) -> u32 {
+    read_paths::on_exit_64(&ctx);
     0
 }
 

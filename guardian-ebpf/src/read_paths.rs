@@ -1,20 +1,22 @@
 //! Every read path into a protected process, stopped where the kernel
 //! would carry it out:
-//! - at syscall entry (raw tracepoint, all three x86-64 tables):
-//!   process_vm_readv/writev, pidfd_getfd and perf_event_open aimed at a
-//!   ward; the caller is SIGKILLed before the call body runs;
-//! - at syscall exit: an open that returned a descriptor for a ward's
+//! - at syscall exit: a ptrace attach, pidfd_getfd or perf_event_open that
+//!   succeeded on a ward (the target resolved and the permission checked by
+//!   the kernel, so pid namespaces and the kernel's own refusal are already
+//!   accounted for), an open that returned a descriptor for a ward's
 //!   `environ` or `mem` (recognised by the file's read operation, so every
-//!   path spelling is the same), and a ptrace attach that succeeded (the
-//!   target resolved by the kernel, so pid namespaces and the kernel's own
-//!   permission check are already accounted for). The opener never returns
-//!   to user space;
+//!   path spelling is the same) or for a secret file outside its grant, and
+//!   a holder's change of uid. The caller never returns to user space. Run
+//!   from the per-call `syscalls:sys_exit_*` tracepoints (64-bit table, the
+//!   cheap form), or from `raw_syscalls:sys_exit` for every table;
+//! - at syscall entry (raw tracepoint), only where the address-space lock
+//!   program is not in force: process_vm_readv/writev aimed at a ward;
 //! - at a ward's address-space lock, which every read of another process's
 //!   memory takes before it copies a page: a read or write through a ward's
 //!   `environ` or `mem` whoever holds the descriptor (a racing thread, a
 //!   `clone(CLONE_FILES)` sharer, an SCM_RIGHTS recipient, an io_uring
-//!   open), process_vm_* and ptrace from any pid namespace, and anything an
-//!   io_uring worker does;
+//!   open), process_vm_* and ptrace from any pid namespace and any syscall
+//!   table, and anything an io_uring worker does;
 //! - at io_uring completion: an io_uring open that returned a descriptor;
 //! - at both opens, a secret delivered as a file (`exec --file`) opened by
 //!   a process outside the grant it was given to.
@@ -32,7 +34,9 @@ use crate::{SECRET_FILES, URING_REQ_OFFSET, URING_RES_OFFSET, environ, kmem, rea
 /// IORING_OP_OPENAT, IORING_OP_OPENAT2, IORING_OP_FIXED_FD_INSTALL.
 const URING_FD_OPS: [u8; 3] = [18, 28, 54];
 
-/// `raw_syscalls:sys_enter`: `(struct pt_regs *regs, long id)`.
+/// `raw_syscalls:sys_enter`: `(struct pt_regs *regs, long id)`. Attached
+/// only where the address-space-lock program is not, which otherwise stops
+/// process_vm_readv/writev before their first page.
 pub(crate) fn on_enter(ctx: &RawTracePointContext) {
     let id: i64 = ctx.arg(1);
     if !abi::may_matter(id) {
@@ -44,8 +48,6 @@ pub(crate) fn on_enter(ctx: &RawTracePointContext) {
     match abi::classify(id, compat) {
         Some(Call::VmReadv) => by_pid(task, regs, compat, TamperSyscall::ProcessVmReadv, flags),
         Some(Call::VmWritev) => by_pid(task, regs, compat, TamperSyscall::ProcessVmWritev, flags),
-        Some(Call::PidfdGetfd) => by_pidfd(task, regs, compat, flags),
-        Some(Call::PerfEventOpen) => by_perf_target(task, regs, compat, flags),
         _ => {}
     }
 }
@@ -59,21 +61,41 @@ fn table_of(task: u64) -> (bool, u32) {
     }
 }
 
-/// `raw_syscalls:sys_exit`: `(struct pt_regs *regs, long ret)`.
-pub(crate) fn on_exit(ctx: &RawTracePointContext) {
+/// `raw_syscalls:sys_exit`: `(struct pt_regs *regs, long ret)`, for every
+/// system call of every table.
+pub(crate) fn on_raw_exit(ctx: &RawTracePointContext) {
     let regs: u64 = ctx.arg(0);
+    exited(regs, ctx.arg(1));
+}
+
+/// `syscalls:sys_exit_*` of the calls `abi::classify` names: the kernel runs
+/// these for the 64-bit table only, and for no other call, so they cost the
+/// rest of the machine's system calls only the slow path itself.
+pub(crate) fn on_exit_64(_ctx: &TracePointContext) {
+    let Some(regs) = kmem::current_regs() else {
+        return;
+    };
+    // At exit the return value is in the saved `ax`.
+    if let Some(ret) = kmem::read::<i64>(regs.wrapping_add(abi::AX)) {
+        exited(regs, ret);
+    }
+}
+
+/// The system call whose registers are at `regs` returned `ret`.
+fn exited(regs: u64, ret: i64) {
     let Some(id) = kmem::read::<i64>(regs.wrapping_add(abi::ORIG_AX)) else {
         return;
     };
     if !abi::may_matter(id) {
         return;
     }
-    let ret: i64 = ctx.arg(1);
     let task = kmem::current_task();
     let (compat, flags) = table_of(task);
     match abi::classify(id, compat) {
         Some(Call::Open) if ret >= 0 => opened(task, ret as u64, flags),
         Some(Call::Ptrace) => attached(task, regs, compat, ret, flags),
+        Some(Call::PidfdGetfd) => by_pidfd(task, regs, compat, ret, flags),
+        Some(Call::PerfEventOpen) => by_perf_target(task, regs, compat, ret, flags),
         Some(Call::Credentials) if ret >= 0 => wards::check_uids(task, flags),
         _ => {}
     }
@@ -145,18 +167,31 @@ fn reaching_syscall(task: u64, tgid: u32) {
     let (compat, flags) = table_of(task);
     match abi::reach(id, compat) {
         Some(Reach::Process) => {
-            wards::stop(tgid, TamperSyscall::MemoryAccess, id as u64, flags, false);
+            let syscall = match abi::classify(id, compat) {
+                Some(Call::VmReadv) => TamperSyscall::ProcessVmReadv,
+                Some(Call::VmWritev) => TamperSyscall::ProcessVmWritev,
+                _ => TamperSyscall::MemoryAccess,
+            };
+            wards::stop(tgid, syscall, id as u64, flags, false);
         }
         Some(Reach::Files(first, second)) => {
             let through_ward = |index: usize| {
                 kmem::syscall_arg(regs, index, compat)
                     .and_then(|fd| kmem::fd_file(task, u64::from(fd as u32)))
                     .and_then(ward_file)
-                    .is_some_and(|(_, target)| target == tgid)
+                    .filter(|&(_, target)| target == tgid)
+                    .map(|(opened, _)| opened)
             };
-            if through_ward(first) || second.is_some_and(through_ward) {
-                wards::stop(tgid, TamperSyscall::ProcRead, id as u64, flags, false);
-            }
+            let Some(opened) = through_ward(first).or_else(|| second.and_then(through_ward)) else {
+                return;
+            };
+            // Named apart, as at the open: an environment read may be
+            // answered more mildly (`on_environ_read`).
+            let syscall = match opened {
+                TamperSyscall::OpenEnviron => TamperSyscall::ReadEnviron,
+                _ => TamperSyscall::ProcRead,
+            };
+            wards::stop(tgid, syscall, id as u64, flags, false);
         }
         None => {}
     }
@@ -185,26 +220,37 @@ fn pid_argument(task: u64, regs: u64, index: usize, compat: bool) -> Option<u32>
 /// perf_event_open(attr, pid, cpu, group_fd, flags): a positive pid names
 /// the process to sample (its registers and user stack), in the caller's pid
 /// namespace.
-fn by_perf_target(task: u64, regs: u64, compat: bool, flags: u32) {
+fn by_perf_target(task: u64, regs: u64, compat: bool, ret: i64, flags: u32) {
     if let Some(tgid) = pid_argument(task, regs, 1, compat) {
-        wards::stop(tgid, TamperSyscall::PerfEventOpen, 0, flags, true);
+        succeeded_on(tgid, TamperSyscall::PerfEventOpen, 0, ret, flags);
     }
 }
 
 /// pidfd_getfd(pidfd, targetfd, flags): the pidfd names its process exactly.
-fn by_pidfd(task: u64, regs: u64, compat: bool, flags: u32) {
+fn by_pidfd(task: u64, regs: u64, compat: bool, ret: i64, flags: u32) {
     let Some(pidfd) = kmem::syscall_arg(regs, 0, compat).map(|raw| u64::from(raw as u32)) else {
         return;
     };
     let target_fd = kmem::syscall_arg(regs, 1, compat).unwrap_or(0) as u32;
     if let Some(tgid) = kmem::fd_file(task, pidfd).and_then(kmem::pidfd_target) {
-        wards::stop(
+        succeeded_on(
             tgid,
             TamperSyscall::PidfdGetfd,
             u64::from(target_fd),
+            ret,
             flags,
-            true,
         );
+    }
+}
+
+/// A call on `tgid` returned `ret`: on success the caller is stopped before
+/// it returns to user space; a call the kernel refused costs no secret, so
+/// the caller keeps the kernel's error, as any process would, and the
+/// attempt is only reported.
+fn succeeded_on(tgid: u32, syscall: TamperSyscall, request: u64, ret: i64, flags: u32) {
+    match ret >= 0 {
+        true => _ = wards::stop(tgid, syscall, request, flags, false),
+        false => wards::report_refused(tgid, syscall, request, flags),
     }
 }
 
@@ -270,8 +316,7 @@ fn attached(task: u64, regs: u64, compat: bool, ret: i64, flags: u32) {
         }
         return;
     }
-    // A refused attach by a local pid has nothing to resolve or lose; the
-    // caller keeps the kernel's error, as for any process.
+    // A refused attach by a local pid has nothing to resolve.
     if let Some(tgid) = pid_argument(task, regs, 1, compat) {
         wards::report_refused(tgid, TamperSyscall::Ptrace, request, flags);
     }

@@ -56,6 +56,7 @@ pub struct RawConfig {
     on_lock: Option<Response>,
     on_suspend: Option<Response>,
     on_environ_read: Option<TamperResponse>,
+    watch_32_bit_syscalls: Option<bool>,
 }
 
 /// The policy in force.
@@ -86,6 +87,12 @@ pub struct Config {
     /// before its first byte: every `ps` on Debian 12 makes one at an `exec
     /// --env` holder, so by default it is audited and wipes nothing.
     pub on_environ_read: TamperResponse,
+    /// Where BPF LSM does not run: whether the system-call programs watch
+    /// the 32-bit and x32 tables too, which only a program run on every
+    /// system call of the machine can. Off by default: that program costs
+    /// syscall-heavy work a quarter of its speed, and what it alone sees
+    /// is named in `status`.
+    pub watch_32_bit_syscalls: bool,
 }
 
 impl Default for Config {
@@ -102,6 +109,7 @@ impl Default for Config {
             on_lock: Response::Wipe,
             on_suspend: Response::Wipe,
             on_environ_read: TamperResponse::Audit,
+            watch_32_bit_syscalls: false,
         }
     }
 }
@@ -209,6 +217,9 @@ impl Config {
             on_lock: raw.on_lock.unwrap_or(defaults.on_lock),
             on_environ_read: raw.on_environ_read.unwrap_or(defaults.on_environ_read),
             on_suspend: raw.on_suspend.unwrap_or(defaults.on_suspend),
+            watch_32_bit_syscalls: raw
+                .watch_32_bit_syscalls
+                .unwrap_or(defaults.watch_32_bit_syscalls),
         };
         if config.max_secret_bytes == 0 || config.max_secret_bytes > MAX_SECRET {
             return Err(bad(
@@ -315,15 +326,17 @@ mod tests {
         };
         assert_eq!(all, expected);
         let keys = uncommented.lines().filter(|line| !line.is_empty()).count();
-        assert_eq!(keys, 11, "one line per key of RawConfig");
+        assert_eq!(keys, 12, "one line per key of RawConfig");
     }
 
     #[test]
     fn a_full_file_resolves() {
         let text = "tamper_response = \"audit\"\ndefault_ttl = \"15m\"\nmax_ttl = \"8h\"\n\
-                    max_secret_bytes = 4096\nmax_secrets_per_uid = 3\n";
+                    max_secret_bytes = 4096\nmax_secrets_per_uid = 3\n\
+                    watch_32_bit_syscalls = true\n";
         let config = Config::parse(text, "c.toml").unwrap();
         assert_eq!(config.tamper_response, TamperResponse::Audit);
+        assert!(config.watch_32_bit_syscalls);
         assert_eq!(config.default_ttl, Some(Duration::from_secs(900)));
         assert_eq!(
             config.ttl_for(None).unwrap(),

@@ -213,7 +213,7 @@ impl Drop for NobodyListener {
 pub enum Stop {
     /// BPF LSM: the access fails with EPERM or EACCES and the caller lives.
     Denied,
-    /// Tracepoints only: the caller is SIGKILLed at syscall entry.
+    /// Tracepoints only: the caller is SIGKILLed before its call returns.
     Killed,
 }
 
@@ -247,6 +247,28 @@ impl Stop {
                 let failed = |line: &&str| line.contains(" -");
                 assert!(step_lines.iter().all(failed), "{step} succeeded: {said}");
             }
+        }
+    }
+
+    /// The step of a procfs attack (open a ward's `environ` or `mem`, then
+    /// read) it is stopped at: BPF LSM refuses the open; the tracepoint
+    /// mode lets the open through, which copies nothing, and stops the
+    /// first read at the ward's address-space lock.
+    pub fn procfs_step(self) -> &'static str {
+        match self {
+            Self::Denied => "opened",
+            Self::Killed => "read",
+        }
+    }
+
+    /// What the tamper record of a procfs attack on `file` (`environ` or
+    /// `mem`) names, at the [step](Self::procfs_step) it was stopped at.
+    pub fn procfs_record(self, file: &str) -> &'static str {
+        match (self, file) {
+            (Self::Denied, "environ") => "open of environ",
+            (Self::Denied, _) => "open of mem",
+            (Self::Killed, "environ") => "read through environ",
+            (Self::Killed, _) => "read or write through mem",
         }
     }
 

@@ -224,7 +224,7 @@ fn check(output: &Output, json: &Output, status: Option<&Value>, as_nobody: bool
     let report: Value = serde_json::from_slice(&json.stdout).expect("doctor --json");
     assert_eq!(report["strongest"], strongest);
     let checks = report["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 10);
+    assert_eq!(checks.len(), 11);
     for check in checks {
         let name = check["name"].as_str().unwrap();
         let (verdict, found) = line(&text, name);

@@ -119,7 +119,10 @@ async fn serve(options: Options, mut protections: hardening::Protections) -> any
     let audit = AuditLog::open(&options.audit, rotation)
         .with_context(|| format!("cannot open the audit log {}", options.audit.display()))?;
     let loaded = match options.ebpf {
-        true => KernelLink::load(),
+        true => KernelLink::load(match config.watch_32_bit_syscalls {
+            true => kernel::syscalls::Tables::All,
+            false => kernel::syscalls::Tables::Native,
+        }),
         false => Err(kernel::KernelError::Disabled),
     };
     let (mut link, mut events) = match loaded {

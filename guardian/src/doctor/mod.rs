@@ -46,7 +46,8 @@ impl Report {
     /// each step of its fix on a line of its own, indented.
     pub fn text(&self) -> String {
         const VERDICT: usize = 8;
-        const NAME: usize = 14;
+        // The longest name (syscall-tables) and two spaces.
+        const NAME: usize = 16;
         let mut out = String::new();
         for check in &self.checks {
             let _ = writeln!(

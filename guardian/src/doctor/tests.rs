@@ -188,6 +188,81 @@ fn bpf_lsm_says_which_source_it_read() {
 }
 
 #[test]
+fn syscall_tables_are_all_seen_by_bpf_lsm_or_the_raw_tracepoint() {
+    let tables = |guardian| checks::syscall_tables(&debian(), &guardian);
+    let check = tables(running(TamperProtection::BpfLsmTracepoints));
+    let said = (check.verdict, check.found.as_str(), check.fix.len());
+    assert_eq!(
+        said,
+        (Verdict::Ok, "BPF LSM hooks see every system-call table", 0)
+    );
+    let check = tables(running(TamperProtection::EbpfTracepoints));
+    let said = (check.verdict, check.found.as_str());
+    assert_eq!(
+        said,
+        (
+            Verdict::Ok,
+            "every table watched (watch_32_bit_syscalls = true)"
+        )
+    );
+
+    // The kernel's layout unread: nothing is judged, whatever the tables.
+    let unarmed = match running(TamperProtection::EbpfTracepoints) {
+        Guardian::Running(mut status) => {
+            status.read_paths.stopped.clear();
+            Guardian::Running(status)
+        }
+        other => other,
+    };
+    assert!(tables(unarmed).found.starts_with("no table watched"));
+
+    // The 64-bit table only: status names the other tables among the open paths.
+    let native = match running(TamperProtection::EbpfTracepoints) {
+        Guardian::Running(mut status) => {
+            let open = "32-bit and x32 system calls (int 0x80): ... are not seen; set ...";
+            status.read_paths.open.push(open.to_owned());
+            Guardian::Running(status)
+        }
+        other => other,
+    };
+    let check = tables(native);
+    assert_eq!(check.verdict, Verdict::Weaker);
+    let only = "the running guardian watches the 64-bit table only (watch_32_bit_syscalls = false)";
+    assert!(check.found.starts_with(only), "{check:?}");
+    assert!(check.found.contains("pidfd_getfd") && check.found.contains("address-space lock"));
+    assert!(
+        check.fix.len() == 2 && check.fix[0].contains("bpf-lsm"),
+        "{check:?}"
+    );
+    let set = "watch_32_bit_syscalls = true in /etc/ningen-shikkaku/config.toml";
+    assert!(check.fix[1].contains(set) && check.fix[1].contains("a quarter"));
+
+    let check = tables(running(TamperProtection::None));
+    assert_eq!(check.verdict, Verdict::Weaker);
+    assert!(check.found.starts_with("no table watched") && check.found.contains("--no-ebpf"));
+    assert!(check.fix[0].contains("eBPF"), "{check:?}");
+}
+
+#[test]
+fn syscall_tables_without_a_guardian_follow_the_lsm_list() {
+    let check = checks::syscall_tables(&strong(), &not_running());
+    assert!(check.verdict == Verdict::Ok && check.found.starts_with("possible"));
+    let check = checks::syscall_tables(&debian(), &not_running());
+    assert_eq!(check.verdict, Verdict::Weaker);
+    assert!(check.found.starts_with("bpf is not in the active LSM list"));
+    assert!(check.found.contains("unless watch_32_bit_syscalls = true"));
+    assert_eq!(check.fix.len(), 2, "{check:?}");
+    let unknown = Facts {
+        lsms: None,
+        ..debian()
+    };
+    let check = checks::syscall_tables(&unknown, &not_running());
+    assert!(
+        check.verdict == Verdict::Weaker && check.found.starts_with("BPF LSM may not be active")
+    );
+}
+
+#[test]
 fn an_old_kernel_means_the_fallbacks() {
     let old = debian();
     assert_eq!(checks::kernel(&old).verdict, Verdict::Weaker);
@@ -383,6 +458,7 @@ fn the_report_reads_a_host_tree_and_has_one_line_per_check() {
     let text = report.text();
     let names = [
         "bpf-lsm",
+        "syscall-tables",
         "kernel",
         "peer-pidfd",
         "early-kill",
@@ -400,7 +476,7 @@ fn the_report_reads_a_host_tree_and_has_one_line_per_check() {
         assert_eq!(words[1], name, "{text}");
     }
     assert!(
-        text.starts_with("missing bpf-lsm       not active"),
+        text.starts_with("missing bpf-lsm         not active"),
         "{text}"
     );
     assert!(
@@ -408,12 +484,13 @@ fn the_report_reads_a_host_tree_and_has_one_line_per_check() {
         "{text}"
     );
     assert!(
-        text.contains("weaker  kernel        6.12.118+deb12-amd64"),
+        text.contains("weaker  kernel          6.12.118+deb12-amd64"),
         "{text}"
     );
     let json: serde_json::Value =
         serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
     assert_eq!(json["strongest"], false);
+    assert_eq!(json["checks"].as_array().unwrap().len(), names.len());
     assert_eq!(json["checks"][0]["name"], "bpf-lsm");
     assert_eq!(json["checks"][0]["verdict"], "missing");
     fs::remove_dir_all(dir).unwrap();

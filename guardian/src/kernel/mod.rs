@@ -15,6 +15,7 @@ mod lsm;
 mod offsets;
 mod read_paths;
 mod secret_files;
+pub mod syscalls;
 pub mod tracefs;
 
 use std::os::fd::{AsFd, BorrowedFd};
@@ -96,9 +97,17 @@ pub enum KernelError {
 pub struct KernelLink {
     // Dropping the Ebpf detaches the programs, so it lives as long as the link.
     ebpf: Ebpf,
-    /// The attached read-path programs (see [`programs::TAMPER`]), empty
-    /// while disarmed or in the BPF LSM mode.
-    tamper_links: Vec<(&'static str, RawTracePointLinkId)>,
+    /// The attached system-call programs (see [`syscalls`]), empty while
+    /// disarmed or in the BPF LSM mode.
+    tamper_links: Vec<syscalls::Link>,
+    /// The system-call tables they watch.
+    tables: syscalls::Tables,
+    /// How they were attached, while they are.
+    plan: Option<syscalls::Plan>,
+    /// The per-call opens, where attached only while a secret file exists.
+    open_links: Vec<syscalls::Link>,
+    /// Secret files in `secret_files`.
+    files: usize,
     /// The attached BPF LSM programs, empty while disarmed or without BPF LSM.
     lsm_links: Vec<(&'static str, aya::programs::lsm::LsmLinkId)>,
     /// The attached address-space-lock and io_uring programs, while armed
@@ -130,8 +139,9 @@ pub struct KernelLink {
 pub use events::EventStream;
 
 impl KernelLink {
-    /// Loads and attaches every program.
-    pub fn load() -> Result<(Self, EventStream), KernelError> {
+    /// Loads every program and attaches the watch programs; the
+    /// tracepoint mode's system-call programs will watch `tables`.
+    pub fn load(tables: syscalls::Tables) -> Result<(Self, EventStream), KernelError> {
         if OBJECT.is_empty() {
             return Err(KernelError::NotBuilt);
         }
@@ -201,9 +211,7 @@ impl KernelLink {
                 .map_err(|source| KernelError::Program { name, source })?;
         }
         // Loaded now, so a verifier refusal shows at start-up; attached by `arm`.
-        for (name, _) in programs::TAMPER {
-            attach::loaded::<RawTracePoint>(&mut ebpf, name)?;
-        }
+        syscalls::load(&mut ebpf)?;
         if let Some(err) = &layout_error {
             tracing::warn!(%err, "kernel layout unreadable: read paths into holders stay open");
         }
@@ -260,6 +268,10 @@ impl KernelLink {
             Self {
                 ebpf,
                 tamper_links: Vec::new(),
+                tables,
+                plan: None,
+                open_links: Vec::new(),
+                files: 0,
                 lsm_links: Vec::new(),
                 lock_links: None,
                 lock_error,
@@ -400,9 +412,9 @@ impl KernelLink {
     }
 
     /// Attaches the read-path programs, if they are not attached yet: the
-    /// BPF LSM programs where the kernel runs them, the raw syscall
-    /// tracepoints elsewhere; the address-space-lock and io_uring programs
-    /// either way. On failure none stays attached.
+    /// address-space-lock and io_uring programs, then the BPF LSM programs
+    /// where the kernel runs them, the system-call programs elsewhere. On
+    /// failure none of the latter stays attached.
     pub fn arm(&mut self) -> Result<(), KernelError> {
         if self.is_armed() {
             return Ok(());
@@ -410,11 +422,7 @@ impl KernelLink {
         if let Some(err) = &self.layout_error {
             return Err(KernelError::Layout(err.clone()));
         }
-        match self.lsm_error {
-            None => self.lsm_links = lsm::attach(&mut self.ebpf)?,
-            Some(_) => self.attach_syscall_programs()?,
-        }
-        if self.lock_error.is_none() {
+        if self.lock_error.is_none() && self.lock_links.is_none() {
             match attach_lock_programs(&mut self.ebpf) {
                 Ok(links) => self.lock_links = Some(links),
                 Err(err) => {
@@ -423,22 +431,22 @@ impl KernelLink {
                 }
             }
         }
-        Ok(())
+        let attached = match self.lsm_error {
+            None => lsm::attach(&mut self.ebpf).map(|links| self.lsm_links = links),
+            Some(_) => self.attach_syscall_programs(),
+        };
+        attached.inspect_err(|_| self.disarm())
     }
 
-    /// Attaches the raw syscall tracepoints; on failure none stays attached.
     fn attach_syscall_programs(&mut self) -> Result<(), KernelError> {
-        for (name, tracepoint) in programs::TAMPER {
-            let attached = attach::loaded::<RawTracePoint>(&mut self.ebpf, name)?
-                .attach(tracepoint)
-                .map_err(|source| KernelError::Program { name, source });
-            match attached {
-                Ok(link) => self.tamper_links.push((name, link)),
-                Err(err) => {
-                    self.disarm();
-                    return Err(err);
-                }
-            }
+        let plan = syscalls::Plan {
+            tables: self.tables,
+            gate: self.lock_links.is_some(),
+        };
+        self.tamper_links = syscalls::attach(&mut self.ebpf, plan)?;
+        self.plan = Some(plan);
+        if plan.opens_on_demand() && self.files > 0 {
+            self.open_links = syscalls::attach_opens(&mut self.ebpf)?;
         }
         Ok(())
     }
@@ -447,11 +455,9 @@ impl KernelLink {
     /// fast path back.
     pub fn disarm(&mut self) {
         lsm::detach(&mut self.ebpf, std::mem::take(&mut self.lsm_links));
-        for (name, link) in std::mem::take(&mut self.tamper_links) {
-            if let Ok(program) = attach::loaded::<RawTracePoint>(&mut self.ebpf, name) {
-                let _ = program.detach(link);
-            }
-        }
+        syscalls::detach(&mut self.ebpf, std::mem::take(&mut self.tamper_links));
+        syscalls::detach(&mut self.ebpf, std::mem::take(&mut self.open_links));
+        self.plan = None;
         if let Some((complete, mm_lock)) = self.lock_links.take() {
             if let Ok(program) =
                 attach::loaded::<TracePoint>(&mut self.ebpf, programs::IO_URING_COMPLETE.0)

@@ -1,7 +1,8 @@
 //! `status`'s list of the read paths the programs stop on this machine,
 //! and of those left open, with why.
 
-use super::{KernelLink, attach::io_uring_gap};
+use super::{KernelLink, attach::io_uring_gap, syscalls::Tables};
+use crate::protocol::UNWATCHED_TABLES;
 
 impl KernelLink {
     /// Which read paths the programs stop, and which stay open here.
@@ -15,8 +16,16 @@ impl KernelLink {
         }
         paths.stopped = match self.lsm_error {
             None => Self::denied_by_lsm(),
-            Some(_) => Self::stopped_by_syscall_programs(),
+            Some(_) => Self::stopped_by_syscall_programs(self.tables, self.lock_error.is_none()),
         };
+        if self.lsm_error.is_some() && self.tables == Tables::Native {
+            paths.open.push(format!(
+                "{UNWATCHED_TABLES} (int 0x80): a ptrace attach (registers, not memory), \
+                 pidfd_getfd, perf_event_open, the open of a secret file and a holder's change \
+                 of uid are not seen; set watch_32_bit_syscalls = true (a program then runs on \
+                 every system call of the machine) or run a kernel with BPF LSM"
+            ));
+        }
         match &self.lock_error {
             None => paths.stopped.extend(
                 [
@@ -60,19 +69,40 @@ impl KernelLink {
         .to_vec()
     }
 
-    /// What the raw syscall tracepoints stop, SIGKILLing the caller.
-    fn stopped_by_syscall_programs() -> Vec<String> {
-        [
-            "ptrace attach and seize (64-bit, x32 and 32-bit tables; any pid namespace)",
-            "process_vm_readv/writev (all three tables; callers in the initial pid namespace)",
-            "pidfd_getfd",
-            "perf_event_open sampling a ward (callers in the initial pid namespace)",
-            "open of /proc/PID/mem, and of a /proc/PID/environ that may hold a value, task/TID \
-             too, by any path or dirfd",
-            "open of a secret delivered as a file (exec --file) by a process outside its \
-             grant, by any path (/proc/HOLDER/fd/N)",
-        ]
-        .map(str::to_owned)
-        .to_vec()
+    /// What the system-call programs stop, SIGKILLing the caller before it
+    /// returns to user space.
+    /// With the address-space-lock program in force (`gate`), reads through
+    /// an `environ` or `mem` are stopped there, and the 64-bit opens are
+    /// watched only for secret files.
+    fn stopped_by_syscall_programs(tables: Tables, gate: bool) -> Vec<String> {
+        let which = match tables {
+            Tables::All => "64-bit, x32 and 32-bit tables",
+            Tables::Native => "64-bit table",
+        };
+        let mut stopped = vec![
+            format!("ptrace attach and seize ({which}; any pid namespace)"),
+            format!("pidfd_getfd ({which})"),
+            format!(
+                "perf_event_open sampling a ward ({which}; callers in the initial pid namespace)"
+            ),
+            format!(
+                "open of a secret delivered as a file (exec --file) by a process outside its \
+                 grant, by any path (/proc/HOLDER/fd/N, open_by_handle_at) ({which})"
+            ),
+        ];
+        if tables == Tables::All || !gate {
+            stopped.push(format!(
+                "open of /proc/PID/mem, and of a /proc/PID/environ that may hold a value, \
+                 task/TID too, by any path or dirfd ({which})"
+            ));
+        }
+        if !gate {
+            stopped.push(
+                "process_vm_readv/writev at entry (all three tables; callers in the initial pid \
+                 namespace)"
+                    .to_owned(),
+            );
+        }
+        stopped
     }
 }

@@ -5,7 +5,10 @@
 use aya::Pod;
 use guardian_ebpf::{FileKey, maps};
 
-use super::{KernelError, KernelLink, map_error};
+use super::{
+    KernelError, KernelLink, map_error,
+    syscalls::{self, Plan},
+};
 
 /// [`FileKey`] as aya reads and writes it in a map.
 #[repr(transparent)]
@@ -16,15 +19,34 @@ pub(super) struct Key(FileKey);
 unsafe impl Pod for Key {}
 
 impl KernelLink {
-    /// Lets only `grant`'s holders open the secret file `file`.
+    /// Lets only `grant`'s holders open the secret file `file`. The first
+    /// one attaches the per-call open programs, where they wait for one.
     pub fn guard_file(&mut self, file: FileKey, grant: u32) -> Result<(), KernelError> {
         self.secret_files
             .insert(Key(file), grant, 0)
-            .map_err(map_error(maps::SECRET_FILES))
+            .map_err(map_error(maps::SECRET_FILES))?;
+        self.files += 1;
+        let waiting = self.plan.is_some_and(Plan::opens_on_demand) && self.open_links.is_empty();
+        if waiting {
+            match syscalls::attach_opens(&mut self.ebpf) {
+                Ok(links) => self.open_links = links,
+                Err(err) => {
+                    self.forget_file(file);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Forgets the secret file `file`, once its grant is gone.
+    /// Forgets the secret file `file`, once its grant is gone; the last one
+    /// detaches the per-call open programs, where they wait for one.
     pub fn forget_file(&mut self, file: FileKey) {
-        let _ = self.secret_files.remove(&Key(file));
+        if self.secret_files.remove(&Key(file)).is_ok() {
+            self.files = self.files.saturating_sub(1);
+        }
+        if self.files == 0 && self.plan.is_some_and(Plan::opens_on_demand) {
+            syscalls::detach(&mut self.ebpf, std::mem::take(&mut self.open_links));
+        }
     }
 }

@@ -75,6 +75,10 @@ text_enum! {
     }
 }
 
+/// How the entry of [`ReadPaths::open`] begins that says the system-call
+/// programs watch the 64-bit table only (`watch_32_bit_syscalls = false`).
+pub const UNWATCHED_TABLES: &str = "32-bit and x32 system calls";
+
 /// Which read paths into holders and session members are stopped.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReadPaths {

@@ -20,7 +20,7 @@ mod describe;
 
 pub use describe::{
     Containment, FailClosed, ForkTracking, ReadPaths, SecretInfo, StatusInfo, TamperLimit,
-    TamperProtection, WatchMode,
+    TamperProtection, UNWATCHED_TABLES, WatchMode,
 };
 
 /// Largest JSON header accepted, in bytes.

@@ -27,6 +27,16 @@ pub struct Guardian {
 impl Guardian {
     /// Starts `binary guard` in `dir`, with eBPF or on the pidfd fallback.
     pub fn start(binary: &Path, dir: &Path, ebpf: bool) -> anyhow::Result<Self> {
+        Self::start_with_policy(binary, dir, ebpf, "")
+    }
+
+    /// [`Self::start`], with `policy` added to the benchmark's config file.
+    pub fn start_with_policy(
+        binary: &Path,
+        dir: &Path,
+        ebpf: bool,
+        policy: &str,
+    ) -> anyhow::Result<Self> {
         let _ = fs::remove_dir_all(dir);
         // The socket and the audit log each in a directory of their own,
         // as the guardian requires.
@@ -37,7 +47,7 @@ impl Guardian {
         let config = dir.join("config.toml");
         fs::write(
             &config,
-            "max_secrets_per_uid = 20000\naudit_max_bytes = 1073741824\n",
+            format!("max_secrets_per_uid = 20000\naudit_max_bytes = 1073741824\n{policy}"),
         )?;
         let mut command = Command::new(binary);
         command

@@ -22,20 +22,23 @@
 //! trigger rows beside them) and prints them without writing the report (for
 //! iterating on one figure).
 
+mod cost;
 mod guardian;
 mod lock;
 mod machine;
+mod programs;
 mod report;
 mod requests;
 mod sys;
 mod trigger;
 mod vm_sections;
 
+pub use cost::only as machine_only;
 pub use vm_sections::splice as splice_vm_section;
 
 use std::{fs, path::Path, time::Duration};
 
-use report::{Markdown, Series, Summary, median};
+use report::{Markdown, Series, Summary};
 use trigger::{Bench, Sample, Subject};
 
 const TREES: [usize; 3] = [1, 10, 100];
@@ -59,7 +62,7 @@ pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
         match only.as_deref() {
             Ok("requests") => request_table(&mut md, binary, &dir)?,
             Ok("lock") => lock_table(&mut md)?,
-            _ => machine_table(&mut md, binary, &dir)?,
+            _ => cost::table(&mut md, binary, &dir, MACHINE_ROUNDS)?,
         }
         println!("{}", md.0);
         return Ok(());
@@ -132,7 +135,7 @@ pub fn run(root: &Path, binary: &Path) -> anyhow::Result<()> {
     lock_table(&mut md)?;
     eprintln!("bench: request cost");
     request_table(&mut md, binary, &dir)?;
-    machine_table(&mut md, binary, &dir)?;
+    cost::table(&mut md, binary, &dir, MACHINE_ROUNDS)?;
 
     eprintln!("bench: size");
     let sizes = machine::sizes(binary, &dir.join("size"), 10_000, 1_000)?;
@@ -351,89 +354,4 @@ fn request_table(md: &mut Markdown, binary: &Path, dir: &Path) -> anyhow::Result
         1e6 / (agent_alone.max(1.0) / 2.0)
     ));
     Ok(())
-}
-
-/// A loop whose rate shows the guardian's cost: (name, unit, run for a
-/// duration and give the rate, the share of the rate it must keep in %).
-type Workload = (&'static str, &'static str, fn(Duration) -> f64, f64);
-
-/// The cost of the guardian's programs to everything else on the machine.
-fn machine_table(md: &mut Markdown, binary: &Path, dir: &Path) -> anyhow::Result<()> {
-    md.line("## Cost to the machine\n");
-    md.line(format!(
-        "Each workload runs {MACHINE_ROUNDS} rounds of 1 s per case, the order of the three cases \
-         rotating every round; rounds are listed in the order run. An idle guardian has only its \
-         watch tracepoints attached; one holding a secret also has the read-path programs on \
-         `raw_syscalls:sys_enter` and `sys_exit`, which run on every syscall of the machine (and \
-         send it through the kernel's slow path).\n"
-    ));
-    machine_rows(md, binary, dir, MACHINE_ROUNDS)
-}
-
-/// The cost-to-the-machine benchmark alone, `rounds` rounds per workload, as
-/// markdown: what `cargo xtask bench --kernel` runs inside the VM.
-pub fn machine_only(binary: &Path, rounds: usize) -> anyhow::Result<String> {
-    let dir = std::env::temp_dir().join("ningen-shikkaku-bench");
-    let mut md = Markdown::default();
-    machine_rows(&mut md, binary, &dir, rounds)?;
-    let _ = fs::remove_dir_all(&dir);
-    Ok(md.0)
-}
-
-/// One table per workload: nothing loaded, an idle guardian, and one
-/// holding a secret, `rounds` rounds each.
-fn machine_rows(md: &mut Markdown, binary: &Path, dir: &Path, rounds: usize) -> anyhow::Result<()> {
-    let workloads: [Workload; 3] = [
-        (
-            "`/bin/true` fork-exec-exit",
-            "runs/s",
-            machine::fork_exec_rate,
-            98.0,
-        ),
-        (
-            "open/close of /etc/hostname",
-            "pairs/s",
-            machine::open_close_rate,
-            97.0,
-        ),
-        (
-            "one-byte read+write (`dd bs=1`)",
-            "bytes/s",
-            machine::byte_copy_rate,
-            90.0,
-        ),
-    ];
-    for (workload, unit, run, target) in workloads {
-        eprintln!("bench: cost to the machine: {workload}");
-        let rates = machine::rates(
-            binary,
-            &dir.join("machine"),
-            rounds,
-            Duration::from_secs(1),
-            run,
-        )?;
-        md.line(format!("### {workload}\n"));
-        md.line(format!(
-            "| | {unit} (median) | kept | rounds |\n|---|---|---|---|"
-        ));
-        let base = median(&rates.without);
-        for (label, values) in [
-            ("nothing loaded", &rates.without),
-            ("guardian, idle", &rates.idle),
-            ("guardian holding a secret", &rates.holding),
-        ] {
-            md.line(format!(
-                "| {label} | {:.0} | {:.1}% | {:?} |",
-                median(values),
-                median(values) / base * 100.0,
-                rounded(values)
-            ));
-        }
-        md.line(format!("\nTarget: keeps at least {target}% of its rate.\n"));
-    }
-    Ok(())
-}
-
-fn rounded(values: &[f64]) -> Vec<u64> {
-    values.iter().map(|v| v.round() as u64).collect()
 }

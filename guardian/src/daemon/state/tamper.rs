@@ -66,8 +66,8 @@ pub(super) struct TamperBooks {
 
 impl<O: Os> Core<O> {
     /// Audits the attempt; unless the kernel refused it or the policy says
-    /// audit only (`tamper_response`; `on_environ_read` for an open of an
-    /// environment), wipes what the target could reach.
+    /// audit only (`tamper_response`; `on_environ_read` for an open or read
+    /// of an environment), wipes what the target could reach.
     pub(super) fn tamper(&mut self, event: &Event) {
         self.expect_tamper_summary();
         let Some(attacker) = Pid::new(event.pid as i32) else {
@@ -81,7 +81,8 @@ impl<O: Os> Core<O> {
         };
         let (role, keys) = self.reach_of(target, event.grant);
         let refused = event.flags & flags::REFUSED_BY_KERNEL != 0;
-        let response = match event.syscall == TamperSyscall::OpenEnviron as u32 {
+        let environ = [TamperSyscall::OpenEnviron, TamperSyscall::ReadEnviron];
+        let response = match environ.iter().any(|&kind| event.syscall == kind as u32) {
             true => self.config.on_environ_read,
             false => self.config.tamper_response,
         };

@@ -81,24 +81,28 @@ fn a_new_value_already_in_a_clean_environment_takes_it_off_the_list() {
 
 #[test]
 fn an_environment_read_stopped_before_its_first_byte_wipes_nothing_by_default() {
-    let mut h = Harness::new();
-    let (leader, holder) = h.session_holding(ALICE);
-    h.tamper_by(4242, holder, TamperSyscall::OpenEnviron, leader, 0);
-    assert!(h.holds_secret(ALICE, "tok"));
-    assert!(!h.was_killed(holder));
-    let record = h.world.lock().records_of("tamper").pop().unwrap();
-    let reason = record["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("before any byte was copied; no secret wiped (policy: audit)"),
-        "{reason}"
-    );
+    // Stopped at the open (BPF LSM, or without the address-space-lock
+    // program) or at the first read through it (the tracepoint mode).
+    for kind in [TamperSyscall::OpenEnviron, TamperSyscall::ReadEnviron] {
+        let mut h = Harness::new();
+        let (leader, holder) = h.session_holding(ALICE);
+        h.tamper_by(4242, holder, kind, leader, 0);
+        assert!(h.holds_secret(ALICE, "tok"), "{kind:?}");
+        assert!(!h.was_killed(holder));
+        let record = h.world.lock().records_of("tamper").pop().unwrap();
+        let reason = record["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("before any byte was copied; no secret wiped (policy: audit)"),
+            "{reason}"
+        );
 
-    let config = Config {
-        on_environ_read: TamperResponse::Wipe,
-        ..Config::default()
-    };
-    let mut h = Harness::with(Parts::ALL, config);
-    let (leader, holder) = h.session_holding(ALICE);
-    h.tamper_by(4242, holder, TamperSyscall::OpenEnviron, leader, 0);
-    assert!(!h.holds_secret(ALICE, "tok"), "on_environ_read = \"wipe\"");
+        let config = Config {
+            on_environ_read: TamperResponse::Wipe,
+            ..Config::default()
+        };
+        let mut h = Harness::with(Parts::ALL, config);
+        let (leader, holder) = h.session_holding(ALICE);
+        h.tamper_by(4242, holder, kind, leader, 0);
+        assert!(!h.holds_secret(ALICE, "tok"), "on_environ_read = \"wipe\"");
+    }
 }
