@@ -1,7 +1,8 @@
 //! A tamper flood (issue 16): another uid starts processes as fast as it can,
-//! each reaching into the guardian with process_vm_readv. Each is killed;
-//! none may cost another user a secret or a holder, or the guardian its
-//! books, and the audit log stays small.
+//! each asking to ptrace-attach the guardian. The kernel refuses each, and
+//! each is audited (where only tracepoints run: BPF LSM is not asked about
+//! a call the kernel refused); none may cost another user a secret or a
+//! holder, or the guardian its books, and the audit log stays small.
 //!
 //! The flood lasts `NINGEN_SHIKKAKU_FLOOD_SECS` (default 4; the red team's
 //! figure of 160,000 attempts needs about 10 on a 2-core machine).

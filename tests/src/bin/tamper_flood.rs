@@ -1,6 +1,7 @@
 //! A tamper flood for the end-to-end tests: `tamper_flood PID SECONDS` starts
-//! processes as fast as it can for SECONDS, each calling process_vm_readv on
-//! PID at once (and being SIGKILLed for it), then prints how many it started.
+//! processes as fast as it can for SECONDS, each asking to ptrace-attach PID
+//! at once (which the kernel refuses another uid, and the guardian audits),
+//! then prints how many it started.
 //! Each child shares our memory and runs on a stack of its own, as vfork
 //! children do, so a start costs little more than the kernel's own work.
 
@@ -11,28 +12,15 @@ use std::{
 
 const STACK: usize = 64 * 1024;
 
-/// The child: one process_vm_readv of one byte at PID's address 0x1000.
+/// The child: one PTRACE_ATTACH of PID.
 extern "C" fn attempt(target: *mut c_void) -> libc::c_int {
-    let mut byte = 0u8;
-    let local = libc::iovec {
-        iov_base: (&raw mut byte).cast(),
-        iov_len: 1,
-    };
-    let remote = libc::iovec {
-        iov_base: 0x1000 as *mut c_void,
-        iov_len: 1,
-    };
-    // SAFETY: both iovecs point at live memory of the right length (the
-    // remote one is only read by the kernel, in the target).
+    // SAFETY: PTRACE_ATTACH takes no pointers; a refusal is only a return value.
     unsafe {
-        libc::syscall(
-            libc::SYS_process_vm_readv,
+        libc::ptrace(
+            libc::PTRACE_ATTACH,
             target as usize as libc::pid_t,
-            &raw const local,
-            1,
-            &raw const remote,
-            1,
-            0,
+            std::ptr::null_mut::<c_void>(),
+            std::ptr::null_mut::<c_void>(),
         );
     }
     0

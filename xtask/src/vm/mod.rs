@@ -48,8 +48,10 @@ pub const DEFAULT_TESTS: &[&str] = &[
     "read_paths::procfs_environ_and_mem_by_every_spelling_are_stopped_before_a_byte_is_read",
     "read_paths::the_leader_is_protected_like_a_holder_from_ptrace_pidfd_getfd_and_procfs",
     "read_paths::attempts_the_kernel_refuses_are_audited_but_wipe_nothing",
+    "read_paths::with_the_32_bit_tables_unwatched_their_memory_reads_are_still_stopped_and_the_gap_is_named",
     // Tamper: which mode is in force, then root and the holder's own uid.
     "tamper::the_tamper_mode_in_force_is_named_and_the_lsm_fallback_says_why",
+    "tamper::the_syscall_tracepoints_are_attached_only_while_something_is_protected",
     "tamper::process_vm_readv_on_a_holder_by_root_copies_nothing_and_dies",
     "tamper::process_vm_readv_on_a_holder_by_its_own_uid_copies_nothing_and_dies",
     "tamper::ptrace_attach_on_a_holder_by_root_and_by_its_uid_dies",
