@@ -61,12 +61,15 @@ pub fn bench(root: &Path, kernel: &str, cmdline: Option<String>) -> anyhow::Resu
         lsm = read("lsm").trim(),
         took = took.as_secs(),
         attached = match mode.as_str() {
-            "bpf-lsm+tracepoints" =>
-                "its BPF LSM programs and its address-space-lock and \
-                                      io_uring tracepoints, and no syscall program",
-            _ =>
-                "its raw syscall tracepoints (`sys_enter`, `sys_exit`) and its \
-                  address-space-lock and io_uring tracepoints",
+            "bpf-lsm+tracepoints" => {
+                "its BPF LSM programs and its address-space-lock and io_uring tracepoints, and \
+                 no syscall program (both `watch_32_bit_syscalls` rows alike)"
+            }
+            _ => {
+                "its address-space-lock and io_uring tracepoints, and its syscall programs: the \
+                 per-call `syscalls:sys_exit_*` (`watch_32_bit_syscalls = false`) or \
+                 `raw_syscalls:sys_exit` (`true`)"
+            }
         },
         extra = cmdline.map_or_else(String::new, |c| format!(" --cmdline '{c}'")),
         table = read("bench.out").trim_end(),
