@@ -4,10 +4,10 @@
 //! wrong offset yields `None`, never a fault.
 
 use aya_ebpf::helpers::{
-    bpf_probe_read_kernel,
+    bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
 };
-use guardian_ebpf::{FileKey, Layout, abi};
+use guardian_ebpf::{EXE_NAME, FileKey, Layout, abi};
 
 use crate::LAYOUT;
 
@@ -54,6 +54,22 @@ fn pointer(base: u64, what: Layout) -> Option<u64> {
 pub(crate) fn current_task() -> u64 {
     // SAFETY: the helper has no preconditions.
     unsafe { bpf_get_current_task() }
+}
+
+/// The base name of `task`'s executable (its `mm->exe_file`), NUL-padded;
+/// zeros for a kernel thread or where it cannot be read.
+pub(crate) fn exe_name(task: u64) -> [u8; EXE_NAME] {
+    let mut name = [0u8; EXE_NAME];
+    let text = pointer(task, Layout::TaskMm)
+        .and_then(|mm| pointer(mm, Layout::MmExeFile))
+        .and_then(|file| pointer(file, Layout::FileDentry))
+        .and_then(|dentry| pointer(dentry, Layout::DentryName));
+    if let Some(text) = text {
+        // SAFETY: the helper copies at most the buffer's length from any
+        // kernel address, NUL-terminated, and fails cleanly.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(text as *const u8, &mut name) };
+    }
+    name
 }
 
 /// The thread group id (the process id) of a task.

@@ -332,11 +332,17 @@ pub enum Layout {
     /// `mm_struct.env_end` (0 until an exec has put the new environment in
     /// place).
     MmEnvEnd,
+    /// `mm_struct.exe_file`: the process's executable.
+    MmExeFile,
+    /// `file.f_path.dentry`.
+    FileDentry,
+    /// `dentry.d_name.name`: the entry's own name, NUL-terminated.
+    DentryName,
 }
 
 impl Layout {
     /// Number of entries.
-    pub const COUNT: usize = Self::MmEnvEnd as usize + 1;
+    pub const COUNT: usize = Self::DentryName as usize + 1;
 }
 
 /// A file by its inode, as both user space (`fstat`) and a BPF program
@@ -614,8 +620,7 @@ pub enum TamperSyscall {
     OpenMem = 6,
     /// pidfd_getfd(2).
     PidfdGetfd = 7,
-    /// An io_uring open (or fixed-descriptor install) of `/proc/PID/environ`
-    /// or `mem`.
+    /// An io_uring open (or fixed-descriptor install) of `/proc/PID/mem`.
     IoUringOpen = 9,
     /// An io_uring worker reading a ward's memory.
     IoUringRead = 10,
@@ -637,6 +642,9 @@ pub enum TamperSyscall {
     /// A read through a ward's `/proc/PID/environ` that may hold a value,
     /// however the descriptor was obtained.
     ReadEnviron = 16,
+    /// An io_uring open (or fixed-descriptor install) of a
+    /// `/proc/PID/environ` that may hold a value.
+    IoUringOpenEnviron = 17,
 }
 
 impl TamperSyscall {
@@ -650,7 +658,7 @@ impl TamperSyscall {
             5 => "open of environ",
             6 => "open of mem",
             7 => "pidfd_getfd",
-            9 => "io_uring open of environ or mem",
+            9 => "io_uring open of mem",
             10 => "io_uring read of a process's memory",
             11 => "read or write through mem",
             12 => "memory access",
@@ -658,6 +666,7 @@ impl TamperSyscall {
             14 => "credential change (setuid, or exec of a setuid program)",
             15 => "open of a secret file",
             16 => "read through environ",
+            17 => "io_uring open of environ",
             _ => "unknown",
         }
     }
@@ -714,8 +723,9 @@ impl EventKind {
     }
 }
 
-/// One ring-buffer record. Eight `u32`s (32 bytes), two `u64`s and a 16-byte
-/// array make 64 bytes at 8-byte alignment: the layout has no implicit padding.
+/// One ring-buffer record. Eight `u32`s (32 bytes), two `u64`s, a 16-byte
+/// and a 48-byte array make 112 bytes at 8-byte alignment: the layout has no
+/// implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -743,6 +753,19 @@ pub struct Event {
     pub ktime_ns: u64,
     /// For `Tamper` and `LeaderHangup`, the caller's command name (NUL-padded).
     pub comm: [u8; 16],
+    /// For `Tamper`, the base name of the caller's executable (NUL-padded),
+    /// taken in the kernel: a killed caller's `/proc/PID/exe` is gone by
+    /// the time the guardian could read it.
+    pub exe: [u8; EXE_NAME],
+}
+
+/// Bytes of an executable's base name an [`Event`] carries.
+pub const EXE_NAME: usize = 48;
+
+/// `bytes` up to their first NUL, or `"?"` if they are not UTF-8.
+fn nul_terminated(bytes: &[u8]) -> &str {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    core::str::from_utf8(&bytes[..len]).unwrap_or("?")
 }
 
 impl Event {
@@ -762,16 +785,18 @@ impl Event {
         request: 0,
         ktime_ns: 0,
         comm: [0; 16],
+        exe: [0; EXE_NAME],
     };
 
     /// `comm` up to its first NUL, or `"?"` if it is not UTF-8.
     pub fn comm_str(&self) -> &str {
-        let len = self
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(self.comm.len());
-        core::str::from_utf8(&self.comm[..len]).unwrap_or("?")
+        nul_terminated(&self.comm)
+    }
+
+    /// `exe` up to its first NUL (empty if the kernel had no name), or
+    /// `"?"` if it is not UTF-8.
+    pub fn exe_str(&self) -> &str {
+        nul_terminated(&self.exe)
     }
 
     /// The record's kind, if it is one this build knows.
@@ -796,6 +821,8 @@ impl Event {
         };
         let mut comm = [0u8; 16];
         comm.copy_from_slice(&bytes[48..64]);
+        let mut exe = [0u8; EXE_NAME];
+        exe.copy_from_slice(&bytes[64..64 + EXE_NAME]);
         Some(Self {
             kind: u32_at(0),
             pid: u32_at(4),
@@ -808,6 +835,7 @@ impl Event {
             request: u64_at(32),
             ktime_ns: u64_at(40),
             comm,
+            exe,
         })
     }
 }
@@ -829,6 +857,7 @@ mod tests {
         out[32..40].copy_from_slice(&event.request.to_ne_bytes());
         out[40..48].copy_from_slice(&event.ktime_ns.to_ne_bytes());
         out[48..64].copy_from_slice(&event.comm);
+        out[64..].copy_from_slice(&event.exe);
         out
     }
 
@@ -836,6 +865,8 @@ mod tests {
     fn event_round_trips_through_bytes() {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"gdb\0");
+        let mut exe = [0u8; EXE_NAME];
+        exe[..11].copy_from_slice(b"python3.11\0");
         let event = Event {
             kind: EventKind::Tamper as u32,
             pid: 42,
@@ -848,10 +879,12 @@ mod tests {
             request: 0x4206,
             ktime_ns: 123_456_789_012,
             comm,
+            exe,
         };
         assert_eq!(Event::from_bytes(&to_bytes(&event)), Some(event));
         assert_eq!(event.kind(), Some(EventKind::Tamper));
         assert_eq!(event.comm_str(), "gdb");
+        assert_eq!(event.exe_str(), "python3.11");
     }
 
     #[test]
@@ -914,8 +947,8 @@ mod tests {
 
     #[test]
     fn wrong_sized_records_and_unknown_kinds_are_refused() {
-        assert_eq!(Event::SIZE, 64);
-        assert_eq!(Event::from_bytes(&[0u8; 63]), None);
+        assert_eq!(Event::SIZE, 112);
+        assert_eq!(Event::from_bytes(&[0u8; 111]), None);
         let unknown = Event {
             kind: 99,
             ..Event::EMPTY

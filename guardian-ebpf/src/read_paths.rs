@@ -124,8 +124,12 @@ pub(crate) fn on_uring_complete(ctx: &TracePointContext) {
     let Some(file) = kmem::fd_file(task, res as u64) else {
         return;
     };
+    let syscall = |opened| match opened {
+        TamperSyscall::OpenEnviron => TamperSyscall::IoUringOpenEnviron,
+        _ => TamperSyscall::IoUringOpen,
+    };
     match ward_file(file) {
-        Some((_, tgid)) => _ = wards::stop(tgid, TamperSyscall::IoUringOpen, res as u64, 0, false),
+        Some((opened, tgid)) => _ = wards::stop(tgid, syscall(opened), res as u64, 0, false),
         None => secret_file_opened(file, 0),
     }
 }

@@ -121,6 +121,7 @@ pub(crate) fn report(tgid: u32, syscall: TamperSyscall, request: u64, flags: u32
         syscall: syscall as u32,
         request,
         flags,
+        exe: kmem::exe_name(kmem::current_task()),
         ..event
     });
 }

@@ -54,6 +54,9 @@ fn tamper_on_holder(mode: &str, as_nobody: bool) {
     let record = &guardian.audit_of("tamper")[0];
     assert_eq!(record["peer"]["uid"], if as_nobody { 65534 } else { 0 });
     assert_eq!(record["peer"]["comm"], "python3");
+    // Its executable, even once killed: the kernel took its name (issue 27).
+    let exe = record["peer"]["exe"].as_str().unwrap();
+    assert!(exe.contains("python3"), "{record}");
     // The LSM hook is asked for both syscalls, and names itself.
     let syscall = match (stop, mode) {
         (Stop::Denied, _) => "ptrace_access_check",

@@ -68,6 +68,9 @@ fn source(what: Layout) -> Source {
         Layout::InodeSb => Member("inode", &["i_sb"]),
         Layout::SuperBlockDev => Member("super_block", &["s_dev"]),
         Layout::MmEnvEnd => Member("mm_struct", &["env_end"]),
+        Layout::MmExeFile => Member("mm_struct", &["exe_file"]),
+        Layout::FileDentry => Member("file", &["f_path", "dentry"]),
+        Layout::DentryName => Member("dentry", &["d_name", "name"]),
     }
 }
 
@@ -114,6 +117,9 @@ const ALL: [Layout; Layout::COUNT] = [
     Layout::InodeSb,
     Layout::SuperBlockDev,
     Layout::MmEnvEnd,
+    Layout::MmExeFile,
+    Layout::FileDentry,
+    Layout::DentryName,
 ];
 
 /// The `LAYOUT` global for the running kernel, whose BTF is `btf`, and why

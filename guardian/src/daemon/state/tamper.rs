@@ -81,7 +81,11 @@ impl<O: Os> Core<O> {
         };
         let (role, keys) = self.reach_of(target, event.grant);
         let refused = event.flags & flags::REFUSED_BY_KERNEL != 0;
-        let environ = [TamperSyscall::OpenEnviron, TamperSyscall::ReadEnviron];
+        let environ = [
+            TamperSyscall::OpenEnviron,
+            TamperSyscall::ReadEnviron,
+            TamperSyscall::IoUringOpenEnviron,
+        ];
         let response = match environ.iter().any(|&kind| event.syscall == kind as u32) {
             true => self.config.on_environ_read,
             false => self.config.tamper_response,
@@ -159,7 +163,7 @@ impl<O: Os> Core<O> {
                 pid: attacker,
                 uid: Uid(event.uid),
                 gid: event.gid,
-                exe: self.os.exe_of(attacker),
+                exe: self.exe_of(attacker, event),
                 comm: event.comm_str().to_owned(),
                 status: None,
                 process: None,
@@ -172,6 +176,17 @@ impl<O: Os> Core<O> {
             )),
             latency: None,
         });
+    }
+
+    /// The attacker's executable: its path while `/proc/PID/exe` is there
+    /// (a denied caller lives), else the name the kernel took at the
+    /// attempt (a killed one is gone by now).
+    fn exe_of(&self, attacker: Pid, event: &Event) -> String {
+        match (self.os.exe_of(attacker), event.exe_str()) {
+            (path, _) if path != "?" => path,
+            (_, "") => "?".to_owned(),
+            (_, name) => format!("{name} (name only: it died before its path was read)"),
+        }
     }
 
     /// Audits what the kernel counted since the last summary: per uid, the

@@ -142,7 +142,11 @@ impl<O: Os> Core<O> {
     ) -> usize {
         let wiped_ns = self.os.now_ns();
         let keys: HashSet<SecretKey> = keys.iter().cloned().collect();
-        let grants = self.sessions.doom_grants_of(&keys);
+        let mut grants = self.sessions.doom_grants_of(&keys);
+        // One cause, one record: a grant already dying for a pending trigger
+        // (a second attempt by the same attacker, caught before its first
+        // was answered) is followed to its end by that trigger alone.
+        grants.retain(|grant| !self.triggers.iter().any(|t| t.grants.contains(grant)));
         if names.is_empty() && grants.is_empty() {
             return 0; // nothing was held: nothing to wipe, kill or record
         }

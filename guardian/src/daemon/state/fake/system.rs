@@ -451,8 +451,12 @@ impl Os for FakeOs {
             .is_some_and(|proc| proc.exiting)
     }
 
-    fn exe_of(&self, _pid: Pid) -> String {
-        "/usr/bin/fake".to_owned()
+    fn exe_of(&self, pid: Pid) -> String {
+        // As /proc/PID/exe: gone with the process.
+        match self.proc(pid) {
+            Ok(_) => "/usr/bin/fake".to_owned(),
+            Err(_) => "?".to_owned(),
+        }
     }
 
     fn environ_holds_any(&self, pid: Pid, values: &[&[u8]]) -> io::Result<bool> {

@@ -82,8 +82,13 @@ fn a_new_value_already_in_a_clean_environment_takes_it_off_the_list() {
 #[test]
 fn an_environment_read_stopped_before_its_first_byte_wipes_nothing_by_default() {
     // Stopped at the open (BPF LSM, or without the address-space-lock
-    // program) or at the first read through it (the tracepoint mode).
-    for kind in [TamperSyscall::OpenEnviron, TamperSyscall::ReadEnviron] {
+    // program; an io_uring one at its completion) or at the first read
+    // through it (the tracepoint mode).
+    for kind in [
+        TamperSyscall::OpenEnviron,
+        TamperSyscall::ReadEnviron,
+        TamperSyscall::IoUringOpenEnviron,
+    ] {
         let mut h = Harness::new();
         let (leader, holder) = h.session_holding(ALICE);
         h.tamper_by(4242, holder, kind, leader, 0);

@@ -25,6 +25,43 @@ fn a_tamper_attempt_on_a_holder_wipes_what_it_holds() {
 }
 
 #[test]
+fn two_attempts_on_one_holder_make_one_trigger_record() {
+    let mut h = Harness::new();
+    let (_, holder) = h.session_holding(ALICE);
+    h.tamper(4242, holder);
+    h.tamper(4242, holder);
+    h.exit(holder);
+    let world = h.world.lock();
+    assert_eq!(
+        world.records_of("tamper").len(),
+        2,
+        "each attempt is audited"
+    );
+    let triggers = world.records_of("trigger");
+    assert_eq!(triggers.len(), 1, "one wipe, one record: {triggers:?}");
+    assert_eq!(triggers[0]["names"][0], "tok");
+}
+
+#[test]
+fn a_killed_attacker_is_named_by_the_executable_the_kernel_saw() {
+    let mut h = Harness::new();
+    let (_, holder) = h.session_holding(ALICE);
+    let mut attempt = event(EventKind::Tamper, 4242, holder);
+    attempt.syscall = TamperSyscall::ProcessVmReadv as u32;
+    attempt.exe[..10].copy_from_slice(b"python3.11");
+    h.events(vec![attempt]);
+    // Not named by the kernel either: unknown.
+    h.tamper(4243, holder);
+    let records = h.world.lock().records_of("tamper");
+    let exe = |index: usize| records[index]["peer"]["exe"].as_str().unwrap().to_owned();
+    assert_eq!(
+        exe(0),
+        "python3.11 (name only: it died before its path was read)"
+    );
+    assert_eq!(exe(1), "?");
+}
+
+#[test]
 fn with_the_audit_policy_a_tamper_attempt_is_only_recorded() {
     let config = Config {
         tamper_response: TamperResponse::Audit,
