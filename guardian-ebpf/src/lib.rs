@@ -105,38 +105,33 @@ pub mod programs {
     pub const SYSCALL_EXIT: (&str, &str) = ("syscall_exit", "sys_exit");
     /// Exit of the few 64-bit system calls the read paths judge, as
     /// `(program, category)`, attached to each tracepoint of
-    /// [`EXIT_64_CALLS`] and [`EXIT_64_OPENS`]. The kernel runs it for no
-    /// other call.
+    /// [`EXIT_64_CALLS`]. The kernel runs it for no other call. (An exec of
+    /// a set-uid program is judged at `sched_process_exec`, which every
+    /// table reaches.)
     pub const SYSCALL_EXIT_64: (&str, &str) = ("syscall_exit_64", "syscalls");
     /// A successful ptrace attach, pidfd_getfd or perf_event_open on a
-    /// protected process; a holder's change of uid.
-    pub const EXIT_64_CALLS: [&str; 9] = [
+    /// protected process; an open of its procfs memory or environment, or
+    /// of a secret file outside its grant; a holder's change of uid.
+    pub const EXIT_64_CALLS: [&str; 12] = [
         "sys_exit_ptrace",
         "sys_exit_pidfd_getfd",
         "sys_exit_perf_event_open",
-        "sys_exit_execve",
-        "sys_exit_execveat",
-        "sys_exit_setuid",
-        "sys_exit_setreuid",
-        "sys_exit_setresuid",
-        "sys_exit_setfsuid",
-    ];
-    /// An open of a secret file outside its grant, or of a protected
-    /// process's procfs memory or environment where the address-space-lock
-    /// program does not stop their reads.
-    pub const EXIT_64_OPENS: [&str; 5] = [
         "sys_exit_open",
         "sys_exit_creat",
         "sys_exit_openat",
         "sys_exit_openat2",
         "sys_exit_open_by_handle_at",
+        "sys_exit_setuid",
+        "sys_exit_setreuid",
+        "sys_exit_setresuid",
+        "sys_exit_setfsuid",
     ];
     /// `tp_btf/sched_process_exit`, as `(program, tracepoint)`: a watched
     /// leader's exit SIGKILLs its newest holder from the kernel (loaded where
     /// the kernel has the kfuncs for it, Linux 6.13+).
     pub const LEADER_EXIT_KILL: (&str, &str) = ("leader_exit_kill", "sched_process_exit");
     /// The BPF LSM programs, as `(program, hook)`, loaded where the kernel
-    /// has BPF LSM active; the raw syscall tracepoints are the fallback.
+    /// has BPF LSM active; the system-call programs are the fallback.
     /// `ptrace_access_check` refuses what reaches into a ward's memory (ptrace,
     /// process_vm_*, pidfd_getfd, perf_event_open: checks in the attach mode
     /// or with the caller's real credentials), not the procfs reads `ps` and
@@ -762,10 +757,18 @@ pub struct Event {
 /// Bytes of an executable's base name an [`Event`] carries.
 pub const EXE_NAME: usize = 48;
 
-/// `bytes` up to their first NUL, or `"?"` if they are not UTF-8.
+/// `bytes` up to their first NUL, and up to the last whole character of
+/// UTF-8 (a name the kernel cut may end inside one); `"?"` if they do not
+/// begin as UTF-8 at all.
 fn nul_terminated(bytes: &[u8]) -> &str {
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    core::str::from_utf8(&bytes[..len]).unwrap_or("?")
+    match core::str::from_utf8(&bytes[..len]) {
+        Ok(text) => text,
+        Err(err) if err.valid_up_to() > 0 => {
+            core::str::from_utf8(&bytes[..err.valid_up_to()]).unwrap_or("?")
+        }
+        Err(_) => "?",
+    }
 }
 
 impl Event {

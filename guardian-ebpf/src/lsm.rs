@@ -1,9 +1,9 @@
 //! The BPF LSM programs. Where the kernel has BPF LSM active they are the
 //! primary mode: an outsider's access to a ward is refused with an error
 //! instead of killed, so a tool like `ps` gets EACCES for one file and
-//! carries on, and the attempt is recorded as denied. The raw syscall
-//! tracepoints are then not attached (they cost every system call of the
-//! machine); what no hook here sees, a read through a descriptor opened
+//! carries on, and the attempt is recorded as denied. The system-call
+//! programs are then not attached (any syscall tracepoint sends every
+//! system call of the machine through the slow path); what no hook here sees, a read through a descriptor opened
 //! before its target became a ward, keeps the address-space-lock program.
 
 use aya_ebpf::programs::LsmContext;

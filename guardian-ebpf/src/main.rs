@@ -1,6 +1,7 @@
 //! The eBPF programs: classic tracepoints that watch bound session leaders and
-//! the processes holding their secrets (this file), raw syscall tracepoints
-//! that stop every read path into a protected process (`read_paths`), the
+//! the processes holding their secrets (this file), system-call, BPF LSM and
+//! address-space-lock programs that stop every read path into a protected
+//! process (`read_paths`, `lsm`), the
 //! rules of who is protected from whom (`wards`), and a BTF tracepoint that
 //! kills a leader's newest holder at the leader's exit, from the kernel
 //! (`early_kill`). Events go to the guardian through ring buffers.
@@ -153,9 +154,12 @@ pub fn task_rename(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sched:sched_process_exec`, once per successful exec.
+/// `sched:sched_process_exec`, once per successful exec, from any syscall
+/// table, before the new program runs: a holder that exec'd a set-uid
+/// program is stopped here.
 #[tracepoint]
 pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    wards::check_uids(kmem::current_task(), 0);
     environ::exec_done();
     0
 }

@@ -28,7 +28,10 @@ use guardian_ebpf::{
     flags,
 };
 
-use crate::{SECRET_FILES, URING_REQ_OFFSET, URING_RES_OFFSET, environ, kmem, read_global, wards};
+use crate::{
+    SECRET_FILES, URING_REQ_OFFSET, URING_RES_OFFSET, environ, kill_current, kmem, read_global,
+    wards,
+};
 
 /// io_uring operations that put a new descriptor in the process's table:
 /// IORING_OP_OPENAT, IORING_OP_OPENAT2, IORING_OP_FIXED_FD_INSTALL.
@@ -236,14 +239,17 @@ fn by_pidfd(task: u64, regs: u64, compat: bool, ret: i64, flags: u32) {
         return;
     };
     let target_fd = kmem::syscall_arg(regs, 1, compat).unwrap_or(0) as u32;
-    if let Some(tgid) = kmem::fd_file(task, pidfd).and_then(kmem::pidfd_target) {
-        succeeded_on(
-            tgid,
-            TamperSyscall::PidfdGetfd,
-            u64::from(target_fd),
-            ret,
-            flags,
-        );
+    let request = u64::from(target_fd);
+    match kmem::fd_file(task, pidfd) {
+        Some(file) => {
+            if let Some(tgid) = kmem::pidfd_target(file) {
+                succeeded_on(tgid, TamperSyscall::PidfdGetfd, request, ret, flags);
+            }
+        }
+        // The pidfd was closed while the call ran: which process it named
+        // cannot be told any more, so a descriptor it took is not kept.
+        None if ret >= 0 => kill_current(),
+        None => {}
     }
 }
 

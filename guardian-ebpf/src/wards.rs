@@ -240,7 +240,8 @@ pub(crate) fn check_uids(task: u64, flags: u32) {
     let Some(owner) = holder_owner(tgid) else {
         return;
     };
-    if kmem::uids_are(task, owner) {
+    // Already stopped, and reported, by an earlier check of the same exec.
+    if kmem::uids_are(task, owner) || kmem::is_dying(task) {
         return;
     }
     kill_current();

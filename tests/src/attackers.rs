@@ -250,28 +250,6 @@ impl Stop {
         }
     }
 
-    /// The step of a procfs attack (open a ward's `environ` or `mem`, then
-    /// read) it is stopped at: BPF LSM refuses the open; the tracepoint
-    /// mode lets the open through, which copies nothing, and stops the
-    /// first read at the ward's address-space lock.
-    pub fn procfs_step(self) -> &'static str {
-        match self {
-            Self::Denied => "opened",
-            Self::Killed => "read",
-        }
-    }
-
-    /// What the tamper record of a procfs attack on `file` (`environ` or
-    /// `mem`) names, at the [step](Self::procfs_step) it was stopped at.
-    pub fn procfs_record(self, file: &str) -> &'static str {
-        match (self, file) {
-            (Self::Denied, "environ") => "open of environ",
-            (Self::Denied, _) => "open of mem",
-            (Self::Killed, "environ") => "read through environ",
-            (Self::Killed, _) => "read or write through mem",
-        }
-    }
-
     /// What the tamper record says was done to the caller.
     pub fn verdict(self) -> &'static str {
         match self {

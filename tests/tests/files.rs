@@ -169,15 +169,21 @@ fn nobodys_file_holder(tag: &str) -> (Guardian, Session, i32, String) {
     (guardian, me, holder, fd)
 }
 
-/// A tamper record names an open of a secret file of a grant.
+/// A tamper record names an open of a secret file of a grant, once the
+/// guardian has read the kernel's report (the caller dies first).
 fn assert_secret_file_attempt_audited(guardian: &Guardian) {
-    let records = guardian.audit_of("tamper");
+    let audited = || {
+        guardian.audit_of("tamper").iter().any(|r| {
+            r["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("secret file of grant")
+        })
+    };
     assert!(
-        records.iter().any(|r| r["reason"]
-            .as_str()
-            .unwrap_or("")
-            .contains("secret file of grant")),
-        "not audited: {records:?}"
+        wait_until(Duration::from_secs(5), audited),
+        "not audited: {:?}",
+        guardian.audit_of("tamper")
     );
 }
 

@@ -2,8 +2,8 @@
 //! runs BPF LSM programs at all, and loading, attaching and detaching them.
 //! A kernel built with CONFIG_BPF_LSM loads and attaches them even when `bpf`
 //! is missing from its active LSM list, and then never calls them; so the
-//! list is read first, and without `bpf` in it the raw syscall tracepoints
-//! stay in force.
+//! list is read first, and without `bpf` in it the system-call programs
+//! (`syscalls`) stay in force.
 
 use std::{fs, io, path::Path};
 

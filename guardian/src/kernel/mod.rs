@@ -102,12 +102,6 @@ pub struct KernelLink {
     tamper_links: Vec<syscalls::Link>,
     /// The system-call tables they watch.
     tables: syscalls::Tables,
-    /// How they were attached, while they are.
-    plan: Option<syscalls::Plan>,
-    /// The per-call opens, where attached only while a secret file exists.
-    open_links: Vec<syscalls::Link>,
-    /// Secret files in `secret_files`.
-    files: usize,
     /// The attached BPF LSM programs, empty while disarmed or without BPF LSM.
     lsm_links: Vec<(&'static str, aya::programs::lsm::LsmLinkId)>,
     /// The attached address-space-lock and io_uring programs, while armed
@@ -230,7 +224,7 @@ impl KernelLink {
         };
         drop(btf);
         if let Some(err) = &lsm_error {
-            tracing::warn!(%err, "BPF LSM unavailable: read paths stopped by raw syscall tracepoints");
+            tracing::warn!(%err, "BPF LSM unavailable: read paths stopped by syscall tracepoints");
         }
         // After every program is loaded: taking the log map earlier would
         // close the descriptor the later loads refer to.
@@ -269,9 +263,6 @@ impl KernelLink {
                 ebpf,
                 tamper_links: Vec::new(),
                 tables,
-                plan: None,
-                open_links: Vec::new(),
-                files: 0,
                 lsm_links: Vec::new(),
                 lock_links: None,
                 lock_error,
@@ -431,24 +422,13 @@ impl KernelLink {
                 }
             }
         }
+        let gate = self.lock_links.is_some();
         let attached = match self.lsm_error {
             None => lsm::attach(&mut self.ebpf).map(|links| self.lsm_links = links),
-            Some(_) => self.attach_syscall_programs(),
+            Some(_) => syscalls::attach(&mut self.ebpf, self.tables, gate)
+                .map(|links| self.tamper_links = links),
         };
         attached.inspect_err(|_| self.disarm())
-    }
-
-    fn attach_syscall_programs(&mut self) -> Result<(), KernelError> {
-        let plan = syscalls::Plan {
-            tables: self.tables,
-            gate: self.lock_links.is_some(),
-        };
-        self.tamper_links = syscalls::attach(&mut self.ebpf, plan)?;
-        self.plan = Some(plan);
-        if plan.opens_on_demand() && self.files > 0 {
-            self.open_links = syscalls::attach_opens(&mut self.ebpf)?;
-        }
-        Ok(())
     }
 
     /// Detaches the read-path programs, giving the machine's syscalls their
@@ -456,8 +436,6 @@ impl KernelLink {
     pub fn disarm(&mut self) {
         lsm::detach(&mut self.ebpf, std::mem::take(&mut self.lsm_links));
         syscalls::detach(&mut self.ebpf, std::mem::take(&mut self.tamper_links));
-        syscalls::detach(&mut self.ebpf, std::mem::take(&mut self.open_links));
-        self.plan = None;
         if let Some((complete, mm_lock)) = self.lock_links.take() {
             if let Ok(program) =
                 attach::loaded::<TracePoint>(&mut self.ebpf, programs::IO_URING_COMPLETE.0)

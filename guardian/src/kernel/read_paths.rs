@@ -71,9 +71,8 @@ impl KernelLink {
 
     /// What the system-call programs stop, SIGKILLing the caller before it
     /// returns to user space.
-    /// With the address-space-lock program in force (`gate`), reads through
-    /// an `environ` or `mem` are stopped there, and the 64-bit opens are
-    /// watched only for secret files.
+    /// Without the address-space-lock program (`gate`), process_vm_* are
+    /// stopped at entry.
     fn stopped_by_syscall_programs(tables: Tables, gate: bool) -> Vec<String> {
         let which = match tables {
             Tables::All => "64-bit, x32 and 32-bit tables",
@@ -86,16 +85,14 @@ impl KernelLink {
                 "perf_event_open sampling a ward ({which}; callers in the initial pid namespace)"
             ),
             format!(
+                "open of /proc/PID/mem, and of a /proc/PID/environ that may hold a value, \
+                 task/TID too, by any path or dirfd ({which})"
+            ),
+            format!(
                 "open of a secret delivered as a file (exec --file) by a process outside its \
                  grant, by any path (/proc/HOLDER/fd/N, open_by_handle_at) ({which})"
             ),
         ];
-        if tables == Tables::All || !gate {
-            stopped.push(format!(
-                "open of /proc/PID/mem, and of a /proc/PID/environ that may hold a value, \
-                 task/TID too, by any path or dirfd ({which})"
-            ));
-        }
         if !gate {
             stopped.push(
                 "process_vm_readv/writev at entry (all three tables; callers in the initial pid \

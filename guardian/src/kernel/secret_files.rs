@@ -5,10 +5,7 @@
 use aya::Pod;
 use guardian_ebpf::{FileKey, maps};
 
-use super::{
-    KernelError, KernelLink, map_error,
-    syscalls::{self, Plan},
-};
+use super::{KernelError, KernelLink, map_error};
 
 /// [`FileKey`] as aya reads and writes it in a map.
 #[repr(transparent)]
@@ -19,34 +16,15 @@ pub(super) struct Key(FileKey);
 unsafe impl Pod for Key {}
 
 impl KernelLink {
-    /// Lets only `grant`'s holders open the secret file `file`. The first
-    /// one attaches the per-call open programs, where they wait for one.
+    /// Lets only `grant`'s holders open the secret file `file`.
     pub fn guard_file(&mut self, file: FileKey, grant: u32) -> Result<(), KernelError> {
         self.secret_files
             .insert(Key(file), grant, 0)
-            .map_err(map_error(maps::SECRET_FILES))?;
-        self.files += 1;
-        let waiting = self.plan.is_some_and(Plan::opens_on_demand) && self.open_links.is_empty();
-        if waiting {
-            match syscalls::attach_opens(&mut self.ebpf) {
-                Ok(links) => self.open_links = links,
-                Err(err) => {
-                    self.forget_file(file);
-                    return Err(err);
-                }
-            }
-        }
-        Ok(())
+            .map_err(map_error(maps::SECRET_FILES))
     }
 
-    /// Forgets the secret file `file`, once its grant is gone; the last one
-    /// detaches the per-call open programs, where they wait for one.
+    /// Forgets the secret file `file`, once its grant is gone.
     pub fn forget_file(&mut self, file: FileKey) {
-        if self.secret_files.remove(&Key(file)).is_ok() {
-            self.files = self.files.saturating_sub(1);
-        }
-        if self.files == 0 && self.plan.is_some_and(Plan::opens_on_demand) {
-            syscalls::detach(&mut self.ebpf, std::mem::take(&mut self.open_links));
-        }
+        let _ = self.secret_files.remove(&Key(file));
     }
 }

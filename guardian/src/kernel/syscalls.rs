@@ -5,14 +5,16 @@
 //! policy asks for:
 //! - the 64-bit table (`watch_32_bit_syscalls = false`): `syscalls:sys_exit_*`
 //!   of the calls the programs judge, which the kernel runs for no other
-//!   call. The opens among them only while a secret file exists, since the
-//!   address-space-lock program already stops every read through an
-//!   `environ` or `mem` however it was opened;
+//!   call;
 //! - every table (`watch_32_bit_syscalls = true`): `raw_syscalls:sys_exit`,
 //!   since the kernel feeds the per-call tracepoints no 32-bit or x32 call;
 //! - without the address-space-lock program, `raw_syscalls:sys_enter` as
-//!   well, which then stops process_vm_readv/writev at entry, and the opens
-//!   always.
+//!   well, which then stops process_vm_readv/writev at entry.
+//!
+//! The opens of a ward's `environ` or `mem` stay judged at exit even where
+//! the address-space-lock program stops every read through them: that
+//! program knows the file only by the descriptor number the call named,
+//! which another thread can point elsewhere while the call waits.
 
 use aya::{
     Ebpf,
@@ -21,9 +23,7 @@ use aya::{
         trace_point::TracePointLinkId,
     },
 };
-use guardian_ebpf::programs::{
-    EXIT_64_CALLS, EXIT_64_OPENS, SYSCALL_ENTER, SYSCALL_EXIT, SYSCALL_EXIT_64,
-};
+use guardian_ebpf::programs::{EXIT_64_CALLS, SYSCALL_ENTER, SYSCALL_EXIT, SYSCALL_EXIT_64};
 
 use super::{KernelError, attach::loaded};
 
@@ -34,21 +34,6 @@ pub enum Tables {
     Native,
     /// The 64-bit, 32-bit and x32 tables, by a raw tracepoint.
     All,
-}
-
-/// What is attached, for `tables`, with or without the address-space-lock
-/// program (`gate`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Plan {
-    pub(super) tables: Tables,
-    pub(super) gate: bool,
-}
-
-impl Plan {
-    /// True when the opens are attached only while a secret file exists.
-    pub(super) fn opens_on_demand(self) -> bool {
-        self.tables == Tables::Native && self.gate
-    }
 }
 
 /// One attached system-call program.
@@ -67,37 +52,16 @@ pub(super) fn load(ebpf: &mut Ebpf) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// Attaches what `plan` keeps attached while armed. On failure none stays
-/// attached.
-pub(super) fn attach(ebpf: &mut Ebpf, plan: Plan) -> Result<Vec<Link>, KernelError> {
-    all_or_none(ebpf, |ebpf, links| {
-        if !plan.gate {
-            links.push(raw(ebpf, SYSCALL_ENTER)?);
-        }
-        if plan.tables == Tables::All {
-            links.push(raw(ebpf, SYSCALL_EXIT)?);
-            return Ok(());
-        }
-        per_call(ebpf, &EXIT_64_CALLS, links)?;
-        match plan.opens_on_demand() {
-            true => Ok(()),
-            false => per_call(ebpf, &EXIT_64_OPENS, links),
-        }
-    })
-}
-
-/// Attaches the per-call opens, while a secret file exists.
-pub(super) fn attach_opens(ebpf: &mut Ebpf) -> Result<Vec<Link>, KernelError> {
-    all_or_none(ebpf, |ebpf, links| per_call(ebpf, &EXIT_64_OPENS, links))
-}
-
-/// Runs `attach`; if it fails, detaches what it attached.
-fn all_or_none(
+/// Attaches the programs for `tables`, with the entry program where the
+/// address-space-lock program (`gate`) is not in force. On failure none
+/// stays attached.
+pub(super) fn attach(
     ebpf: &mut Ebpf,
-    attach: impl FnOnce(&mut Ebpf, &mut Vec<Link>) -> Result<(), KernelError>,
+    tables: Tables,
+    gate: bool,
 ) -> Result<Vec<Link>, KernelError> {
     let mut links = Vec::new();
-    match attach(ebpf, &mut links) {
+    match attach_into(ebpf, tables, gate, &mut links) {
         Ok(()) => Ok(links),
         Err(err) => {
             detach(ebpf, links);
@@ -106,10 +70,22 @@ fn all_or_none(
     }
 }
 
-fn per_call(ebpf: &mut Ebpf, calls: &[&str], links: &mut Vec<Link>) -> Result<(), KernelError> {
+fn attach_into(
+    ebpf: &mut Ebpf,
+    tables: Tables,
+    gate: bool,
+    links: &mut Vec<Link>,
+) -> Result<(), KernelError> {
+    if !gate {
+        links.push(raw(ebpf, SYSCALL_ENTER)?);
+    }
+    if tables == Tables::All {
+        links.push(raw(ebpf, SYSCALL_EXIT)?);
+        return Ok(());
+    }
     let (name, category) = SYSCALL_EXIT_64;
     let program = loaded::<TracePoint>(ebpf, name)?;
-    for tracepoint in calls {
+    for tracepoint in EXIT_64_CALLS {
         let link = program
             .attach(category, tracepoint)
             .map_err(|source| KernelError::Program { name, source })?;

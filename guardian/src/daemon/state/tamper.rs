@@ -178,14 +178,23 @@ impl<O: Os> Core<O> {
         });
     }
 
-    /// The attacker's executable: its path while `/proc/PID/exe` is there
-    /// (a denied caller lives), else the name the kernel took at the
-    /// attempt (a killed one is gone by now).
+    /// The attacker's executable: the name the kernel took at the attempt,
+    /// with its path from `/proc/PID/exe` where that still names the same
+    /// file (a denied caller lives on, and may exec something else before
+    /// the guardian looks; a killed one is gone).
     fn exe_of(&self, attacker: Pid, event: &Event) -> String {
-        match (self.os.exe_of(attacker), event.exe_str()) {
-            (path, _) if path != "?" => path,
-            (_, "") => "?".to_owned(),
-            (_, name) => format!("{name} (name only: it died before its path was read)"),
+        let path = self.os.exe_of(attacker);
+        let name = event.exe_str();
+        let same = std::path::Path::new(&path)
+            .file_name()
+            .is_some_and(|file| file.to_string_lossy().starts_with(name));
+        match (name, path) {
+            ("", path) => path,
+            (_, path) if same => path,
+            (name, path) if path == "?" => {
+                format!("{name} (name only: it died before its path was read)")
+            }
+            (name, path) => format!("{name} (at the attempt; {path} by the time it was read)"),
         }
     }
 

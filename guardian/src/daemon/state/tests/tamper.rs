@@ -52,6 +52,11 @@ fn a_killed_attacker_is_named_by_the_executable_the_kernel_saw() {
     h.events(vec![attempt]);
     // Not named by the kernel either: unknown.
     h.tamper(4243, holder);
+    // Alive, and still the program the kernel named: its path.
+    let mut attempt = event(EventKind::Tamper, holder, holder);
+    attempt.syscall = TamperSyscall::ProcessVmReadv as u32;
+    attempt.exe[..4].copy_from_slice(b"fake");
+    h.events(vec![attempt]);
     let records = h.world.lock().records_of("tamper");
     let exe = |index: usize| records[index]["peer"]["exe"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -59,6 +64,7 @@ fn a_killed_attacker_is_named_by_the_executable_the_kernel_saw() {
         "python3.11 (name only: it died before its path was read)"
     );
     assert_eq!(exe(1), "?");
+    assert_eq!(exe(2), "/usr/bin/fake");
 }
 
 #[test]
