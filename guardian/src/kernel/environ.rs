@@ -38,6 +38,11 @@ impl KernelLink {
         (stamp != ENVIRON_CHANGING).then_some(stamp)
     }
 
+    /// True while `stamp` is listed as clean.
+    pub fn is_environ_clean(&self, stamp: u64) -> bool {
+        self.environ.clean.get(&stamp, 0).is_ok()
+    }
+
     /// Lists `stamp` as clean (its environment, read from `pid`, holds no
     /// value) or takes it off the list.
     pub fn set_environ_clean(

@@ -322,6 +322,10 @@ impl KernelMaps for KernelLink {
         KernelLink::set_environ_clean(self, stamp, pid, clean)
     }
 
+    fn is_environ_clean(&self, stamp: u64) -> bool {
+        KernelLink::is_environ_clean(self, stamp)
+    }
+
     fn tamper_suppressed(&self) -> Vec<(Uid, u64)> {
         KernelLink::tamper_suppressed(self)
     }

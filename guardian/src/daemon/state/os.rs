@@ -95,6 +95,8 @@ pub trait KernelMaps {
     /// Lists `stamp` as an environment (read from `pid`) that holds no
     /// value, which anyone may read, or takes it off that list.
     fn set_environ_clean(&mut self, stamp: u64, pid: Pid, clean: bool) -> Result<(), KernelError>;
+    /// True while `stamp` is listed as an environment that holds no value.
+    fn is_environ_clean(&self, stamp: u64) -> bool;
     /// Holder events the programs dropped because their ring buffer was full.
     fn holder_events_lost(&self) -> u64;
     /// Every holder in the kernel map, with its grant.

@@ -241,8 +241,8 @@ impl<O: Os> Core<O> {
             created: now,
             expiry,
         };
-        self.vault.insert(key, secret);
-        self.check_environs(&members);
+        self.vault.insert(key.clone(), secret);
+        self.check_environs(&members, &key);
         Ok(Reply::plain(Response::Stored {
             leader: leader.raw(),
             replaced_holders_killed: None,
@@ -283,7 +283,7 @@ impl<O: Os> Core<O> {
         );
         let sid = self.sessions.leaders.get(&leader).and_then(|l| l.sid);
         let members = self.os.session_members(leader, sid);
-        self.check_environs(&members);
+        self.check_environs(&members, &key);
         Ok(Reply::plain(Response::Stored {
             leader: leader.raw(),
             replaced_holders_killed: Some(killed),

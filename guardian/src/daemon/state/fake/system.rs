@@ -190,6 +190,10 @@ impl KernelMaps for FakeKernel {
         Ok(())
     }
 
+    fn is_environ_clean(&self, stamp: u64) -> bool {
+        self.0.lock().kernel.clean_environs.contains(&stamp)
+    }
+
     fn holders(&self) -> Vec<(Pid, GrantId)> {
         let world = self.0.lock();
         let holders = world.kernel.holders.iter();
