@@ -375,8 +375,9 @@ pub mod abi {
         Open,
         /// perf_event_open(2): sampling a process's registers and stack.
         PerfEventOpen,
-        /// A call that may change the caller's uids: the setuid family, and
-        /// execve/execveat (of a setuid program).
+        /// A call that may change the caller's uids: the setuid family. (An
+        /// exec of a set-uid program is judged at `sched_process_exec`,
+        /// whatever the table.)
         Credentials,
     }
 
@@ -415,9 +416,8 @@ pub mod abi {
                 438 => Some(Call::PidfdGetfd),
                 5 | 8 | 295 | 342 | 437 => Some(Call::Open),
                 336 => Some(Call::PerfEventOpen),
-                // execve, setuid, setreuid, setfsuid, setresuid, their
-                // 32-bit-uid twins, execveat
-                11 | 23 | 70 | 138 | 164 | 203 | 208 | 213 | 215 | 358 => Some(Call::Credentials),
+                // setuid, setreuid, setfsuid, setresuid, their 32-bit-uid twins
+                23 | 70 | 138 | 164 | 203 | 208 | 213 | 215 => Some(Call::Credentials),
                 _ => None,
             };
         }
@@ -429,12 +429,9 @@ pub mod abi {
             2 | 85 | 257 | 304 | 437 => Some(Call::Open),
             0x4000_0002 | 0x4000_0055 | 0x4000_0101 | 0x4000_0130 | 0x4000_01b5 => Some(Call::Open),
             298 | 0x4000_012a => Some(Call::PerfEventOpen),
-            // execve, setuid, setreuid, setresuid, setfsuid, execveat; on
-            // x32 the same setuid numbers, execve 520 and execveat 545
-            59 | 105 | 113 | 117 | 122 | 322 => Some(Call::Credentials),
-            0x4000_0069 | 0x4000_0071 | 0x4000_0075 | 0x4000_007a | 0x4000_0208 | 0x4000_0221 => {
-                Some(Call::Credentials)
-            }
+            // setuid, setreuid, setresuid, setfsuid; on x32 the same numbers
+            105 | 113 | 117 | 122 => Some(Call::Credentials),
+            0x4000_0069 | 0x4000_0071 | 0x4000_0075 | 0x4000_007a => Some(Call::Credentials),
             _ => None,
         }
     }

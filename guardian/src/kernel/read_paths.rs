@@ -70,9 +70,8 @@ impl KernelLink {
     }
 
     /// What the system-call programs stop, SIGKILLing the caller before it
-    /// returns to user space.
-    /// Without the address-space-lock program (`gate`), process_vm_* are
-    /// stopped at entry.
+    /// returns to user space. Without the address-space-lock program
+    /// (`gate`), process_vm_* are stopped at entry.
     fn stopped_by_syscall_programs(tables: Tables, gate: bool) -> Vec<String> {
         let which = match tables {
             Tables::All => "64-bit, x32 and 32-bit tables",
