@@ -33,6 +33,7 @@ const TOP: &str = "ningen-shikkaku";
 
 /// This guardian's cgroup directory.
 pub struct Cgroups {
+    mount: PathBuf,
     instance: PathBuf,
     grants: Mutex<HashMap<GrantId, GrantFiles>>,
 }
@@ -45,19 +46,20 @@ struct GrantFiles {
 
 /// The cgroup directory of the guardian whose pid is `guardian`.
 pub fn instance_dir(guardian: Pid) -> Option<PathBuf> {
-    Some(
-        cgroup2_mount()?
-            .join(TOP)
-            .join(format!("guardian-{guardian}")),
-    )
+    Some(instance_under(&cgroup2_mount()?, guardian))
+}
+
+fn instance_under(mount: &Path, guardian: Pid) -> PathBuf {
+    mount.join(TOP).join(format!("guardian-{guardian}"))
 }
 
 impl Cgroups {
     /// Creates the instance directory, after killing and removing those left by
     /// guardians that are no longer running.
     pub fn create() -> io::Result<Self> {
-        let instance = instance_dir(Pid::current())
+        let mount = cgroup2_mount()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup v2 mount"))?;
+        let instance = instance_under(&mount, Pid::current());
         let top = instance.parent().unwrap_or(&instance);
         fs::create_dir_all(top)?;
         // Root's alone, like each instance: its cgroup.stat would count
@@ -80,6 +82,7 @@ impl Cgroups {
             ));
         }
         Ok(Self {
+            mount,
             instance,
             grants: Mutex::default(),
         })
@@ -91,8 +94,8 @@ impl Cgroups {
     }
 
     /// Moves `pid` into the cgroup of `grant`, creating it (and opening its
-    /// files) if needed.
-    pub fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()> {
+    /// files) if needed. Returns the cgroup `pid` was in, for [`Self::restore`].
+    pub fn add(&self, grant: GrantId, pid: Pid) -> io::Result<PathBuf> {
         let dir = self.grant_dir(grant);
         if let std::collections::hash_map::Entry::Vacant(entry) = self.grants().entry(grant) {
             if !dir.exists() {
@@ -105,7 +108,32 @@ impl Cgroups {
                 events: File::open(dir.join("cgroup.events"))?,
             });
         }
-        fs::write(dir.join("cgroup.procs"), pid.to_string())
+        let origin = cgroup_of(pid)?;
+        fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        Ok(origin)
+    }
+
+    /// Moves every process in the cgroup of `grant` to `origin`, or to the
+    /// root cgroup if `origin` takes none: undoes an [`Self::add`] whose pid
+    /// number had come to name another process. Returns those moved.
+    pub fn restore(&self, grant: GrantId, origin: &Path) -> io::Result<Vec<Pid>> {
+        let relative = origin.strip_prefix("/").unwrap_or(origin);
+        let mut moved = Vec::new();
+        // Whatever a process forks while it is moved is born inside: look
+        // again until none is left, a few times at most.
+        for _ in 0..3 {
+            let members = self.members(grant)?;
+            if members.is_empty() {
+                break;
+            }
+            for pid in members {
+                let pid_text = pid.to_string();
+                fs::write(self.mount.join(relative).join("cgroup.procs"), &pid_text)
+                    .or_else(|_| fs::write(self.mount.join("cgroup.procs"), &pid_text))?;
+                moved.push(pid);
+            }
+        }
+        Ok(moved)
     }
 
     /// Kills every process in the cgroup of `grant`, and any it is forking
@@ -272,6 +300,16 @@ fn remove_stale_instances(top: &Path) {
     }
 }
 
+/// The cgroup v2 path of `pid` (the `0::` line of /proc/PID/cgroup), from
+/// the root of the mount.
+fn cgroup_of(pid: Pid) -> io::Result<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(PathBuf::from)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no cgroup v2 line"))
+}
+
 /// Where cgroup v2 is mounted (`/sys/fs/cgroup` or, in a hybrid layout,
 /// `/sys/fs/cgroup/unified`).
 fn cgroup2_mount() -> Option<PathBuf> {
@@ -286,6 +324,35 @@ fn cgroup2_mount() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The real cgroups: a process moved into a grant and restored is back
+    /// in the cgroup it came from, and out of the grant.
+    #[test]
+    fn restore_puts_a_moved_process_back_where_it_was() {
+        if !rustix::process::geteuid().is_root() || cgroup2_mount().is_none() {
+            eprintln!("skipped: needs root and cgroup v2");
+            return;
+        }
+        let cgroups = Cgroups::create().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::new(child.id() as i32).unwrap();
+        let before = cgroup_of(pid).unwrap();
+
+        let origin = cgroups.add(7, pid).unwrap();
+        assert_eq!(origin, before);
+        assert!(cgroups.members(7).unwrap().contains(&pid));
+        assert_ne!(cgroup_of(pid).unwrap(), before);
+
+        assert_eq!(cgroups.restore(7, &origin).unwrap(), vec![pid]);
+        assert_eq!(cgroup_of(pid).unwrap(), before);
+        assert!(cgroups.members(7).unwrap().is_empty());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(cgroups.remove(7));
+    }
 
     #[test]
     fn the_cgroup2_mount_is_found_when_there_is_one() {

@@ -141,11 +141,9 @@ impl<O: Os> Core<O> {
             secrets.extend(held.secrets.iter().cloned());
         }
         let grant = self.fresh_grant();
-        if let Some(cgroups) = &self.cgroups
-            && let Err(err) = cgroups.add(grant, pid)
-        {
+        if let Err(err) = self.contain(grant, pid, &process) {
             self.retire_grant(grant);
-            return Err(RequestError::Contain(err));
+            return Err(err);
         }
         // The caller waits for this reply, so it has forked nothing yet:
         // from here on every descendant is born inside the grant's cgroup.
@@ -171,6 +169,36 @@ impl<O: Os> Core<O> {
         self.track_holder(pid, grant, process);
         self.kill_early(pid, grant);
         Ok(grant)
+    }
+
+    /// Moves the caller `pid` into the cgroup of `grant`. The cgroup takes a
+    /// pid number, which names another process once the caller has died and
+    /// its pid has been reused: a caller found dead after the move has
+    /// everything the move brought in put back where the pid was.
+    fn contain(&self, grant: GrantId, pid: Pid, caller: &O::Process) -> Result<(), RequestError> {
+        let Some(cgroups) = &self.cgroups else {
+            return Ok(());
+        };
+        let origin = cgroups
+            .add(grant, pid)
+            .map_err(|err| match caller.is_alive() {
+                true => RequestError::Contain(err),
+                false => RequestError::CallerExited,
+            })?;
+        if caller.is_alive() {
+            return Ok(());
+        }
+        match cgroups.restore(grant, &origin) {
+            Ok(moved) => tracing::warn!(
+                %pid, ?moved, origin = %origin.display(),
+                "the caller died before it was contained; its pid's process put back"
+            ),
+            Err(err) => tracing::error!(
+                %pid, origin = %origin.display(), %err,
+                "the caller died before it was contained; its pid's process could not be put back"
+            ),
+        }
+        Err(RequestError::CallerExited)
     }
 
     /// Has the kernel kill `pid` at the exit of each leader its grant's

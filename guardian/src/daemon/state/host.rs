@@ -6,6 +6,7 @@ use std::{
     collections::HashSet,
     io,
     os::fd::{AsFd, OwnedFd},
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -348,8 +349,12 @@ impl KernelMaps for KernelLink {
 }
 
 impl Containment for Cgroups {
-    fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()> {
+    fn add(&self, grant: GrantId, pid: Pid) -> io::Result<PathBuf> {
         Cgroups::add(self, grant, pid)
+    }
+
+    fn restore(&self, grant: GrantId, origin: &Path) -> io::Result<Vec<Pid>> {
+        Cgroups::restore(self, grant, origin)
     }
 
     fn kill(&self, grant: GrantId) -> io::Result<bool> {

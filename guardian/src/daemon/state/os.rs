@@ -10,6 +10,7 @@
 use std::{
     collections::HashSet,
     io,
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -127,8 +128,13 @@ pub trait SecretFile: Send + 'static {
 
 /// One container per grant, whose whole tree one call kills (cgroup v2).
 pub trait Containment {
-    /// Moves `pid` into the container of `grant`, creating it if needed.
-    fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()>;
+    /// Moves `pid` into the container of `grant`, creating it if needed;
+    /// returns the container `pid` was in.
+    fn add(&self, grant: GrantId, pid: Pid) -> io::Result<PathBuf>;
+    /// Moves everything in the container of `grant` back to `origin`, as
+    /// when the pid that `add` moved had come to name another process.
+    /// Returns those moved.
+    fn restore(&self, grant: GrantId, origin: &Path) -> io::Result<Vec<Pid>>;
     /// Kills everything in the container of `grant`; false when it has none.
     fn kill(&self, grant: GrantId) -> io::Result<bool>;
     /// True while a live process is left in the container of `grant`.

@@ -87,6 +87,7 @@ impl Harness {
         };
         let supervisor = parts.supervisor.then(|| FakeProcess {
             pid: pid(SUPERVISOR),
+            birth: 0,
             world: world.clone(),
         });
         let setup = Setup {

@@ -8,14 +8,17 @@
 //!
 //! - this file: the world itself;
 //! - [`system`]: the fake [`Os`](super::os::Os) and what it hands out;
+//! - [`cgroups`]: the fake containment;
 //! - [`harness`]: a state machine on a fake world, and how to drive it.
 
+mod cgroups;
 mod harness;
 mod system;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io,
+    path::PathBuf,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -31,7 +34,7 @@ use crate::{
     },
 };
 
-pub use self::{harness::*, system::*};
+pub use self::{cgroups::*, harness::*, system::*};
 
 /// The guardian's pid in the fake world.
 pub const GUARDIAN: i32 = 900;
@@ -63,6 +66,11 @@ pub struct Proc {
     pub killed: bool,
     /// Stays alive whatever it is sent (a process stuck in D state).
     pub unkillable: bool,
+    /// Its cgroup, as /proc/PID/cgroup names it.
+    pub cgroup: PathBuf,
+    /// Which process of this pid it is: a handle opened for one birth does
+    /// not see the next process to get the pid.
+    pub birth: u64,
 }
 
 impl Proc {
@@ -80,6 +88,8 @@ impl Proc {
             exiting: false,
             killed: false,
             unkillable: false,
+            cgroup: PathBuf::from("/user.slice"),
+            birth: 0,
         }
     }
 }
@@ -194,6 +204,9 @@ pub struct World {
     pub local_pids: HashMap<(i32, i32), i32>,
     /// Secret files made so far (each gets the next inode number).
     pub files_made: u64,
+    /// At the next move into a cgroup, the process moved has died and this
+    /// one has taken its pid (a forced pid reuse).
+    pub reuse_at_contain: Option<Proc>,
     elapsed: Duration,
     ns_reads: u64,
     timers: Vec<Timer>,
@@ -226,6 +239,13 @@ impl World {
     fn task_id(&mut self) -> u64 {
         self.next_task += 1;
         self.next_task
+    }
+
+    /// `pid` exits and `newcomer` is born with its pid.
+    fn reuse_pid(&mut self, pid: i32, mut newcomer: Proc) {
+        newcomer.birth = self.procs.get(&pid).map_or(0, |old| old.birth + 1);
+        newcomer.tgid = pid;
+        self.procs.insert(pid, newcomer);
     }
 
     /// Records a signal; SIGKILL marks the process for death.

@@ -16,7 +16,7 @@ use crate::{
     audit::{Entry, commit::Unsynced},
     daemon::state::{
         Msg,
-        os::{Containment, KernelMaps, Os, Process, SecretFile, Task},
+        os::{KernelMaps, Os, Process, SecretFile, Task},
         sessions::GrantId,
     },
     kernel::KernelError,
@@ -24,11 +24,10 @@ use crate::{
         hardening::Protections,
         peer::Peer,
         process::{Pid, Status, Uid},
-        secret_mem::{self},
     },
 };
 
-use super::{Effect, GUARDIAN, Proc, Shared, Timer, Watcher, pid};
+use super::{Effect, FakeCgroups, GUARDIAN, Proc, Shared, Timer, Watcher, pid};
 
 /// A fake secret file: its inode number, and the world its wipes are
 /// recorded in.
@@ -55,6 +54,9 @@ impl SecretFile for FakeSecretFile {
 /// A handle on a fake process.
 pub struct FakeProcess {
     pub(super) pid: Pid,
+    /// The [`Proc::birth`] it was opened for: a pid reused since names
+    /// another process, which this handle does not see.
+    pub(super) birth: u64,
     pub(super) world: Shared,
 }
 
@@ -73,7 +75,7 @@ impl Process for FakeProcess {
             .lock()
             .procs
             .get(&self.pid.raw())
-            .is_some_and(|proc| proc.alive)
+            .is_some_and(|proc| proc.alive && proc.birth == self.birth)
     }
 }
 
@@ -229,78 +231,6 @@ impl KernelMaps for FakeKernel {
     }
 }
 
-/// The fake cgroups.
-pub struct FakeCgroups(pub(super) Shared);
-
-impl Containment for FakeCgroups {
-    fn add(&self, grant: GrantId, pid: Pid) -> io::Result<()> {
-        self.0
-            .lock()
-            .cgroups
-            .entry(grant)
-            .or_default()
-            .insert(pid.raw());
-        Ok(())
-    }
-
-    fn kill(&self, grant: GrantId) -> io::Result<bool> {
-        let mut world = self.0.lock();
-        if world.fail_cgroup_kill {
-            return Err(io::Error::from_raw_os_error(libc::EMFILE));
-        }
-        let Some(members) = world.cgroups.get(&grant).cloned() else {
-            return Ok(false);
-        };
-        let secrets_alive = secret_mem::live_on_this_thread();
-        world.effects.push(Effect::CgroupKill {
-            grant,
-            secrets_alive,
-        });
-        for pid in members {
-            if let Some(proc) = world.procs.get_mut(&pid)
-                && proc.alive
-            {
-                proc.killed = true;
-            }
-        }
-        Ok(true)
-    }
-
-    fn populated(&self, grant: GrantId) -> bool {
-        let world = self.0.lock();
-        world.cgroups.get(&grant).is_some_and(|members| {
-            members
-                .iter()
-                .any(|pid| world.procs.get(pid).is_some_and(|p| p.alive))
-        })
-    }
-
-    fn members(&self, grant: GrantId) -> io::Result<HashSet<Pid>> {
-        let world = self.0.lock();
-        Ok(world
-            .cgroups
-            .get(&grant)
-            .into_iter()
-            .flatten()
-            .filter(|&pid| world.procs.get(pid).is_some_and(|p| p.alive))
-            .filter_map(|&pid| Pid::new(pid))
-            .collect())
-    }
-
-    fn remove(&self, grant: GrantId) -> bool {
-        let mut world = self.0.lock();
-        let empty = world.cgroups.get(&grant).is_none_or(|members| {
-            members
-                .iter()
-                .all(|pid| !world.procs.get(pid).is_some_and(|p| p.alive))
-        });
-        if empty {
-            world.cgroups.remove(&grant);
-        }
-        empty
-    }
-}
-
 /// The fake OS.
 pub struct FakeOs {
     pub(super) world: Shared,
@@ -335,12 +265,13 @@ impl Os for FakeOs {
     }
 
     fn open(&self, pid: Pid) -> io::Result<FakeProcess> {
-        self.proc(pid)?;
+        let birth = self.proc(pid)?.birth;
         if self.world.lock().out_of_descriptors {
             return Err(io::Error::from_raw_os_error(libc::EMFILE));
         }
         Ok(FakeProcess {
             pid,
+            birth,
             world: self.world.clone(),
         })
     }

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use crate::daemon::state::fake::Proc;
+
 use super::*;
 
 #[test]
@@ -202,6 +204,57 @@ fn a_child_born_to_a_wiped_holder_is_killed() {
     fork.grant = 999;
     h.events(vec![fork]);
     assert!(h.was_killed(orphan));
+}
+
+/// Issue 27 item 6.1: the caller of an `exec` dies as its request waits,
+/// and root's new process takes its pid just before the guardian moves that
+/// pid number into the grant's cgroup. The newcomer must end where it was,
+/// in no grant, and outlive the session's wipe.
+#[test]
+fn a_pid_reused_before_the_caller_is_contained_moves_no_one_into_a_grant() {
+    let with_ebpf = Parts::ALL;
+    let without_ebpf = Parts {
+        kernel: false,
+        ..Parts::ALL
+    };
+    for parts in [with_ebpf, without_ebpf] {
+        let mut h = Harness::with(parts, Config::default());
+        let leader = h.storing(ALICE);
+        let caller = h.member(leader);
+        let mut newcomer = Proc::new(Uid::ROOT, 1, 1, caller);
+        newcomer.cgroup = "/system.slice/sshd.service".into();
+        h.world.lock().reuse_at_contain = Some(newcomer);
+
+        let err = h
+            .try_request(caller, exec_request(&["tok"]), None)
+            .unwrap_err();
+        assert!(matches!(err, RequestError::CallerExited), "{err:?}");
+        {
+            let world = h.world.lock();
+            let proc = &world.procs[&caller];
+            assert_eq!(proc.uid, Uid::ROOT, "the newcomer has the pid");
+            assert_eq!(
+                proc.cgroup,
+                std::path::Path::new("/system.slice/sshd.service"),
+                "put back where it was"
+            );
+            assert!(
+                world
+                    .cgroups
+                    .values()
+                    .all(|members| !members.contains(&caller)),
+                "in no grant: {:?}",
+                world.cgroups
+            );
+            assert!(!world.kernel.holders.contains_key(&caller));
+        }
+        assert_eq!(h.status().holders, 0);
+
+        h.exit(leader);
+        h.settle();
+        assert!(!h.was_killed(caller), "the wipe spares the newcomer");
+        assert!(h.alive(caller));
+    }
 }
 
 #[test]
