@@ -7,7 +7,22 @@
 
 use std::{os::unix::process::ExitStatusExt, time::Duration};
 
-use e2e::{Guardian, Session, Tracer, is_alive, put_marker, read_attack, wait_until};
+use e2e::{Guardian, Session, Stop, Tracer, is_alive, put_marker, read_attack, wait_until};
+
+/// `tracer`, a seize of `target`, was stopped as `stop` says: killed before
+/// the seize returned, or (BPF LSM) refused with an error, its caller alive.
+fn assert_seize_stopped(stop: Stop, tracer: Tracer, target: i32) {
+    assert!(!tracer.is_attached(target), "{}", tracer.said);
+    let said = tracer.said.clone();
+    let status = tracer.wait();
+    match stop {
+        Stop::Killed => assert_eq!(status.signal(), Some(libc::SIGKILL), "{said}"),
+        Stop::Denied => {
+            assert_eq!(status.signal(), None, "killed: {said}");
+            assert!(said.starts_with("ptrace returned -1 "), "{said}");
+        }
+    }
+}
 
 /// `put tok` in the session: (exit code, stderr).
 fn try_put(session: &mut Session) -> (i32, String) {
@@ -83,22 +98,19 @@ fn issue_27_a_session_wiped_by_a_tamper_stays_guarded_against_the_next_attacker(
     let (rc, _, err) = session.run("x=$($NS get tok)");
     assert_eq!(rc, 0, "{err}");
 
-    // The sacrificial attacker: killed, and the session wiped.
-    let first = Tracer::seize(leader, true);
-    assert!(!first.is_attached(leader));
-    assert_eq!(first.wait().signal(), Some(libc::SIGKILL));
+    // The sacrificial attacker: stopped, and the session wiped.
+    let stop = Stop::armed_by(&guardian);
+    assert_seize_stopped(stop, Tracer::seize(leader, true), leader);
     let wiped = wait_until(Duration::from_secs(5), || {
         !guardian.audit_of("trigger").is_empty()
     });
     assert!(wiped, "{:?}", guardian.audit_records());
 
     // The attacker right behind it finds the session still guarded.
-    let second = Tracer::seize(leader, true);
-    assert!(!second.is_attached(leader), "{}", second.said);
-    assert_eq!(second.wait().signal(), Some(libc::SIGKILL));
+    assert_seize_stopped(stop, Tracer::seize(leader, true), leader);
     let loot = session.dir().join("loot");
     let read = read_attack("mem", leader, &loot, &[], true);
-    assert_eq!(read.status.signal(), Some(libc::SIGKILL), "{read:?}");
+    stop.assert_stopped_at(&read, "open");
     assert!(
         std::fs::read(&loot)
             .unwrap_or_default()
@@ -127,7 +139,7 @@ fn issue_27_a_session_wiped_by_a_revoke_from_outside_stays_guarded_until_its_lea
 
     let loot = session.dir().join("loot");
     let read = read_attack("mem", leader, &loot, &[], true);
-    assert_eq!(read.status.signal(), Some(libc::SIGKILL), "{read:?}");
+    Stop::armed_by(&guardian).assert_stopped_at(&read, "open");
     assert_eq!(guardian.status()["leaders"], 1);
 
     session.type_line("exit");

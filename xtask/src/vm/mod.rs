@@ -61,9 +61,14 @@ pub const DEFAULT_TESTS: &[&str] = &[
     "fail_closed::every_holder_dies_within_a_tick_of_a_killed_guardian",
     "fail_closed::every_holder_dies_within_a_tick_of_a_crashed_guardian",
     "fail_closed::the_kernel_kills_the_newest_holder_at_its_leaders_exit_before_the_guardian_wakes",
+    // No tracer keeps a ward; a wiped session stays guarded (issue 27).
+    "tracers::issue_27_a_put_from_a_session_traced_from_outside_is_refused_naming_the_tracer",
+    "tracers::issue_27_a_session_wiped_by_a_tamper_stays_guarded_against_the_next_attacker",
+    "tracers::issue_27_a_session_wiped_by_a_revoke_from_outside_stays_guarded_until_its_leader_exits",
     // exec --file.
     "files::a_secret_file_holds_the_exact_bytes_in_memory_only_and_outside_the_environment",
     "files::an_open_of_the_file_from_outside_the_grant_is_stopped_and_audited",
+    "files::a_secret_file_reopened_by_its_handle_is_stopped_and_audited",
     "files::the_trigger_zeroes_the_file_for_whoever_still_has_it",
     // Everyday tools beside holders (issue 24): denied, not killed, where
     // BPF LSM runs.
