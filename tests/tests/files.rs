@@ -3,7 +3,7 @@
 //! open from outside the grant is stopped and audited; a trigger zeroes the
 //! file for whoever still has it, and nothing of it is left after.
 
-use std::{fs, os::unix::process::ExitStatusExt, process::Command, time::Duration};
+use std::{fs, process::Command, time::Duration};
 
 use e2e::{Guardian, Session, Stop, is_alive, read_attack, wait_until};
 
