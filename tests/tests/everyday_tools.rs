@@ -217,3 +217,35 @@ fn issue_24_ps_after_a_guardian_restart_touches_no_session() {
         untouched(&guardian, &mut session, &marker, line);
     }
 }
+
+/// `echo "$TOKEN" | put` stores a trailing newline that `$(get)` drops: the
+/// value exported that way is still the value, and a child carrying it is
+/// guarded from an outsider like an `exec --env` holder.
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_value_put_with_a_newline_and_exported_by_get_is_guarded() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let guardian = Guardian::start("everyday-newline");
+    let mut session = Session::start_as_nobody(&guardian);
+    let (rc, _, err) = session.run("printf 'n3wline-s3cret\\n' | $NS put tok");
+    assert_eq!(rc, 0, "{err}");
+    let (rc, out, err) =
+        session.run("export T=$($NS get tok); sleep 1000 > /dev/null 2>&1 & echo $!");
+    assert_eq!(rc, 0, "{err}");
+    let child: i32 = String::from_utf8_lossy(&out).trim().parse().unwrap();
+    let comm = || std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+    assert!(wait_until(Duration::from_secs(10), || comm().trim() == "sleep"));
+    thread::sleep(ENVIRON_READ);
+
+    let cat = outside(&format!("cat /proc/{child}/environ"), true);
+    let read = String::from_utf8_lossy(&cat.stdout);
+    assert!(
+        !read.contains("n3wline-s3cret"),
+        "the outsider read it: {read}"
+    );
+    assert!(!cat.status.success(), "{cat:?}");
+    let recorded = wait_until(Duration::from_secs(5), || {
+        !guardian.audit_of("tamper").is_empty()
+    });
+    assert!(recorded, "{:?}", guardian.audit_records());
+}

@@ -6,7 +6,7 @@ use aya::maps::{HashMap, MapData};
 use guardian_ebpf::{ENVIRON_CHANGING, GUARDIAN_STAMP};
 
 use super::{KernelLink, NOEXIST, map_error};
-use crate::os::process::Pid;
+use crate::os::process::{Pid, Uid};
 
 /// The two maps, and the guardian's next stamp.
 pub(super) struct Environs {
@@ -30,6 +30,12 @@ impl KernelLink {
             return Some(fresh);
         }
         self.current_stamp(pid)
+    }
+
+    /// The uid whose values ward `pid` may carry: its session's owner.
+    pub fn ward_owner(&self, pid: Pid) -> Option<Uid> {
+        let ward = self.wards.get(&(pid.raw() as u32), 0).ok()?;
+        Some(Uid(guardian_ebpf::ward_owner(ward)))
     }
 
     /// The stamp `pid`'s environment has now, unless an exec is replacing it.

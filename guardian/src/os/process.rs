@@ -278,10 +278,15 @@ pub fn environ_holds_any(pid: Pid, values: &[&[u8]]) -> io::Result<bool> {
 }
 
 /// True if `bytes` holds one of `values` (an empty value is in anything).
+/// A value is looked for without the white space around it as well: a value
+/// stored as `echo "$TOKEN" | put` ends in a newline that `$(get)` drops,
+/// and `read` drops the blanks around a line.
 pub fn holds_any(bytes: &[u8], values: &[&[u8]]) -> bool {
-    values
-        .iter()
-        .any(|value| value.is_empty() || bytes.windows(value.len()).any(|w| w == *value))
+    values.iter().any(|value| {
+        let core = value.trim_ascii();
+        let core = if core.is_empty() { *value } else { core };
+        core.is_empty() || bytes.windows(core.len()).any(|w| w == core)
+    })
 }
 
 /// True if `ancestor` is `pid` itself or one of its ancestors.
@@ -386,6 +391,18 @@ mod tests {
             .unwrap();
         let pid = Pid::new(child.id() as i32).unwrap();
         (child, pid)
+    }
+
+    #[test]
+    fn a_value_is_found_without_the_white_space_around_it() {
+        let environ = b"HOME=/root\0T=s3cret\0";
+        assert!(holds_any(environ, &[b"s3cret\n"]), "as `$(get)` strips it");
+        assert!(
+            holds_any(environ, &[b"  s3cret \r\n"]),
+            "as `read` strips it"
+        );
+        assert!(!holds_any(environ, &[b"s3cret!\n"]));
+        assert!(holds_any(environ, &[b""]), "an empty value is in anything");
     }
 
     #[test]

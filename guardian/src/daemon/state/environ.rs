@@ -9,10 +9,12 @@
 //! - every member's when a new value enters its session (`put`,
 //!   `put --replace`), since one may already carry it.
 //!
-//! Every value the guardian holds is looked for, whoever owns it: a copy
-//! made in another session is found too, and a stamp is never listed on the
-//! word of one owner's values alone. An environment that cannot be read
-//! stays guarded.
+//! Every value of the ward's owner (the uid whose session it is in) is
+//! looked for, from any of that user's sessions: a copy made in another of
+//! them is found too. Other users' values are not: whether an environment
+//! is guarded is visible to whoever reads it, so looking for them would let
+//! anyone test guesses at another user's value by exporting them. An
+//! environment that cannot be read stays guarded.
 
 #![forbid(unsafe_code)]
 
@@ -50,17 +52,21 @@ impl<O: Os> Core<O> {
         let Some(stamp) = stamp.or_else(|| kernel.environ_stamp(pid)) else {
             return; // no ward, or an exec under way: its own event follows
         };
+        let Some(owner) = kernel.ward_owner(pid) else {
+            return;
+        };
         let only = new.filter(|_| kernel.is_environ_clean(stamp));
         let values: Vec<&[u8]> = match only {
             Some(key) => self
                 .vault
                 .get(key)
+                .filter(|_| key.owner == owner)
                 .map(|secret| secret.bytes.as_slice())
                 .into_iter()
                 .collect(),
             None => self
                 .vault
-                .iter()
+                .owned_by(owner)
                 .map(|(_, secret)| secret.bytes.as_slice())
                 .collect(),
         };

@@ -315,6 +315,10 @@ impl KernelMaps for KernelLink {
         KernelLink::environ_stamp(self, pid)
     }
 
+    fn ward_owner(&self, pid: Pid) -> Option<Uid> {
+        KernelLink::ward_owner(self, pid)
+    }
+
     fn current_stamp(&self, pid: Pid) -> Option<u64> {
         KernelLink::current_stamp(self, pid)
     }

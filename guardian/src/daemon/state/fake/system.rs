@@ -179,6 +179,10 @@ impl KernelMaps for FakeKernel {
         Some(*kernel.environ_stamps.entry(pid.raw()).or_insert(fresh))
     }
 
+    fn ward_owner(&self, pid: Pid) -> Option<Uid> {
+        self.0.lock().procs.get(&pid.raw()).map(|proc| proc.uid)
+    }
+
     fn current_stamp(&self, pid: Pid) -> Option<u64> {
         self.0.lock().kernel.environ_stamps.get(&pid.raw()).copied()
     }

@@ -55,6 +55,43 @@ fn an_exec_is_read_once_and_listed_only_while_its_stamp_stands() {
     assert!(h.world.lock().kernel.clean_environs.is_empty());
 }
 
+/// Whether an environment is guarded shows to whoever reads it: were
+/// Bob's values looked for in Alice's, she could test guesses at them.
+#[test]
+fn only_the_ward_owner_s_values_are_looked_for_in_its_environment() {
+    let mut h = Harness::new();
+    h.storing(BOB);
+    let leader = h.leader(ALICE);
+    let guess = h.member(leader);
+    set_environ(&h, guess, b"GUESS=s3cret\0");
+    let put = Request::Put {
+        name: name("mine"),
+        bind: None,
+        ttl_secs: None,
+        len: 10,
+        replace: false,
+    };
+    let client = h.member(leader);
+    h.try_request(client, put, Some(bytes(b"n3xt-value")))
+        .unwrap();
+    let (stamp, clean) = environ_of(&h, guess);
+    assert!(clean, "Bob's value was looked for in Alice's environment");
+
+    // Alice's own value, stored from another of her sessions, is found at
+    // the ward's next exec.
+    let other = h.leader(ALICE);
+    h.stored(other, "tok");
+    let mut exec = h.event(EventKind::EnvironChanged, guess, 0);
+    exec.request = stamp.unwrap() + 1;
+    h.world
+        .lock()
+        .kernel
+        .environ_stamps
+        .insert(guess, exec.request);
+    h.events(vec![exec]);
+    assert!(!environ_of(&h, guess).1, "her own value in it is guarded");
+}
+
 #[test]
 fn a_new_value_already_in_a_clean_environment_takes_it_off_the_list() {
     let mut h = Harness::new();
