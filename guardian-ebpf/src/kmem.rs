@@ -238,6 +238,33 @@ pub(crate) fn current_env_end() -> Option<u64> {
     member(pointer(current_task(), Layout::TaskMm)?, Layout::MmEnvEnd)
 }
 
+/// The file the request an io-wq worker is running works on
+/// (`worker_private->cur_work`, inside its `io_kiocb`): the reference the
+/// request took at submission, so no descriptor swapped in since changes
+/// it. `None` where this kernel's layout lacks a step, for a worker that is
+/// not io-wq's (an SQPOLL thread), and between requests.
+pub(crate) fn io_worker_file(task: u64) -> Option<u64> {
+    let steps = [
+        Layout::TaskWorkerPrivate,
+        Layout::IoWorkerTask,
+        Layout::IoWorkerCurWork,
+        Layout::IoKiocbWork,
+    ];
+    if steps.iter().any(|&step| field(step) == 0) {
+        return None; // missing from BTF (none of them is a first member)
+    }
+    let worker = pointer(task, Layout::TaskWorkerPrivate)?;
+    // `worker_private` is io-wq's only if its `io_worker` names this task.
+    if pointer(worker, Layout::IoWorkerTask)? != task {
+        return None;
+    }
+    let work = pointer(worker, Layout::IoWorkerCurWork)?;
+    pointer(
+        work.wrapping_sub(field(Layout::IoKiocbWork)),
+        Layout::IoKiocbFile,
+    )
+}
+
 /// The opcode of an io_uring request.
 pub(crate) fn uring_opcode(request: u64) -> Option<u8> {
     member(request, Layout::IoKiocbOpcode)

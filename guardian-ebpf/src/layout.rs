@@ -96,9 +96,19 @@ pub enum Layout {
     FileDentry,
     /// `dentry.d_name.name`: the entry's own name, NUL-terminated.
     DentryName,
+    /// `task_struct.worker_private`: an io-wq worker's `io_worker`.
+    TaskWorkerPrivate,
+    /// `io_worker.task`: the worker's own task.
+    IoWorkerTask,
+    /// `io_worker.cur_work`: the request the worker is running.
+    IoWorkerCurWork,
+    /// `io_kiocb.work`: where a request's `io_wq_work` sits in it.
+    IoKiocbWork,
+    /// `io_kiocb.file`: the file a request runs on.
+    IoKiocbFile,
 }
 
 impl Layout {
     /// Number of entries.
-    pub const COUNT: usize = Self::DentryName as usize + 1;
+    pub const COUNT: usize = Self::IoKiocbFile as usize + 1;
 }

@@ -140,12 +140,13 @@ pub(crate) fn on_uring_complete(ctx: &TracePointContext) {
 /// `mmap_lock_start_locking(mm, write)`: every read of another process's
 /// memory takes that process's address-space lock before it copies a page.
 /// Taken on a ward's by someone who may not reach it, it is stopped here,
-/// with the SIGKILL pending before the first page: by an io_uring worker
-/// (whatever it does), or by a system call that reads or writes through a
-/// ward's `environ` or `mem` (however the descriptor was obtained: a racing
-/// thread, a sharer, SCM_RIGHTS, an io_uring open) or that is
-/// process_vm_readv/writev or ptrace (in any pid namespace). Other calls that
-/// take the lock, such as a read of `/proc/PID/cmdline` by `ps`, pass.
+/// with the SIGKILL pending before the first page: by an io_uring request
+/// or a system call that reads or writes through a ward's `environ` or `mem`
+/// (however the descriptor was obtained: a racing thread, a sharer,
+/// SCM_RIGHTS, an io_uring open), or by process_vm_readv/writev or ptrace
+/// (in any pid namespace). Other calls that take the lock, such as a read of
+/// `/proc/PID/cmdline` by `ps`, or of an environment that holds no value,
+/// pass.
 pub(crate) fn on_mm_lock(ctx: &RawTracePointContext) {
     let task = kmem::current_task();
     let Some(tgid) = kmem::foreign_mm_owner(task, ctx.arg(0)) else {
@@ -155,12 +156,27 @@ pub(crate) fn on_mm_lock(ctx: &RawTracePointContext) {
         return; // already stopped, and reported, by an earlier check
     }
     match kmem::runner(task) {
-        kmem::Runner::IoWorker => {
-            wards::stop(tgid, TamperSyscall::IoUringRead, 0, 0, false);
-        }
+        kmem::Runner::IoWorker => worker_request(task, tgid),
         kmem::Runner::User => reaching_syscall(task, tgid),
         kmem::Runner::Kernel => {}
     }
+}
+
+/// Stops the request an io_uring worker runs if it reads or writes through
+/// `tgid`'s `environ` or `mem`; a request whose file cannot be told is
+/// stopped too.
+fn worker_request(task: u64, tgid: u32) {
+    let Some(file) = kmem::io_worker_file(task) else {
+        wards::stop(tgid, TamperSyscall::IoUringRead, 0, 0, false);
+        return;
+    };
+    let syscall = match ward_file(file) {
+        Some((_, target)) if target != tgid => return,
+        Some((TamperSyscall::OpenEnviron, _)) => TamperSyscall::ReadEnviron,
+        Some(_) => TamperSyscall::IoUringRead,
+        None => return, // cmdline, maps, an environment that holds no value
+    };
+    wards::stop(tgid, syscall, 0, 0, false);
 }
 
 /// Stops the current system call if it reaches into `tgid`'s memory.

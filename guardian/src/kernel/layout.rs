@@ -71,6 +71,11 @@ fn source(what: Layout) -> Source {
         Layout::MmExeFile => Member("mm_struct", &["exe_file"]),
         Layout::FileDentry => Member("file", &["f_path", "dentry"]),
         Layout::DentryName => Member("dentry", &["d_name", "name"]),
+        Layout::TaskWorkerPrivate => Optional("task_struct", &["worker_private"]),
+        Layout::IoWorkerTask => Optional("io_worker", &["task"]),
+        Layout::IoWorkerCurWork => Optional("io_worker", &["cur_work"]),
+        Layout::IoKiocbWork => Optional("io_kiocb", &["work"]),
+        Layout::IoKiocbFile => Optional("io_kiocb", &["file"]),
     }
 }
 
@@ -120,6 +125,11 @@ const ALL: [Layout; Layout::COUNT] = [
     Layout::MmExeFile,
     Layout::FileDentry,
     Layout::DentryName,
+    Layout::TaskWorkerPrivate,
+    Layout::IoWorkerTask,
+    Layout::IoWorkerCurWork,
+    Layout::IoKiocbWork,
+    Layout::IoKiocbFile,
 ];
 
 /// The `LAYOUT` global for the running kernel, whose BTF is `btf`, and why
