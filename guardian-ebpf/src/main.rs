@@ -131,6 +131,11 @@ pub(crate) static ENVIRON_STAMPS: HashMap<u32, u64> = HashMap::with_max_entries(
 #[map]
 pub(crate) static CLEAN_ENVIRONS: LruHashMap<u64, u32> =
     LruHashMap::with_max_entries(MAX_TRACKED, 0);
+/// Wards sent a core-dumping signal from outside their session, until it is
+/// delivered: they die of SIGKILL instead of dumping core. LRU, so a flood of
+/// such signals cannot fill it and make an insertion fail.
+#[map]
+static FORCED_CORES: LruHashMap<u32, u32> = LruHashMap::with_max_entries(4096, 0);
 #[map]
 pub(crate) static ENVIRON_EVENTS: RingBuf = RingBuf::with_byte_size(ENVIRON_RING_BYTES, 0);
 
@@ -366,12 +371,23 @@ fn try_new_task(ctx: &TracePointContext) -> Result<u32, i64> {
 fn try_signal_generate(ctx: &TracePointContext) -> Result<u32, i64> {
     // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
     let sig: i32 = unsafe { ctx.read_at(read_global(&SIGNAL_SIG_OFFSET) as usize)? };
-    if sig != SIGHUP {
+    if sig != SIGHUP && !dumps_core(sig) {
         return Ok(0);
     }
     // SAFETY: as above.
     let target: i32 = unsafe { ctx.read_at(read_global(&SIGNAL_PID_OFFSET) as usize)? };
     let target = target as u32;
+    if sig != SIGHUP {
+        // The sender is the current task: one outside the ward's session
+        // may not make it dump core (its memory may hold a value it got).
+        // A kernel thread sends for the terminal (Ctrl-\ typed in it).
+        let tgid = wards::thread_group_of(target);
+        let by_kernel = matches!(kmem::runner(kmem::current_task()), kmem::Runner::Kernel);
+        if !by_kernel && wards::intrusion(tgid).is_some() {
+            let _ = FORCED_CORES.insert(tgid, 1, 0);
+        }
+        return Ok(0);
+    }
     // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
     if LEADERS.get_ptr(target).map(|state| unsafe { *state }) == Some(LEADER_WATCHED) {
         let _ = LEADERS.insert(target, LEADER_HUNG_UP, 0);
@@ -384,25 +400,38 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<u32, i64> {
     Ok(0)
 }
 
+/// True if `sig`'s default action dumps core.
+fn dumps_core(sig: i32) -> bool {
+    (1..64).contains(&sig) && CORE_SIGNALS & (1 << sig) != 0
+}
+
 /// A holder about to act on a signal whose default action dumps core is
 /// SIGKILLed: the kernel then writes no core (it checks for a fatal signal
 /// before it dumps), wherever `core_pattern` points, so no core of a holder,
 /// and none of its secret, reaches a file or a piped helper. The holder was
-/// dying anyway.
+/// dying anyway. So is any other ward when the signal came from outside its
+/// session (`FORCED_CORES`): a shell that ran `x=$(get)` holds the value in
+/// its memory. Its own crash, or `kill -SEGV` from inside its session, still
+/// dumps core where the user lets it.
 fn try_signal_deliver(ctx: &TracePointContext) -> Result<u32, i64> {
     // SAFETY: offsets come from this kernel's tracefs format for this tracepoint.
     let sig: i32 = unsafe { ctx.read_at(read_global(&DELIVER_SIG_OFFSET) as usize)? };
-    if !(1..64).contains(&sig) || CORE_SIGNALS & (1 << sig) == 0 {
+    if !dumps_core(sig) {
         return Ok(0);
+    }
+    let (tgid, _) = current_ids();
+    // The mark is for one signal, whatever its handler makes of it.
+    let forced = FORCED_CORES.get_ptr(tgid).is_some();
+    if forced {
+        let _ = FORCED_CORES.remove(tgid);
     }
     // SAFETY: as above.
     let handler: u64 = unsafe { ctx.read_at(read_global(&DELIVER_HANDLER_OFFSET) as usize)? };
-    let (tgid, _) = current_ids();
-    if handler == SIG_DFL && HOLDERS.get_ptr(tgid).is_some() {
+    if handler == SIG_DFL && (forced || HOLDERS.get_ptr(tgid).is_some()) {
         kill_current();
         aya_log_ebpf::debug!(
             ctx,
-            "SIGKILLed holder {} before it dumped core on signal {}",
+            "SIGKILLed ward {} before it dumped core on signal {}",
             tgid,
             sig
         );

@@ -62,6 +62,7 @@ pub const DEFAULT_TESTS: &[&str] = &[
     "fail_closed::every_holder_dies_within_a_tick_of_a_killed_guardian",
     "fail_closed::every_holder_dies_within_a_tick_of_a_crashed_guardian",
     "fail_closed::the_kernel_kills_the_newest_holder_at_its_leaders_exit_before_the_guardian_wakes",
+    "fail_closed::no_core_of_a_ward_is_forced_from_outside_its_session",
     // No tracer keeps a ward; a wiped session stays guarded (issue 27).
     "tracers::issue_27_a_put_from_a_session_traced_from_outside_is_refused_naming_the_tracer",
     "tracers::issue_27_a_session_wiped_by_a_tamper_stays_guarded_against_the_next_attacker",
