@@ -140,9 +140,18 @@ impl<O: Os> Core<O> {
             false => "",
         };
         // What was done to the caller, then what it cost the target.
-        let done = match event.flags & flags::DENIED != 0 {
-            true => "denied with an error before any byte was copied; the caller lives",
-            false => "caller SIGKILLed before any byte was copied",
+        let done = match (
+            event.flags & flags::DENIED != 0,
+            takes_descriptor(event.syscall),
+        ) {
+            (true, _) => "denied with an error before any byte was copied; the caller lives",
+            // A memfd or perf buffer takes no lock of the ward's: a process
+            // sharing the caller's descriptor table keeps what it took.
+            (false, true) => {
+                "caller SIGKILLed before it returned; a process sharing its descriptor table \
+                 keeps the descriptor it took"
+            }
+            (false, false) => "caller SIGKILLed before any byte was copied",
         };
         let cost = match (wipes, keys.is_empty()) {
             (true, _) => "secrets wiped",
@@ -266,4 +275,17 @@ impl<O: Os> Core<O> {
             _ => (Role::Member, Vec::new()),
         }
     }
+}
+
+/// True for a call stopped after it installed a descriptor whose reads the
+/// address-space-lock program does not see (a secret file's memfd, any file
+/// taken by pidfd_getfd, a perf event's buffer).
+fn takes_descriptor(syscall: u32) -> bool {
+    [
+        TamperSyscall::OpenSecretFile,
+        TamperSyscall::PidfdGetfd,
+        TamperSyscall::PerfEventOpen,
+    ]
+    .iter()
+    .any(|&kind| kind as u32 == syscall)
 }

@@ -225,3 +225,19 @@ fn an_attempt_denied_by_a_bpf_lsm_hook_is_recorded_as_denied_not_killed() {
     );
     assert!(!reason.contains("SIGKILLed"), "{reason}");
 }
+
+/// Issue 27: a descriptor a killed caller took outlives it in a process
+/// sharing its descriptor table, and the record does not claim otherwise.
+#[test]
+fn a_killed_pidfd_getfd_is_not_recorded_as_copying_nothing() {
+    let mut h = Harness::new();
+    let (leader, holder) = h.session_holding(ALICE);
+    h.tamper_by(4242, holder, TamperSyscall::PidfdGetfd, leader, 0);
+    let record = h.world.lock().records_of("tamper").pop().unwrap();
+    let reason = record["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("a process sharing its descriptor table keeps the descriptor it took"),
+        "{reason}"
+    );
+    assert!(!reason.contains("before any byte was copied"), "{reason}");
+}
