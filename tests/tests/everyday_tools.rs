@@ -249,3 +249,33 @@ fn a_value_put_with_a_newline_and_exported_by_get_is_guarded() {
     });
     assert!(recorded, "{:?}", guardian.audit_records());
 }
+
+/// A shell that exported `T=$(get tok)` hands the value to what it starts
+/// after the value was revoked too: those environments stay guarded until
+/// the leader exits, though the guardian holds the value no more.
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_value_exported_before_a_revoke_stays_guarded_in_what_the_shell_starts_next() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let guardian = Guardian::start("everyday-after-revoke");
+    let mut session = Session::start_as_nobody(&guardian);
+    let marker = put_marker(&mut session, "tok");
+    let (rc, _, err) = session.run("export T=$($NS get tok)");
+    assert_eq!(rc, 0, "{err}");
+    let mut panic_button = Session::start_as_nobody(&guardian);
+    let (rc, _, err) = panic_button.run("$NS revoke tok");
+    assert_eq!(rc, 0, "{err}");
+    let (rc, out, err) = session.run("sleep 1000 > /dev/null 2>&1 & echo $!");
+    assert_eq!(rc, 0, "{err}");
+    let child: i32 = String::from_utf8_lossy(&out).trim().parse().unwrap();
+    let comm = || std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
+    assert!(wait_until(Duration::from_secs(10), || comm().trim() == "sleep"));
+    thread::sleep(ENVIRON_READ);
+
+    let cat = outside(&format!("cat /proc/{child}/environ"), true);
+    assert!(
+        !cat.stdout.windows(marker.len()).any(|w| w == marker),
+        "the outsider read the revoked value"
+    );
+    assert!(!cat.status.success(), "{cat:?}");
+}

@@ -32,10 +32,11 @@ impl KernelLink {
         self.current_stamp(pid)
     }
 
-    /// The uid whose values ward `pid` may carry: its session's owner.
-    pub fn ward_owner(&self, pid: Pid) -> Option<Uid> {
+    /// Whose session ward `pid` is in: its owner's uid and its leader.
+    pub fn ward_of(&self, pid: Pid) -> Option<(Uid, Pid)> {
         let ward = self.wards.get(&(pid.raw() as u32), 0).ok()?;
-        Some(Uid(guardian_ebpf::ward_owner(ward)))
+        let leader = Pid::new(guardian_ebpf::ward_leader(ward) as i32)?;
+        Some((Uid(guardian_ebpf::ward_owner(ward)), leader))
     }
 
     /// The stamp `pid`'s environment has now, unless an exec is replacing it.

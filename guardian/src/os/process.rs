@@ -269,12 +269,12 @@ pub fn exe_of(pid: Pid) -> String {
 /// Most of an environment the guardian reads; a bigger one stays guarded.
 const MAX_ENVIRON: usize = 1 << 20;
 
-/// True if `pid`'s environment holds one of `values`. It is read into
-/// locked memory, wiped after, since it may hold one.
-pub fn environ_holds_any(pid: Pid, values: &[&[u8]]) -> io::Result<bool> {
+/// `pid`'s environment, judged by `holds`. It is read into locked memory,
+/// wiped after, since it may hold a value.
+pub fn environ_holds(pid: Pid, holds: &dyn Fn(&[u8]) -> bool) -> io::Result<bool> {
     let mut file = fs::File::open(format!("/proc/{pid}/environ"))?;
     let environ = SecretBuf::read_to_end(&mut file, MAX_ENVIRON)?;
-    Ok(holds_any(environ.as_slice(), values))
+    Ok(holds(environ.as_slice()))
 }
 
 /// True if `bytes` holds one of `values` (an empty value is in anything).

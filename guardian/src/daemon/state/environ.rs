@@ -14,7 +14,8 @@
 //! them is found too. Other users' values are not: whether an environment
 //! is guarded is visible to whoever reads it, so looking for them would let
 //! anyone test guesses at another user's value by exporting them. An
-//! environment that cannot be read stays guarded.
+//! environment that cannot be read stays guarded. Values wiped while their
+//! session lives on are looked for there too, by digest (`retired.rs`).
 
 #![forbid(unsafe_code)]
 
@@ -22,7 +23,7 @@ use super::{
     Core, SecretKey,
     os::{KernelMaps, Os},
 };
-use crate::os::process::Pid;
+use crate::os::process::{Pid, holds_any};
 
 impl<O: Os> Core<O> {
     /// Ward `pid` exec'd: its environment, stamped `stamp`, is read once.
@@ -52,7 +53,7 @@ impl<O: Os> Core<O> {
         let Some(stamp) = stamp.or_else(|| kernel.environ_stamp(pid)) else {
             return; // no ward, or an exec under way: its own event follows
         };
-        let Some(owner) = kernel.ward_owner(pid) else {
+        let Some((owner, leader)) = kernel.ward_of(pid) else {
             return;
         };
         let only = new.filter(|_| kernel.is_environ_clean(stamp));
@@ -70,7 +71,15 @@ impl<O: Os> Core<O> {
                 .map(|(_, secret)| secret.bytes.as_slice())
                 .collect(),
         };
-        let clean = matches!(self.os.environ_holds_any(pid, &values), Ok(false));
+        // A clean stamp was read while the retired values were held.
+        let retired = match only {
+            Some(_) => None,
+            None => self.sessions.leaders.get(&leader).map(|l| &l.retired),
+        };
+        let holds = |environ: &[u8]| {
+            holds_any(environ, &values) || retired.is_some_and(|retired| retired.found_in(environ))
+        };
+        let clean = matches!(self.os.environ_holds(pid, &holds), Ok(false));
         let Some(kernel) = &mut self.kernel else {
             return;
         };

@@ -11,6 +11,7 @@ use guardian_ebpf::HolderState;
 use super::{
     Core, Msg, RequestError, SecretKey,
     os::{Containment, KernelMaps, Os, Process},
+    retired::RetiredValues,
     sessions::{Grant, GrantId, Holder, Leader},
     triggers::Cause,
 };
@@ -79,6 +80,7 @@ impl<O: Os> Core<O> {
                 sid,
                 watcher,
                 hung_up: false,
+                retired: RetiredValues::default(),
             },
         );
         self.leaders_moved = true;

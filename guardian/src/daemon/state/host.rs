@@ -164,8 +164,8 @@ impl Os for Host {
         process::exe_of(pid)
     }
 
-    fn environ_holds_any(&self, pid: Pid, values: &[&[u8]]) -> io::Result<bool> {
-        process::environ_holds_any(pid, values)
+    fn environ_holds(&self, pid: Pid, holds: &dyn Fn(&[u8]) -> bool) -> io::Result<bool> {
+        process::environ_holds(pid, holds)
     }
 
     fn secret_file(&self, name: &str, bytes: &[u8]) -> io::Result<secret_file::SecretFile> {
@@ -315,8 +315,8 @@ impl KernelMaps for KernelLink {
         KernelLink::environ_stamp(self, pid)
     }
 
-    fn ward_owner(&self, pid: Pid) -> Option<Uid> {
-        KernelLink::ward_owner(self, pid)
+    fn ward_of(&self, pid: Pid) -> Option<(Uid, Pid)> {
+        KernelLink::ward_of(self, pid)
     }
 
     fn current_stamp(&self, pid: Pid) -> Option<u64> {

@@ -37,6 +37,7 @@ mod liveness;
 mod malformed;
 pub mod os;
 mod requests;
+mod retired;
 pub mod sessions;
 mod status;
 mod stuck;

@@ -91,9 +91,9 @@ pub trait KernelMaps {
     /// The stamp of `pid`'s environment, a new one for a ward that has
     /// none; `None` while an exec replaces it, or for no ward.
     fn environ_stamp(&mut self, pid: Pid) -> Option<u64>;
-    /// The uid whose values ward `pid` may carry (its session's owner), or
-    /// `None` for no ward.
-    fn ward_owner(&self, pid: Pid) -> Option<Uid>;
+    /// Whose session ward `pid` is in: the owner's uid (whose values it may
+    /// carry) and the leader; `None` for no ward.
+    fn ward_of(&self, pid: Pid) -> Option<(Uid, Pid)>;
     /// The stamp `pid`'s environment has now, unless an exec replaces it.
     fn current_stamp(&self, pid: Pid) -> Option<u64>;
     /// Lists `stamp` as an environment (read from `pid`) that holds no
@@ -212,9 +212,9 @@ pub trait Os {
     fn session_members(&self, leader: Pid, sid: Option<Pid>) -> Vec<Pid>;
     /// True if `pid` has begun to exit (PF_EXITING), though not yet dead.
     fn is_exiting(&self, pid: Pid) -> bool;
-    /// True if `pid`'s environment (`/proc/PID/environ`) holds one of
-    /// `values`; read into locked memory, since it may.
-    fn environ_holds_any(&self, pid: Pid, values: &[&[u8]]) -> io::Result<bool>;
+    /// `pid`'s environment (`/proc/PID/environ`), read into locked memory
+    /// since it may hold a value, judged by `holds`.
+    fn environ_holds(&self, pid: Pid, holds: &dyn Fn(&[u8]) -> bool) -> io::Result<bool>;
     /// The executable of `pid`, or a placeholder.
     fn exe_of(&self, pid: Pid) -> String;
     /// `bytes` as a file named after `name`, for a holder to read.

@@ -271,6 +271,7 @@ impl<O: Os> Core<O> {
         }
         self.still_connected(peer)?;
         let start_ns = self.os.now_ns();
+        self.retire(&key);
         let Some(leader) = self.vault.replace(&key, bytes, charge, self.os.now()) else {
             return Err(RequestError::NoSuchSecret(key.name));
         };

@@ -10,7 +10,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{os::Task, vault::SecretKey};
+use super::{os::Task, retired::RetiredValues, vault::SecretKey};
 pub use crate::os::cgroup::GrantId;
 use crate::os::process::{Pid, Uid};
 
@@ -28,6 +28,9 @@ pub struct Leader {
     /// Sent SIGHUP and still alive: its session stays guarded, and the next
     /// `put` bound to it watches for a hangup again.
     pub hung_up: bool,
+    /// Values wiped while it lives, still looked for in its session's
+    /// environments.
+    pub retired: RetiredValues,
 }
 
 impl Leader {

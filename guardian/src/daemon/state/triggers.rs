@@ -122,11 +122,23 @@ impl<O: Os> Core<O> {
     ) -> usize {
         let mut names = Vec::new();
         for key in &keys {
+            self.retire(key);
             if self.vault.wipe(key) {
                 names.push(key.name.to_string());
             }
         }
         self.kill_holders(cause, start_ns, &keys, names, leader)
+    }
+
+    /// The value under `key` is about to go while its leader may live on:
+    /// the leader's session keeps looking for it (`retired.rs`).
+    pub(super) fn retire(&mut self, key: &SecretKey) {
+        let Some(secret) = self.vault.get(key) else {
+            return;
+        };
+        if let Some(leader) = self.sessions.leaders.get_mut(&secret.leader) {
+            leader.retired.retire(secret.bytes.as_slice());
+        }
     }
 
     /// Kills every holder of any of `keys` (whose values are gone: wiped, or

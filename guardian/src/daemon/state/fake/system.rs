@@ -179,8 +179,10 @@ impl KernelMaps for FakeKernel {
         Some(*kernel.environ_stamps.entry(pid.raw()).or_insert(fresh))
     }
 
-    fn ward_owner(&self, pid: Pid) -> Option<Uid> {
-        self.0.lock().procs.get(&pid.raw()).map(|proc| proc.uid)
+    fn ward_of(&self, pid: Pid) -> Option<(Uid, Pid)> {
+        let world = self.0.lock();
+        let proc = world.procs.get(&pid.raw())?;
+        Some((proc.uid, Pid::new(proc.sid)?))
     }
 
     fn current_stamp(&self, pid: Pid) -> Option<u64> {
@@ -398,11 +400,8 @@ impl Os for FakeOs {
         }
     }
 
-    fn environ_holds_any(&self, pid: Pid, values: &[&[u8]]) -> io::Result<bool> {
-        Ok(crate::os::process::holds_any(
-            &self.proc(pid)?.environ,
-            values,
-        ))
+    fn environ_holds(&self, pid: Pid, holds: &dyn Fn(&[u8]) -> bool) -> io::Result<bool> {
+        Ok(holds(&self.proc(pid)?.environ))
     }
 
     fn secret_file(&self, _name: &str, _bytes: &[u8]) -> io::Result<FakeSecretFile> {

@@ -92,6 +92,28 @@ fn only_the_ward_owner_s_values_are_looked_for_in_its_environment() {
     assert!(!environ_of(&h, guess).1, "her own value in it is guarded");
 }
 
+/// A shell that exported `T=$(get tok)` hands the value to what it starts
+/// after a revoke too: the session keeps looking for it until its leader
+/// exits, though the vault holds it no more.
+#[test]
+fn a_value_wiped_while_its_session_lives_is_still_looked_for_in_new_environments() {
+    let mut h = Harness::new();
+    let leader = h.storing(ALICE);
+    let child = h.member(leader);
+    h.revoke(leader, "tok");
+    assert!(!h.holds_secret(ALICE, "tok"));
+    let exec = |h: &mut Harness, environ: &[u8], stamp: u64| {
+        set_environ(h, child, environ);
+        h.world.lock().kernel.environ_stamps.insert(child, stamp);
+        let mut event = h.event(EventKind::EnvironChanged, child, 0);
+        event.request = stamp;
+        h.events(vec![event]);
+        environ_of(h, child).1
+    };
+    assert!(!exec(&mut h, b"T=s3cret\0", 7), "the wiped value: guarded");
+    assert!(exec(&mut h, b"T=other\0", 8), "anything else: clean");
+}
+
 #[test]
 fn a_new_value_already_in_a_clean_environment_takes_it_off_the_list() {
     let mut h = Harness::new();
