@@ -131,11 +131,12 @@ pub(crate) static ENVIRON_STAMPS: HashMap<u32, u64> = HashMap::with_max_entries(
 #[map]
 pub(crate) static CLEAN_ENVIRONS: LruHashMap<u64, u32> =
     LruHashMap::with_max_entries(MAX_TRACKED, 0);
-/// Wards sent a core-dumping signal from outside their session, until it is
-/// delivered: they die of SIGKILL instead of dumping core. LRU, so a flood of
-/// such signals cannot fill it and make an insertion fail.
+/// Wards sent a core-dumping signal from outside their session, until they
+/// exit: they die of SIGKILL instead of dumping core. Room for every ward
+/// (`WARDS` and `HOLDERS`), and not LRU, so no flood of signals can evict a
+/// mark; only a ward's exit removes its own.
 #[map]
-static FORCED_CORES: LruHashMap<u32, u32> = LruHashMap::with_max_entries(4096, 0);
+static FORCED_CORES: HashMap<u32, u32> = HashMap::with_max_entries(2 * MAX_TRACKED, 0);
 #[map]
 pub(crate) static ENVIRON_EVENTS: RingBuf = RingBuf::with_byte_size(ENVIRON_RING_BYTES, 0);
 
@@ -271,6 +272,9 @@ fn try_process_exit(ctx: &TracePointContext) -> Result<u32, i64> {
     if WARDS.get_ptr(tgid).is_some() {
         let _ = WARDS.remove(tgid);
     }
+    if FORCED_CORES.get_ptr(tgid).is_some() {
+        let _ = FORCED_CORES.remove(tgid);
+    }
     environ::forget(tgid);
     if HOLDERS.get_ptr(tgid).is_some() {
         let _ = HOLDERS.remove(tgid);
@@ -380,10 +384,15 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<u32, i64> {
     if sig != SIGHUP {
         // The sender is the current task: one outside the ward's session
         // may not make it dump core (its memory may hold a value it got).
-        // A kernel thread sends for the terminal (Ctrl-\ typed in it).
+        // A kernel thread sends for the terminal (Ctrl-\ typed in it). The
+        // guardian is left to its own defence: it is not dumpable.
         let tgid = wards::thread_group_of(target);
         let by_kernel = matches!(kmem::runner(kmem::current_task()), kmem::Runner::Kernel);
-        if !by_kernel && wards::intrusion(tgid).is_some() {
+        let session_ward = matches!(
+            wards::intrusion(tgid),
+            Some(wards::Ward::Holder(_) | wards::Ward::Member(_))
+        );
+        if !by_kernel && session_ward {
             let _ = FORCED_CORES.insert(tgid, 1, 0);
         }
         return Ok(0);
@@ -420,11 +429,9 @@ fn try_signal_deliver(ctx: &TracePointContext) -> Result<u32, i64> {
         return Ok(0);
     }
     let (tgid, _) = current_ids();
-    // The mark is for one signal, whatever its handler makes of it.
+    // The mark stays while a handler runs: bash catches SIGSEGV and raises it
+    // again at itself, from inside the session.
     let forced = FORCED_CORES.get_ptr(tgid).is_some();
-    if forced {
-        let _ = FORCED_CORES.remove(tgid);
-    }
     // SAFETY: as above.
     let handler: u64 = unsafe { ctx.read_at(read_global(&DELIVER_HANDLER_OFFSET) as usize)? };
     if handler == SIG_DFL && (forced || HOLDERS.get_ptr(tgid).is_some()) {

@@ -170,9 +170,8 @@ fn worker_request(task: u64, tgid: u32) {
         wards::stop(tgid, TamperSyscall::IoUringRead, 0, 0, false);
         return;
     };
-    let syscall = match ward_file(file) {
-        Some((_, target)) if target != tgid => return,
-        Some((TamperSyscall::OpenEnviron, _)) => TamperSyscall::ReadEnviron,
+    let syscall = match reaching_file(file, tgid) {
+        Some(TamperSyscall::OpenEnviron) => TamperSyscall::ReadEnviron,
         Some(_) => TamperSyscall::IoUringRead,
         None => return, // cmdline, maps, an environment that holds no value
     };
@@ -201,9 +200,7 @@ fn reaching_syscall(task: u64, tgid: u32) {
             let through_ward = |index: usize| {
                 kmem::syscall_arg(regs, index, compat)
                     .and_then(|fd| kmem::fd_file(task, u64::from(fd as u32)))
-                    .and_then(ward_file)
-                    .filter(|&(_, target)| target == tgid)
-                    .map(|(opened, _)| opened)
+                    .and_then(|file| reaching_file(file, tgid))
             };
             let Some(opened) = through_ward(first).or_else(|| second.and_then(through_ward)) else {
                 return;
@@ -315,17 +312,37 @@ pub(crate) fn secret_file_grant(file: u64) -> Option<u32> {
 /// it is about. `None` for any other file, and for an environment that
 /// cannot hold a secret.
 pub(crate) fn ward_file(file: u64) -> Option<(TamperSyscall, u32)> {
-    let read = kmem::file_read_op(file)?;
-    let kind = if read == kmem::field(Layout::EnvironRead) {
-        TamperSyscall::OpenEnviron
-    } else if read == kmem::field(Layout::MemRead) {
-        TamperSyscall::OpenMem
-    } else {
-        return None;
-    };
+    let kind = proc_memory_file(file)?;
     let target = kmem::proc_file_target(file)?;
-    let harmless = kind == TamperSyscall::OpenEnviron && !environ::may_hold_secret(target);
-    (!harmless).then_some((kind, target))
+    (!harmless(kind, target)).then_some((kind, target))
+}
+
+/// At `tgid`'s address-space lock: which of `environ` or `mem` `file` is, if
+/// it is one about `tgid` that may hold a secret. A file of a thread that
+/// has exited since the open still reads its process's memory (the file
+/// holds the address space), so one whose process cannot be told is taken
+/// to be about `tgid`, whose lock is being taken.
+fn reaching_file(file: u64, tgid: u32) -> Option<TamperSyscall> {
+    let kind = proc_memory_file(file)?;
+    let target = kmem::proc_file_target(file).unwrap_or(tgid);
+    (target == tgid && !harmless(kind, target)).then_some(kind)
+}
+
+/// Whether `file` is a `/proc/PID/environ` or `mem` file, and which.
+fn proc_memory_file(file: u64) -> Option<TamperSyscall> {
+    let read = kmem::file_read_op(file)?;
+    if read == kmem::field(Layout::EnvironRead) {
+        Some(TamperSyscall::OpenEnviron)
+    } else if read == kmem::field(Layout::MemRead) {
+        Some(TamperSyscall::OpenMem)
+    } else {
+        None
+    }
+}
+
+/// True for the environment of a process that cannot hold a secret.
+fn harmless(kind: TamperSyscall, target: u32) -> bool {
+    kind == TamperSyscall::OpenEnviron && !environ::may_hold_secret(target)
 }
 
 /// ptrace(PTRACE_ATTACH or PTRACE_SEIZE): on success the kernel has resolved

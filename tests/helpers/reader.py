@@ -23,6 +23,9 @@ usage: reader.py MODE PID OUT [EXTRA]
                 (DEFER_TASKRUN), then a plain pread of the new descriptor
   late-mem      open /proc/PID/mem read-write while a clone(CLONE_FILES)
                 sharer sleeps; the sharer then reads and writes through it
+  thread-mem    open /proc/PID/task/TID/mem (TID a thread other than PID),
+                wait for that thread to exit, then pread PID's [stack]
+                through it: the file still reads the process's memory
   perf          perf_event_open on PID (a sampling event)
   ns-readv      process_vm_readv from inside PID's user and pid namespace,
                 by its local pid
@@ -580,6 +583,17 @@ def late_mem(pid, out):
     os.waitpid(child, 0)
 
 
+def thread_mem(pid, out):
+    start, end = stack_range(pid)
+    buf = shared_buffer(out, end - start)
+    tid = next(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+    fd = opened(f"/proc/{pid}/task/{tid}/mem")
+    while os.path.exists(f"/proc/{pid}/task/{tid}"):
+        time.sleep(0.05)
+    say("thread gone")
+    read_into(fd, buf, end - start, start)
+
+
 def perf(pid, out):
     """perf_event_open on PID: a sampling event could copy its registers and
     user stack (PERF_SAMPLE_STACK_USER) at each sample."""
@@ -723,7 +737,7 @@ def main():
               "task": task, "creat-mem": creat_mem, "int80-readv": int80_readv,
               "clone-files": clone_files, "io-uring": io_uring,
               "io-uring-direct": io_uring_direct, "io-uring-deferred": io_uring_deferred,
-              "late-mem": late_mem, "perf": perf, "ns-readv": ns_readv}
+              "late-mem": late_mem, "thread-mem": thread_mem, "perf": perf, "ns-readv": ns_readv}
     with_extra = {"int80-attach": int80_attach, "pidfd-getfd": pidfd_getfd,
                   "pidns-local": pidns_local, "handle": handle}
     if mode in simple:
