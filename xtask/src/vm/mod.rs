@@ -50,6 +50,7 @@ pub const DEFAULT_TESTS: &[&str] = &[
     "read_paths::attempts_the_kernel_refuses_are_audited_but_wipe_nothing",
     "read_paths::with_the_32_bit_tables_unwatched_their_memory_reads_are_still_stopped_and_the_gap_is_named",
     "read_paths::the_leaders_environment_which_holds_no_value_may_be_read",
+    "read_paths::a_mem_file_of_an_exited_thread_still_names_its_process",
     // Tamper: which mode is in force, then root and the holder's own uid.
     "tamper::the_tamper_mode_in_force_is_named_and_the_lsm_fallback_says_why",
     "tamper::the_syscall_tracepoints_are_attached_only_while_something_is_protected",
@@ -78,6 +79,7 @@ pub const DEFAULT_TESTS: &[&str] = &[
     "everyday_tools::issue_24_ps_at_an_env_holder_is_stopped_outside_the_session_and_works_inside",
     "everyday_tools::issue_24_ps_after_a_guardian_restart_touches_no_session",
     "everyday_tools::a_value_put_with_a_newline_and_exported_by_get_is_guarded",
+    "everyday_tools::a_value_exported_before_a_revoke_stays_guarded_in_what_the_shell_starts_next",
     // What doctor says of this kernel, with and without a guardian.
     "doctor::doctor_matches_the_host_with_a_guardian_running",
     "doctor::doctor_matches_the_host_without_a_guardian",
