@@ -23,7 +23,8 @@ pub enum TamperSyscall {
     PidfdGetfd = 7,
     /// An io_uring open (or fixed-descriptor install) of `/proc/PID/mem`.
     IoUringOpen = 9,
-    /// An io_uring worker reading a ward's memory.
+    /// An io_uring request reading a ward's memory: in an io-wq worker, or
+    /// inline in io_uring_enter.
     IoUringRead = 10,
     /// A read or write through a ward's `/proc/PID/mem`, however the
     /// descriptor was obtained.

@@ -213,6 +213,12 @@ fn reaching_syscall(task: u64, tgid: u32) {
             };
             wards::stop(tgid, syscall, id as u64, flags, false);
         }
+        // A non-blocking read runs inline in io_uring_enter. Which file it
+        // reads is not told here; no everyday tool reads another session's
+        // process files through io_uring, so the request is stopped.
+        Some(Reach::Ring) => {
+            _ = wards::stop(tgid, TamperSyscall::IoUringRead, id as u64, flags, false)
+        }
         None => {}
     }
 }

@@ -26,6 +26,9 @@ usage: reader.py MODE PID OUT [EXTRA]
   thread-mem    open /proc/PID/task/TID/mem (TID a thread other than PID),
                 wait for that thread to exit, then pread PID's [stack]
                 through it: the file still reads the process's memory
+  uring-inline  open /proc/PID/mem non-blocking, wait for a thread other
+                than PID to exit, then IORING_OP_READ PID's [stack] through
+                it: io_uring runs it inline, inside io_uring_enter
   perf          perf_event_open on PID (a sampling event)
   ns-readv      process_vm_readv from inside PID's user and pid namespace,
                 by its local pid
@@ -583,15 +586,30 @@ def late_mem(pid, out):
     os.waitpid(child, 0)
 
 
-def thread_mem(pid, out):
+def opened_before(pid, out, flags=os.O_RDONLY):
+    """Opens a thread's mem now and waits for that thread to exit (the test
+    makes PID a ward meanwhile): the descriptor, and PID's stack, mapped at
+    OUT."""
     start, end = stack_range(pid)
     buf = shared_buffer(out, end - start)
     tid = next(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
-    fd = opened(f"/proc/{pid}/task/{tid}/mem")
+    fd = opened(f"/proc/{pid}/task/{tid}/mem", flags)
     while os.path.exists(f"/proc/{pid}/task/{tid}"):
         time.sleep(0.05)
     say("thread gone")
+    return fd, buf, start, end
+
+
+def thread_mem(pid, out):
+    fd, buf, start, end = opened_before(pid, out)
     read_into(fd, buf, end - start, start)
+
+
+def uring_inline(pid, out):
+    ring = Ring()
+    fd, buf, start, end = opened_before(pid, out, os.O_RDONLY | os.O_NONBLOCK)
+    n = ring.run(opcode=IORING_OP_READ, fd=fd, addr=buf, len=end - start, off=start)
+    say("uring read returned", n)
 
 
 def perf(pid, out):
@@ -737,7 +755,8 @@ def main():
               "task": task, "creat-mem": creat_mem, "int80-readv": int80_readv,
               "clone-files": clone_files, "io-uring": io_uring,
               "io-uring-direct": io_uring_direct, "io-uring-deferred": io_uring_deferred,
-              "late-mem": late_mem, "thread-mem": thread_mem, "perf": perf, "ns-readv": ns_readv}
+              "late-mem": late_mem, "thread-mem": thread_mem,
+              "uring-inline": uring_inline, "perf": perf, "ns-readv": ns_readv}
     with_extra = {"int80-attach": int80_attach, "pidfd-getfd": pidfd_getfd,
                   "pidns-local": pidns_local, "handle": handle}
     if mode in simple:

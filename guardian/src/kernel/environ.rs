@@ -32,11 +32,10 @@ impl KernelLink {
         self.current_stamp(pid)
     }
 
-    /// Whose session ward `pid` is in: its owner's uid and its leader.
-    pub fn ward_of(&self, pid: Pid) -> Option<(Uid, Pid)> {
+    /// The uid whose values ward `pid` may carry: its session's owner.
+    pub fn ward_owner(&self, pid: Pid) -> Option<Uid> {
         let ward = self.wards.get(&(pid.raw() as u32), 0).ok()?;
-        let leader = Pid::new(guardian_ebpf::ward_leader(ward) as i32)?;
-        Some((Uid(guardian_ebpf::ward_owner(ward)), leader))
+        Some(Uid(guardian_ebpf::ward_owner(ward)))
     }
 
     /// The stamp `pid`'s environment has now, unless an exec is replacing it.

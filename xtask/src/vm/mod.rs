@@ -50,7 +50,7 @@ pub const DEFAULT_TESTS: &[&str] = &[
     "read_paths::attempts_the_kernel_refuses_are_audited_but_wipe_nothing",
     "read_paths::with_the_32_bit_tables_unwatched_their_memory_reads_are_still_stopped_and_the_gap_is_named",
     "read_paths::the_leaders_environment_which_holds_no_value_may_be_read",
-    "read_paths::a_mem_file_of_an_exited_thread_still_names_its_process",
+    "read_paths::a_mem_file_opened_before_the_put_reads_nothing_after_it",
     // Tamper: which mode is in force, then root and the holder's own uid.
     "tamper::the_tamper_mode_in_force_is_named_and_the_lsm_fallback_says_why",
     "tamper::the_syscall_tracepoints_are_attached_only_while_something_is_protected",

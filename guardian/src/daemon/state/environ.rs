@@ -22,6 +22,7 @@
 use super::{
     Core, SecretKey,
     os::{KernelMaps, Os},
+    retired::RetiredValues,
 };
 use crate::os::process::{Pid, holds_any};
 
@@ -53,7 +54,7 @@ impl<O: Os> Core<O> {
         let Some(stamp) = stamp.or_else(|| kernel.environ_stamp(pid)) else {
             return; // no ward, or an exec under way: its own event follows
         };
-        let Some((owner, leader)) = kernel.ward_of(pid) else {
+        let Some(owner) = kernel.ward_owner(pid) else {
             return;
         };
         let only = new.filter(|_| kernel.is_environ_clean(stamp));
@@ -71,13 +72,22 @@ impl<O: Os> Core<O> {
                 .map(|(_, secret)| secret.bytes.as_slice())
                 .collect(),
         };
-        // A clean stamp was read while the retired values were held.
-        let retired = match only {
-            Some(_) => None,
-            None => self.sessions.leaders.get(&leader).map(|l| &l.retired),
+        // The owner's values retired in any of its sessions, as for values
+        // held: a ward keeps the leader it was first marked for (a tmux
+        // server started from another session). A clean stamp was read
+        // while the retired values were held.
+        let retired: Vec<&RetiredValues> = match only {
+            Some(_) => Vec::new(),
+            None => self
+                .sessions
+                .leaders
+                .values()
+                .filter(|leader| leader.owner == owner)
+                .map(|leader| &leader.retired)
+                .collect(),
         };
         let holds = |environ: &[u8]| {
-            holds_any(environ, &values) || retired.is_some_and(|retired| retired.found_in(environ))
+            holds_any(environ, &values) || retired.iter().any(|set| set.found_in(environ))
         };
         let clean = matches!(self.os.environ_holds(pid, &holds), Ok(false));
         let Some(kernel) = &mut self.kernel else {

@@ -315,8 +315,8 @@ impl KernelMaps for KernelLink {
         KernelLink::environ_stamp(self, pid)
     }
 
-    fn ward_of(&self, pid: Pid) -> Option<(Uid, Pid)> {
-        KernelLink::ward_of(self, pid)
+    fn ward_owner(&self, pid: Pid) -> Option<Uid> {
+        KernelLink::ward_owner(self, pid)
     }
 
     fn current_stamp(&self, pid: Pid) -> Option<u64> {

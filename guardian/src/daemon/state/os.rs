@@ -91,9 +91,9 @@ pub trait KernelMaps {
     /// The stamp of `pid`'s environment, a new one for a ward that has
     /// none; `None` while an exec replaces it, or for no ward.
     fn environ_stamp(&mut self, pid: Pid) -> Option<u64>;
-    /// Whose session ward `pid` is in: the owner's uid (whose values it may
-    /// carry) and the leader; `None` for no ward.
-    fn ward_of(&self, pid: Pid) -> Option<(Uid, Pid)>;
+    /// The uid whose values ward `pid` may carry (its session's owner), or
+    /// `None` for no ward.
+    fn ward_owner(&self, pid: Pid) -> Option<Uid>;
     /// The stamp `pid`'s environment has now, unless an exec replaces it.
     fn current_stamp(&self, pid: Pid) -> Option<u64>;
     /// Lists `stamp` as an environment (read from `pid`) that holds no

@@ -46,24 +46,25 @@ impl Default for RetiredValues {
 }
 
 impl RetiredValues {
-    /// Keeps looking for `value`, with and without the white space around
-    /// it (as the rule does for values held).
+    /// Keeps looking for `value` without the white space around it (as the
+    /// rule does for values held): an environment that holds the whole
+    /// value holds that core too, so one entry finds both.
     pub fn retire(&mut self, value: &[u8]) {
-        for form in [value, value.trim_ascii()] {
-            let digest = sha256(form);
-            if form.is_empty() || self.values.iter().any(|known| known.digest == digest) {
-                continue;
-            }
-            if self.values.len() == MAX_RETIRED {
-                self.overflowed = true;
-                return;
-            }
-            self.values.push(Retired {
-                len: form.len(),
-                rolling: rolling(self.base, form),
-                digest,
-            });
+        let core = value.trim_ascii();
+        let form = if core.is_empty() { value } else { core };
+        let digest = sha256(form);
+        if form.is_empty() || self.values.iter().any(|known| known.digest == digest) {
+            return;
         }
+        if self.values.len() == MAX_RETIRED {
+            self.overflowed = true;
+            return;
+        }
+        self.values.push(Retired {
+            len: form.len(),
+            rolling: rolling(self.base, form),
+            digest,
+        });
     }
 
     /// True if `environ` holds one of the retired values.

@@ -131,12 +131,14 @@ impl<O: Os> Core<O> {
     }
 
     /// The value under `key` is about to go while its leader may live on:
-    /// the leader's session keeps looking for it (`retired.rs`).
+    /// the leader's owner's environments are still searched for it
+    /// (`retired.rs`). Only the owner's own values, as for values held.
     pub(super) fn retire(&mut self, key: &SecretKey) {
         let Some(secret) = self.vault.get(key) else {
             return;
         };
-        if let Some(leader) = self.sessions.leaders.get_mut(&secret.leader) {
+        let leader = self.sessions.leaders.get_mut(&secret.leader);
+        if let Some(leader) = leader.filter(|leader| leader.owner == key.owner) {
             leader.retired.retire(secret.bytes.as_slice());
         }
     }

@@ -112,6 +112,13 @@ fn a_value_wiped_while_its_session_lives_is_still_looked_for_in_new_environments
     };
     assert!(!exec(&mut h, b"T=s3cret\0", 7), "the wiped value: guarded");
     assert!(exec(&mut h, b"T=other\0", 8), "anything else: clean");
+
+    // A ward of another of Alice's sessions (a tmux server started from it)
+    // that got the value from this one is searched for it as well.
+    let other = h.leader(ALICE);
+    let elsewhere = h.member(other);
+    set_environ(&h, elsewhere, b"T=s3cret\0");
+    assert!(!environ_of(&h, elsewhere).1, "retired in another session: guarded");
 }
 
 #[test]
