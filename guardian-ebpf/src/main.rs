@@ -430,8 +430,9 @@ fn try_signal_deliver(ctx: &TracePointContext) -> Result<u32, i64> {
     }
     let (tgid, _) = current_ids();
     // The mark stays while a handler runs: bash catches SIGSEGV and raises it
-    // again at itself, from inside the session.
-    let forced = FORCED_CORES.get_ptr(tgid).is_some();
+    // again at itself, from inside the session. It counts while the process
+    // is a ward: an unwatched session's processes crash as any other.
+    let forced = FORCED_CORES.get_ptr(tgid).is_some() && WARDS.get_ptr(tgid).is_some();
     // SAFETY: as above.
     let handler: u64 = unsafe { ctx.read_at(read_global(&DELIVER_HANDLER_OFFSET) as usize)? };
     if handler == SIG_DFL && (forced || HOLDERS.get_ptr(tgid).is_some()) {
