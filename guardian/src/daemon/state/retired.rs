@@ -1,35 +1,41 @@
 //! Values a session outlived. A tamper, a `revoke`, a TTL or `wipe --all`
 //! leaves the shell alive, and one that exported `T=$(get tok)` hands the
 //! value to every command it starts next. Until the leader exits, the
-//! environment rule (`environ.rs`) keeps looking for such a value. Only a
-//! digest of it is kept, never its bytes: the value is wiped as promised,
-//! though a value short enough to guess could be confirmed against the
-//! digest by whoever reads the guardian's memory (root).
+//! environment rule (`environ.rs`) keeps looking for such a value. Only two
+//! keyed hashes of it are kept, never its bytes: the value is wiped as
+//! promised, though a value short enough to guess could be confirmed
+//! against them by whoever reads the guardian's memory (root).
+//!
+//! The hashes are polynomial, modulo the prime 2^61 - 1, with bases drawn at
+//! random: found in one pass over an environment, with no copy of a window
+//! (a cryptographic digest would copy each candidate, the value itself, into
+//! its buffer on the unlocked stack). A collision can only make an
+//! environment guarded that holds no value, and cannot be crafted without
+//! the bases.
 
 #![forbid(unsafe_code)]
 
 use std::hash::{BuildHasher, RandomState};
-
-use sha2::{Digest, Sha256};
 
 /// Most values one session keeps looking for; past it, every environment in
 /// the session stays guarded (fail closed), since each value costs a pass
 /// over every environment read.
 const MAX_RETIRED: usize = 64;
 
-/// One value: its length, a rolling hash that finds candidate windows in
-/// one pass over an environment, and the SHA-256 that confirms a window.
+/// The hashes' modulus, a Mersenne prime.
+const MODULUS: u64 = (1 << 61) - 1;
+
+/// One value: its length and its hash under each base.
+#[derive(PartialEq)]
 struct Retired {
     len: usize,
-    rolling: u64,
-    digest: [u8; 32],
+    hashes: [u64; 2],
 }
 
 /// The values a session's leader outlived.
 pub struct RetiredValues {
-    /// The rolling hash's base, drawn at random so that no one can craft
-    /// an environment whose every window collides with a value's hash.
-    base: u64,
+    /// The two hashes' bases, secret and random.
+    bases: [u64; 2],
     values: Vec<Retired>,
     /// More than [`MAX_RETIRED`] were retired.
     overflowed: bool,
@@ -37,8 +43,10 @@ pub struct RetiredValues {
 
 impl Default for RetiredValues {
     fn default() -> Self {
+        let random = RandomState::new();
+        let base = |n: u64| 2 + random.hash_one(n) % (MODULUS - 3);
         Self {
-            base: RandomState::new().hash_one(0u64) | 1,
+            bases: [base(0), base(1)],
             values: Vec::new(),
             overflowed: false,
         }
@@ -52,19 +60,21 @@ impl RetiredValues {
     pub fn retire(&mut self, value: &[u8]) {
         let core = value.trim_ascii();
         let form = if core.is_empty() { value } else { core };
-        let digest = sha256(form);
-        if form.is_empty() || self.values.iter().any(|known| known.digest == digest) {
+        if form.is_empty() {
+            return;
+        }
+        let retired = Retired {
+            len: form.len(),
+            hashes: self.bases.map(|base| hash(base, form)),
+        };
+        if self.values.contains(&retired) {
             return;
         }
         if self.values.len() == MAX_RETIRED {
             self.overflowed = true;
             return;
         }
-        self.values.push(Retired {
-            len: form.len(),
-            rolling: rolling(self.base, form),
-            digest,
-        });
+        self.values.push(retired);
     }
 
     /// True if `environ` holds one of the retired values.
@@ -79,17 +89,19 @@ impl RetiredValues {
             return false;
         }
         // base^(len-1): the weight of the byte that leaves the window.
-        let leaving = (1..len).fold(1u64, |acc, _| acc.wrapping_mul(self.base));
-        let mut hash = rolling(self.base, &bytes[..len]);
+        let leaving = self
+            .bases
+            .map(|base| (1..len).fold(1, |acc, _| mul_mod(acc, base)));
+        let mut hashes = self.bases.map(|base| hash(base, &bytes[..len]));
         for start in 0..=bytes.len() - len {
             if start > 0 {
                 let (out, into) = (bytes[start - 1], bytes[start + len - 1]);
-                hash = hash
-                    .wrapping_sub(u64::from(out).wrapping_mul(leaving))
-                    .wrapping_mul(self.base)
-                    .wrapping_add(u64::from(into));
+                for i in 0..2 {
+                    let kept = sub_mod(hashes[i], mul_mod(u64::from(out), leaving[i]));
+                    hashes[i] = add_mod(mul_mod(kept, self.bases[i]), u64::from(into));
+                }
             }
-            if hash == value.rolling && sha256(&bytes[start..start + len]) == value.digest {
+            if hashes == value.hashes {
                 return true;
             }
         }
@@ -97,14 +109,31 @@ impl RetiredValues {
     }
 }
 
-fn rolling(base: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0u64, |hash, &byte| {
-        hash.wrapping_mul(base).wrapping_add(u64::from(byte))
+/// The polynomial hash of `bytes` under `base`.
+fn hash(base: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0, |hash, &byte| {
+        add_mod(mul_mod(hash, base), u64::from(byte))
     })
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
+fn mul_mod(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    // 2^61 = 1 (mod 2^61 - 1): fold the high bits onto the low ones.
+    let folded = (product as u64 & MODULUS) + (product >> 61) as u64;
+    reduce(reduce(folded))
+}
+
+fn add_mod(a: u64, b: u64) -> u64 {
+    reduce(a + b)
+}
+
+fn sub_mod(a: u64, b: u64) -> u64 {
+    reduce(a + MODULUS - b)
+}
+
+/// `x` modulo [`MODULUS`], for `x` below twice it.
+fn reduce(x: u64) -> u64 {
+    if x >= MODULUS { x - MODULUS } else { x }
 }
 
 #[cfg(test)]
@@ -132,5 +161,21 @@ mod tests {
         assert!(!retired.found_in(b"HOME=/root\0"));
         retired.retire(b"one-more");
         assert!(retired.found_in(b"HOME=/root\0"));
+    }
+
+    #[test]
+    fn the_modular_arithmetic_matches_u128_arithmetic() {
+        let m = u128::from(MODULUS);
+        for (a, b) in [
+            (MODULUS - 1, MODULUS - 1),
+            (2, MODULUS - 2),
+            (0, 5),
+            (1 << 60, 3),
+        ] {
+            let (wa, wb) = (u128::from(a), u128::from(b));
+            assert_eq!(u128::from(mul_mod(a, b)), wa * wb % m);
+            assert_eq!(u128::from(add_mod(a, b)), (wa + wb) % m);
+            assert_eq!(u128::from(sub_mod(a, b)), (wa + m - wb) % m);
+        }
     }
 }

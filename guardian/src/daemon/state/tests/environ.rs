@@ -118,7 +118,10 @@ fn a_value_wiped_while_its_session_lives_is_still_looked_for_in_new_environments
     let other = h.leader(ALICE);
     let elsewhere = h.member(other);
     set_environ(&h, elsewhere, b"T=s3cret\0");
-    assert!(!environ_of(&h, elsewhere).1, "retired in another session: guarded");
+    assert!(
+        !environ_of(&h, elsewhere).1,
+        "retired in another session: guarded"
+    );
 }
 
 #[test]
