@@ -22,6 +22,8 @@ pub enum Call {
     /// exec of a set-uid program is judged at `sched_process_exec`,
     /// whatever the table.)
     Credentials,
+    /// prlimit64(2): may set another process's limits.
+    Limits,
 }
 
 /// Set in the number of an x32 system call.
@@ -61,6 +63,7 @@ pub const fn classify(id: i64, compat: bool) -> Option<Call> {
             336 => Some(Call::PerfEventOpen),
             // setuid, setreuid, setfsuid, setresuid, their 32-bit-uid twins
             23 | 70 | 138 | 164 | 203 | 208 | 213 | 215 => Some(Call::Credentials),
+            340 => Some(Call::Limits),
             _ => None,
         };
     }
@@ -75,6 +78,7 @@ pub const fn classify(id: i64, compat: bool) -> Option<Call> {
         // setuid, setreuid, setresuid, setfsuid; on x32 the same numbers
         105 | 113 | 117 | 122 => Some(Call::Credentials),
         0x4000_0069 | 0x4000_0071 | 0x4000_0075 | 0x4000_007a => Some(Call::Credentials),
+        302 | 0x4000_012e => Some(Call::Limits),
         _ => None,
     }
 }
@@ -174,6 +178,8 @@ mod tests {
         assert_eq!(reach(426, false), Some(Reach::Ring)); // io_uring_enter
         assert_eq!(reach(426, true), Some(Reach::Ring));
         assert_eq!(classify(298, false), Some(Call::PerfEventOpen));
+        assert_eq!(classify(302, false), Some(Call::Limits)); // prlimit64
+        assert_eq!(classify(340, true), Some(Call::Limits));
         assert_eq!(classify(336, true), Some(Call::PerfEventOpen));
     }
 }

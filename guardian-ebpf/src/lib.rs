@@ -121,8 +121,9 @@ pub mod programs {
     pub const SYSCALL_EXIT_64: (&str, &str) = ("syscall_exit_64", "syscalls");
     /// A successful ptrace attach, pidfd_getfd or perf_event_open on a
     /// protected process; an open of its procfs memory or environment, or
-    /// of a secret file outside its grant; a holder's change of uid.
-    pub const EXIT_64_CALLS: [&str; 12] = [
+    /// of a secret file outside its grant; a holder's change of uid; a
+    /// change of a session ward's limits from outside its session.
+    pub const EXIT_64_CALLS: [&str; 13] = [
         "sys_exit_ptrace",
         "sys_exit_pidfd_getfd",
         "sys_exit_perf_event_open",
@@ -135,6 +136,7 @@ pub mod programs {
         "sys_exit_setreuid",
         "sys_exit_setresuid",
         "sys_exit_setfsuid",
+        "sys_exit_prlimit64",
     ];
     /// `tp_btf/sched_process_exit`, as `(program, tracepoint)`: a watched
     /// leader's exit SIGKILLs its newest holder from the kernel (loaded where
@@ -151,6 +153,9 @@ pub mod programs {
     /// may hold a value, and of a secret file outside its grant, by any path
     /// (io_uring and file handles too).
     pub const FILE_OPEN: (&str, &str) = ("file_open", "file_open");
+    /// `task_setrlimit` marks a session ward whose limits are changed from
+    /// outside its session: it dies of SIGKILL rather than dump core.
+    pub const TASK_SETRLIMIT: (&str, &str) = ("task_setrlimit", "task_setrlimit");
     /// `task_fix_setuid` refuses a holder's change of uid.
     pub const TASK_FIX_SETUID: (&str, &str) = ("task_fix_setuid", "task_fix_setuid");
     /// `bprm_committed_creds` SIGKILLs a holder that exec'd a set-uid
@@ -158,9 +163,10 @@ pub mod programs {
     pub const BPRM_COMMITTED_CREDS: (&str, &str) = ("bprm_committed_creds", "bprm_committed_creds");
     /// Every BPF LSM program; attached while armed, like the tracepoints
     /// they replace.
-    pub const LSM: [(&str, &str); 4] = [
+    pub const LSM: [(&str, &str); 5] = [
         PTRACE_ACCESS_CHECK,
         FILE_OPEN,
+        TASK_SETRLIMIT,
         TASK_FIX_SETUID,
         BPRM_COMMITTED_CREDS,
     ];

@@ -62,6 +62,15 @@ pub(crate) fn file_open(file: u64) -> i32 {
     }
 }
 
+/// Lets a change of another process's limits through, marking a session
+/// ward changed from outside its session (`wards::taint_cores`).
+pub(crate) fn task_setrlimit(task: u64) -> i32 {
+    if let Some(tgid) = kmem::task_tgid(task) {
+        wards::taint_cores(tgid);
+    }
+    0
+}
+
 /// Refuses a holder a change of uid (`new` is the credentials it would
 /// take): it would leave its grant.
 pub(crate) fn task_fix_setuid(new: u64) -> i32 {

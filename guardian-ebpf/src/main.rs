@@ -136,7 +136,7 @@ pub(crate) static CLEAN_ENVIRONS: LruHashMap<u64, u32> =
 /// (`WARDS` and `HOLDERS`), and not LRU, so no flood of signals can evict a
 /// mark; only a ward's exit removes its own.
 #[map]
-static FORCED_CORES: HashMap<u32, u32> = HashMap::with_max_entries(2 * MAX_TRACKED, 0);
+pub(crate) static FORCED_CORES: HashMap<u32, u32> = HashMap::with_max_entries(2 * MAX_TRACKED, 0);
 #[map]
 pub(crate) static ENVIRON_EVENTS: RingBuf = RingBuf::with_byte_size(ENVIRON_RING_BYTES, 0);
 
@@ -233,6 +233,13 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
     lsm::verdict(&ctx, 1, || lsm::file_open(ctx.arg(0)))
+}
+
+/// BPF LSM `task_setrlimit(struct task_struct *p, unsigned int resource,
+/// struct rlimit *new_rlim)`.
+#[lsm(hook = "task_setrlimit")]
+pub fn task_setrlimit(ctx: LsmContext) -> i32 {
+    lsm::verdict(&ctx, 3, || lsm::task_setrlimit(ctx.arg(0)))
 }
 
 /// BPF LSM `task_fix_setuid(struct cred *new, const struct cred *old, int flags)`.
@@ -384,16 +391,10 @@ fn try_signal_generate(ctx: &TracePointContext) -> Result<u32, i64> {
     if sig != SIGHUP {
         // The sender is the current task: one outside the ward's session
         // may not make it dump core (its memory may hold a value it got).
-        // A kernel thread sends for the terminal (Ctrl-\ typed in it). The
-        // guardian is left to its own defence: it is not dumpable.
-        let tgid = wards::thread_group_of(target);
+        // A kernel thread sends for the terminal (Ctrl-\ typed in it).
         let by_kernel = matches!(kmem::runner(kmem::current_task()), kmem::Runner::Kernel);
-        let session_ward = matches!(
-            wards::intrusion(tgid),
-            Some(wards::Ward::Holder(_) | wards::Ward::Member(_))
-        );
-        if !by_kernel && session_ward {
-            let _ = FORCED_CORES.insert(tgid, 1, 0);
+        if !by_kernel {
+            wards::taint_cores(wards::thread_group_of(target));
         }
         return Ok(0);
     }

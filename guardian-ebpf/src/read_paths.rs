@@ -100,7 +100,19 @@ fn exited(regs: u64, ret: i64) {
         Some(Call::PidfdGetfd) => by_pidfd(task, regs, compat, ret, flags),
         Some(Call::PerfEventOpen) => by_perf_target(task, regs, compat, ret, flags),
         Some(Call::Credentials) if ret >= 0 => wards::check_uids(task, flags),
+        Some(Call::Limits) if ret >= 0 => limits_set(task, regs, compat),
         _ => {}
+    }
+}
+
+/// prlimit64(pid, resource, new, old) returned: if it set the limits of
+/// another process, a session ward changed from outside is marked.
+fn limits_set(task: u64, regs: u64, compat: bool) {
+    if kmem::syscall_arg(regs, 2, compat).unwrap_or(0) == 0 {
+        return; // it only read them
+    }
+    if let Some(tgid) = pid_argument(task, regs, 0, compat) {
+        wards::taint_cores(tgid);
     }
 }
 

@@ -17,8 +17,8 @@ use guardian_ebpf::{
 };
 
 use crate::{
-    GRANT_OWNERS, HOLDERS, PROTECTED, THREADS, WARDS, caller_event, current_ids, emit_tamper,
-    kill_current, kmem, rate,
+    FORCED_CORES, GRANT_OWNERS, HOLDERS, PROTECTED, THREADS, WARDS, caller_event, current_ids,
+    emit_tamper, kill_current, kmem, rate,
 };
 
 /// What a protected process is.
@@ -35,6 +35,18 @@ pub(crate) enum Ward {
 pub(crate) fn thread_group_of(id: u32) -> u32 {
     // SAFETY: the pointer came from a map lookup in this program run; entries are u32.
     THREADS.get_ptr(id).map_or(id, |tgid| unsafe { *tgid })
+}
+
+/// Marks session ward `tgid` when the current process, from outside its
+/// session, sends it a core-dumping signal or sets its limits (a raised
+/// core limit, or a lowered CPU-time or file-size one that makes the kernel
+/// raise SIGXCPU or SIGXFSZ in the ward's own name): until it exits, a
+/// core-dumping signal kills it instead (`signal_deliver`). The guardian is
+/// left to its own defence: it is not dumpable.
+pub(crate) fn taint_cores(tgid: u32) {
+    if matches!(intrusion(tgid), Some(Ward::Holder(_) | Ward::Member(_))) {
+        let _ = FORCED_CORES.insert(tgid, 1, 0);
+    }
 }
 
 /// The ward `tgid` is, if the current process may not reach into it.

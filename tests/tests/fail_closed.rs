@@ -236,8 +236,9 @@ fn cores_in(dir: &std::path::Path) -> Vec<String> {
 /// A shell of the session that ran `x=$(get)` holds the value in its memory
 /// without being a holder: the same uid from outside the session raises its
 /// core limit and sends it SIGSEGV; it dies without a core, also when a
-/// handler of its own raises the signal again. Sent from inside the session,
-/// the same signal still dumps core.
+/// handler of its own raises the signal again, and when the outsider only
+/// lowers its file-size limit so that the kernel raises SIGXFSZ in the
+/// shell's own name. Sent from inside the session, SIGSEGV still dumps core.
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn no_core_of_a_ward_is_forced_from_outside_its_session() {
@@ -246,20 +247,33 @@ fn no_core_of_a_ward_is_forced_from_outside_its_session() {
     e2e::put_marker(&mut session, "tok");
     let dir = session.dir().to_owned();
     let _pattern = CorePattern::set("core");
-    // The second ward catches SIGSEGV and raises it again at itself, as an
-    // interactive bash does: the raise comes from inside the session.
-    let wards = [
-        "sh -c 'x=$($NS get tok); while :; do sleep 1; done'",
-        "bash -c 'trap \"trap - SEGV; kill -SEGV \\$\\$\" SEGV; x=$($NS get tok); while :; do sleep 0.1; done'",
+    let segv = "prlimit --pid=WARD --core=unlimited && kill -SEGV WARD".to_owned();
+    let cases = [
+        (
+            "sh -c 'x=$($NS get tok); while :; do sleep 1; done'",
+            segv.clone(),
+        ),
+        // Catches SIGSEGV and raises it again at itself, as an interactive
+        // bash does: the raise comes from inside the session.
+        (
+            "bash -c 'trap \"trap - SEGV; kill -SEGV \\$\\$\" SEGV; x=$($NS get tok); while :; do sleep 0.1; done'",
+            segv,
+        ),
+        // Writes past its file-size limit itself (printf is a builtin).
+        (
+            "sh -c 'x=$($NS get tok); while [ ! -e go ]; do sleep 0.1; done; printf %20000s x > big; sleep 1000'",
+            format!(
+                "prlimit --pid=WARD --core=unlimited --fsize=10000 && touch {}/go",
+                dir.display()
+            ),
+        ),
     ];
-    for ward in wards {
+    for (ward, attack) in cases {
         let (rc, out, err) = session.run(&format!("{ward} > /dev/null 2>&1 & echo $!"));
         assert_eq!(rc, 0, "{err}");
         let ward: i32 = String::from_utf8_lossy(&out).trim().parse().unwrap();
         std::thread::sleep(Duration::from_millis(500));
-        as_nobody(&format!(
-            "prlimit --pid={ward} --core=unlimited && kill -SEGV {ward}"
-        ));
+        as_nobody(&attack.replace("WARD", &ward.to_string()));
         assert!(wait_until(Duration::from_secs(5), || !e2e::is_alive(ward)));
         let dumped = cores_in(&dir);
         assert!(dumped.is_empty(), "a core was forced: {dumped:?}");

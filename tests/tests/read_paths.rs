@@ -299,7 +299,13 @@ fn a_mem_file_opened_before_the_put_reads_nothing_after_it() {
             let loot = loot.clone();
             std::thread::spawn(move || read_attack(mode, ward, &loot, &[], NOBODY))
         };
-        std::thread::sleep(Duration::from_millis(500));
+        // The put only once the descriptor is open (python starts slowly
+        // under emulation), and the thread's exit only after the put.
+        let task_mem = format!("/proc/{ward}/task/");
+        assert!(
+            wait_until(Duration::from_secs(30), || holds_descriptor_to(&task_mem)),
+            "{mode}: the reader opened nothing"
+        );
         put_marker(&mut session, "tok");
         fs::write(session.dir().join("thread-exit"), b"").unwrap();
         let output = attacker.join().unwrap();
@@ -317,6 +323,21 @@ fn a_mem_file_opened_before_the_put_reads_nothing_after_it() {
         let copied = fs::read(&loot).unwrap_or_default();
         assert!(copied.iter().all(|&b| b == 0), "{mode}: bytes were copied");
     }
+}
+
+/// True if some process holds a descriptor to a path under `prefix`.
+fn holds_descriptor_to(prefix: &str) -> bool {
+    let Ok(processes) = fs::read_dir("/proc") else {
+        return false;
+    };
+    processes.flatten().any(|process| {
+        let Ok(fds) = fs::read_dir(process.path().join("fd")) else {
+            return false;
+        };
+        fds.flatten().any(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|to| to.to_string_lossy().starts_with(prefix))
+        })
+    })
 }
 
 /// The `sleep` that `root` runs itself or through its children.
