@@ -236,13 +236,13 @@ fn attached_programs(guardian: i32) -> usize {
 }
 
 /// The links a guardian under `policy` adds when armed: the
-/// address-space-lock and io_uring programs, and its four BPF LSM hooks,
-/// or in the tracepoint mode the twelve per-call exits
+/// address-space-lock and io_uring programs, and its five BPF LSM hooks,
+/// or in the tracepoint mode the thirteen per-call exits
 /// (`watch_32_bit_syscalls = false`) or one raw `sys_exit` (`true`).
 fn armed_links(guardian: &Guardian, watch_32_bit: bool) -> usize {
     match (Stop::armed_by(guardian), watch_32_bit) {
-        (Stop::Denied, _) => 2 + 4,
-        (Stop::Killed, false) => 2 + 12,
+        (Stop::Denied, _) => 2 + 5,
+        (Stop::Killed, false) => 2 + 13,
         (Stop::Killed, true) => 2 + 1,
     }
 }
