@@ -265,6 +265,13 @@ pub(crate) fn io_worker_file(task: u64) -> Option<u64> {
     )
 }
 
+/// True if `task` has used io_uring (so the kernel may issue its requests
+/// as task work, in its own context). False where the kernel has no
+/// io_uring.
+pub(crate) fn uses_io_uring(task: u64) -> bool {
+    field(Layout::TaskIoUring) != 0 && pointer(task, Layout::TaskIoUring).is_some()
+}
+
 /// The opcode of an io_uring request.
 pub(crate) fn uring_opcode(request: u64) -> Option<u8> {
     member(request, Layout::IoKiocbOpcode)

@@ -106,9 +106,11 @@ pub enum Layout {
     IoKiocbWork,
     /// `io_kiocb.file`: the file a request runs on.
     IoKiocbFile,
+    /// `task_struct.io_uring`: set once the task has used io_uring.
+    TaskIoUring,
 }
 
 impl Layout {
     /// Number of entries.
-    pub const COUNT: usize = Self::IoKiocbFile as usize + 1;
+    pub const COUNT: usize = Self::TaskIoUring as usize + 1;
 }

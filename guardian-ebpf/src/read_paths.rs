@@ -215,6 +215,7 @@ fn reaching_syscall(task: u64, tgid: u32) {
                     .and_then(|file| reaching_file(file, tgid))
             };
             let Some(opened) = through_ward(first).or_else(|| second.and_then(through_ward)) else {
+                uring_task_work(task, tgid, id, flags);
                 return;
             };
             // Named apart, as at the open: an environment read may be
@@ -231,7 +232,18 @@ fn reaching_syscall(task: u64, tgid: u32) {
         Some(Reach::Ring) => {
             _ = wards::stop(tgid, TamperSyscall::IoUringRead, id as u64, flags, false)
         }
-        None => {}
+        None => uring_task_work(task, tgid, id, flags),
+    }
+}
+
+/// The lock was taken, and the current call does not explain it, by a
+/// process that has used io_uring: a request the kernel issues as task work
+/// (a read linked behind one that waited) runs in the process's own context
+/// under whichever call it was making, and which file it reads is not told
+/// here. Stopped, as inline in io_uring_enter.
+fn uring_task_work(task: u64, tgid: u32, id: i64, flags: u32) {
+    if kmem::uses_io_uring(task) {
+        wards::stop(tgid, TamperSyscall::IoUringRead, id as u64, flags, false);
     }
 }
 

@@ -29,6 +29,9 @@ usage: reader.py MODE PID OUT [EXTRA]
   uring-inline  open /proc/PID/mem non-blocking, wait for a thread other
                 than PID to exit, then IORING_OP_READ PID's [stack] through
                 it: io_uring runs it inline, inside io_uring_enter
+  uring-linked  the same read linked behind a read of an empty pipe, which a
+                child fills while we sleep: the kernel issues the linked read
+                as task work, in our context, under the sleep's system call
   perf          perf_event_open on PID (a sampling event)
   ns-readv      process_vm_readv from inside PID's user and pid namespace,
                 by its local pid
@@ -115,6 +118,7 @@ NR_IO_URING_REGISTER = 427
 IORING_REGISTER_FILES = 2
 IOSQE_FIXED_FILE = 1
 IOSQE_ASYNC = 16
+IOSQE_IO_LINK = 4
 IORING_SETUP_SINGLE_ISSUER = 1 << 12
 IORING_SETUP_DEFER_TASKRUN = 1 << 13
 NR_PERF_EVENT_OPEN = 298
@@ -612,6 +616,28 @@ def uring_inline(pid, out):
     say("uring read returned", n)
 
 
+def uring_linked(pid, out):
+    """The linked read runs before "slept" is said, or not at all."""
+    ring = Ring(entries=8)
+    fd, buf, start, end = opened_before(pid, out, os.O_RDONLY | os.O_NONBLOCK)
+    r, w = os.pipe()
+    one = ctypes.create_string_buffer(1)
+    ring.queue(dict(opcode=IORING_OP_READ, fd=r, addr=ctypes.addressof(one), len=1,
+                    off=0, flags=IOSQE_IO_LINK))
+    ring.queue(dict(opcode=IORING_OP_READ, fd=fd, addr=buf, len=end - start, off=start))
+    say("submitted", syscall(NR_IO_URING_ENTER, ring.fd, 2, 0, 0, 0, 0))
+    if os.fork() == 0:
+        time.sleep(0.3)
+        os.write(w, b"x")
+        os._exit(0)
+    time.sleep(2)  # the pipe's wake-up runs the linked read as task work here
+    say("slept")
+    head = ring.cq_head.value
+    for i in range(2):
+        cqe = Cqe.from_address(ring.cqes + ((head + i) & ring.cq_mask) * ctypes.sizeof(Cqe))
+        say("cqe", cqe.res)
+
+
 def perf(pid, out):
     """perf_event_open on PID: a sampling event could copy its registers and
     user stack (PERF_SAMPLE_STACK_USER) at each sample."""
@@ -756,7 +782,7 @@ def main():
               "clone-files": clone_files, "io-uring": io_uring,
               "io-uring-direct": io_uring_direct, "io-uring-deferred": io_uring_deferred,
               "late-mem": late_mem, "thread-mem": thread_mem,
-              "uring-inline": uring_inline, "perf": perf, "ns-readv": ns_readv}
+              "uring-inline": uring_inline, "uring-linked": uring_linked, "perf": perf, "ns-readv": ns_readv}
     with_extra = {"int80-attach": int80_attach, "pidfd-getfd": pidfd_getfd,
                   "pidns-local": pidns_local, "handle": handle}
     if mode in simple:

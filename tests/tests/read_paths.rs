@@ -273,14 +273,20 @@ fn a_descriptor_shared_with_an_accomplice_is_not_readable_after_the_opener_dies(
 /// A `mem` file opened through a thread before the session held anything,
 /// then read once the session is guarded: after that thread exited (the
 /// file still reads the process's memory, though no live task names the
-/// process any more), and by io_uring inline inside io_uring_enter (a
-/// non-blocking descriptor, so no io-wq worker runs it). Read through a
+/// process any more), by io_uring inline inside io_uring_enter (a
+/// non-blocking descriptor, so no io-wq worker runs it), and by io_uring as
+/// task work, linked behind a request that waited. Read through a
 /// descriptor opened earlier, so no open is there to deny: killed in both
 /// modes.
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn a_mem_file_opened_before_the_put_reads_nothing_after_it() {
-    for (mode, step) in [("thread-mem", "read"), ("uring-inline", "uring read")] {
+    let modes = [
+        ("thread-mem", "read"),
+        ("uring-inline", "uring read"),
+        ("uring-linked", "slept"),
+    ];
+    for (mode, step) in modes {
         let guardian = Guardian::start(mode);
         let mut session = Session::start_as_nobody(&guardian);
         let (rc, out, err) = session.run(concat!(

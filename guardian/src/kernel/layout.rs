@@ -76,6 +76,7 @@ fn source(what: Layout) -> Source {
         Layout::IoWorkerCurWork => Optional("io_worker", &["cur_work"]),
         Layout::IoKiocbWork => Optional("io_kiocb", &["work"]),
         Layout::IoKiocbFile => Optional("io_kiocb", &["file"]),
+        Layout::TaskIoUring => Optional("task_struct", &["io_uring"]),
     }
 }
 
@@ -130,6 +131,7 @@ const ALL: [Layout; Layout::COUNT] = [
     Layout::IoWorkerCurWork,
     Layout::IoKiocbWork,
     Layout::IoKiocbFile,
+    Layout::TaskIoUring,
 ];
 
 /// The `LAYOUT` global for the running kernel, whose BTF is `btf`, and why
