@@ -41,14 +41,20 @@ const TOOLS: [&str; 9] = [
 fn file_session(guardian: &Guardian) -> (Session, Vec<u8>, i32) {
     let mut session = Session::start_as_nobody(guardian);
     let marker = put_marker(&mut session, "tok");
-    let (rc, out, err) =
-        session.run("$NS exec --file T=tok -- sleep 1000 > /dev/null 2>&1 & echo $!");
+    let holder = started_sleep(&mut session, "$NS exec --file T=tok -- sleep 1000");
+    (session, marker, holder)
+}
+
+/// Runs `command` (ending in `sleep 1000`) in the background of `session`:
+/// its pid, once it runs `sleep` and the guardian has read its environment.
+fn started_sleep(session: &mut Session, command: &str) -> i32 {
+    let (rc, out, err) = session.run(&format!("{command} > /dev/null 2>&1 & echo $!"));
     assert_eq!(rc, 0, "{err}");
-    let holder: i32 = String::from_utf8_lossy(&out).trim().parse().unwrap();
-    let comm = || std::fs::read_to_string(format!("/proc/{holder}/comm")).unwrap_or_default();
+    let pid: i32 = String::from_utf8_lossy(&out).trim().parse().unwrap();
+    let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     assert!(wait_until(Duration::from_secs(10), || comm().trim() == "sleep"));
     thread::sleep(ENVIRON_READ);
-    (session, marker, holder)
+    pid
 }
 
 /// Runs `line` as root, or as `nobody`, outside the session: its status.
@@ -229,13 +235,7 @@ fn a_value_put_with_a_newline_and_exported_by_get_is_guarded() {
     let mut session = Session::start_as_nobody(&guardian);
     let (rc, _, err) = session.run("printf 'n3wline-s3cret\\n' | $NS put tok");
     assert_eq!(rc, 0, "{err}");
-    let (rc, out, err) =
-        session.run("export T=$($NS get tok); sleep 1000 > /dev/null 2>&1 & echo $!");
-    assert_eq!(rc, 0, "{err}");
-    let child: i32 = String::from_utf8_lossy(&out).trim().parse().unwrap();
-    let comm = || std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
-    assert!(wait_until(Duration::from_secs(10), || comm().trim() == "sleep"));
-    thread::sleep(ENVIRON_READ);
+    let child = started_sleep(&mut session, "export T=$($NS get tok); sleep 1000");
 
     let cat = outside(&format!("cat /proc/{child}/environ"), true);
     let read = String::from_utf8_lossy(&cat.stdout);
@@ -265,12 +265,7 @@ fn a_value_exported_before_a_revoke_stays_guarded_in_what_the_shell_starts_next(
     let mut panic_button = Session::start_as_nobody(&guardian);
     let (rc, _, err) = panic_button.run("$NS revoke tok");
     assert_eq!(rc, 0, "{err}");
-    let (rc, out, err) = session.run("sleep 1000 > /dev/null 2>&1 & echo $!");
-    assert_eq!(rc, 0, "{err}");
-    let child: i32 = String::from_utf8_lossy(&out).trim().parse().unwrap();
-    let comm = || std::fs::read_to_string(format!("/proc/{child}/comm")).unwrap_or_default();
-    assert!(wait_until(Duration::from_secs(10), || comm().trim() == "sleep"));
-    thread::sleep(ENVIRON_READ);
+    let child = started_sleep(&mut session, "sleep 1000");
 
     let cat = outside(&format!("cat /proc/{child}/environ"), true);
     assert!(

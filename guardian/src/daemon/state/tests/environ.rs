@@ -14,6 +14,15 @@ fn set_environ(h: &Harness, pid: i32, environ: &[u8]) {
     h.world.lock().procs.get_mut(&pid).unwrap().environ = environ.to_vec();
 }
 
+/// Ward `pid` exec'd with `environ`, which the kernel stamped `stamp`.
+fn exec(h: &mut Harness, pid: i32, environ: &[u8], stamp: u64) {
+    set_environ(h, pid, environ);
+    h.world.lock().kernel.environ_stamps.insert(pid, stamp);
+    let mut event = h.event(EventKind::EnvironChanged, pid, 0);
+    event.request = stamp;
+    h.events(vec![event]);
+}
+
 #[test]
 fn a_put_lists_every_member_environment_that_holds_no_value_as_clean() {
     let mut h = Harness::new();
@@ -34,16 +43,9 @@ fn an_exec_is_read_once_and_listed_only_while_its_stamp_stands() {
     let mut h = Harness::new();
     let leader = h.storing(ALICE);
     let child = h.member(leader);
-    let exec = |h: &mut Harness, environ: &[u8], stamp: u64| {
-        set_environ(h, child, environ);
-        h.world.lock().kernel.environ_stamps.insert(child, stamp);
-        let mut event = h.event(EventKind::EnvironChanged, child, 0);
-        event.request = stamp;
-        h.events(vec![event]);
-    };
-    exec(&mut h, b"T_FILE=/proc/self/fd/3\0", 7);
+    exec(&mut h, child, b"T_FILE=/proc/self/fd/3\0", 7);
     assert_eq!(environ_of(&h, child), (Some(7), true), "a --file holder");
-    exec(&mut h, b"T=s3cret\0", 8);
+    exec(&mut h, child, b"T=s3cret\0", 8);
     assert_eq!(environ_of(&h, child), (Some(8), false), "an --env holder");
 
     // The event of an exec the ward has already left behind lists nothing.
@@ -81,14 +83,7 @@ fn only_the_ward_owner_s_values_are_looked_for_in_its_environment() {
     // the ward's next exec.
     let other = h.leader(ALICE);
     h.stored(other, "tok");
-    let mut exec = h.event(EventKind::EnvironChanged, guess, 0);
-    exec.request = stamp.unwrap() + 1;
-    h.world
-        .lock()
-        .kernel
-        .environ_stamps
-        .insert(guess, exec.request);
-    h.events(vec![exec]);
+    exec(&mut h, guess, b"GUESS=s3cret\0", stamp.unwrap() + 1);
     assert!(!environ_of(&h, guess).1, "her own value in it is guarded");
 }
 
@@ -102,16 +97,10 @@ fn a_value_wiped_while_its_session_lives_is_still_looked_for_in_new_environments
     let child = h.member(leader);
     h.revoke(leader, "tok");
     assert!(!h.holds_secret(ALICE, "tok"));
-    let exec = |h: &mut Harness, environ: &[u8], stamp: u64| {
-        set_environ(h, child, environ);
-        h.world.lock().kernel.environ_stamps.insert(child, stamp);
-        let mut event = h.event(EventKind::EnvironChanged, child, 0);
-        event.request = stamp;
-        h.events(vec![event]);
-        environ_of(h, child).1
-    };
-    assert!(!exec(&mut h, b"T=s3cret\0", 7), "the wiped value: guarded");
-    assert!(exec(&mut h, b"T=other\0", 8), "anything else: clean");
+    exec(&mut h, child, b"T=s3cret\0", 7);
+    assert!(!environ_of(&h, child).1, "the wiped value: guarded");
+    exec(&mut h, child, b"T=other\0", 8);
+    assert!(environ_of(&h, child).1, "anything else: clean");
 
     // A ward of another of Alice's sessions (a tmux server started from it)
     // that got the value from this one is searched for it as well.
