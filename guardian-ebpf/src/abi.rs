@@ -92,9 +92,6 @@ pub enum Reach {
     Files(usize, Option<usize>),
     /// Directly: process_vm_readv/writev, ptrace.
     Process,
-    /// io_uring_enter: a request issued inline, in the submitter's own
-    /// context, whose file no argument names.
-    Ring,
 }
 
 /// What a system call in progress reaches into another process through,
@@ -111,7 +108,6 @@ pub const fn reach(id: i64, compat: bool) -> Option<Reach> {
             187 | 239 => pair_in_out,
             313 | 377 => copy,
             26 | 347 | 348 => Some(Reach::Process),
-            426 => Some(Reach::Ring),
             _ => None,
         };
     }
@@ -125,7 +121,6 @@ pub const fn reach(id: i64, compat: bool) -> Option<Reach> {
         40 => pair_in_out, // sendfile(out, in)
         275 | 326 => copy, // splice, copy_file_range
         101 | 310 | 311 | 521 | 539 | 540 => Some(Reach::Process),
-        426 => Some(Reach::Ring), // io_uring_enter
         _ => None,
     }
 }
@@ -175,8 +170,8 @@ mod tests {
         assert_eq!(reach(310, false), Some(Reach::Process));
         assert_eq!(reach(347, true), Some(Reach::Process));
         assert_eq!(reach(257, false), None); // openat
-        assert_eq!(reach(426, false), Some(Reach::Ring)); // io_uring_enter
-        assert_eq!(reach(426, true), Some(Reach::Ring));
+        // io_uring_enter names no file: judged as io_uring (`read_paths`).
+        assert_eq!(reach(426, false), None);
         assert_eq!(classify(298, false), Some(Call::PerfEventOpen));
         assert_eq!(classify(302, false), Some(Call::Limits)); // prlimit64
         assert_eq!(classify(340, true), Some(Call::Limits));

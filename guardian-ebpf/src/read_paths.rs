@@ -215,7 +215,7 @@ fn reaching_syscall(task: u64, tgid: u32) {
                     .and_then(|file| reaching_file(file, tgid))
             };
             let Some(opened) = through_ward(first).or_else(|| second.and_then(through_ward)) else {
-                uring_task_work(task, tgid, id, flags);
+                uring_request(task, tgid, id, flags);
                 return;
             };
             // Named apart, as at the open: an environment read may be
@@ -226,22 +226,18 @@ fn reaching_syscall(task: u64, tgid: u32) {
             };
             wards::stop(tgid, syscall, id as u64, flags, false);
         }
-        // A non-blocking read runs inline in io_uring_enter. Which file it
-        // reads is not told here; no everyday tool reads another session's
-        // process files through io_uring, so the request is stopped.
-        Some(Reach::Ring) => {
-            _ = wards::stop(tgid, TamperSyscall::IoUringRead, id as u64, flags, false)
-        }
-        None => uring_task_work(task, tgid, id, flags),
+        None => uring_request(task, tgid, id, flags),
     }
 }
 
 /// The lock was taken, and the current call does not explain it, by a
-/// process that has used io_uring: a request the kernel issues as task work
-/// (a read linked behind one that waited) runs in the process's own context
-/// under whichever call it was making, and which file it reads is not told
-/// here. Stopped, as inline in io_uring_enter.
-fn uring_task_work(task: u64, tgid: u32, id: i64, flags: u32) {
+/// process that has used io_uring: the kernel runs a request in the
+/// submitter's own context, inline in io_uring_enter (a non-blocking read)
+/// or as task work (a read linked behind one that waited) under whichever
+/// call the process was making, and which file it reads is not told here.
+/// No everyday tool reads another session's process files through
+/// io_uring, so the request is stopped.
+fn uring_request(task: u64, tgid: u32, id: i64, flags: u32) {
     if kmem::uses_io_uring(task) {
         wards::stop(tgid, TamperSyscall::IoUringRead, id as u64, flags, false);
     }
