@@ -202,6 +202,16 @@ pub(super) fn status(status: &StatusInfo) -> String {
             limit.records_per_uid_per_second, limit.suppressed, limit.lost
         ),
     );
+    if let Some(flushes) = status.audit_flushes {
+        let shared = flushes.answers as f64 / flushes.flushes.max(1) as f64;
+        line(
+            "audit flushes",
+            &format!(
+                "{} fdatasyncs released {} answers ({shared:.1} each)",
+                flushes.flushes, flushes.answers
+            ),
+        );
+    }
     let h = &status.hardening;
     let locked = h
         .locked_kib

@@ -103,6 +103,7 @@ fn running(protection: TamperProtection) -> Guardian {
             suppressed: 0,
             lost: 0,
         },
+        audit_flushes: None,
         hardening: crate::os::hardening::Protections::default(),
     }))
 }

@@ -166,19 +166,41 @@ pub struct Status {
 impl Status {
     /// Reads /proc/PID/status.
     pub fn read(pid: Pid) -> io::Result<Self> {
-        Self::parse(&fs::read_to_string(format!("/proc/{pid}/status"))?).ok_or_else(invalid_status)
+        StatusFile::open(pid)?.read()
     }
 
+    /// The fields wanted, from one pass over the lines (this runs several
+    /// times per request, so not one search of the whole text per field).
     fn parse(text: &str) -> Option<Self> {
-        let field = |key| status_field(text, key);
+        let (mut uid, mut gid, mut ppid, mut tracer, mut tgid, mut name) =
+            (None, None, None, None, None, None);
+        let mut kernel_thread = false;
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            match key {
+                "Name" => name = Some(value.trim().to_owned()),
+                "Tgid" => tgid = first_number(value),
+                "PPid" => ppid = first_number(value),
+                "TracerPid" => tracer = first_number(value),
+                "Uid" => uid = first_number(value).map(Uid),
+                "Gid" => gid = first_number(value),
+                "Kthread" => kernel_thread = first_number::<u8>(value) == Some(1),
+                // The memory lines follow the ids; `Kthread`, where the
+                // kernel has it, comes before them.
+                "VmPeak" | "Threads" => break,
+                _ => {}
+            }
+        }
         Some(Self {
-            uid: Uid(first_number(field("Uid")?)?),
-            gid: first_number(field("Gid")?)?,
-            ppid: first_number(field("PPid")?)?,
-            tracer: first_number(field("TracerPid")?)?,
-            tgid: first_number(field("Tgid")?)?,
-            name: field("Name")?.to_owned(),
-            kernel_thread: field("Kthread").and_then(first_number::<u8>) == Some(1),
+            uid: uid?,
+            gid: gid?,
+            ppid: ppid?,
+            tracer: tracer?,
+            tgid: tgid?,
+            name: name?,
+            kernel_thread,
         })
     }
 }
@@ -196,7 +218,8 @@ impl StatusFile {
         fs::File::open(format!("/proc/{pid}/status")).map(Self)
     }
 
-    /// The process's status now (the kernel writes it afresh at offset 0).
+    /// The process's status now (the kernel writes it afresh at offset 0),
+    /// in one read where it fits.
     pub fn read(&self) -> io::Result<Status> {
         use std::os::unix::fs::FileExt;
         // About 1.5 KiB; a read that fills the buffer may be cut, so grow and retry.
@@ -296,6 +319,9 @@ pub fn descends_from(pid: Pid, ancestor: Pid) -> bool {
     for _ in 0..4096 {
         if current == ancestor {
             return true;
+        }
+        if current.raw() == 1 {
+            return false; // init has no parent
         }
         match Status::read(current)
             .ok()

@@ -156,8 +156,21 @@ pub struct StatusInfo {
     pub holder_events_lost: u64,
     /// The kernel's limit on tamper records, and what it held back.
     pub tamper_limit: TamperLimit,
+    /// How the audit log's fdatasyncs were shared by answers (root only).
+    #[serde(default)]
+    pub audit_flushes: Option<AuditFlushes>,
     /// The guardian's self-protection.
     pub hardening: crate::os::hardening::Protections,
+}
+
+/// Answers wait for their audit records to be durable; one fdatasync
+/// releases every answer whose record was written before it began.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditFlushes {
+    /// fdatasyncs made by the syncer since the guardian started.
+    pub flushes: u64,
+    /// Answers they released.
+    pub answers: u64,
 }
 
 /// The in-kernel rate limit on tamper records: past it, attempts are still

@@ -19,8 +19,8 @@ use crate::os::process::Pid;
 mod describe;
 
 pub use describe::{
-    Containment, FailClosed, ForkTracking, ReadPaths, SecretInfo, StatusInfo, TamperLimit,
-    TamperProtection, UNWATCHED_TABLES, WatchMode,
+    AuditFlushes, Containment, FailClosed, ForkTracking, ReadPaths, SecretInfo, StatusInfo,
+    TamperLimit, TamperProtection, UNWATCHED_TABLES, WatchMode,
 };
 
 /// Largest JSON header accepted, in bytes.

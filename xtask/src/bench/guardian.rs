@@ -95,6 +95,33 @@ impl Guardian {
         })
     }
 
+    /// CPU time its main thread (which serves every request) has used, ns.
+    pub fn main_thread_cpu_ns(&self) -> anyhow::Result<u64> {
+        let pid = self.pid();
+        let stat = fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))?;
+        // utime and stime, fields 14 and 15, in clock ticks (USER_HZ, 100).
+        let ticks: u64 = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
+            .into_iter()
+            .flatten()
+            .filter_map(|field| field.parse::<u64>().ok())
+            .sum();
+        Ok(ticks * 10_000_000)
+    }
+
+    /// Its audit log's (fdatasyncs, answers they released) so far.
+    pub fn flushes(&self) -> anyhow::Result<(u64, u64)> {
+        let status = self
+            .connect()?
+            .request(&serde_json::json!({"op": "status"}), None)?;
+        let flushes = &status["audit_flushes"];
+        match (flushes["flushes"].as_u64(), flushes["answers"].as_u64()) {
+            (Some(flushes), Some(answers)) => Ok((flushes, answers)),
+            _ => bail!("the guardian's status has no audit_flushes: {status}"),
+        }
+    }
+
     /// Waits for the trigger record of secret `name`; returns its `latency`.
     pub fn trigger_latency(&mut self, name: &str) -> anyhow::Result<Value> {
         let wanted = format!("\"names\":[\"{name}\"]");

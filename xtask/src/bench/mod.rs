@@ -326,19 +326,22 @@ fn request_table(md: &mut Markdown, binary: &Path, dir: &Path) -> anyhow::Result
         "{LOAD_SECONDS} s per row; each client has its own connection. `get` writes and fdatasyncs an \
          audit record before each answer; ssh-agent answers request-identities with one ed25519 key.\n"
     ));
-    md.line("| clients | guardian get/s | get µs: median | p99 | max | ssh-agent req/s | agent µs: median | p99 | max | get/agent |");
-    md.line("|---|---|---|---|---|---|---|---|---|---|");
+    md.line("| clients | guardian get/s | get µs: median | p99 | max | fdatasyncs/s | gets per fdatasync | main thread CPU µs per get | ssh-agent req/s | agent µs: median | p99 | max | get/agent |");
+    md.line("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut agent_alone = 0.0;
     for clients in CLIENTS {
-        let gets = requests::guardian_gets(&guardian, clients, duration)?;
+        let (gets, flushes) = requests::guardian_gets(&guardian, clients, duration)?;
         let agent_load = agent.identities(clients, duration);
         if clients == 1 {
             agent_alone = agent_load.per_second;
         }
         md.line(format!(
-            "| {clients} | {:.0} | {} | {:.0} | {} | {:.2} |",
+            "| {clients} | {:.0} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {} | {:.2} |",
             gets.per_second,
             Summary::of(&gets.latencies).cells(),
+            flushes.per_second,
+            flushes.answers_each,
+            flushes.main_thread_us,
             agent_load.per_second,
             Summary::of(&agent_load.latencies).cells(),
             gets.per_second / agent_load.per_second.max(1.0)

@@ -58,19 +58,33 @@ fn drive<C>(
     }
 }
 
+/// How the guardian's audit flushes were shared during a row (from its
+/// `status`, before and after).
+pub struct Flushes {
+    /// fdatasyncs per second.
+    pub per_second: f64,
+    /// Answers each released, on average.
+    pub answers_each: f64,
+    /// CPU the guardian's main thread spent per `get`, µs.
+    pub main_thread_us: f64,
+}
+
 /// `get` against the guardian: the secret is bound to this process, so its
 /// threads are inside the session.
 pub fn guardian_gets(
     guardian: &Guardian,
     clients: usize,
     duration: Duration,
-) -> anyhow::Result<Load> {
+) -> anyhow::Result<(Load, Flushes)> {
     guardian.connect()?.put(
         "bench-get",
         std::process::id() as i32,
         b"0123456789abcdef0123456789abcdef",
     )?;
     let get = serde_json::json!({"op": "get", "name": "bench-get"});
+    let before = guardian.flushes()?;
+    let cpu_before = guardian.main_thread_cpu_ns()?;
+    let start = Instant::now();
     let load = drive(
         clients,
         duration,
@@ -81,11 +95,19 @@ pub fn guardian_gets(
                 .is_some_and(|client| client.request(&get, None).is_ok())
         },
     );
+    let (after, seconds) = (guardian.flushes()?, start.elapsed().as_secs_f64());
+    let cpu = guardian.main_thread_cpu_ns()? - cpu_before;
+    let flushes = (after.0 - before.0) as f64;
+    let shared = Flushes {
+        per_second: flushes / seconds,
+        answers_each: (after.1 - before.1) as f64 / flushes.max(1.0),
+        main_thread_us: cpu as f64 / 1e3 / load.latencies.len().max(1) as f64,
+    };
     guardian.connect()?.request(
         &serde_json::json!({"op": "revoke", "name": "bench-get"}),
         None,
     )?;
-    Ok(load)
+    Ok((load, shared))
 }
 
 /// An ssh-agent holding one ed25519 key, on its own socket.

@@ -24,7 +24,7 @@ use super::{
 use crate::{
     audit::{
         AuditLog, Entry,
-        commit::{SyncJob, Unsynced},
+        commit::{SyncJob, Syncer, Unsynced},
     },
     kernel::{KernelError, KernelLink},
     os::{
@@ -36,6 +36,7 @@ use crate::{
         process::{self, Pid, Pidfd, Status, Uid},
         secret_file,
     },
+    protocol::AuditFlushes,
 };
 
 /// How long after a tamper event a stopped process is looked for.
@@ -46,7 +47,7 @@ const CONTINUE_EVERY: Duration = Duration::from_millis(5);
 /// The real operating system.
 pub struct Host {
     audit: AuditLog,
-    syncer: std::sync::mpsc::Sender<SyncJob>,
+    syncer: Syncer,
     to_core: mpsc::UnboundedSender<Msg>,
     protections: Protections,
 }
@@ -56,7 +57,7 @@ impl Host {
     /// `syncer` making its batches durable.
     pub fn new(
         audit: AuditLog,
-        syncer: std::sync::mpsc::Sender<SyncJob>,
+        syncer: Syncer,
         to_core: mpsc::UnboundedSender<Msg>,
         protections: Protections,
     ) -> Self {
@@ -216,9 +217,11 @@ impl Os for Host {
         };
         self.syncer
             .send(job)
-            .map_err(|std::sync::mpsc::SendError(job)| {
-                (job.batch, io::Error::other("the audit syncer stopped"))
-            })
+            .map_err(|job| (job.batch, io::Error::other("the audit syncer stopped")))
+    }
+
+    fn audit_flushes(&self) -> AuditFlushes {
+        self.syncer.flushes()
     }
 
     fn hardening(&self) -> Protections {

@@ -29,6 +29,7 @@ use crate::{
         peer::Peer,
         process::{Pid, Status, Uid},
     },
+    protocol::AuditFlushes,
 };
 
 /// A handle on one process that stays bound to it after it exits, so a signal
@@ -235,6 +236,8 @@ pub trait Os {
     /// Answers `batch` once every record written so far is durable; gives the
     /// batch back if that cannot be arranged.
     fn audit_commit(&mut self, batch: Vec<Unsynced>) -> Result<(), (Vec<Unsynced>, io::Error)>;
+    /// How the commits' fdatasyncs have been shared so far.
+    fn audit_flushes(&self) -> AuditFlushes;
 
     /// The guardian's self-protection as it stands.
     fn hardening(&self) -> Protections;

@@ -101,6 +101,7 @@ impl<O: Os> Core<O> {
                 suppressed: counts.suppressed,
                 lost: counts.lost,
             },
+            audit_flushes: (viewer == Uid::ROOT).then(|| self.os.audit_flushes()),
             hardening: Protections {
                 // It grows with every user's secrets.
                 locked_kib: hardening.locked_kib.filter(|_| viewer == Uid::ROOT),

@@ -182,6 +182,36 @@ impl Harness {
             .unwrap_or_else(|_| panic!("not answered at commit"))
     }
 
+    /// Sends requests (none with a payload) that arrive together, as the
+    /// daemon takes whatever waits before one commit; their answers.
+    pub fn ask_together(&mut self, requests: Vec<(i32, Request)>) -> Vec<Reply> {
+        let answers: Vec<_> = requests
+            .into_iter()
+            .map(|(pid, request)| {
+                let (reply, answer) = oneshot::channel();
+                let peer = self.peer(pid);
+                let msg = Msg::Request {
+                    peer,
+                    request,
+                    payload: None,
+                    reply,
+                };
+                assert!(self.core.handle(msg));
+                answer
+            })
+            .collect();
+        self.core.commit();
+        self.pump();
+        answers
+            .into_iter()
+            .map(|mut answer| {
+                answer
+                    .try_recv()
+                    .unwrap_or_else(|_| panic!("not answered at commit"))
+            })
+            .collect()
+    }
+
     /// Carries out one request from `pid` without its audit record, for
     /// tests that look at the refusal itself.
     pub fn try_request(

@@ -188,6 +188,8 @@ pub struct World {
     pub fail_audit_write: bool,
     /// Audit records cannot be made durable.
     pub fail_commit: bool,
+    /// Commits made, one flush each, and the answers they released.
+    pub flushes: crate::protocol::AuditFlushes,
     /// The kernel maps.
     pub kernel: KernelState,
     /// Members of each grant's cgroup.

@@ -456,11 +456,19 @@ impl Os for FakeOs {
     }
 
     fn audit_commit(&mut self, batch: Vec<Unsynced>) -> Result<(), (Vec<Unsynced>, io::Error)> {
-        if self.world.lock().fail_commit {
+        let mut world = self.world.lock();
+        if world.fail_commit {
             return Err((batch, io::Error::from_raw_os_error(libc::EIO)));
         }
+        world.flushes.flushes += 1;
+        world.flushes.answers += batch.len() as u64;
+        drop(world);
         batch.into_iter().for_each(Unsynced::answer);
         Ok(())
+    }
+
+    fn audit_flushes(&self) -> crate::protocol::AuditFlushes {
+        self.world.lock().flushes
     }
 
     fn hardening(&self) -> Protections {

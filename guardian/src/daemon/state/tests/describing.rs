@@ -86,6 +86,27 @@ fn another_user_s_status_counts_only_its_own_secrets_leaders_and_holders() {
     };
     assert_eq!((mine.secrets, mine.leaders, mine.holders), (1, 1, 0));
     assert_eq!(mine.locked_bytes, b"s3cret".len(), "only bob's bytes");
+    assert_eq!(
+        mine.audit_flushes, None,
+        "the machine's request rate is root's"
+    );
     let all = h.status();
     assert_eq!((all.secrets, all.leaders, all.holders), (4, 3, 1));
+}
+
+#[test]
+fn root_s_status_says_how_many_answers_each_flush_released() {
+    let mut h = Harness::new();
+    let leader = h.leader(ALICE);
+    let client = h.member(leader);
+    h.ask(
+        client,
+        put_request("tok", None, None),
+        Some(bytes(b"s3cret")),
+    );
+    // Requests that arrive before one commit share its flush.
+    let answers = h.ask_together(vec![(client, get_request("tok")); 3]);
+    assert!(answers.iter().all(|reply| reply.secrets.len() == 1));
+    let flushes = h.status().audit_flushes.expect("root sees them");
+    assert_eq!((flushes.flushes, flushes.answers), (2, 4));
 }
