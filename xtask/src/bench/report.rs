@@ -121,6 +121,61 @@ pub fn histogram(path: &Path, title: &str, series: &[Series<'_>]) -> anyhow::Res
     Ok(())
 }
 
+/// Draws requests per second against concurrent clients, both on log axes,
+/// one line per series (each value is the rate at the matching `clients`),
+/// to an SVG file.
+pub fn throughput(
+    path: &Path,
+    title: &str,
+    clients: &[usize],
+    series: &[(String, Vec<f64>)],
+) -> anyhow::Result<()> {
+    let values = || series.iter().flat_map(|(_, rates)| rates.iter().copied());
+    let low = values().fold(f64::MAX, f64::min).max(1.0) / 2.0;
+    let high = values().fold(1.0, f64::max) * 2.0;
+    let most = clients.iter().copied().max().unwrap_or(1) as f64 * 1.5;
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(72)
+        .build_cartesian_2d((0.8..most).log_scale(), (low..high).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrent clients (log scale)")
+        .y_desc("requests per second (log scale)")
+        .draw()?;
+    for (index, (label, rates)) in series.iter().enumerate() {
+        let color = Palette99::pick(index).to_rgba();
+        let points: Vec<(f64, f64)> = clients
+            .iter()
+            .zip(rates)
+            .map(|(&n, &rate)| (n as f64, rate))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|point| Circle::new(point, 4, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

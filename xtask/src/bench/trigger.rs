@@ -38,6 +38,10 @@ pub enum Subject {
     /// No switch at all: the harness writes `cgroup.kill` of a cgroup holding
     /// the tree. The floor for "last holder dead" on this machine.
     Kernel,
+    /// No switch either, but starting where a switch must: the harness
+    /// SIGKILLs a leader, waits on its pidfd for the exit, then writes
+    /// `cgroup.kill`. The floor a switch's kill is held to.
+    KernelAfterLeader,
 }
 
 impl Subject {
@@ -48,7 +52,13 @@ impl Subject {
             Subject::Pidfd => "guardian, pidfd fallback",
             Subject::Python => "Python reference",
             Subject::Kernel => "kernel alone: cgroup.kill",
+            Subject::KernelAfterLeader => "kernel alone: leader's exit, then cgroup.kill",
         }
+    }
+
+    /// True for the rows with no switch, which wipe nothing.
+    pub fn kernel_alone(self) -> bool {
+        matches!(self, Subject::Kernel | Subject::KernelAfterLeader)
     }
 }
 
@@ -81,7 +91,7 @@ impl Bench<'_> {
     pub fn run(&self, subject: Subject, tree: usize, runs: usize) -> anyhow::Result<Vec<Sample>> {
         let dir = self.dir.join(format!("{subject:?}-{tree}"));
         let mut guardian = match subject {
-            Subject::Python | Subject::Kernel => None,
+            Subject::Python | Subject::Kernel | Subject::KernelAfterLeader => None,
             Subject::Ebpf | Subject::Pidfd => Some(Guardian::start(
                 self.binary,
                 &dir.join("guardian"),
@@ -94,12 +104,13 @@ impl Bench<'_> {
         for run in 0..runs {
             let sample = match (&mut guardian, subject) {
                 (Some(guardian), _) => self.guardian_trigger(guardian, &dir, tree, run)?,
-                (None, Subject::Kernel) => kernel_trigger(&dir, tree, run)?,
+                (None, Subject::Kernel) => kernel_trigger(&dir, tree, run, false)?,
+                (None, Subject::KernelAfterLeader) => kernel_trigger(&dir, tree, run, true)?,
                 (None, _) => self.python_trigger(&dir, tree, run)?,
             };
             samples.push(sample);
         }
-        if subject == Subject::Kernel {
+        if subject.kernel_alone() {
             fs::remove_dir(bench_cgroup()?)?;
         }
         Ok(samples)
@@ -219,8 +230,15 @@ impl Bench<'_> {
     }
 }
 
-/// The tree in a cgroup of its own, killed by the harness writing cgroup.kill.
-fn kernel_trigger(dir: &Path, tree: usize, run: usize) -> anyhow::Result<Sample> {
+/// The tree in a cgroup of its own, killed by the harness writing
+/// cgroup.kill: at once, or (`after_leader`) once a leader it SIGKILLs is
+/// seen to exit.
+fn kernel_trigger(
+    dir: &Path,
+    tree: usize,
+    run: usize,
+    after_leader: bool,
+) -> anyhow::Result<Sample> {
     let cgroup = bench_cgroup()?.join(format!("run-{run}"));
     fs::create_dir_all(&cgroup)?;
     let pids = dir.join(format!("pids-{run}"));
@@ -235,11 +253,25 @@ fn kernel_trigger(dir: &Path, tree: usize, run: usize) -> anyhow::Result<Sample>
         .arg(&pids)
         .current_dir(dir)
         .spawn()?;
+    let mut leader = match after_leader {
+        true => Some(Command::new("setsid").args(["sleep", "1000"]).spawn()?),
+        false => None,
+    };
+    let leader_pid = leader.as_ref().map(|leader| leader.id() as i32);
+    let leader_fd = leader_pid.map(sys::pidfd).transpose()?;
     let kill = || {
+        if let (Some(pid), Some(fd)) = (leader_pid, &leader_fd) {
+            sys::kill(pid);
+            sys::wait_all_exited(std::slice::from_ref(fd), Duration::from_secs(10));
+        }
         let _ = fs::write(cgroup.join("cgroup.kill"), "1");
     };
-    let (kill_ns, dead_ns) = kill_when_ready(&[], &pids, tree, kill)?;
+    let settle: Vec<i32> = leader_pid.into_iter().collect();
+    let (kill_ns, dead_ns) = kill_when_ready(&settle, &pids, tree, kill)?;
     shell.wait()?;
+    if let Some(leader) = &mut leader {
+        leader.wait()?;
+    }
     fs::remove_dir(&cgroup)?;
     Ok(Sample {
         kill_to_dead: dead_ns - kill_ns,

@@ -259,6 +259,8 @@ pub struct Core<O: Os> {
     /// The next tick, while one is scheduled, and the interval it was set for.
     tick: Option<(Task, Duration)>,
     unsynced: Vec<Unsynced>,
+    /// Leaders no longer watched whose kernel maps are still to be cleared.
+    unwatched: Vec<Pid>,
 }
 
 impl<O: Os> Core<O> {
@@ -300,6 +302,7 @@ impl<O: Os> Core<O> {
             leaders_moved: false,
             tick: None,
             unsynced: Vec::new(),
+            unwatched: Vec::new(),
         }
     }
 
@@ -366,9 +369,13 @@ impl<O: Os> Core<O> {
 
     /// Detaches the tamper tracepoints once no secret is held, no holder
     /// lives and no session that held one is left; `put` attaches them again
-    /// before it stores anything.
+    /// before it stores anything. Not while a trigger waits for its holders:
+    /// detaching rewrites kernel text, which stops every CPU with an
+    /// interrupt, and the last holder's exit event comes before that holder
+    /// has finished dying.
     pub fn disarm_if_idle(&mut self) {
         if self.vault.is_empty()
+            && self.triggers.is_empty()
             && self.sessions.leaders.is_empty()
             && self.sessions.holders.is_empty()
             && self.sessions.grants.is_empty()

@@ -27,6 +27,11 @@ use crate::{
 pub(super) const HOLDER_DEATH_WAIT: Duration = Duration::from_secs(5);
 /// How often a pending trigger re-signals its surviving holders.
 pub(super) const RECHECK: Duration = Duration::from_millis(100);
+/// Holders with handles in just-killed cgroups past which reading who is
+/// left in those cgroups (so that only a holder that left its cgroup is
+/// signalled) costs less than signalling each: a read of `cgroup.procs`
+/// costs about as much CPU as this many signals, CPU the dying holders need.
+pub(super) const SIGNALS_WORTH_A_READ: usize = 32;
 /// How often draining grants are looked at while no trigger is pending.
 pub(super) const SWEEP: Duration = Duration::from_secs(1);
 
@@ -167,7 +172,6 @@ impl<O: Os> Core<O> {
         // Their files too are wiped before anyone is killed.
         self.wipe_files(&grants);
         let killed = self.kill_grants(&grants);
-        tracing::info!(%cause, ?names, killed, "secrets wiped");
         self.triggers.push(PendingTrigger {
             cause,
             names,
@@ -192,7 +196,14 @@ impl<O: Os> Core<O> {
         let holders = self.sessions.holders_in(grants);
         // Kill first: the dying processes need the CPU more than the map does.
         let contained = self.kill_containers(grants);
-        let inside = self.members_of(&contained);
+        let handles = holders
+            .iter()
+            .filter(|(_, grant, process)| process.is_some() && contained.contains(grant))
+            .count();
+        let inside = match handles > SIGNALS_WORTH_A_READ {
+            true => self.members_of(&contained),
+            false => HashSet::new(),
+        };
         for (pid, grant, process) in &holders {
             let killed = match process {
                 // Killed with its cgroup, which it was in after the kill.
@@ -284,6 +295,7 @@ impl<O: Os> Core<O> {
                 index += 1;
             }
         }
+        self.clear_unwatched();
         self.schedule_tick();
     }
 
@@ -338,6 +350,13 @@ impl<O: Os> Core<O> {
 
     /// Records a trigger; `done` when every holder was seen dead.
     fn record_trigger(&mut self, trigger: &PendingTrigger, done: bool) {
+        // Logged once the holders are dead: writing the line costs CPU they need.
+        tracing::info!(
+            cause = %trigger.cause,
+            names = ?trigger.names,
+            killed = trigger.killed,
+            "secrets wiped"
+        );
         let holders_dead_ns = (trigger.killed > 0 && done)
             .then(|| trigger.last_dead_ns.saturating_sub(trigger.start_ns));
         self.record(Entry {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::daemon::state::fake::Proc;
+use crate::daemon::state::{fake::Proc, triggers::SIGNALS_WORTH_A_READ};
 
 use super::*;
 
@@ -356,9 +356,13 @@ fn the_kernel_is_asked_to_kill_the_newest_holder_at_its_leaders_exit() {
 }
 
 #[test]
-fn a_root_holder_killed_with_its_cgroup_is_not_signalled_again_but_one_that_left_it_is() {
+fn root_holders_killed_with_their_cgroup_are_not_signalled_again_but_one_that_left_it_is() {
     let mut h = Harness::new();
     let (leader, inside) = h.session_holding(0);
+    // Past this many handles the cgroup is read rather than each signalled.
+    for _ in 0..SIGNALS_WORTH_A_READ {
+        h.fork(inside);
+    }
     let outside = h.fork(inside);
     // Root may move its own holder out of the grant's cgroup.
     for members in h.world.lock().cgroups.values_mut() {
@@ -377,6 +381,32 @@ fn a_root_holder_killed_with_its_cgroup_is_not_signalled_again_but_one_that_left
         })
         .collect();
     assert_eq!(signalled, vec![outside]);
+    h.settle();
+    assert!(!h.core.is_settling(), "all are dead");
+}
+
+#[test]
+fn a_few_root_holders_are_signalled_by_handle_without_reading_their_cgroup() {
+    let mut h = Harness::new();
+    let (leader, inside) = h.session_holding(0);
+    let outside = h.fork(inside);
+    for members in h.world.lock().cgroups.values_mut() {
+        members.remove(&outside);
+    }
+    h.world.lock().effects.clear();
+    h.revoke(leader, "tok");
+    let mut signalled: Vec<i32> = h
+        .world
+        .lock()
+        .effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Signal { pid, .. } => Some(*pid),
+            _ => None,
+        })
+        .collect();
+    signalled.sort_unstable();
+    assert_eq!(signalled, vec![inside, outside]);
     h.settle();
     assert!(!h.core.is_settling(), "both are dead");
 }

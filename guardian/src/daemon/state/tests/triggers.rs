@@ -58,6 +58,18 @@ fn a_leaders_exit_wipes_its_secrets_and_records_the_latency() {
     assert_eq!(record["latency"]["holders"], 1);
     assert!(record["latency"]["holders_dead_ns"].as_u64().unwrap() > 0);
     assert!(!h.world.lock().kernel.leaders.contains(&leader));
+}
+
+#[test]
+fn a_gone_leaders_kernel_maps_are_cleared_only_once_its_holders_are_dead() {
+    let mut h = Harness::new();
+    let (leader, holder) = h.session_holding(ALICE);
+    h.exit(leader);
+    assert!(h.was_killed(holder));
+    // Clearing them walks the whole ward map: not while holders need the CPU.
+    assert!(h.world.lock().kernel.leaders.contains(&leader));
+    h.settle();
+    assert!(!h.world.lock().kernel.leaders.contains(&leader));
     assert!(h.core.sessions.leaders.is_empty());
 }
 
