@@ -318,6 +318,13 @@ impl KernelLink {
 
     /// Stops watching `leader`, and protecting its session.
     pub fn unwatch_leader(&mut self, leader: Pid) {
+        let _ = self.leaders.remove(&(leader.raw() as u32));
+        let _ = self.early_kill.remove(&(leader.raw() as u32));
+    }
+
+    /// Forgets the members of `leader`'s session: a walk of the whole ward
+    /// map, several hundred microseconds of CPU.
+    pub fn forget_wards_of(&mut self, leader: Pid) {
         let members: Vec<u32> = self
             .wards
             .iter()
@@ -331,8 +338,6 @@ impl KernelLink {
             let _ = self.wards.remove(&pid);
             let _ = self.environ.stamps.remove(&pid);
         }
-        let _ = self.leaders.remove(&(leader.raw() as u32));
-        let _ = self.early_kill.remove(&(leader.raw() as u32));
     }
 
     /// Records `pid`'s existing threads, so an attack aimed at a thread id counts.

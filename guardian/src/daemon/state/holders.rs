@@ -59,12 +59,12 @@ impl<O: Os> Core<O> {
             }
             return Ok(false);
         }
-        // A leader of the same pid whose maps are still to be cleared: clear
-        // them now, before they are this one's.
+        // An earlier leader of the same pid whose wards are still to be
+        // forgotten: forget them now, before they count as this one's.
         if self.unwatched.contains(&leader) {
             self.unwatched.retain(|&pid| pid != leader);
             if let Some(kernel) = &mut self.kernel {
-                kernel.unwatch_leader(leader);
+                kernel.forget_wards_of(leader);
             }
         }
         let sid = self
@@ -119,21 +119,24 @@ impl<O: Os> Core<O> {
         // Dropping the entry cancels its watcher.
         self.sessions.leaders.remove(&leader);
         self.leaders_moved = true;
+        if let Some(kernel) = &mut self.kernel {
+            kernel.unwatch_leader(leader);
+        }
         self.unwatched.push(leader);
-        self.clear_unwatched();
+        self.forget_unwatched_wards();
     }
 
-    /// Clears the kernel maps of unwatched leaders, once no trigger is
-    /// waiting for holders to die: clearing walks the whole ward map, several
-    /// hundred microseconds of CPU that dying holders need more. Until then
-    /// their sessions' members stay wards, guarded a moment longer.
-    pub(super) fn clear_unwatched(&mut self) {
+    /// Forgets the wards of unwatched leaders once no trigger is waiting for
+    /// holders to die: it walks the whole ward map, several hundred
+    /// microseconds of CPU that dying holders need more. Until then those
+    /// sessions' members stay wards, guarded a moment longer.
+    pub(super) fn forget_unwatched_wards(&mut self) {
         if !self.triggers.is_empty() {
             return;
         }
         for leader in std::mem::take(&mut self.unwatched) {
             if let Some(kernel) = &mut self.kernel {
-                kernel.unwatch_leader(leader);
+                kernel.forget_wards_of(leader);
             }
         }
     }

@@ -269,6 +269,10 @@ impl KernelMaps for KernelLink {
         KernelLink::unwatch_leader(self, leader);
     }
 
+    fn forget_wards_of(&mut self, leader: Pid) {
+        KernelLink::forget_wards_of(self, leader);
+    }
+
     fn set_holder(
         &mut self,
         pid: Pid,

@@ -259,7 +259,7 @@ pub struct Core<O: Os> {
     /// The next tick, while one is scheduled, and the interval it was set for.
     tick: Option<(Task, Duration)>,
     unsynced: Vec<Unsynced>,
-    /// Leaders no longer watched whose kernel maps are still to be cleared.
+    /// Leaders no longer watched whose session members are still wards.
     unwatched: Vec<Pid>,
 }
 

@@ -172,6 +172,7 @@ impl<O: Os> Core<O> {
         // Their files too are wiped before anyone is killed.
         self.wipe_files(&grants);
         let killed = self.kill_grants(&grants);
+        tracing::info!(%cause, ?names, killed, "secrets wiped");
         self.triggers.push(PendingTrigger {
             cause,
             names,
@@ -295,7 +296,7 @@ impl<O: Os> Core<O> {
                 index += 1;
             }
         }
-        self.clear_unwatched();
+        self.forget_unwatched_wards();
         self.schedule_tick();
     }
 
@@ -350,13 +351,6 @@ impl<O: Os> Core<O> {
 
     /// Records a trigger; `done` when every holder was seen dead.
     fn record_trigger(&mut self, trigger: &PendingTrigger, done: bool) {
-        // Logged once the holders are dead: writing the line costs CPU they need.
-        tracing::info!(
-            cause = %trigger.cause,
-            names = ?trigger.names,
-            killed = trigger.killed,
-            "secrets wiped"
-        );
         let holders_dead_ns = (trigger.killed > 0 && done)
             .then(|| trigger.last_dead_ns.saturating_sub(trigger.start_ns));
         self.record(Entry {

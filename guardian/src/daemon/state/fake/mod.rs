@@ -156,6 +156,8 @@ pub struct KernelState {
     pub grant_owners: HashMap<GrantId, Uid>,
     /// The holder the kernel kills at each leader's exit.
     pub early_kills: HashMap<i32, i32>,
+    /// Leaders whose session members were taken out of the ward map, in order.
+    pub wards_forgotten: Vec<i32>,
     /// Leader events dropped so far.
     pub dropped: u64,
     /// Holder events dropped so far.

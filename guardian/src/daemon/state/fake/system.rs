@@ -120,6 +120,10 @@ impl KernelMaps for FakeKernel {
         kernel.early_kills.remove(&leader.raw());
     }
 
+    fn forget_wards_of(&mut self, leader: Pid) {
+        self.0.lock().kernel.wards_forgotten.push(leader.raw());
+    }
+
     fn set_holder(
         &mut self,
         pid: Pid,

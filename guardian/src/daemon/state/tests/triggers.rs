@@ -61,15 +61,16 @@ fn a_leaders_exit_wipes_its_secrets_and_records_the_latency() {
 }
 
 #[test]
-fn a_gone_leaders_kernel_maps_are_cleared_only_once_its_holders_are_dead() {
+fn a_gone_leaders_wards_are_forgotten_only_once_its_holders_are_dead() {
     let mut h = Harness::new();
     let (leader, holder) = h.session_holding(ALICE);
     h.exit(leader);
     assert!(h.was_killed(holder));
-    // Clearing them walks the whole ward map: not while holders need the CPU.
-    assert!(h.world.lock().kernel.leaders.contains(&leader));
-    h.settle();
     assert!(!h.world.lock().kernel.leaders.contains(&leader));
+    // Forgetting them walks the whole ward map: not while holders need the CPU.
+    assert!(h.world.lock().kernel.wards_forgotten.is_empty());
+    h.settle();
+    assert_eq!(h.world.lock().kernel.wards_forgotten, vec![leader]);
     assert!(h.core.sessions.leaders.is_empty());
 }
 
