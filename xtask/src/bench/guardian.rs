@@ -95,19 +95,15 @@ impl Guardian {
         })
     }
 
-    /// CPU time its main thread (which serves every request) has used, ns.
+    /// CPU time its main thread (which serves every request and handles
+    /// every kernel event) has used, ns: the first field of its schedstat.
     pub fn main_thread_cpu_ns(&self) -> anyhow::Result<u64> {
         let pid = self.pid();
-        let stat = fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat"))?;
-        // utime and stime, fields 14 and 15, in clock ticks (USER_HZ, 100).
-        let ticks: u64 = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().skip(11).take(2))
-            .into_iter()
-            .flatten()
-            .filter_map(|field| field.parse::<u64>().ok())
-            .sum();
-        Ok(ticks * 10_000_000)
+        let stat = fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat"))?;
+        stat.split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse().ok())
+            .context("unexpected schedstat")
     }
 
     /// Its audit log's (fdatasyncs, answers they released) so far.

@@ -219,8 +219,8 @@ fn trigger_tables(md: &mut Markdown, results: &[(Subject, usize, Vec<Sample>)]) 
     kill_target_table(md, results);
     md.line("The eBPF guardian's own figures, from the kernel's exit event (`bpf_ktime_get_ns` in \
              `sched_process_exit`) as its audit log records them; the targets are stated on these.\n");
-    md.line("| holders | event to wiped: median | p99 | max | event to last holder exit: median | p99 | max | leader's SIGKILL to its exit event: median | p99 |");
-    md.line("|---|---|---|---|---|---|---|---|---|");
+    md.line("| holders | event to wiped: median | p99 | max | event to last holder exit: median | p99 | max | leader's SIGKILL to its exit event: median | p99 | guardian's CPU from the kill to the last holder dead: median |");
+    md.line("|---|---|---|---|---|---|---|---|---|---|");
     for (_, tree, samples) in results
         .iter()
         .filter(|(subject, _, _)| *subject == Subject::Ebpf)
@@ -234,12 +234,14 @@ fn trigger_tables(md: &mut Markdown, results: &[(Subject, usize, Vec<Sample>)]) 
             .filter_map(|s| Some(s.kill_to_wiped.saturating_sub(s.event_to_wiped?)))
             .collect();
         let leader = Summary::of(&leader);
+        let cpu: Vec<u64> = samples.iter().filter_map(|s| s.guardian_cpu).collect();
         md.line(format!(
-            "| {tree} | {} | {} | {:.0} | {:.0} |",
+            "| {tree} | {} | {} | {:.0} | {:.0} | {:.0} |",
             Summary::of(&wiped).cells(),
             Summary::of(&dead).cells(),
             leader.median,
-            leader.p99
+            leader.p99,
+            Summary::of(&cpu).median
         ));
     }
     md.line("");

@@ -74,6 +74,9 @@ pub struct Sample {
     pub event_to_wiped: Option<u64>,
     /// See `event_to_wiped`.
     pub event_to_dead: Option<u64>,
+    /// CPU the guardian's main thread used from the kill until every holder
+    /// was seen dead (eBPF only): CPU the dying holders could not have.
+    pub guardian_cpu: Option<u64>,
 }
 
 /// Everything a run needs.
@@ -174,8 +177,12 @@ impl Bench<'_> {
         let name = format!("s{run}");
         let (mut leader, pids) = self.start_tree(guardian, dir, tree, run)?;
         let leader_pid = leader.id() as i32;
-        let (kill_ns, dead_ns) =
-            kill_when_ready(&[leader_pid], &pids, tree, || sys::kill(leader_pid))?;
+        let cpu_at_kill = std::cell::Cell::new(0);
+        let (kill_ns, dead_ns) = kill_when_ready(&[leader_pid], &pids, tree, || {
+            cpu_at_kill.set(guardian.main_thread_cpu_ns().unwrap_or(0));
+            sys::kill(leader_pid)
+        })?;
+        let guardian_cpu = guardian.main_thread_cpu_ns()? - cpu_at_kill.get();
         leader.wait()?;
         let latency = guardian.trigger_latency(&name)?;
         let number = |key: &str| latency[key].as_u64();
@@ -186,6 +193,7 @@ impl Bench<'_> {
             kill_to_dead: dead_ns - kill_ns,
             event_to_wiped: Some(wiped),
             event_to_dead: number("holders_dead_ns"),
+            guardian_cpu: Some(guardian_cpu),
         })
     }
 

@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::HashSet;
+use std::{cell::RefCell, collections::HashSet};
 
 use super::{
     Core, RequestError, SecretKey,
@@ -20,6 +20,8 @@ use crate::{
 
 /// How far up a caller's parents a request looks for a tracer.
 const MAX_ANCESTORS: usize = 64;
+/// How far up any process's parents a walk goes.
+const MAX_WALK: usize = 4096;
 
 impl<O: Os> Core<O> {
     /// Refuses a leader that never exits, is not a live process of the
@@ -103,9 +105,11 @@ impl<O: Os> Core<O> {
             .iter()
             .filter_map(|key| self.vault.get(key).map(|secret| secret.leader))
             .collect();
+        // A get is a handful of /proc reads; none is made twice.
+        let statuses = Statuses::new(&self.os);
         for leader in leaders {
-            let chain = self.ancestors_in_session(parent, leader);
-            self.untraced_from_outside(leader, chain)?;
+            let chain = self.ancestors_in_session(&statuses, parent, leader);
+            self.tracers_inside(&statuses, leader, chain)?;
         }
         Ok(keys)
     }
@@ -171,13 +175,23 @@ impl<O: Os> Core<O> {
         leader: Pid,
         members: impl IntoIterator<Item = Pid>,
     ) -> Result<(), RequestError> {
+        self.tracers_inside(&Statuses::new(&self.os), leader, members)
+    }
+
+    /// [`Self::untraced_from_outside`], with statuses read once.
+    fn tracers_inside(
+        &self,
+        statuses: &Statuses<'_, O>,
+        leader: Pid,
+        members: impl IntoIterator<Item = Pid>,
+    ) -> Result<(), RequestError> {
         let sid = self.sessions.leaders.get(&leader).and_then(|l| l.sid);
         for member in members {
-            let Some(tracer) = self.os.status(member).ok().and_then(|s| Pid::new(s.tracer)) else {
+            let Some(tracer) = statuses.get(member).and_then(|s| Pid::new(s.tracer)) else {
                 continue; // untraced, or gone
             };
             let in_session = |pid| sid.is_some() && self.os.session_of(pid).ok().flatten() == sid;
-            if !in_session(tracer) && !self.os.descends_from(tracer, leader) {
+            if !in_session(tracer) && !statuses.descends_from(tracer, leader) {
                 return Err(RequestError::TracedFromOutside {
                     member,
                     tracer,
@@ -191,11 +205,16 @@ impl<O: Os> Core<O> {
     /// `leader`, and the caller's ancestors from `parent` up while they are
     /// in `leader`'s session: the processes a request from the caller may
     /// have been driven by. (A `put` looks at the whole session.)
-    fn ancestors_in_session(&self, parent: Option<Pid>, leader: Pid) -> Vec<Pid> {
+    fn ancestors_in_session(
+        &self,
+        statuses: &Statuses<'_, O>,
+        parent: Option<Pid>,
+        leader: Pid,
+    ) -> Vec<Pid> {
         let sid = self.sessions.leaders.get(&leader).and_then(|l| l.sid);
         let in_session = |pid| {
             (sid.is_some() && self.os.session_of(pid).ok().flatten() == sid)
-                || self.os.descends_from(pid, leader)
+                || statuses.descends_from(pid, leader)
         };
         let mut chain = vec![leader];
         let mut next = parent;
@@ -205,8 +224,54 @@ impl<O: Os> Core<O> {
                 break;
             };
             chain.push(pid);
-            next = self.os.status(pid).ok().and_then(|s| Pid::new(s.ppid));
+            next = statuses.parent(pid);
         }
         chain
+    }
+}
+
+/// Processes' statuses as read during one check, each read at most once: the
+/// walks up a caller's parents and the tracer checks of its session's
+/// members cross the same processes.
+struct Statuses<'a, O: Os> {
+    os: &'a O,
+    read: RefCell<Vec<(Pid, Option<Status>)>>,
+}
+
+impl<'a, O: Os> Statuses<'a, O> {
+    fn new(os: &'a O) -> Self {
+        Self {
+            os,
+            read: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// `pid`'s status, or `None` if it is gone.
+    fn get(&self, pid: Pid) -> Option<Status> {
+        if let Some((_, status)) = self.read.borrow().iter().find(|(read, _)| *read == pid) {
+            return status.clone();
+        }
+        let status = self.os.status(pid).ok();
+        self.read.borrow_mut().push((pid, status.clone()));
+        status
+    }
+
+    fn parent(&self, pid: Pid) -> Option<Pid> {
+        self.get(pid).and_then(|status| Pid::new(status.ppid))
+    }
+
+    /// True if `ancestor` is `pid` itself or one of its ancestors.
+    fn descends_from(&self, pid: Pid, ancestor: Pid) -> bool {
+        let mut current = Some(pid);
+        // A bound on the walk guards against a parent chain that changes under it.
+        for _ in 0..MAX_WALK {
+            match current {
+                Some(pid) if pid == ancestor => return true,
+                // init has no parent
+                Some(pid) if pid.raw() != 1 => current = self.parent(pid),
+                _ => return false,
+            }
+        }
+        false
     }
 }
