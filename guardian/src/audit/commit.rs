@@ -131,18 +131,85 @@ fn sync_and_answer(
     for job in &jobs {
         if !synced.iter().any(|file| Arc::ptr_eq(file, &job.file)) {
             synced.push(&job.file);
-            if let Err(err) = job.file.sync_data() {
-                failure = Some(err);
+            match job.file.sync_data() {
+                Ok(()) => _ = counts.flushes.fetch_add(1, Ordering::Relaxed),
+                Err(err) => failure = Some(err),
             }
-            counts.flushes.fetch_add(1, Ordering::Relaxed);
         }
     }
-    let answers = jobs.iter().map(|job| job.batch.len() as u64).sum();
-    counts.answers.fetch_add(answers, Ordering::Relaxed);
+    if failure.is_none() {
+        let answers = jobs.iter().map(|job| job.batch.len() as u64).sum();
+        counts.answers.fetch_add(answers, Ordering::Relaxed);
+    }
     for job in jobs {
         match &failure {
             None => job.batch.into_iter().for_each(Unsynced::answer),
             Some(err) => failed(job.batch, io::Error::new(err.kind(), err.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::protocol::Response;
+
+    fn waiting() -> (Unsynced, oneshot::Receiver<Reply>) {
+        let (reply_to, answer) = oneshot::channel();
+        let reply = Reply {
+            response: Response::Revoked { holders_killed: 0 },
+            secrets: Vec::new(),
+            charge: None,
+            files: Vec::new(),
+        };
+        let unsynced = Unsynced {
+            reply_to,
+            answer: reply,
+            refusal: None,
+        };
+        (unsynced, answer)
+    }
+
+    #[test]
+    fn one_flush_releases_every_answer_of_its_file_and_a_failed_one_counts_none() {
+        let path = std::env::temp_dir().join(format!("ns-commit-{}", std::process::id()));
+        let file = Arc::new(File::create(&path).unwrap());
+        let counts = FlushCounts::default();
+        let ((first, mut first_answer), (second, mut second_answer)) = (waiting(), waiting());
+        let jobs = vec![
+            SyncJob {
+                file: Arc::clone(&file),
+                batch: vec![first],
+            },
+            SyncJob {
+                file,
+                batch: vec![second],
+            },
+        ];
+        sync_and_answer(jobs, &|_, err| panic!("refused: {err}"), &counts);
+        assert!(first_answer.try_recv().is_ok() && second_answer.try_recv().is_ok());
+        let shared = AuditFlushes {
+            flushes: 1,
+            answers: 2,
+        };
+        assert_eq!(counts.read(), shared);
+        // fdatasync of /dev/null fails (EINVAL): nothing is released or counted.
+        let null = Arc::new(File::open("/dev/null").unwrap());
+        let refused = Cell::new(0);
+        let (third, mut third_answer) = waiting();
+        let job = SyncJob {
+            file: null,
+            batch: vec![third],
+        };
+        sync_and_answer(vec![job], &|batch, _| refused.set(batch.len()), &counts);
+        assert_eq!(refused.get(), 1);
+        assert!(
+            third_answer.try_recv().is_err(),
+            "answered without its record"
+        );
+        assert_eq!(counts.read(), shared);
+        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -18,7 +18,10 @@ mod secret_files;
 pub mod syscalls;
 pub mod tracefs;
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::{
+    collections::HashSet,
+    os::fd::{AsFd, BorrowedFd},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -46,6 +49,8 @@ use offsets::Offsets;
 
 /// `BPF_NOEXIST`: insert only if the key is new.
 const NOEXIST: u64 = 1;
+/// Walks of the ward map one forget makes at most.
+const MAX_FORGET_WALKS: usize = 4;
 
 /// The compiled programs, embedded by build.rs (empty when not built).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardian-ebpf.o"));
@@ -316,27 +321,36 @@ impl KernelLink {
         Ok(())
     }
 
-    /// Stops watching `leader`, and protecting its session.
+    /// Stops watching `leader` itself; its session's members stay wards
+    /// until [`Self::forget_wards_of`].
     pub fn unwatch_leader(&mut self, leader: Pid) {
         let _ = self.leaders.remove(&(leader.raw() as u32));
         let _ = self.early_kill.remove(&(leader.raw() as u32));
     }
 
-    /// Forgets the members of `leader`'s session: a walk of the whole ward
-    /// map, several hundred microseconds of CPU.
-    pub fn forget_wards_of(&mut self, leader: Pid) {
-        let members: Vec<u32> = self
-            .wards
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|&(_, ward)| ward_leader(ward) == leader.raw() as u32)
-            .map(|(pid, _)| pid)
-            .collect();
-        // Not-found is fine: the programs remove members as they exit. A
-        // stamp left behind would be taken by a process that reuses the pid.
-        for pid in members {
-            let _ = self.wards.remove(&pid);
-            let _ = self.environ.stamps.remove(&pid);
+    /// Forgets the members of the sessions of `leaders`: walks of the whole
+    /// ward map, several hundred microseconds of CPU each, one for them all.
+    pub fn forget_wards_of(&mut self, leaders: &[Pid]) {
+        let leaders: HashSet<u32> = leaders.iter().map(|pid| pid.raw() as u32).collect();
+        // Again while a walk finds some: a member that forked between a
+        // walk and its removal gave its child the mark the walk missed.
+        for _ in 0..MAX_FORGET_WALKS {
+            let members: Vec<u32> = self
+                .wards
+                .iter()
+                .filter_map(Result::ok)
+                .filter(|&(_, ward)| leaders.contains(&ward_leader(ward)))
+                .map(|(pid, _)| pid)
+                .collect();
+            if members.is_empty() {
+                return;
+            }
+            // Not-found is fine: the programs remove members as they exit. A
+            // stamp left behind would be taken by a process that reuses the pid.
+            for pid in members {
+                let _ = self.wards.remove(&pid);
+                let _ = self.environ.stamps.remove(&pid);
+            }
         }
     }
 

@@ -232,8 +232,9 @@ impl StatusFile {
             }
             buf.resize(buf.len() * 2, 0);
         }
-        let text = String::from_utf8(buf).map_err(|_| invalid_status())?;
-        Status::parse(&text).ok_or_else(invalid_status)
+        // A name may hold any byte but a newline (a comm cut mid-character,
+        // or set by the process): not a reason to take it for gone.
+        Status::parse(&String::from_utf8_lossy(&buf)).ok_or_else(invalid_status)
     }
 }
 
@@ -452,6 +453,26 @@ mod tests {
         assert!(!user.kernel_thread);
         let before_6_3 = Status::parse(fields).unwrap();
         assert!(!before_6_3.kernel_thread);
+    }
+
+    #[test]
+    fn a_process_whose_name_is_not_utf8_is_read_not_taken_for_gone() {
+        use std::os::unix::ffi::OsStrExt;
+        // Its name is the file it runs, a byte that is no UTF-8 in it.
+        let dir = std::env::temp_dir().join(format!("ns-name-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let link = dir.join(std::ffi::OsStr::from_bytes(b"sl\xffeep"));
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+        let mut child = std::process::Command::new(&link).arg("30").spawn().unwrap();
+        let pid = Pid::new(child.id() as i32).unwrap();
+        assert!(
+            within_five_seconds(|| Status::read(pid).is_ok_and(|s| s.name.starts_with("sl"))),
+            "a name with a byte that is no UTF-8 made the status unreadable"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

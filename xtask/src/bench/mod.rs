@@ -277,7 +277,23 @@ fn kill_target_table(md: &mut Markdown, results: &[(Subject, usize, Vec<Sample>)
             ours / floor.max(1.0)
         ));
     }
-    md.line("");
+    md.line(
+        "\nWhy ten holders were slow (issue 26). Traced with `perf record -a -e \
+         sched:sched_switch -e sched:sched_wakeup` over 40 triggers of ten holders on a guardian \
+         of its own: between the leader's exit and the last holder's exit, the guardian's main \
+         thread was on a CPU for a median 511 to 589 µs, on two cores where each dying `sleep` \
+         needs about 100 µs of CPU to exit, and the holders queued behind it. Most of that was \
+         taking the gone leader's session out of the kernel's ward map, right after \
+         cgroup.kill: a walk of all 65,536 slots of a BPF hash map. Detaching the syscall \
+         programs (which rewrites kernel text and interrupts every CPU) could also start at the \
+         last holder's exit event, which comes before that holder has finished dying. Now the \
+         walk waits until the trigger's holders are dead, nothing is detached while a trigger \
+         waits, and a few holders with handles are signalled rather than their cgroup read \
+         back. In the same trace the guardian's CPU in that window fell to a median 248 µs, \
+         and the kill to the last holder's exit from 1,336 to 1,028 µs; the last column of the \
+         next table measures the guardian's CPU in every run. The trigger record is written \
+         after the holders are dead, never before the kill.\n",
+    );
 }
 
 /// Guardian SIGKILL to the last holder dead, beside the kernel-alone floor
@@ -379,6 +395,7 @@ fn request_table(
     md.line("| clients | guardian get/s | get µs: median | p99 | max | fdatasyncs/s | gets per fdatasync | main thread CPU µs per get | ssh-agent req/s | agent µs: median | p99 | max | get/agent |");
     md.line("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let (mut ours, mut agents, mut one_client_median) = (Vec::new(), Vec::new(), 0.0);
+    let mut busy = Vec::new();
     for clients in CLIENTS {
         let (gets, flushes) = requests::guardian_gets(&guardian, clients, duration)?;
         let agent_load = agent.identities(clients, duration);
@@ -387,6 +404,10 @@ fn request_table(
         }
         ours.push(gets.per_second);
         agents.push(agent_load.per_second);
+        busy.push(format!(
+            "{:.0}% of the time at {clients}",
+            gets.per_second * flushes.main_thread_us / 1e4
+        ));
         md.line(format!(
             "| {clients} | {:.0} | {} | {:.0} | {:.1} | {:.0} | {:.0} | {} | {:.2} |",
             gets.per_second,
@@ -409,6 +430,20 @@ fn request_table(
         floor.p99,
         one_client_median - floor.median,
         floor.median
+    ));
+    md.line(format!(
+        "Where the request targets are missed, the bound is CPU, not the disk: gets per \
+         fdatasync grows with the clients (every request that arrives during a flush rides the \
+         next one), while the guardian's main thread, which serves every request, was busy \
+         (gets/s times its CPU per get) {} clients, on two cores that the clients' own \
+         threads share. Counted with `perf record -a -e raw_syscalls:sys_enter` at one client, \
+         a get costs that thread 14 system calls: 3 epoll_wait, 2 recvfrom, 2 getsid, 2 preads \
+         of /proc/PID/status (the caller's and its leader's, whose tracers are checked at every \
+         get), an openat and a close (the leader's status file), a futex wake of the syncer, \
+         the record's write and the answer's writev. Each goes through the slow path that the \
+         armed syscall tracepoints put every system call of the machine on, and the kernel \
+         formats a status file afresh at each read. ssh-agent answers from memory.\n",
+        busy.join(", ")
     ));
     let floor_rates = CLIENTS
         .iter()

@@ -4,7 +4,10 @@
 
 #![forbid(unsafe_code)]
 
-use std::{cell::RefCell, collections::HashSet};
+use std::{
+    cell::RefCell,
+    collections::{HashMap, HashSet},
+};
 
 use super::{
     Core, RequestError, SecretKey,
@@ -235,24 +238,24 @@ impl<O: Os> Core<O> {
 /// members cross the same processes.
 struct Statuses<'a, O: Os> {
     os: &'a O,
-    read: RefCell<Vec<(Pid, Option<Status>)>>,
+    read: RefCell<HashMap<Pid, Option<Status>>>,
 }
 
 impl<'a, O: Os> Statuses<'a, O> {
     fn new(os: &'a O) -> Self {
         Self {
             os,
-            read: RefCell::new(Vec::new()),
+            read: RefCell::new(HashMap::new()),
         }
     }
 
     /// `pid`'s status, or `None` if it is gone.
     fn get(&self, pid: Pid) -> Option<Status> {
-        if let Some((_, status)) = self.read.borrow().iter().find(|(read, _)| *read == pid) {
+        if let Some(status) = self.read.borrow().get(&pid) {
             return status.clone();
         }
         let status = self.os.status(pid).ok();
-        self.read.borrow_mut().push((pid, status.clone()));
+        self.read.borrow_mut().insert(pid, status.clone());
         status
     }
 

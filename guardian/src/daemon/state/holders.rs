@@ -20,6 +20,10 @@ use crate::os::{
     process::{Pid, Uid},
 };
 
+/// Unwatched leaders whose wards may wait to be forgotten; past this, they
+/// are forgotten even while a trigger's holders die.
+const MAX_UNWATCHED: usize = 64;
+
 impl<O: Os> Core<O> {
     /// True if `peer` is a holder of `key`'s current value: a known holder,
     /// a member of such a holder's cgroup (a child the kernel has not
@@ -52,20 +56,15 @@ impl<O: Os> Core<O> {
         process: O::Process,
         owner: Uid,
     ) -> Result<bool, RequestError> {
+        // Members of gone leaders' sessions still marked as theirs would keep
+        // that mark in this session (a ward stays its first leader's).
+        self.forget_wards_now();
         if let Some(watched) = self.sessions.leaders.get_mut(&leader) {
             if std::mem::take(&mut watched.hung_up) {
                 let sid = watched.sid;
                 self.watch_in_kernel(leader, sid, owner)?;
             }
             return Ok(false);
-        }
-        // An earlier leader of the same pid whose wards are still to be
-        // forgotten: forget them now, before they count as this one's.
-        if self.unwatched.contains(&leader) {
-            self.unwatched.retain(|&pid| pid != leader);
-            if let Some(kernel) = &mut self.kernel {
-                kernel.forget_wards_of(leader);
-            }
         }
         let sid = self
             .os
@@ -127,17 +126,23 @@ impl<O: Os> Core<O> {
     }
 
     /// Forgets the wards of unwatched leaders once no trigger is waiting for
-    /// holders to die: it walks the whole ward map, several hundred
-    /// microseconds of CPU that dying holders need more. Until then those
-    /// sessions' members stay wards, guarded a moment longer.
+    /// holders to die (or too many wait): it walks the whole ward map,
+    /// several hundred microseconds of CPU that dying holders need more.
+    /// Until then those sessions' members stay wards, guarded a moment longer.
     pub(super) fn forget_unwatched_wards(&mut self) {
-        if !self.triggers.is_empty() {
+        if self.triggers.is_empty() || self.unwatched.len() > MAX_UNWATCHED {
+            self.forget_wards_now();
+        }
+    }
+
+    /// Forgets the wards of every unwatched leader, in one walk.
+    fn forget_wards_now(&mut self) {
+        if self.unwatched.is_empty() {
             return;
         }
-        for leader in std::mem::take(&mut self.unwatched) {
-            if let Some(kernel) = &mut self.kernel {
-                kernel.forget_wards_of(leader);
-            }
+        let leaders = std::mem::take(&mut self.unwatched);
+        if let Some(kernel) = &mut self.kernel {
+            kernel.forget_wards_of(&leaders);
         }
     }
 

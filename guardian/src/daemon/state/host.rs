@@ -269,8 +269,8 @@ impl KernelMaps for KernelLink {
         KernelLink::unwatch_leader(self, leader);
     }
 
-    fn forget_wards_of(&mut self, leader: Pid) {
-        KernelLink::forget_wards_of(self, leader);
+    fn forget_wards_of(&mut self, leaders: &[Pid]) {
+        KernelLink::forget_wards_of(self, leaders);
     }
 
     fn set_holder(

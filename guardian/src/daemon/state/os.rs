@@ -67,9 +67,9 @@ pub trait KernelMaps {
     ) -> Result<(), KernelError>;
     /// Stops watching `leader` itself (not-found is fine).
     fn unwatch_leader(&mut self, leader: Pid);
-    /// Forgets the members of `leader`'s session, which walks the whole
-    /// ward map (not-found is fine).
-    fn forget_wards_of(&mut self, leader: Pid);
+    /// Forgets the members of the sessions of `leaders`, which walks the
+    /// whole ward map (not-found is fine).
+    fn forget_wards_of(&mut self, leaders: &[Pid]);
     /// Marks `pid` as a holder of `grant` in `state`; its children inherit both.
     fn set_holder(
         &mut self,

@@ -120,8 +120,10 @@ impl KernelMaps for FakeKernel {
         kernel.early_kills.remove(&leader.raw());
     }
 
-    fn forget_wards_of(&mut self, leader: Pid) {
-        self.0.lock().kernel.wards_forgotten.push(leader.raw());
+    fn forget_wards_of(&mut self, leaders: &[Pid]) {
+        let mut world = self.0.lock();
+        let forgotten = leaders.iter().map(|pid| pid.raw());
+        world.kernel.wards_forgotten.extend(forgotten);
     }
 
     fn set_holder(

@@ -74,6 +74,18 @@ fn a_gone_leaders_wards_are_forgotten_only_once_its_holders_are_dead() {
     assert!(h.core.sessions.leaders.is_empty());
 }
 
+#[test]
+fn a_leader_watched_while_a_gone_leaders_wards_wait_has_them_forgotten_first() {
+    let mut h = Harness::new();
+    let (gone, _holder) = h.session_holding(ALICE);
+    h.exit(gone);
+    assert!(h.core.is_settling(), "its holder is still dying");
+    // A member of the gone session (a tmux server) may be this new
+    // session's parent: its mark must not be taken for this leader's.
+    h.storing(BOB);
+    assert_eq!(h.world.lock().kernel.wards_forgotten, vec![gone]);
+}
+
 /// A leader that outlives its hangup keeps its session guarded (issue 27),
 /// and its next `put` is watched for a hangup again.
 #[test]
