@@ -315,6 +315,16 @@ pub fn holds_any(bytes: &[u8], values: &[&[u8]]) -> bool {
 
 /// True if `ancestor` is `pid` itself or one of its ancestors.
 pub fn descends_from(pid: Pid, ancestor: Pid) -> bool {
+    descends_by(pid, ancestor, |pid| {
+        Status::read(pid)
+            .ok()
+            .and_then(|status| Pid::new(status.ppid))
+    })
+}
+
+/// True if `ancestor` is `pid` itself or one of its ancestors, as
+/// `parent_of` gives each process's parent (`None` once one is gone).
+pub fn descends_by(pid: Pid, ancestor: Pid, mut parent_of: impl FnMut(Pid) -> Option<Pid>) -> bool {
     let mut current = pid;
     // A bound on the walk guards against a parent chain that changes under us.
     for _ in 0..4096 {
@@ -324,10 +334,7 @@ pub fn descends_from(pid: Pid, ancestor: Pid) -> bool {
         if current.raw() == 1 {
             return false; // init has no parent
         }
-        match Status::read(current)
-            .ok()
-            .and_then(|status| Pid::new(status.ppid))
-        {
+        match parent_of(current) {
             Some(parent) => current = parent,
             None => return false,
         }

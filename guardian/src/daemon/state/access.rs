@@ -16,15 +16,13 @@ use super::{
 use crate::{
     os::{
         peer::Peer,
-        process::{Pid, Status, Uid},
+        process::{self, Pid, Status, Uid},
     },
     protocol::SecretName,
 };
 
 /// How far up a caller's parents a request looks for a tracer.
 const MAX_ANCESTORS: usize = 64;
-/// How far up any process's parents a walk goes.
-const MAX_WALK: usize = 4096;
 
 impl<O: Os> Core<O> {
     /// Refuses a leader that never exits, is not a live process of the
@@ -265,16 +263,6 @@ impl<'a, O: Os> Statuses<'a, O> {
 
     /// True if `ancestor` is `pid` itself or one of its ancestors.
     fn descends_from(&self, pid: Pid, ancestor: Pid) -> bool {
-        let mut current = Some(pid);
-        // A bound on the walk guards against a parent chain that changes under it.
-        for _ in 0..MAX_WALK {
-            match current {
-                Some(pid) if pid == ancestor => return true,
-                // init has no parent
-                Some(pid) if pid.raw() != 1 => current = self.parent(pid),
-                _ => return false,
-            }
-        }
-        false
+        process::descends_by(pid, ancestor, |pid| self.parent(pid))
     }
 }

@@ -165,21 +165,11 @@ impl Harness {
             Ok(payload) => payload,
             Err(err) => return Reply::refused(&err),
         };
-        let (reply, answer) = oneshot::channel();
-        let msg = Msg::Request {
-            peer,
-            request,
-            payload,
-            reply,
-        };
-        assert!(self.core.handle(msg));
+        let answer = self.hand_over(peer, request, payload);
         self.core.commit();
         self.core.disarm_if_idle();
         self.pump();
-        let mut answer = answer;
-        answer
-            .try_recv()
-            .unwrap_or_else(|_| panic!("not answered at commit"))
+        answered(answer)
     }
 
     /// Sends requests (none with a payload) that arrive together, as the
@@ -188,28 +178,32 @@ impl Harness {
         let answers: Vec<_> = requests
             .into_iter()
             .map(|(pid, request)| {
-                let (reply, answer) = oneshot::channel();
                 let peer = self.peer(pid);
-                let msg = Msg::Request {
-                    peer,
-                    request,
-                    payload: None,
-                    reply,
-                };
-                assert!(self.core.handle(msg));
-                answer
+                self.hand_over(peer, request, None)
             })
             .collect();
         self.core.commit();
         self.pump();
-        answers
-            .into_iter()
-            .map(|mut answer| {
-                answer
-                    .try_recv()
-                    .unwrap_or_else(|_| panic!("not answered at commit"))
-            })
-            .collect()
+        answers.into_iter().map(answered).collect()
+    }
+
+    /// Hands one request to the state machine as the server does; its
+    /// answer comes at the next commit.
+    fn hand_over(
+        &mut self,
+        peer: Peer,
+        request: Request,
+        payload: Option<Payload>,
+    ) -> oneshot::Receiver<Reply> {
+        let (reply, answer) = oneshot::channel();
+        let msg = Msg::Request {
+            peer,
+            request,
+            payload,
+            reply,
+        };
+        assert!(self.core.handle(msg));
+        answer
     }
 
     /// Carries out one request from `pid` without its audit record, for
@@ -428,4 +422,11 @@ pub fn event(kind: EventKind, pid: i32, other: i32) -> Event {
 /// Secret buffers alive on this test's thread.
 pub fn live_secrets() -> usize {
     secret_mem::live_on_this_thread()
+}
+
+/// The answer a commit released.
+fn answered(mut answer: oneshot::Receiver<Reply>) -> Reply {
+    answer
+        .try_recv()
+        .unwrap_or_else(|_| panic!("not answered at commit"))
 }

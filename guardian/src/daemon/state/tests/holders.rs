@@ -355,6 +355,19 @@ fn the_kernel_is_asked_to_kill_the_newest_holder_at_its_leaders_exit() {
     assert_eq!(h.world.lock().kernel.early_kills, HashMap::new());
 }
 
+/// The pids sent a signal by handle, in order.
+fn signalled(h: &Harness) -> Vec<i32> {
+    h.world
+        .lock()
+        .effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Signal { pid, .. } => Some(*pid),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn root_holders_killed_with_their_cgroup_are_not_signalled_again_but_one_that_left_it_is() {
     let mut h = Harness::new();
@@ -370,16 +383,7 @@ fn root_holders_killed_with_their_cgroup_are_not_signalled_again_but_one_that_le
     }
     h.world.lock().effects.clear();
     h.revoke(leader, "tok");
-    let signalled: Vec<i32> = h
-        .world
-        .lock()
-        .effects
-        .iter()
-        .filter_map(|effect| match effect {
-            Effect::Signal { pid, .. } => Some(*pid),
-            _ => None,
-        })
-        .collect();
+    let signalled = signalled(&h);
     assert_eq!(signalled, vec![outside]);
     h.settle();
     assert!(!h.core.is_settling(), "all are dead");
@@ -395,16 +399,7 @@ fn a_few_root_holders_are_signalled_by_handle_without_reading_their_cgroup() {
     }
     h.world.lock().effects.clear();
     h.revoke(leader, "tok");
-    let mut signalled: Vec<i32> = h
-        .world
-        .lock()
-        .effects
-        .iter()
-        .filter_map(|effect| match effect {
-            Effect::Signal { pid, .. } => Some(*pid),
-            _ => None,
-        })
-        .collect();
+    let mut signalled = signalled(&h);
     signalled.sort_unstable();
     assert_eq!(signalled, vec![inside, outside]);
     h.settle();
