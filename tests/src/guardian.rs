@@ -209,6 +209,19 @@ impl Guardian {
             .collect()
     }
 
+    /// The records of the live audit file as written, without the zeroed
+    /// room the guardian keeps after them.
+    pub fn audit_text(&self) -> String {
+        let mut bytes = fs::read(&self.audit).unwrap_or_default();
+        bytes.truncate(bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len()));
+        String::from_utf8(bytes).expect("audit records are UTF-8")
+    }
+
+    /// Bytes of records in the live audit file (its length counts the room).
+    pub fn audit_len(&self) -> u64 {
+        self.audit_text().len() as u64
+    }
+
     /// Audit records of `action`.
     pub fn audit_of(&self, action: &str) -> Vec<Value> {
         self.audit_records()

@@ -5,10 +5,13 @@
 
 use std::{
     fs,
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     os::unix::net::UnixStream,
-    process::Command,
-    sync::atomic::{AtomicU64, Ordering},
+    process::{Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -107,7 +110,7 @@ fn edited_deleted_and_swapped_lines_are_named_by_verify() {
     for n in 0..4 {
         session.run(&format!("printf %s x | $NS put s{n}"));
     }
-    let good = fs::read_to_string(&guardian.audit).unwrap();
+    let good = guardian.audit_text();
     let lines: Vec<&str> = good.lines().collect();
     let copy = guardian.dir.join("copy.jsonl");
     let check = |text: String, expect: &str| {
@@ -212,12 +215,7 @@ fn a_client_cannot_forge_lines_in_tail_or_bloat_a_record() {
         !text.contains('\u{1b}') && text.contains(r"\u{a}2026"),
         "{text}"
     );
-    let longest = fs::read_to_string(&guardian.audit)
-        .unwrap()
-        .lines()
-        .map(str::len)
-        .max()
-        .unwrap();
+    let longest = guardian.audit_text().lines().map(str::len).max().unwrap();
     assert!(longest < 4096, "a record of {longest} bytes");
     assert!(verify(&guardian.audit).status.success());
 }
@@ -330,11 +328,21 @@ fn a_full_disk_refuses_new_secrets_but_triggers_still_fire() {
 
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
-fn the_chain_continues_across_rotated_files_under_the_real_guardian() {
+fn the_chain_continues_across_rotated_files_under_the_real_guardian_and_tail_follows_it() {
     let guardian = Guardian::start_with_config("audit-rotate", "audit_max_bytes = 4096\n");
     let before = guardian.audit_records().len();
+    let mut follower = Command::new(bin())
+        .args(["audit", "tail", "--follow", "--json", "--log"])
+        .arg(&guardian.audit)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let followed = lines_of(follower.stdout.take().unwrap());
+    // Each request a few ms apart, as a busy machine makes them: `tail -f`
+    // looks for a new file 5 times a second.
     for _ in 0..60 {
         assert!(status_request(&guardian.socket));
+        std::thread::sleep(Duration::from_millis(15));
     }
     assert_eq!(guardian.audit_records().len(), before + 60);
     assert!(
@@ -347,13 +355,97 @@ fn the_chain_continues_across_rotated_files_under_the_real_guardian() {
         output.status.success() && stdout.contains("file(s)"),
         "{stdout}"
     );
+    let every_seq: Vec<u64> = (1..=before as u64 + 60).collect();
+    let seqs = || -> Vec<u64> {
+        let lines = followed.lock().unwrap();
+        lines
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<serde_json::Value>(line).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let all_shown = wait_until(Duration::from_secs(3), || seqs().len() >= every_seq.len());
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(all_shown, "tail -f showed {:?}", seqs());
+    assert_eq!(seqs(), every_seq, "each record once, in order");
+}
+
+/// Every line `stdout` prints, collected by a thread as they come.
+fn lines_of(stdout: std::process::ChildStdout) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let collected = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            collected.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+#[test]
+#[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
+fn a_guardian_killed_mid_segment_restarts_on_its_log_and_loses_no_answered_record() {
+    let dir = e2e::scratch_dir("audit-crash");
+    let log = dir.join("audit/audit.jsonl");
+    let mut guardian = Guardian::start_with_audit("audit-crash-guardian", &log);
+    for _ in 0..20 {
+        assert!(status_request(&guardian.socket));
+    }
+    let answered = guardian.audit_records();
+    // The live file has zeroed room after its records, and a crash keeps it.
+    assert!(fs::metadata(&log).unwrap().len() > guardian.audit_len());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guardian.pid()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || !guardian.is_running()));
+    assert!(fs::read(&log).unwrap().ends_with(&[0]), "the room was cut");
+    let output = verify(&log);
+    assert!(output.status.success(), "{output:?}");
+    drop(guardian);
+
+    let guardian = Guardian::start_with_audit("audit-crash-again", &log);
+    assert!(status_request(&guardian.socket));
+    let records = guardian.audit_records();
+    assert_eq!(
+        records[..answered.len()],
+        answered[..],
+        "every answered record kept"
+    );
+    assert!(
+        guardian.audit_of("audit_torn_tail").is_empty(),
+        "{records:#?}"
+    );
+    assert_eq!(
+        records[answered.len()]["seq"].as_u64(),
+        Some(answered.len() as u64 + 1),
+        "the chain goes on from the last record: {records:#?}"
+    );
+    let output = verify(&log);
+    assert!(output.status.success(), "{output:?}");
+    let shown = Command::new(bin())
+        .args(["audit", "tail", "--json", "--log"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout).lines().count(),
+        records.len()
+    );
+    drop(guardian);
+    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]
 #[ignore = "end-to-end: needs root and a built guardian (cargo xtask test runs it)"]
 fn a_flood_of_huge_malformed_messages_from_another_uid_leaves_the_log_small() {
     let guardian = Guardian::start("audit-flood");
-    let before = fs::metadata(&guardian.audit).unwrap().len();
+    let before = guardian.audit_len();
     // As nobody: 60 KB of garbage op on a fresh connection, for 3 s.
     let flood = r#"
 import socket, struct, sys, time
@@ -398,7 +490,7 @@ print(sent)
         .filter_map(|reason| reason.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     assert_eq!(one_by_one + summed, sent, "every message accounted for");
-    let growth = fs::metadata(&guardian.audit).unwrap().len() - before;
+    let growth = guardian.audit_len() - before;
     eprintln!("{sent} malformed messages of 60 KB: the log grew by {growth} bytes");
     assert!(growth < 256 << 10, "the log grew by {growth} bytes");
     assert!(verify(&guardian.audit).status.success());

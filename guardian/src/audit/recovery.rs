@@ -1,11 +1,12 @@
-//! Reading an existing log back on open: where its chain goes on, a torn
-//! fragment at its end, and any whole line in it that is not a sound record.
+//! Reading an existing log back on open: where its chain goes on, the
+//! zero-filled room after its last record, a torn fragment at its end, and
+//! any whole line in it that is not a sound record.
 
 #![forbid(unsafe_code)]
 
 use std::{
     fs::File,
-    io::{self, BufRead, BufReader},
+    io::{self, BufRead, BufReader, Read},
 };
 
 use super::chain;
@@ -20,7 +21,12 @@ pub(super) struct Tail {
     pub(super) prev: String,
     /// Bytes of whole lines.
     pub(super) whole_len: u64,
-    /// A fragment after the last whole line.
+    /// Where the zeros after the whole lines end, when nothing else follows
+    /// them: the room a writer made for the next records.
+    pub(super) zeros_to: u64,
+    /// Whatever else follows the whole lines, to its last non-zero byte: a
+    /// record cut short by a crash, or records whose pages reached the disk
+    /// before an earlier one's (never answered: no flush completed).
     pub(super) torn: Option<Vec<u8>>,
     /// Whole lines that are not sound records.
     pub(super) damage: Vec<Damage>,
@@ -48,13 +54,14 @@ impl std::fmt::Display for Damage {
 }
 
 impl Tail {
-    /// Reads every line: the last sound record, any torn fragment at the
-    /// end, and every whole line that is not a sound record.
+    /// Reads every line: the last sound record, the room or torn fragment
+    /// at the end, and every whole line that is not a sound record.
     pub(super) fn read(file: &File) -> io::Result<Self> {
         let mut tail = Self {
             seq: 0,
             prev: chain::GENESIS.to_owned(),
             whole_len: 0,
+            zeros_to: 0,
             torn: None,
             damage: Vec::new(),
         };
@@ -64,10 +71,12 @@ impl Tail {
             line.clear();
             let n = reader.read_until(b'\n', &mut line)?;
             if n == 0 {
+                tail.zeros_to = tail.whole_len;
                 break;
             }
-            if line.last() != Some(&b'\n') {
-                tail.torn = Some(std::mem::take(&mut line));
+            if line.contains(&0) || line.last() != Some(&b'\n') {
+                reader.read_to_end(&mut line)?;
+                tail.end(line);
                 break;
             }
             match chain::open(&line[..n - 1]) {
@@ -82,5 +91,18 @@ impl Tail {
             tail.whole_len += n as u64;
         }
         Ok(tail)
+    }
+
+    /// Takes `rest`, everything after the whole lines, as room if it is all
+    /// zeros, else as a torn tail up to its last non-zero byte.
+    fn end(&mut self, mut rest: Vec<u8>) {
+        self.zeros_to = self.whole_len;
+        match rest.iter().rposition(|&b| b != 0) {
+            None => self.zeros_to += rest.len() as u64,
+            Some(last) => {
+                rest.truncate(last + 1);
+                self.torn = Some(rest);
+            }
+        }
     }
 }

@@ -4,8 +4,9 @@
 #![forbid(unsafe_code)]
 
 use std::{
-    io::{self, BufRead, BufReader, Seek, SeekFrom, Write},
-    os::unix::fs::MetadataExt,
+    fs::File,
+    io::{self, Write},
+    os::unix::fs::{FileExt, MetadataExt},
     path::{Path, PathBuf},
     thread,
     time::Duration,
@@ -107,14 +108,23 @@ pub fn human(record: &Value) -> String {
     line
 }
 
-/// Prints the matching records of `files` (oldest first), or the last
-/// `filter.last` of them.
-pub fn print(files: &[PathBuf], filter: &Filter, out: &mut impl Write) -> io::Result<()> {
+/// How far [`print`] read the log's live file, for [`follow`] to go on.
+pub struct Position {
+    file: File,
+    offset: u64,
+}
+
+/// Prints the matching records of `files` (oldest first, the live file last),
+/// or the last `filter.last` of them.
+pub fn print(files: &[PathBuf], filter: &Filter, out: &mut impl Write) -> io::Result<Position> {
     let mut shown = std::collections::VecDeque::new();
-    for file in files {
-        let reader = BufReader::new(super::open_to_read(file)?);
-        for line in reader.lines() {
-            if let Some(text) = render(&line?, filter) {
+    let mut position = None;
+    for path in files {
+        let file = super::open_to_read(path)?;
+        let bytes = read_from(&file, 0)?;
+        let records = super::written(&bytes);
+        for line in String::from_utf8_lossy(records).lines() {
+            if let Some(text) = render(line, filter) {
                 if filter.last.is_some_and(|last| shown.len() == last) {
                     shown.pop_front();
                 }
@@ -123,40 +133,76 @@ pub fn print(files: &[PathBuf], filter: &Filter, out: &mut impl Write) -> io::Re
                 }
             }
         }
+        let offset = records.len() as u64;
+        position = Some(Position { file, offset });
     }
     shown
         .into_iter()
-        .try_for_each(|text| writeln!(out, "{text}"))
+        .try_for_each(|text| writeln!(out, "{text}"))?;
+    position.ok_or_else(|| io::Error::other("no file to read"))
 }
 
-/// After [`print`], waits for new records in `path` and prints them, reopening
-/// the file when it is rotated. Runs until interrupted.
-pub fn follow(path: &Path, filter: &Filter, out: &mut impl Write) -> io::Result<()> {
-    let mut file = super::open_to_read(path)?;
+/// After [`print`], waits for new records in `path` and prints them, from
+/// where `print` stopped, reopening the file when it is rotated. Runs until
+/// interrupted.
+pub fn follow(
+    path: &Path,
+    from: Position,
+    filter: &Filter,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let Position {
+        mut file,
+        mut offset,
+    } = from;
     let mut inode = file.metadata()?.ino();
-    let mut offset = file.seek(SeekFrom::End(0))?;
-    let mut pending = String::new();
+    let mut pending = Vec::new();
     loop {
-        let mut reader = BufReader::new(&file);
-        reader.seek(SeekFrom::Start(offset))?;
-        let mut chunk = String::new();
-        while reader.read_line(&mut chunk)? > 0 {
-            offset += chunk.len() as u64;
-            pending.push_str(&chunk);
-            chunk.clear();
-            if pending.ends_with('\n') {
-                emit(pending.trim_end(), filter, out)?;
-                pending.clear();
-            }
-        }
+        offset += show_new(&file, offset, &mut pending, filter, out)?;
         out.flush()?;
         thread::sleep(Duration::from_millis(200));
         if let Ok(current) = super::open_to_read(path)
             && current.metadata()?.ino() != inode
         {
+            // The old file's last records, written before it was renamed.
+            show_new(&file, offset, &mut pending, filter, out)?;
             inode = current.metadata()?.ino();
             (file, offset) = (current, 0);
+            pending.clear();
         }
+    }
+}
+
+/// Shows the whole records written to `file` past `offset`, keeping the
+/// start of one still being written in `pending`; returns the bytes read.
+fn show_new(
+    file: &File,
+    offset: u64,
+    pending: &mut Vec<u8>,
+    filter: &Filter,
+    out: &mut impl Write,
+) -> io::Result<u64> {
+    let bytes = read_from(file, offset)?;
+    let new = super::written(&bytes);
+    pending.extend_from_slice(new);
+    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = pending.drain(..=end).collect();
+        emit(String::from_utf8_lossy(&line).trim_end(), filter, out)?;
+    }
+    Ok(new.len() as u64)
+}
+
+/// `file` from `offset` up to the end of its records: reads stop at the
+/// first block that holds the zero room (or part of a record being written).
+fn read_from(file: &File, mut offset: u64) -> io::Result<Vec<u8>> {
+    let (mut bytes, mut block) = (Vec::new(), vec![0; 64 * 1024]);
+    loop {
+        let n = file.read_at(&mut block, offset)?;
+        bytes.extend_from_slice(&block[..n]);
+        if n == 0 || block[..n].contains(&0) {
+            return Ok(bytes);
+        }
+        offset += n as u64;
     }
 }
 
@@ -197,6 +243,76 @@ mod tests {
         assert!(!line.chars().any(|c| c.is_control()), "{line:?}");
         assert!(line.contains(r"\u{a}#999999"), "{line}");
         assert!(line.contains(r"\u{202e}"), "{line}");
+    }
+
+    /// What `follow` printed so far, shared with the thread that runs it.
+    #[derive(Clone, Default)]
+    struct Printed(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Printed {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Printed {
+        fn seqs(&self) -> Vec<u64> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .map(|line| {
+                    serde_json::from_str::<Value>(line).unwrap()["seq"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn follow_prints_every_record_once_across_rotations_and_stops_at_the_zero_room() {
+        use crate::audit::{Action, AuditLog, Entry, Rotation};
+        let dir = std::env::temp_dir().join(format!("ns-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        // About three records a file.
+        let rotation = Rotation {
+            max_bytes: 600,
+            keep_files: usize::MAX,
+        };
+        let mut log = AuditLog::open(&path, rotation).unwrap();
+        let status = Entry::notice(Action::Status, "r".to_owned());
+        log.append(&status).unwrap();
+        let printed = Printed::default();
+        let (followed, mut out) = (path.clone(), printed.clone());
+        let json = Filter {
+            json: true,
+            ..Filter::default()
+        };
+        let from = print(std::slice::from_ref(&path), &json, &mut out).unwrap();
+        log.append(&status).unwrap();
+        std::thread::spawn(move || follow(&followed, from, &json, &mut out));
+        for _ in 0..11 {
+            log.append(&status).unwrap();
+            // Each record lands in the file's room, and a rotation at most
+            // once per poll (a tail -F misses a file made and rotated away
+            // between two looks).
+            thread::sleep(Duration::from_millis(120));
+        }
+        assert!(crate::audit::rotated_files(&path).len() >= 3);
+        let all = (1..=13).collect::<Vec<u64>>();
+        for _ in 0..50 {
+            if printed.seqs().len() >= all.len() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(printed.seqs(), all);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::{fmt, io::Read, path::PathBuf};
+use std::{fmt, path::PathBuf};
 
 use super::chain::{self, GENESIS};
 
@@ -56,14 +56,18 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Broken> {
         last_seq: 0,
     };
     for file in files {
-        let bytes = read(file).map_err(|err| Broken {
+        let bytes = super::read_whole(file).map_err(|err| Broken {
             file: file.clone(),
             line: 0,
             expected_seq: report.last_seq + 1,
             reason: format!("cannot read: {err}"),
         })?;
-        let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
-        let torn = lines.pop().is_some_and(|rest| !rest.is_empty());
+        let records = super::written(&bytes);
+        let mut lines: Vec<&[u8]> = records.split(|&b| b == b'\n').collect();
+        // A fragment after the last newline, or anything but the zero room
+        // after the records: a crash mid-write the guardian cuts on start.
+        let torn = lines.pop().is_some_and(|rest| !rest.is_empty())
+            || bytes[records.len()..].iter().any(|&b| b != 0);
         for (index, line) in lines.iter().enumerate() {
             let expected_seq = last.as_ref().map_or(1, |(seq, _)| seq + 1);
             let broken = |reason: String| Broken {
@@ -113,11 +117,4 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Broken> {
         report.first_seq = 1;
     }
     Ok(report)
-}
-
-/// The whole of one file of the log, never read through a link.
-fn read(file: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    super::open_to_read(file)?.read_to_end(&mut bytes)?;
-    Ok(bytes)
 }

@@ -182,9 +182,9 @@ pub fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 json,
             };
             let mut stdout = io::stdout().lock();
-            audit::tail::print(&audit::all_files(&log), &filter, &mut stdout)?;
+            let printed = audit::tail::print(&audit::all_files(&log), &filter, &mut stdout)?;
             if follow {
-                audit::tail::follow(&log, &filter, &mut stdout)?;
+                audit::tail::follow(&log, printed, &filter, &mut stdout)?;
             }
             Ok(())
         }

@@ -227,12 +227,14 @@ impl TrustedDir {
             .map_err(|errno| io_error(&self.path.join(name), errno.into()))
     }
 
-    /// Opens (creating, 0600) the log file `name` here to read and append,
+    /// Opens (creating, 0600) the log file `name` here to read and write,
     /// without following a link. It must be root's regular file with no other
     /// name; any other mode is set to 0600.
     pub fn open_log(&self, name: &OsStr) -> Result<File, PathError> {
         let path = self.path.join(name);
-        let flags = OFlag::O_RDWR | OFlag::O_APPEND | OFlag::O_CREAT;
+        // No O_APPEND: records go in place, at offsets (with O_APPEND
+        // Linux's pwrite appends whatever the offset).
+        let flags = OFlag::O_RDWR | OFlag::O_CREAT;
         let fd = self.open_file(name, flags, Mode::S_IRUSR | Mode::S_IWUSR)?;
         let stat = stat::fstat(&fd).map_err(|errno| io_error(&path, errno.into()))?;
         check_kind(&stat, &path, SFlag::S_IFREG, "a regular file")?;
