@@ -169,27 +169,32 @@ impl Status {
         StatusFile::open(pid)?.read()
     }
 
-    /// The fields wanted, from one pass over the lines (this runs several
-    /// times per request, so not one search of the whole text per field).
-    fn parse(text: &str) -> Option<Self> {
+    /// The fields wanted, from one pass over the lines of the file's bytes
+    /// (this runs several times per request: no search of the whole text
+    /// per field, and no check of the whole text as UTF-8, only of the name).
+    fn parse(text: &[u8]) -> Option<Self> {
         let (mut uid, mut gid, mut ppid, mut tracer, mut tgid, mut name) =
             (None, None, None, None, None, None);
         let mut kernel_thread = false;
-        for line in text.lines() {
-            let Some((key, value)) = line.split_once(':') else {
+        for line in text.split(|&b| b == b'\n') {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
                 continue;
             };
+            let (key, value) = (&line[..colon], &line[colon + 1..]);
             match key {
-                "Name" => name = Some(value.trim().to_owned()),
-                "Tgid" => tgid = first_number(value),
-                "PPid" => ppid = first_number(value),
-                "TracerPid" => tracer = first_number(value),
-                "Uid" => uid = first_number(value).map(Uid),
-                "Gid" => gid = first_number(value),
-                "Kthread" => kernel_thread = first_number::<u8>(value) == Some(1),
+                // A name may hold any byte but a newline (a comm cut
+                // mid-character, or set by the process): not a reason to
+                // take the process for gone.
+                b"Name" => name = Some(String::from_utf8_lossy(value).trim().to_owned()),
+                b"Tgid" => tgid = number(value),
+                b"PPid" => ppid = number(value),
+                b"TracerPid" => tracer = number(value),
+                b"Uid" => uid = number(value).map(Uid),
+                b"Gid" => gid = number(value),
+                b"Kthread" => kernel_thread = number::<u8>(value) == Some(1),
                 // The memory lines follow the ids; `Kthread`, where the
                 // kernel has it, comes before them.
-                "VmPeak" | "Threads" => break,
+                b"VmPeak" | b"Threads" => break,
                 _ => {}
             }
         }
@@ -232,9 +237,7 @@ impl StatusFile {
             }
             buf.resize(buf.len() * 2, 0);
         }
-        // A name may hold any byte but a newline (a comm cut mid-character,
-        // or set by the process): not a reason to take it for gone.
-        Status::parse(&String::from_utf8_lossy(&buf)).ok_or_else(invalid_status)
+        Status::parse(&buf).ok_or_else(invalid_status)
     }
 }
 
@@ -247,6 +250,11 @@ pub fn status_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines()
         .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
         .map(str::trim)
+}
+
+/// The first number in a status value's bytes.
+fn number<T: std::str::FromStr>(value: &[u8]) -> Option<T> {
+    first_number(std::str::from_utf8(value).ok()?)
 }
 
 /// The first number in a status value (`Uid:` lists four, for instance).
@@ -454,11 +462,11 @@ mod tests {
     #[test]
     fn kernel_threads_are_told_apart() {
         let fields = "Name:\tk\nUid:\t0 0 0 0\nGid:\t0\nPPid:\t2\nTracerPid:\t0\nTgid:\t9\n";
-        let kthread = Status::parse(&format!("{fields}Kthread:\t1\n")).unwrap();
+        let kthread = Status::parse(format!("{fields}Kthread:\t1\n").as_bytes()).unwrap();
         assert!(kthread.kernel_thread);
-        let user = Status::parse(&format!("{fields}Kthread:\t0\n")).unwrap();
+        let user = Status::parse(format!("{fields}Kthread:\t0\n").as_bytes()).unwrap();
         assert!(!user.kernel_thread);
-        let before_6_3 = Status::parse(fields).unwrap();
+        let before_6_3 = Status::parse(fields.as_bytes()).unwrap();
         assert!(!before_6_3.kernel_thread);
     }
 
@@ -500,7 +508,7 @@ mod tests {
 
     #[test]
     fn status_with_missing_fields_is_refused() {
-        assert_eq!(Status::parse("Name:\tx\nUid:\t0 0 0 0\n"), None);
+        assert_eq!(Status::parse(b"Name:\tx\nUid:\t0 0 0 0\n"), None);
     }
 
     #[test]

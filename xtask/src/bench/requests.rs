@@ -181,24 +181,110 @@ fn request_identities(stream: &mut UnixStream) -> bool {
     stream.read_exact(&mut body).is_ok() && body.first() == Some(&12)
 }
 
-/// The least a durable audit record costs here: `runs` appends of a
-/// 300-byte line to a file in `dir`, each followed by fdatasync, as the
-/// guardian's log does with one client; each one's time in ns.
-pub fn durable_appends(dir: &Path, runs: usize) -> anyhow::Result<Vec<u64>> {
-    fs::create_dir_all(dir)?;
-    let path = dir.join("durable-appends");
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
-    let line = [b'x'; 300];
+/// How a durable record reaches its file.
+#[derive(Clone, Copy, Debug)]
+pub enum Placement {
+    /// Appended: each fdatasync also carries the file's new size.
+    Appended,
+    /// Written in place over zeros written a megabyte ahead, as the
+    /// guardian's audit log does: each fdatasync carries data alone.
+    InPlace,
+}
+
+/// The zeros written ahead at a time for [`Placement::InPlace`] (the
+/// guardian's `audit::SEGMENT`).
+const ROOM: usize = 1 << 20;
+
+/// A file of 300-byte records in `dir`, written as `placement` says.
+struct Records {
+    file: fs::File,
+    placement: Placement,
+    written: u64,
+    room: u64,
+}
+
+impl Records {
+    const LINE: [u8; 300] = [b'x'; 300];
+
+    fn create(dir: &Path, placement: Placement) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(format!("durable-{placement:?}"));
+        let _ = fs::remove_file(&path);
+        let file = fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        // Gone from the directory at once; the descriptor keeps it.
+        fs::remove_file(&path)?;
+        Ok(Self {
+            file,
+            placement,
+            written: 0,
+            room: 0,
+        })
+    }
+
+    fn write(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let len = Self::LINE.len() as u64;
+        if let Placement::InPlace = self.placement
+            && self.written + len > self.room
+        {
+            self.file.write_all_at(&vec![0; ROOM], self.room)?;
+            self.room += ROOM as u64;
+        }
+        self.file.write_all_at(&Self::LINE, self.written)?;
+        self.written += len;
+        Ok(())
+    }
+}
+
+/// The least a durable audit record costs here: `runs` 300-byte records
+/// written to a file in `dir` as `placement` says, each followed by
+/// fdatasync, as the guardian's log does with one client; each one's time
+/// in ns.
+pub fn durable_writes(dir: &Path, placement: Placement, runs: usize) -> anyhow::Result<Vec<u64>> {
+    let mut records = Records::create(dir, placement)?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
         let start = Instant::now();
-        file.write_all(&line)?;
-        file.sync_data()?;
+        records.write()?;
+        records.file.sync_data()?;
         times.push(start.elapsed().as_nanos() as u64);
     }
-    fs::remove_file(&path)?;
     Ok(times)
+}
+
+/// fdatasyncs a second one thread makes for `duration` while another writes
+/// a 300-byte record every few tens of µs as `placement` says: the
+/// guardian's pattern under many clients (its main thread writes records,
+/// its syncer flushes them).
+pub fn flushes_under_writes(
+    dir: &Path,
+    placement: Placement,
+    duration: Duration,
+) -> anyhow::Result<f64> {
+    let mut records = Records::create(dir, placement)?;
+    let file = records.file.try_clone()?;
+    let end = Instant::now() + duration;
+    let mut flushes = 0u64;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            while Instant::now() < end {
+                records.write()?;
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            Ok(())
+        });
+        while Instant::now() < end {
+            file.sync_data()?;
+            flushes += 1;
+        }
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the writer panicked"))??;
+        Ok(())
+    })?;
+    Ok(flushes as f64 / duration.as_secs_f64())
 }
