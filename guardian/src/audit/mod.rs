@@ -260,8 +260,10 @@ impl AuditLog {
             _writer: writer,
         };
         if !tail.damage.is_empty() {
-            // Kept whole for `verify` and for whoever investigates; the new
-            // file chains on from the last record that was sound.
+            // Kept whole for `verify` and for whoever investigates, zeros
+            // and all (no room to cut); the new file chains on from the
+            // last record that was sound.
+            log.room = log.written;
             log.rotate()?;
             tracing::error!(
                 damaged = tail.damage.len(),
@@ -359,22 +361,25 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Zero-fills another [`SEGMENT`] past the room left when the next
-    /// `len` bytes would not fit in it. The zeros reach the disk with the
-    /// next flush; the records after them are then written in place. A full
-    /// disk leaves the record to be appended as it is, and the next
-    /// segment's worth of records too before room is tried again.
+    /// Zero-fills another [`SEGMENT`] (less where files rotate sooner) past
+    /// the room left when the next `len` bytes would not fit in it. The
+    /// zeros reach the disk with the next flush; the records after them are
+    /// then written in place. A full disk leaves the record to be appended
+    /// as it is, and the next segment's worth of records too before room is
+    /// tried again.
     fn make_room(&mut self, len: u64) {
         if self.written + len <= self.room || self.written < self.no_room_until {
             return;
         }
-        let zeroed = (0..SEGMENT / ZEROS.len() as u64).try_for_each(|chunk| {
-            let at = self.room + chunk * ZEROS.len() as u64;
-            self.file.write_all_at(&ZEROS, at)
+        let segment = self.rotation.max_bytes.min(SEGMENT).next_multiple_of(4096);
+        let end = self.room + segment;
+        let zeroed = (self.room..end).step_by(ZEROS.len()).try_for_each(|at| {
+            let part = (end - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..part], at)
         });
         match zeroed {
             Ok(()) => {
-                self.room += SEGMENT;
+                self.room = end;
                 self.dirty = true;
             }
             Err(err) => {
@@ -382,7 +387,7 @@ impl AuditLog {
                 // Zeros past the room are the log's end either way; cut
                 // them off so the file's length says where it ends.
                 let _ = self.cut_room();
-                self.no_room_until = self.written + SEGMENT;
+                self.no_room_until = self.written + segment;
             }
         }
     }
@@ -408,8 +413,7 @@ impl AuditLog {
     /// `audit.jsonl` -> `audit.jsonl.1`, each older `.N` -> `.N+1`, new file;
     /// files past the number kept are deleted, oldest first.
     fn rotate(&mut self) -> io::Result<()> {
-        // A rotated file ends at its last record, for any reader. (A damaged
-        // file moved aside on open has no room and is kept as it was.)
+        // A rotated file ends at its last record, for any reader.
         if self.room > self.written {
             self.cut_room()?;
         }
@@ -776,13 +780,47 @@ mod tests {
         assert!(broken.reason.contains("torn"), "{broken}");
         let log = AuditLog::open(&path, Rotation::NEVER).unwrap();
         assert_eq!(log.head(), 4);
-        let (records, len) = records_and_len(&path);
-        assert_eq!((records.len(), len), (4, len), "{records:?}");
+        let bytes = fs::read(&path).unwrap();
+        let records_len = written(&bytes).len();
+        assert!(
+            bytes[records_len..].iter().all(|&b| b == 0),
+            "torn bytes left"
+        );
+        let (records, _) = records_and_len(&path);
+        assert_eq!(records.len(), 4, "{records:?}");
         assert_eq!(records[3]["action"], "audit_torn_tail");
         let reason = records[3]["reason"].as_str().unwrap();
         let torn = format!("{} bytes after the last whole record", after.len());
         assert!(reason.contains(&torn), "{reason}");
         assert_eq!(verify::verify(&all_files(&path)).unwrap().records, 4);
+        fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_record_after_zeros_that_should_have_been_records_is_never_cut() {
+        // Record 4's page never reached the disk (its flush failed, so it
+        // was refused) while record 5's did, and 5 was answered.
+        let path = scratch("gap");
+        let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
+        for _ in 0..5 {
+            log.append(&entry(Action::Get)).unwrap();
+        }
+        drop(log);
+        let good = fs::read(&path).unwrap();
+        let lines: Vec<&[u8]> = good.split_inclusive(|&b| b == b'\n').collect();
+        let mut damaged = lines[..3].concat();
+        damaged.resize(damaged.len() + lines[3].len(), 0);
+        damaged.extend_from_slice(lines[4]);
+        damaged.resize(SEGMENT as usize, 0);
+        fs::write(&path, &damaged).unwrap();
+        let log = AuditLog::open(&path, Rotation::NEVER).unwrap();
+        assert_eq!(log.head(), 6, "the chain goes on after record 5");
+        assert_eq!(fs::read(numbered(&path, 1)).unwrap(), damaged, "kept whole");
+        drop(log);
+        let (records, _) = records_and_len(&path);
+        assert_eq!(records[0]["action"], "audit_damaged");
+        let reason = records[0]["reason"].as_str().unwrap();
+        assert!(reason.contains("records up to seq 5"), "{reason}");
         fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
@@ -806,7 +844,11 @@ mod tests {
             let bytes = fs::read(rotated).unwrap();
             assert!(!bytes.contains(&0) && bytes.ends_with(b"\n"), "{rotated:?}");
         }
-        assert_eq!(records_and_len(&path).1, SEGMENT, "the live file has room");
+        let room = records_and_len(&path).1;
+        assert_eq!(
+            room, 4096,
+            "room of a page where files rotate past 400 bytes"
+        );
         assert_eq!(verify::verify(&files).unwrap().records, 6);
         fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }

@@ -76,7 +76,7 @@ impl Tail {
             }
             if line.contains(&0) || line.last() != Some(&b'\n') {
                 reader.read_to_end(&mut line)?;
-                tail.end(line);
+                tail.end(number, line);
                 break;
             }
             match chain::open(&line[..n - 1]) {
@@ -93,16 +93,44 @@ impl Tail {
         Ok(tail)
     }
 
-    /// Takes `rest`, everything after the whole lines, as room if it is all
-    /// zeros, else as a torn tail up to its last non-zero byte.
-    fn end(&mut self, mut rest: Vec<u8>) {
+    /// Takes `rest`, everything after the whole lines (the first of them
+    /// line `number`): room if it is all zeros; a torn tail to its last
+    /// non-zero byte if no sound record is in it; else damage. A sound
+    /// record after zeros may have been answered (its page reached the disk,
+    /// an earlier one was lost: a failed write-back, a bad sector), so it is
+    /// never cut: the file is kept whole, like any other damage.
+    fn end(&mut self, number: usize, mut rest: Vec<u8>) {
         self.zeros_to = self.whole_len;
-        match rest.iter().rposition(|&b| b != 0) {
-            None => self.zeros_to += rest.len() as u64,
-            Some(last) => {
-                rest.truncate(last + 1);
-                self.torn = Some(rest);
-            }
-        }
+        let Some(last) = rest.iter().rposition(|&b| b != 0) else {
+            self.zeros_to += rest.len() as u64;
+            return;
+        };
+        rest.truncate(last + 1);
+        let after_zeros = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        let sound: Vec<chain::Link> = rest[after_zeros..]
+            .split(|&b| b == b'\n')
+            .filter_map(|piece| chain::open(without_leading_zeros(piece)).ok())
+            .collect();
+        let Some(newest) = sound.into_iter().max_by_key(|link| link.seq) else {
+            self.torn = Some(rest);
+            return;
+        };
+        self.damage.push(Damage {
+            line: number,
+            offset: self.whole_len,
+            len: rest.len(),
+            reason: format!(
+                "zeros where records should be, then records up to seq {}: part of the log \
+                 never reached the disk (a failed write-back, or a damaged disk)",
+                newest.seq
+            ),
+        });
+        (self.seq, self.prev) = (newest.seq, newest.hash);
     }
+}
+
+/// `piece` from its first non-zero byte.
+fn without_leading_zeros(piece: &[u8]) -> &[u8] {
+    let start = piece.iter().position(|&b| b != 0).unwrap_or(piece.len());
+    &piece[start..]
 }
