@@ -402,7 +402,10 @@ fn a_guardian_killed_with_zeroed_room_in_its_log_restarts_on_it_and_goes_on_from
     )
     .unwrap();
     assert!(wait_until(Duration::from_secs(5), || !guardian.is_running()));
-    assert!(fs::read(&log).unwrap().ends_with(&[0]), "no room left by the kill");
+    assert!(
+        fs::read(&log).unwrap().ends_with(&[0]),
+        "no room left by the kill"
+    );
     let output = verify(&log);
     assert!(output.status.success(), "{output:?}");
     drop(guardian);

@@ -796,31 +796,66 @@ mod tests {
         fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
-    #[test]
-    fn a_record_after_zeros_that_should_have_been_records_is_never_cut() {
-        // Record 4's page never reached the disk (its flush failed, so it
-        // was refused) while record 5's did, and 5 was answered.
-        let path = scratch("gap");
-        let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
-        for _ in 0..5 {
+    /// Six sound records of a log at `path`, each with its newline.
+    fn six_records(path: &Path) -> Vec<Vec<u8>> {
+        let mut log = AuditLog::open(path, Rotation::NEVER).unwrap();
+        for _ in 0..6 {
             log.append(&entry(Action::Get)).unwrap();
         }
         drop(log);
-        let good = fs::read(&path).unwrap();
-        let lines: Vec<&[u8]> = good.split_inclusive(|&b| b == b'\n').collect();
-        let mut damaged = lines[..3].concat();
-        damaged.resize(damaged.len() + lines[3].len(), 0);
-        damaged.extend_from_slice(lines[4]);
-        damaged.resize(SEGMENT as usize, 0);
-        fs::write(&path, &damaged).unwrap();
-        let log = AuditLog::open(&path, Rotation::NEVER).unwrap();
-        assert_eq!(log.head(), 6, "the chain goes on after record 5");
-        assert_eq!(fs::read(numbered(&path, 1)).unwrap(), damaged, "kept whole");
+        let good = fs::read(path).unwrap();
+        good.split_inclusive(|&b| b == b'\n')
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    /// Opens `damaged` as the log at `path`: the file must be moved aside
+    /// whole and the chain go on after `newest`.
+    fn kept_whole_and_chained_after(path: &Path, damaged: &[u8], newest: u64) -> String {
+        fs::write(path, damaged).unwrap();
+        let log = AuditLog::open(path, Rotation::NEVER).unwrap();
+        assert_eq!(log.head(), newest + 1);
+        assert_eq!(fs::read(numbered(path, 1)).unwrap(), damaged, "kept whole");
         drop(log);
-        let (records, _) = records_and_len(&path);
+        let (records, _) = records_and_len(path);
         assert_eq!(records[0]["action"], "audit_damaged");
-        let reason = records[0]["reason"].as_str().unwrap();
-        assert!(reason.contains("records up to seq 5"), "{reason}");
+        assert_eq!(records[0]["seq"], newest + 1);
+        records[0]["reason"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_record_after_zeros_that_should_have_been_records_is_never_cut() {
+        let path = scratch("gap");
+        let lines = six_records(&path);
+        let zeros = |n: usize| vec![0u8; n];
+        // Record 4's page never reached the disk (its flush failed, so it
+        // was refused), nor the end of 5's; 6's did, and 6 was answered.
+        let half = lines[4].len() / 2;
+        let damaged = [
+            lines[..3].concat(),
+            zeros(lines[3].len()),
+            lines[4][..half].to_vec(),
+            zeros(lines[4].len() - half),
+            lines[5].clone(),
+            zeros(4096),
+        ]
+        .concat();
+        let reason = kept_whole_and_chained_after(&path, &damaged, 6);
+        assert!(reason.contains("records up to seq 6"), "{reason}");
+        let broken = verify::verify(&[numbered(&path, 1)]).unwrap_err();
+        assert!(broken.reason.contains("never reached the disk"), "{broken}");
+        // A stale copy of record 2 after zeros is damage too, but the chain
+        // never goes back to it.
+        fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        let lines = six_records(&path);
+        let damaged = [
+            lines[..3].concat(),
+            zeros(300),
+            lines[1].clone(),
+            zeros(4096),
+        ]
+        .concat();
+        kept_whole_and_chained_after(&path, &damaged, 3);
         fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

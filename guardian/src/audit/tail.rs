@@ -169,60 +169,54 @@ pub fn follow(
         mut file,
         mut offset,
     } = from;
-    let mut pending = Vec::new();
     loop {
-        offset += show_new(&file, offset, &mut pending, filter, out)?;
+        offset += show_new(&file, offset, filter, out)?;
         out.flush()?;
         thread::sleep(Duration::from_millis(200));
         let Ok(current) = super::open_to_read(path) else {
             continue;
         };
-        let inode = file.metadata()?.ino();
-        if current.metadata()?.ino() == inode {
+        let (old, new) = (file.metadata()?.ino(), current.metadata()?.ino());
+        if old == new {
             continue;
         }
         // Written before the file was renamed, so complete now.
-        show_new(&file, offset, &mut pending, filter, out)?;
-        for newer in rotated_since(path, inode) {
-            pending.clear();
-            show_new(&super::open_to_read(&newer)?, 0, &mut pending, filter, out)?;
+        show_new(&file, offset, filter, out)?;
+        for between in rotated_between(path, old, new) {
+            show_new(&super::open_to_read(&between)?, 0, filter, out)?;
         }
-        pending.clear();
         (file, offset) = (current, 0);
     }
 }
 
-/// The files rotated after the one with `inode`, oldest first: those a
-/// reader of that file missed if the log rotated more than once since it
-/// last looked. None if that file is gone (past `audit_keep_files`).
-fn rotated_since(path: &Path, inode: u64) -> Vec<PathBuf> {
+/// The files rotated after the one with inode `old` and before the one with
+/// inode `new`, oldest first: what a reader of `old` missed when the log
+/// rotated more than once since it last looked. Where `old` is gone (deleted
+/// past `audit_keep_files`), every rotated file is newer than it.
+fn rotated_between(path: &Path, old: u64, new: u64) -> Vec<PathBuf> {
     let rotated = super::rotated_files(path);
-    let at = rotated
+    let inode = |file: &PathBuf| std::fs::symlink_metadata(file).map(|meta| meta.ino()).ok();
+    let start = rotated
         .iter()
-        .position(|file| std::fs::symlink_metadata(file).is_ok_and(|meta| meta.ino() == inode));
-    match at {
-        Some(at) => rotated[at + 1..].to_vec(),
-        None => Vec::new(),
-    }
+        .position(|file| inode(file) == Some(old))
+        .map_or(0, |at| at + 1);
+    rotated[start..]
+        .iter()
+        .take_while(|file| inode(file) != Some(new))
+        .cloned()
+        .collect()
 }
 
-/// Shows the whole records written to `file` past `offset`, keeping the
-/// start of one still being written in `pending`; returns the bytes read.
-fn show_new(
-    file: &File,
-    offset: u64,
-    pending: &mut Vec<u8>,
-    filter: &Filter,
-    out: &mut impl Write,
-) -> io::Result<u64> {
+/// Shows the whole records written to `file` past `offset`; returns the
+/// bytes they take. A record still being written is left for the next look
+/// (and a fragment a crash left, for the guardian to cut and record).
+fn show_new(file: &File, offset: u64, filter: &Filter, out: &mut impl Write) -> io::Result<u64> {
     let bytes = read_from(file, offset)?;
-    let new = super::written(&bytes);
-    pending.extend_from_slice(new);
-    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = pending.drain(..=end).collect();
-        emit(String::from_utf8_lossy(&line).trim_end(), filter, out)?;
+    let whole = whole_lines(super::written(&bytes));
+    for line in String::from_utf8_lossy(whole).lines() {
+        emit(line, filter, out)?;
     }
-    Ok(new.len() as u64)
+    Ok(whole.len() as u64)
 }
 
 /// `file` from `offset` up to the end of its records: reads stop at the
@@ -297,13 +291,28 @@ mod tests {
         fn seqs(&self) -> Vec<u64> {
             String::from_utf8_lossy(&self.0.lock().unwrap())
                 .lines()
+                // 0 for a line that is not a record (an unreadable one).
                 .map(|line| {
-                    serde_json::from_str::<Value>(line).unwrap()["seq"]
-                        .as_u64()
-                        .unwrap()
+                    serde_json::from_str::<Value>(line)
+                        .map_or(0, |record| record["seq"].as_u64().unwrap_or(0))
                 })
                 .collect()
         }
+    }
+
+    /// `audit tail -f --json` of `path` in a thread, with `meanwhile` done
+    /// between the listing and the following.
+    fn follow_in_a_thread(path: &Path, meanwhile: impl FnOnce()) -> Printed {
+        let (printed, path) = (Printed::default(), path.to_owned());
+        let json = Filter {
+            json: true,
+            ..Filter::default()
+        };
+        let mut out = printed.clone();
+        let from = print(std::slice::from_ref(&path), &json, &mut out).unwrap();
+        meanwhile();
+        std::thread::spawn(move || follow(&path, from, &json, &mut out));
+        printed
     }
 
     #[test]
@@ -320,15 +329,7 @@ mod tests {
         let mut log = AuditLog::open(&path, rotation).unwrap();
         let status = Entry::notice(Action::Status, "r".to_owned());
         log.append(&status).unwrap();
-        let printed = Printed::default();
-        let (followed, mut out) = (path.clone(), printed.clone());
-        let json = Filter {
-            json: true,
-            ..Filter::default()
-        };
-        let from = print(std::slice::from_ref(&path), &json, &mut out).unwrap();
-        log.append(&status).unwrap();
-        std::thread::spawn(move || follow(&followed, from, &json, &mut out));
+        let printed = follow_in_a_thread(&path, || log.append(&status).unwrap());
         for round in 0..11 {
             log.append(&status).unwrap();
             // Now and then a pause for a poll; in between, several rotations
@@ -346,6 +347,43 @@ mod tests {
             thread::sleep(Duration::from_millis(100));
         }
         assert_eq!(printed.seqs(), all);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn follow_started_on_a_crashed_log_shows_the_record_of_its_torn_tail_not_the_fragment() {
+        use crate::audit::{Action, AuditLog, Entry, Rotation};
+        let dir = std::env::temp_dir().join(format!("ns-follow-torn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("audit.jsonl");
+        let status = Entry::notice(Action::Status, "r".to_owned());
+        let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
+        log.append(&status).unwrap();
+        log.append(&status).unwrap();
+        drop(log);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(br#"{"seq":3,"action":"status","outcome":"deny","rea"#)
+            .unwrap();
+        let printed = follow_in_a_thread(&path, || ());
+        thread::sleep(Duration::from_millis(300));
+        // The guardian starts: the fragment is cut, and seq 3 says so.
+        let log = AuditLog::open(&path, Rotation::NEVER).unwrap();
+        for _ in 0..30 {
+            if printed.seqs().len() >= 3 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(printed.seqs(), [1, 2, 3]);
+        let last = String::from_utf8_lossy(&printed.0.lock().unwrap())
+            .lines()
+            .last()
+            .map(str::to_owned);
+        assert!(last.unwrap().contains("audit_torn_tail"));
+        drop(log);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

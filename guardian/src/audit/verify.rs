@@ -64,10 +64,17 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Broken> {
         })?;
         let records = super::written(&bytes);
         let mut lines: Vec<&[u8]> = records.split(|&b| b == b'\n').collect();
-        // A fragment after the last newline, or anything but the zero room
-        // after the records: a crash mid-write the guardian cuts on start.
-        let torn = lines.pop().is_some_and(|rest| !rest.is_empty())
-            || bytes[records.len()..].iter().any(|&b| b != 0);
+        // A fragment after the last newline, or anything but zeros after
+        // the records: what a crash or a lost page left.
+        let fragment = lines.pop().is_some_and(|rest| !rest.is_empty());
+        let torn = if bytes[records.len()..].iter().any(|&b| b != 0) {
+            Some(
+                "torn or lost: data after zeros where records should be (part of the file never \
+                 reached the disk: a crash mid-flush, a failed write-back or a damaged disk)",
+            )
+        } else {
+            fragment.then_some("torn last line (a crash mid-write, or a truncated file)")
+        };
         for (index, line) in lines.iter().enumerate() {
             let expected_seq = last.as_ref().map_or(1, |(seq, _)| seq + 1);
             let broken = |reason: String| Broken {
@@ -104,12 +111,12 @@ pub fn verify(files: &[PathBuf]) -> Result<Report, Broken> {
             report.last_seq = link.seq;
             last = Some((link.seq, link.hash));
         }
-        if torn {
+        if let Some(torn) = torn {
             return Err(Broken {
                 file: file.clone(),
                 line: lines.len() + 1,
                 expected_seq: report.last_seq + 1,
-                reason: "torn last line (a crash mid-write, or a truncated file)".to_owned(),
+                reason: torn.to_owned(),
             });
         }
     }
