@@ -29,6 +29,8 @@
 mod bounds;
 pub mod chain;
 pub mod commit;
+mod files;
+mod record;
 mod recovery;
 pub mod tail;
 pub mod verify;
@@ -43,132 +45,18 @@ use std::{
     time::SystemTime,
 };
 
+use files::numbered;
+pub use files::{all_files, open_to_read, read_whole, rotated_files, written};
+use record::Record;
+pub use record::{Action, Entry, Latency, Outcome};
 use recovery::{Damage, MAX_DAMAGE_SHOWN, Tail};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use writer_lock::WriterLock;
 
 use crate::os::{
     clock,
-    peer::Peer,
     trusted_path::{Leaf, TrustedDir},
 };
-
-text_enum! {
-    /// What a record is about: a request's verb, or an event of the guardian's own.
-    pub enum Action {
-        /// A `put` request.
-        Put = "put",
-        /// A `put --replace` request: new bytes under a secret's binding and
-        /// TTL, its old holders killed.
-        Replace = "replace",
-        /// A `get` request.
-        Get = "get",
-        /// An `exec` request.
-        Exec = "exec",
-        /// A `list` request.
-        List = "list",
-        /// A `revoke` request.
-        Revoke = "revoke",
-        /// A `wipe --all` request.
-        WipeAll = "wipe_all",
-        /// A `status` request.
-        Status = "status",
-        /// Secrets wiped and their holders killed.
-        Trigger = "trigger",
-        /// A message that was not a request.
-        Malformed = "malformed",
-        /// A ptrace or process_vm_readv/writev stopped in the kernel.
-        Tamper = "tamper",
-        /// A torn line cut off the end of the log at start-up.
-        AuditTornTail = "audit_torn_tail",
-        /// Records that could not be written (a full disk), once it can be again.
-        AuditGap = "audit_gap",
-        /// Damaged records found in the log at start-up; the file was moved aside.
-        AuditDamaged = "audit_damaged",
-        /// FUSE connections aborted to free a holder that outlived SIGKILL.
-        FuseAbort = "fuse_abort",
-    }
-}
-
-impl Action {
-    /// True for the requests that hand a secret in or out (`put`,
-    /// `replace`, `get`, `exec`): refused when their record cannot be written.
-    pub fn needs_its_record(self) -> bool {
-        matches!(
-            self,
-            Action::Put | Action::Replace | Action::Get | Action::Exec
-        )
-    }
-
-    /// True for the requests that store a secret, undone when their record
-    /// cannot be written.
-    pub fn stores(self) -> bool {
-        matches!(self, Action::Put | Action::Replace)
-    }
-}
-
-/// How a request or trigger ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The request was carried out.
-    Allow,
-    /// The request was refused.
-    Deny,
-    /// A trigger wiped secrets and every holder is dead.
-    Wiped,
-    /// A trigger wiped secrets but some holder outlived the wait.
-    HoldersSurvived,
-}
-
-/// Measured latencies of a trigger, on the kernel's monotonic clock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Latency {
-    /// When the trigger happened (CLOCK_MONOTONIC ns): the eBPF event's time,
-    /// or when the guardian noticed it.
-    pub start_ns: u64,
-    /// Trigger to every secret wiped.
-    pub wiped_ns: u64,
-    /// Trigger to the last holder dead; `None` if there were no holders.
-    pub holders_dead_ns: Option<u64>,
-    /// Holders killed.
-    pub holders: usize,
-}
-
-/// What a caller tells the log; sequence, time and chain are added here.
-#[derive(Clone, Debug, Serialize)]
-pub struct Entry {
-    /// What the record is about.
-    pub action: Action,
-    /// Secret names involved (none for list and status).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub names: Vec<String>,
-    /// Who asked; absent for kernel triggers.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer: Option<Peer>,
-    /// The session leader involved.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub leader: Option<i32>,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// Why: the error for a denial, the cause for a trigger.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// For triggers, what it took.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency: Option<Latency>,
-}
-
-#[derive(Serialize)]
-struct Record<'a> {
-    seq: u64,
-    time: String,
-    mono_ns: u64,
-    #[serde(flatten)]
-    entry: &'a Entry,
-    prev: &'a str,
-}
 
 /// When the log is rotated, and how many rotated files are kept.
 #[derive(Clone, Copy, Debug)]
@@ -195,14 +83,6 @@ pub const SEGMENT: u64 = 1 << 20;
 
 /// Zeros written at a time to make room.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
-
-/// The records in `bytes` read from a file of the log: everything before
-/// the first zero byte, where the room kept for the next records starts (a
-/// record is JSON, which never holds a zero byte).
-pub fn written(bytes: &[u8]) -> &[u8] {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    &bytes[..end]
-}
 
 /// An open audit log.
 pub struct AuditLog {
@@ -516,47 +396,6 @@ impl Entry {
             ),
         )
     }
-}
-
-/// `path.N` for rotation number `n`.
-fn numbered(path: &Path, n: usize) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
-}
-
-/// The rotated files of `path`, oldest first (`.N` down to `.1`). A link
-/// among them is listed, so reading it fails in [`open_to_read`].
-pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    while fs::symlink_metadata(numbered(path, files.len() + 1)).is_ok() {
-        files.push(numbered(path, files.len() + 1));
-    }
-    files.reverse();
-    files
-}
-
-/// Opens a file of the log to read, never through a link: a link in the
-/// log's place is reported, not followed.
-pub fn open_to_read(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
-
-/// The whole of one file of the log, never read through a link.
-pub fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    io::Read::read_to_end(&mut open_to_read(path)?, &mut bytes)?;
-    Ok(bytes)
-}
-
-/// Every file of the log, oldest first, ending with `path` itself.
-pub fn all_files(path: &Path) -> Vec<PathBuf> {
-    let mut files = rotated_files(path);
-    files.push(path.to_owned());
-    files
 }
 
 #[cfg(test)]
