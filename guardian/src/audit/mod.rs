@@ -417,7 +417,17 @@ mod tests {
         }
     }
 
-    fn scratch(tag: &str) -> PathBuf {
+    /// A log at `path` with a record of each of `actions`.
+    fn logged(path: &Path, actions: &[Action]) -> AuditLog {
+        let mut log = AuditLog::open(path, Rotation::NEVER).unwrap();
+        for &action in actions {
+            log.append(&entry(action)).unwrap();
+        }
+        log
+    }
+
+    /// `audit.jsonl` in a directory of the test's own, not made yet.
+    pub(super) fn scratch(tag: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("ns-audit-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir.join("audit.jsonl")
@@ -553,10 +563,7 @@ mod tests {
     #[test]
     fn records_are_written_in_place_ahead_of_zero_room_which_a_stop_cuts_off() {
         let path = scratch("room");
-        let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
-        for action in [Action::Put, Action::Get, Action::Exec] {
-            log.append(&entry(action)).unwrap();
-        }
+        let log = logged(&path, &[Action::Put, Action::Get, Action::Exec]);
         let (records, len) = records_and_len(&path);
         assert_eq!((records.len(), len), (3, SEGMENT), "written in place");
         assert_eq!(verify::verify(&all_files(&path)).unwrap().records, 3);
@@ -579,11 +586,7 @@ mod tests {
     /// zeros to the end of the segment.
     fn crashed(tag: &str, after: &[u8]) -> PathBuf {
         let path = scratch(tag);
-        let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
-        for action in [Action::Put, Action::Get, Action::Exec] {
-            log.append(&entry(action)).unwrap();
-        }
-        drop(log);
+        drop(logged(&path, &[Action::Put, Action::Get, Action::Exec]));
         let mut bytes = fs::read(&path).unwrap();
         bytes.extend_from_slice(after);
         bytes.resize(SEGMENT as usize, 0);
@@ -637,11 +640,7 @@ mod tests {
 
     /// Six sound records of a log at `path`, each with its newline.
     fn six_records(path: &Path) -> Vec<Vec<u8>> {
-        let mut log = AuditLog::open(path, Rotation::NEVER).unwrap();
-        for _ in 0..6 {
-            log.append(&entry(Action::Get)).unwrap();
-        }
-        drop(log);
+        drop(logged(path, &[Action::Get; 6]));
         let good = fs::read(path).unwrap();
         good.split_inclusive(|&b| b == b'\n')
             .map(<[u8]>::to_vec)
@@ -772,11 +771,7 @@ mod tests {
     #[test]
     fn a_log_damaged_in_the_middle_is_moved_aside_and_continued_from_its_last_sound_record() {
         let path = scratch("damaged");
-        let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
-        for action in [Action::Put, Action::Get, Action::Exec] {
-            log.append(&entry(action)).unwrap();
-        }
-        drop(log);
+        drop(logged(&path, &[Action::Put, Action::Get, Action::Exec]));
         let good = fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = good.lines().collect();
         // A fragment with a whole record appended to it, as a full disk left
@@ -811,10 +806,10 @@ mod tests {
     #[test]
     fn edits_deletions_and_swaps_are_found_at_the_first_bad_record() {
         let path = scratch("tamper");
-        let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
-        for action in [Action::Put, Action::Get, Action::Exec, Action::List] {
-            log.append(&entry(action)).unwrap();
-        }
+        let _log = logged(
+            &path,
+            &[Action::Put, Action::Get, Action::Exec, Action::List],
+        );
         let good = fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = good.lines().collect();
         let check = |text: String| {

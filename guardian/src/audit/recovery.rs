@@ -108,11 +108,11 @@ impl Tail {
         rest.truncate(last + 1);
         let after_zeros = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         // A record ends at its newline, or where another lost region starts.
-        let sound: Vec<chain::Link> = rest[after_zeros..]
+        let newest = rest[after_zeros..]
             .split(|&b| b == b'\n' || b == 0)
             .filter_map(|piece| chain::open(piece).ok())
-            .collect();
-        let Some(newest) = sound.iter().map(|link| link.seq).max() else {
+            .max_by_key(|link| link.seq);
+        let Some(newest) = newest else {
             self.torn = Some(rest);
             return;
         };
@@ -121,19 +121,16 @@ impl Tail {
             offset: self.whole_len,
             len: rest.len(),
             reason: format!(
-                "zeros where records should be, then records up to seq {newest}: part of the \
+                "zeros where records should be, then records up to seq {}: part of the \
                  log never reached the disk (a crash mid-flush, a failed write-back, or a \
-                 damaged disk)"
+                 damaged disk)",
+                newest.seq
             ),
         });
         // The chain goes on after the newest record, never back to a stale
         // one (an old block the file system left in place).
-        if let Some(link) = sound
-            .into_iter()
-            .filter(|link| link.seq > self.seq)
-            .max_by_key(|link| link.seq)
-        {
-            (self.seq, self.prev) = (link.seq, link.hash);
+        if newest.seq > self.seq {
+            (self.seq, self.prev) = (newest.seq, newest.hash);
         }
     }
 }

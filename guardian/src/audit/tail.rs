@@ -254,6 +254,7 @@ fn render(line: &str, filter: &Filter) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::{Action, AuditLog, Entry, Rotation, tests::scratch};
 
     #[test]
     fn no_field_can_start_a_line_or_restyle_the_terminal() {
@@ -288,6 +289,18 @@ mod tests {
     }
 
     impl Printed {
+        /// The `seq` of each line once there are `count` of them, or after
+        /// five seconds.
+        fn seqs_once(&self, count: usize) -> Vec<u64> {
+            for _ in 0..50 {
+                if self.seqs().len() >= count {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            self.seqs()
+        }
+
         fn seqs(&self) -> Vec<u64> {
             String::from_utf8_lossy(&self.0.lock().unwrap())
                 .lines()
@@ -317,10 +330,7 @@ mod tests {
 
     #[test]
     fn follow_prints_every_record_once_across_rotations_however_fast_and_stops_at_the_zero_room() {
-        use crate::audit::{Action, AuditLog, Entry, Rotation};
-        let dir = std::env::temp_dir().join(format!("ns-follow-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("audit.jsonl");
+        let path = scratch("follow");
         // About three records a file.
         let rotation = Rotation {
             max_bytes: 600,
@@ -340,22 +350,13 @@ mod tests {
         }
         assert!(crate::audit::rotated_files(&path).len() >= 3);
         let all = (1..=13).collect::<Vec<u64>>();
-        for _ in 0..50 {
-            if printed.seqs().len() >= all.len() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        assert_eq!(printed.seqs(), all);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(printed.seqs_once(all.len()), all);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]
     fn follow_started_on_a_crashed_log_shows_the_record_of_its_torn_tail_not_the_fragment() {
-        use crate::audit::{Action, AuditLog, Entry, Rotation};
-        let dir = std::env::temp_dir().join(format!("ns-follow-torn-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("audit.jsonl");
+        let path = scratch("follow-torn");
         let status = Entry::notice(Action::Status, "r".to_owned());
         let mut log = AuditLog::open(&path, Rotation::NEVER).unwrap();
         log.append(&status).unwrap();
@@ -371,20 +372,14 @@ mod tests {
         thread::sleep(Duration::from_millis(300));
         // The guardian starts: the fragment is cut, and seq 3 says so.
         let log = AuditLog::open(&path, Rotation::NEVER).unwrap();
-        for _ in 0..30 {
-            if printed.seqs().len() >= 3 {
-                break;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        assert_eq!(printed.seqs(), [1, 2, 3]);
+        assert_eq!(printed.seqs_once(3), [1, 2, 3]);
         let last = String::from_utf8_lossy(&printed.0.lock().unwrap())
             .lines()
             .last()
             .map(str::to_owned);
         assert!(last.unwrap().contains("audit_torn_tail"));
         drop(log);
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]
